@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+from django.core.signals import setting_changed
+
+
+class ChatConfig(AppConfig):
+    name = "chat"
+    verbose_name = "Chat"
+
+    def ready(self) -> None:
+        from chat import provider
+
+        def forget_backend(*, setting: str, **kwargs: object) -> None:
+            # The backend is resolved once from settings; tests change them at runtime.
+            if setting.startswith(("CHAT_", "OPENAI_", "AZURE_OPENAI_")):
+                provider.reset()
+
+        setting_changed.connect(forget_backend, weak=False, dispatch_uid="chat.provider.reset")

@@ -1,0 +1,70 @@
+"""Parse and validate request bodies into typed values. Pure: no I/O, no database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from chat.services import ChatError
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    message: str
+    conversation: uuid.UUID | None = None
+    model: str | None = None
+    system: str | None = None
+
+
+def bad_request(message: str, type: str = "invalid_request") -> ChatError:
+    return ChatError(400, type, message)
+
+
+def parse_chat_request(
+    body: bytes, *, max_message_chars: int, max_system_chars: int
+) -> ChatRequest:
+    """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?}`."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("The body is not valid JSON.", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.")
+    unknown = set(data) - {"message", "conversation", "model", "system"}
+    if unknown:
+        raise bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+
+    message = data.get("message")
+    if not isinstance(message, str):
+        raise bad_request("'message' is required and must be a string.")
+    if not message.strip():
+        raise bad_request("'message' must not be empty.", "empty_message")
+    if len(message) > max_message_chars:
+        raise ChatError(
+            413, "message_too_long", f"'message' is longer than {max_message_chars} characters."
+        )
+
+    conversation = data.get("conversation")
+    if conversation is not None:
+        if not isinstance(conversation, str):
+            raise bad_request("'conversation' must be a UUID string or null.")
+        try:
+            conversation = uuid.UUID(conversation)
+        except ValueError:
+            raise bad_request("'conversation' is not a valid UUID.") from None
+
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise bad_request("'model' must be a non-empty string.")
+
+    system = data.get("system")
+    if system is not None:
+        if not isinstance(system, str):
+            raise bad_request("'system' must be a string.")
+        if len(system) > max_system_chars:
+            raise ChatError(
+                413, "system_too_long", f"'system' is longer than {max_system_chars} characters."
+            )
+    return ChatRequest(message=message, conversation=conversation, model=model, system=system)

@@ -1,0 +1,575 @@
+"""The lifecycle of a chat turn. Views and commands call these and nothing else writes rows.
+
+    turn = await turn_start(owner=..., message="hi")      # rows exist before the upstream call
+    async for event in turn_stream(turn=turn): ...       # start, delta…, end | error
+                                                          # the row is finished in a shielded
+                                                          # `finally`, whatever happens
+
+Database work is O(1) per turn: one transaction to start, one to claim (deferred turns),
+one to finish. Nothing touches the database per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from chat import provider, relay
+from chat.models import Conversation, Message
+from chat.pricing import cost_of, price_for
+from chat.provider import Finished, ProviderError, TextDelta, Usage
+from chat.streams import StreamEvent
+
+logger = logging.getLogger("chat")
+
+Status = Message.Status
+PING = StreamEvent("ping")
+
+
+class ChatError(Exception):
+    """A request we refuse; `status` is the HTTP status a view answers with."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type
+        self.message = message
+
+
+def not_found(what: str) -> ChatError:
+    return ChatError(404, "not_found", f"No such {what}.")
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who a conversation belongs to: a user, or an anonymous session's random key."""
+
+    user_id: int | None = None
+    anonymous_key: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.user_id is None) == (not self.anonymous_key):
+            raise ValueError("An owner is either a user or an anonymous key, never both.")
+
+    def conversations(self) -> Any:
+        if self.user_id is not None:
+            return Conversation.objects.filter(owner_id=self.user_id)
+        return Conversation.objects.filter(owner__isnull=True, anonymous_key=self.anonymous_key)
+
+    def messages(self) -> Any:
+        if self.user_id is not None:
+            return Message.objects.filter(conversation__owner_id=self.user_id)
+        return Message.objects.filter(
+            conversation__owner__isnull=True, conversation__anonymous_key=self.anonymous_key
+        )
+
+
+@dataclass(slots=True)
+class Turn:
+    """One assistant reply being produced, and everything needed to produce it."""
+
+    conversation_id: uuid.UUID
+    message_id: int
+    model: str
+    api: provider.Api
+    provider: str
+    system: str
+    context: list[dict[str, str]] = field(default_factory=list)
+
+
+def choose_model(requested: str | None, conversation_model: str = "") -> str:
+    allowed = provider.backend().models
+    model = requested or conversation_model or provider.backend().default_model
+    if model not in allowed:
+        if requested:
+            raise ChatError(
+                400,
+                "invalid_model",
+                f"Model {requested!r} is not allowed here; choose one of {', '.join(allowed)}.",
+            )
+        model = provider.backend().default_model  # the allow-list changed since
+    return model
+
+
+def choose_api(requested: str | None) -> provider.Api:
+    api = requested or provider.backend().api
+    if api not in provider.APIS:
+        raise ChatError(400, "invalid_api", "api must be 'responses' or 'chat'.")
+    return api  # type: ignore[return-value]
+
+
+async def turn_start(
+    *,
+    owner: Owner,
+    message: str,
+    conversation_id: uuid.UUID | None = None,
+    model: str | None = None,
+    system: str | None = None,
+    api: str | None = None,
+    defer: bool = False,
+) -> Turn:
+    """Store the user's message and the assistant row (`pending` when deferred, else
+    already claimed as `streaming`) in one transaction, before any upstream call."""
+    chosen_api = choose_api(api)
+    return await sync_to_async(_turn_start)(
+        owner=owner,
+        message=message,
+        conversation_id=conversation_id,
+        model=model,
+        system=system,
+        api=chosen_api,
+        defer=defer,
+    )
+
+
+def _turn_start(
+    *,
+    owner: Owner,
+    message: str,
+    conversation_id: uuid.UUID | None,
+    model: str | None,
+    system: str | None,
+    api: provider.Api,
+    defer: bool,
+) -> Turn:
+    with transaction.atomic():
+        if conversation_id is None:
+            chosen = choose_model(model)
+            conversation = Conversation.objects.create(
+                owner_id=owner.user_id,
+                anonymous_key=owner.anonymous_key,
+                title=_title_from(message),
+                model=chosen,
+                system_prompt=system or "",
+            )
+        else:
+            # The row lock serialises turns of one conversation across workers.
+            conversation = (
+                owner.conversations().select_for_update().filter(pk=conversation_id).first()
+            )
+            if conversation is None:
+                raise not_found("conversation")
+            chosen = choose_model(model, conversation.model)
+            changes = {"updated_at": timezone.now(), "model": chosen}
+            if system is not None:
+                changes["system_prompt"] = system
+            Conversation.objects.filter(pk=conversation.pk).update(**changes)
+            conversation.system_prompt = changes.get("system_prompt", conversation.system_prompt)
+        Message.objects.create(
+            conversation=conversation, role=Message.Role.USER, content=message, model=chosen
+        )
+        backend = provider.backend()
+        assistant = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Status.PENDING if defer else Status.STREAMING,
+            provider=backend.name,
+            api=api,
+            model=chosen,
+        )
+        turn = Turn(
+            conversation_id=conversation.pk,
+            message_id=assistant.pk,
+            model=chosen,
+            api=api,
+            provider=backend.name,
+            system=conversation.system_prompt,
+        )
+        if not defer:
+            turn.context = _context(conversation.pk, before=assistant.pk)
+    return turn
+
+
+def _title_from(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:
+    """Earlier messages sent to the model, oldest first, capped to the newest N."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, pk__lt=before)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .exclude(status__in=[Status.PENDING, Status.STREAMING])
+        .order_by("-pk")
+        .values_list("role", "content")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+    )
+    return [{"role": role, "content": content} for role, content in reversed(rows)]
+
+
+async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
+    """Claim a deferred turn (`pending → streaming`) atomically.
+
+    Returns the `Turn` to stream when this caller won the claim; otherwise the stored
+    `Message` (finished, or streaming for someone else). Only a won claim ever reaches
+    the model, so a reconnecting browser can never cause a second call or bill.
+    """
+    message = (
+        await owner.messages()
+        .select_related("conversation")
+        .filter(pk=message_id, role=Message.Role.ASSISTANT)
+        .afirst()
+    )
+    if message is None:
+        raise not_found("message")
+    if message.status == Status.PENDING:
+        won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+            status=Status.STREAMING
+        )
+        if won:
+            context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
+            return Turn(
+                conversation_id=message.conversation_id,
+                message_id=message.pk,
+                model=message.model,
+                api=message.api,  # type: ignore[arg-type]
+                provider=message.provider,
+                system=message.conversation.system_prompt,
+                context=context,
+            )
+        await message.arefresh_from_db()
+    return message
+
+
+async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
+    """Call the model and yield `start`, `delta`…, then `end` or `error`.
+
+    The row is finished exactly once, in a shielded `finally`, for every outcome:
+    completed, upstream error, timeout, stop request, or the consumer going away.
+    """
+    started = time.monotonic()
+    yield StreamEvent(
+        "start",
+        {
+            "conversation": str(turn.conversation_id),
+            "message": turn.message_id,
+            "model": turn.model,
+        },
+    )
+    parts: list[str] = []
+    ttft_ms: int | None = None
+    finished: Finished | None = None
+    error: ProviderError | None = None
+    stopped = False
+    outcome: dict[str, Any] | None = None
+    try:
+        upstream = provider.stream_reply(
+            messages=turn.context, model=turn.model, api=turn.api, system=turn.system
+        )
+        async for event in relay.relay(
+            upstream,
+            cancel_key=cancel_key(turn.message_id),
+            ping_every=settings.CHAT_SSE_PING_SECONDS,
+        ):
+            if isinstance(event, TextDelta):
+                if not event.text:
+                    continue
+                if ttft_ms is None:
+                    ttft_ms = _ms_since(started)
+                parts.append(event.text)
+                yield StreamEvent("delta", {"text": event.text})
+            elif isinstance(event, Finished):
+                finished = event
+            else:
+                yield PING
+    except ProviderError as exc:
+        error = exc
+    except relay.StopRequested:
+        stopped = True
+    finally:
+        # Shielded: the client may be gone, but the row must still be finished.
+        outcome = await _shielded(
+            turn_finish(
+                turn=turn,
+                text="".join(parts),
+                finished=finished,
+                error=error,
+                stopped=stopped or (finished is None and error is None),
+                ttft_ms=ttft_ms,
+                duration_ms=_ms_since(started),
+            )
+        )
+    if error is not None:
+        yield StreamEvent("error", outcome)
+    else:
+        yield StreamEvent("end", outcome)
+
+
+async def _shielded(coro: Any) -> Any:
+    task = asyncio.ensure_future(coro)
+    return await asyncio.shield(task)
+
+
+def _ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+async def turn_finish(
+    *,
+    turn: Turn,
+    text: str,
+    finished: Finished | None,
+    error: ProviderError | None,
+    stopped: bool,
+    ttft_ms: int | None,
+    duration_ms: int,
+) -> dict[str, Any]:
+    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data."""
+    if error is not None:
+        status = Status.FAILED
+    elif finished is not None:
+        status = Status(finished.status)
+    else:
+        status = Status.CANCELLED if stopped else Status.FAILED
+    usage = finished.usage if finished is not None else None
+    if usage is None and (text or status == Status.COMPLETED):
+        prompt = turn.system + "".join(m["content"] for m in turn.context)
+        usage = provider.estimate_usage(prompt=prompt, reply=text)
+    result = await sync_to_async(_turn_finish)(
+        turn=turn,
+        text=text,
+        status=status,
+        usage=usage,
+        finished=finished,
+        error=error,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+    )
+    logger.info(
+        "turn finished message=%s status=%s model=%s api=%s in=%s out=%s ttft_ms=%s "
+        "duration_ms=%s request_id=%s",
+        turn.message_id,
+        status,
+        turn.model,
+        turn.api,
+        usage.input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        ttft_ms,
+        duration_ms,
+        (finished.request_id if finished else "") or (error.request_id if error else ""),
+    )
+    return result
+
+
+def _turn_finish(
+    *,
+    turn: Turn,
+    text: str,
+    status: Status,
+    usage: Usage | None,
+    finished: Finished | None,
+    error: ProviderError | None,
+    ttft_ms: int | None,
+    duration_ms: int,
+) -> dict[str, Any]:
+    now = timezone.now()
+    price = price_for(turn.model, now) if usage is not None else None
+    cost = cost_of(usage, price) if usage is not None and price is not None else None
+    fields: dict[str, Any] = {
+        "content": text,
+        "status": status,
+        "finish_reason": finished.finish_reason if finished else "",
+        "response_id": finished.response_id if finished else "",
+        "ttft_ms": ttft_ms,
+        "duration_ms": duration_ms,
+        "cost": cost,
+        "finished_at": now,
+        "error_type": error.error_type if error else "",
+        "error_message": error.message if error else "",
+    }
+    if usage is not None:
+        fields.update(usage.as_dict(), usage_estimated=usage.estimated)
+    with transaction.atomic():
+        # Only an unfinished row is written: a turn is recorded exactly once.
+        Message.objects.filter(
+            pk=turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
+        ).update(**fields)
+        Conversation.objects.filter(pk=turn.conversation_id).update(updated_at=now)
+    return end_event_data(
+        status=status,
+        finish_reason=fields["finish_reason"],
+        usage=usage.as_dict() if usage else None,
+        usage_estimated=usage.estimated if usage else False,
+        cost=cost,
+        ttft_ms=ttft_ms,
+        duration_ms=duration_ms,
+        error=error and {"type": error.error_type, "message": error.message},
+        retry_after=error.retry_after if error else None,
+    )
+
+
+def end_event_data(
+    *,
+    status: str,
+    finish_reason: str,
+    usage: dict[str, int] | None,
+    usage_estimated: bool,
+    cost: Any,
+    ttft_ms: int | None,
+    duration_ms: int | None,
+    error: dict[str, str] | None = None,
+    retry_after: str | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "status": str(status),
+        "finish_reason": finish_reason,
+        "usage": usage,
+        "usage_estimated": usage_estimated,
+        "cost": None if cost is None else f"{cost:f}",
+        "ttft_ms": ttft_ms,
+        "duration_ms": duration_ms,
+    }
+    if error:
+        data["error"] = error
+        if retry_after:
+            data["retry_after"] = retry_after
+    return data
+
+
+def message_usage(message: Message) -> dict[str, int] | None:
+    if message.input_tokens is None:
+        return None
+    return {
+        "input_tokens": message.input_tokens,
+        "output_tokens": message.output_tokens or 0,
+        "total_tokens": message.total_tokens or 0,
+        "cached_tokens": message.cached_tokens or 0,
+        "reasoning_tokens": message.reasoning_tokens or 0,
+    }
+
+
+def turn_replay(message: Message) -> list[StreamEvent]:
+    """The events of a finished turn, rebuilt from its stored row (no model call)."""
+    events = [
+        StreamEvent(
+            "start",
+            {
+                "conversation": str(message.conversation_id),
+                "message": message.pk,
+                "model": message.model,
+            },
+        )
+    ]
+    if message.content:
+        events.append(StreamEvent("delta", {"text": message.content}))
+    data = end_event_data(
+        status=message.status,
+        finish_reason=message.finish_reason,
+        usage=message_usage(message),
+        usage_estimated=message.usage_estimated,
+        cost=message.cost,
+        ttft_ms=message.ttft_ms,
+        duration_ms=message.duration_ms,
+        error={"type": message.error_type, "message": message.error_message}
+        if message.status == Status.FAILED
+        else None,
+    )
+    events.append(StreamEvent("error" if message.status == Status.FAILED else "end", data))
+    return events
+
+
+async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
+    """For a second reader of a turn: wait for the stored result, never call the model."""
+    deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
+    last_ping = time.monotonic()
+    while message.status not in Message.FINAL_STATUSES:
+        if time.monotonic() >= deadline:
+            yield StreamEvent(
+                "error",
+                {
+                    "status": str(message.status),
+                    "error": {
+                        "type": "still_streaming",
+                        "message": "This reply is still being written elsewhere; "
+                        "reload to see it when it is done.",
+                    },
+                },
+            )
+            return
+        await asyncio.sleep(0.5)
+        if time.monotonic() - last_ping >= settings.CHAT_SSE_PING_SECONDS:
+            last_ping = time.monotonic()
+            yield PING
+        await message.arefresh_from_db()
+    for event in turn_replay(message):
+        yield event
+
+
+def cancel_key(message_id: int) -> str:
+    return f"chat:cancel:{message_id}"
+
+
+async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
+    """Ask the worker streaming this turn to stop (works across workers via the cache).
+    A turn nobody has claimed yet is cancelled on the spot."""
+    message = await owner.messages().filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    if message is None:
+        raise not_found("message")
+    if message.status == Status.PENDING:
+        await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+            status=Status.CANCELLED, finished_at=timezone.now()
+        )
+    elif message.status == Status.STREAMING:
+        await cache.aset(cancel_key(message.pk), True, timeout=600)
+        relay.request_stop(cancel_key(message.pk))
+    await message.arefresh_from_db()
+    return message
+
+
+async def conversation_list(*, owner: Owner, limit: int = 100) -> list[dict[str, Any]]:
+    rows = owner.conversations().order_by("-updated_at")[:limit]
+    return [
+        {
+            "id": str(c.id),
+            "title": c.title,
+            "model": c.model,
+            "created_at": c.created_at.isoformat(),
+            "updated_at": c.updated_at.isoformat(),
+        }
+        async for c in rows
+    ]
+
+
+async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> dict[str, Any]:
+    conversation = await owner.conversations().filter(pk=conversation_id).afirst()
+    if conversation is None:
+        raise not_found("conversation")
+    messages = [
+        {
+            "id": m.pk,
+            "role": m.role,
+            "content": m.content,
+            "status": m.status,
+            "model": m.model,
+            "finish_reason": m.finish_reason,
+            "usage": message_usage(m),
+            "usage_estimated": m.usage_estimated,
+            "cost": None if m.cost is None else f"{m.cost:f}",
+            "ttft_ms": m.ttft_ms,
+            "duration_ms": m.duration_ms,
+            "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
+            "created_at": m.created_at.isoformat(),
+            "stream_url": f"/api/messages/{m.pk}/stream" if m.status == Status.PENDING else None,
+        }
+        async for m in conversation.messages.order_by("pk")
+    ]
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "system": conversation.system_prompt,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+        "messages": messages,
+    }

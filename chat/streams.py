@@ -1,0 +1,82 @@
+"""Pure encoders: one stream event model, three encodings (SSE, NDJSON, folded JSON).
+
+No I/O here. Event data is always JSON-encoded, so newlines, CR, quotes and any unicode
+in model text survive every encoding unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventType = Literal["start", "delta", "end", "error", "ping"]
+
+SSE_PING = b": ping\n\n"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    type: EventType
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+def _json(data: Any) -> str:
+    # ensure_ascii=False: UTF-8 is smaller on the wire than \uXXXX escapes for non-Latin text.
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    # U+2028/U+2029 are line breaks to some line splitters (Python's splitlines, old JS):
+    # escaped, every encoded event is one line for every reader.
+    if "\u2028" in text or "\u2029" in text:
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
+
+
+def sse_event(event: str, data: dict[str, Any], *, id: int | None = None) -> bytes:
+    """One SSE frame. JSON never contains a raw newline, so one `data:` line is enough."""
+    head = f"id: {id}\nevent: {event}\n" if id is not None else f"event: {event}\n"
+    return f"{head}data: {_json(data)}\n\n".encode()
+
+
+def sse_retry(milliseconds: int) -> bytes:
+    return f"retry: {milliseconds}\n\n".encode()
+
+
+def ndjson_line(event: str, data: dict[str, Any]) -> bytes:
+    return (_json({"type": event, **data}) + "\n").encode()
+
+
+def encode_sse(event: StreamEvent, *, id: int | None = None) -> bytes:
+    if event.type == "ping":
+        return SSE_PING
+    return sse_event(event.type, event.data, id=id)
+
+
+def encode_ndjson(event: StreamEvent) -> bytes:
+    return b"" if event.type == "ping" else ndjson_line(event.type, event.data)
+
+
+def fold(events: Iterable[StreamEvent]) -> dict[str, Any]:
+    """The JSON reply: the same events folded into one object."""
+    reply: dict[str, Any] = {
+        "conversation": None,
+        "message": None,
+        "model": None,
+        "reply": "",
+        "status": None,
+        "finish_reason": None,
+        "usage": None,
+        "cost": None,
+        "ttft_ms": None,
+        "duration_ms": None,
+    }
+    parts: list[str] = []
+    for event in events:
+        if event.type == "start":
+            reply.update(event.data)
+        elif event.type == "delta":
+            parts.append(event.data["text"])
+        elif event.type in ("end", "error"):
+            reply.update(event.data)
+    reply["reply"] = "".join(parts)
+    return reply

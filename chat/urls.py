@@ -1,0 +1,20 @@
+from django.urls import path
+
+from chat import views
+
+app_name = "chat"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("api/chat", views.chat, name="chat"),
+    path("api/conversations", views.conversation_list, name="conversation-list"),
+    path(
+        "api/conversations/<uuid:conversation_id>",
+        views.conversation_detail,
+        name="conversation-detail",
+    ),
+    path("api/messages/<int:message_id>/stream", views.message_stream, name="message-stream"),
+    path("api/messages/<int:message_id>/cancel", views.message_cancel, name="message-cancel"),
+    path("api/<path:rest>", views.api_not_found),
+    path("api", views.api_not_found),
+]

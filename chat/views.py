@@ -1,0 +1,178 @@
+"""HTTP translation only: parse, identify the caller, call a service, encode the result."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.views.decorators.csrf import ensure_csrf_cookie
+
+from chat import provider, services
+from chat.identity import request_owner
+from chat.middleware import error_response
+from chat.payloads import parse_chat_request
+from chat.services import ChatError, Turn
+from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
+
+SSE = "text/event-stream"
+NDJSON = "application/x-ndjson"
+JSON = "application/json"
+SSE_RETRY_MS = 3000
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+
+def api_view(*methods: str) -> Callable[[View], View]:
+    """Allow only `methods`, answering anything else with a JSON 405."""
+
+    def decorate(view: View) -> View:
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                return error_response(
+                    405,
+                    "method_not_allowed",
+                    f"Use {' or '.join(methods)} here.",
+                    headers={"Allow": ", ".join(methods)},
+                )
+            return await view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+@ensure_csrf_cookie
+async def index(request: HttpRequest) -> HttpResponse:
+    backend = provider.backend()
+    return render(request, "chat/index.html", {"backend": backend})
+
+
+@api_view("POST")
+async def chat(request: HttpRequest) -> HttpResponse:
+    accept = request.get_preferred_type([JSON, SSE, NDJSON])
+    if accept is None:
+        raise ChatError(406, "not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise ChatError(413, "body_too_large", "The request body is too large.") from None
+    payload = parse_chat_request(
+        body,
+        max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS,
+        max_system_chars=settings.CHAT_MAX_SYSTEM_CHARS,
+    )
+    owner = await request_owner(request)
+    defer = request.GET.get("stream") == "defer"
+    turn = await services.turn_start(
+        owner=owner,
+        message=payload.message,
+        conversation_id=payload.conversation,
+        model=payload.model,
+        system=payload.system,
+        defer=defer,
+    )
+    if defer:
+        return JsonResponse(
+            {
+                "conversation": str(turn.conversation_id),
+                "message": turn.message_id,
+                "stream_url": f"/api/messages/{turn.message_id}/stream",
+            },
+            status=201,
+        )
+    events = services.turn_stream(turn=turn)
+    if accept == SSE:
+        return sse_response(events)
+    if accept == NDJSON:
+        return ndjson_response(events)
+    return await json_reply(events)
+
+
+@api_view("GET")
+async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
+    if request.get_preferred_type([SSE]) is None:
+        raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
+    owner = await request_owner(request)
+    claimed = await services.turn_claim(owner=owner, message_id=message_id)
+    if isinstance(claimed, Turn):
+        return sse_response(services.turn_stream(turn=claimed))
+    if claimed.status in claimed.FINAL_STATUSES:
+        return sse_response(_aiter(services.turn_replay(claimed)))
+    return sse_response(services.turn_follow(message=claimed))
+
+
+@api_view("POST")
+async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
+    owner = await request_owner(request)
+    message = await services.turn_cancel(owner=owner, message_id=message_id)
+    return JsonResponse({"message": message.pk, "status": message.status}, status=202)
+
+
+@api_view("GET")
+async def conversation_list(request: HttpRequest) -> HttpResponse:
+    owner = await request_owner(request)
+    return JsonResponse({"conversations": await services.conversation_list(owner=owner)})
+
+
+@api_view("GET")
+async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    owner = await request_owner(request)
+    detail = await services.conversation_detail(owner=owner, conversation_id=conversation_id)
+    return JsonResponse(detail)
+
+
+async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
+    return error_response(404, "not_found", f"No API endpoint at {request.path}.")
+
+
+def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+    async def frames() -> AsyncIterator[bytes]:
+        yield sse_retry(SSE_RETRY_MS)
+        n = 0
+        async for event in events:
+            if event.type == "ping":
+                yield encode_sse(event)
+                continue
+            n += 1
+            yield encode_sse(event, id=n)
+
+    return _streaming(frames(), f"{SSE}; charset=utf-8")
+
+
+def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+    async def lines() -> AsyncIterator[bytes]:
+        async for event in events:
+            if event.type != "ping":
+                yield encode_ndjson(event)
+
+    return _streaming(lines(), f"{NDJSON}; charset=utf-8")
+
+
+def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass every frame through at once
+    return response
+
+
+async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
+    reply = fold([event async for event in events])
+    error = reply.get("error")
+    if not error:
+        return JsonResponse(reply)
+    status = provider.http_status_for(error["type"])
+    retry_after = reply.pop("retry_after", None)
+    headers = {"Retry-After": retry_after} if retry_after else None
+    return JsonResponse(reply, status=status, headers=headers)
+
+
+async def _aiter(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    for event in events:
+        yield event

@@ -1,0 +1,9 @@
+"""ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI)."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+
+application = get_asgi_application()

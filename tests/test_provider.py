@@ -1,0 +1,236 @@
+"""chat/provider.py against the real SDK with a scripted upstream at its HTTP boundary."""
+
+import httpx2
+import pytest
+
+from chat import provider
+from chat.provider import Finished, ProviderError, TextDelta
+from tests.upstream import Reply, chat_script, responses_script
+
+pytestmark = pytest.mark.asyncio
+
+RESPONSES_USAGE = {
+    "input_tokens": 12,
+    "output_tokens": 30,
+    "total_tokens": 42,
+    "input_tokens_details": {"cached_tokens": 8},
+    "output_tokens_details": {"reasoning_tokens": 16},
+}
+CHAT_USAGE = {
+    "prompt_tokens": 12,
+    "completion_tokens": 30,
+    "total_tokens": 42,
+    "prompt_tokens_details": {"cached_tokens": 8},
+    "completion_tokens_details": {"reasoning_tokens": 16},
+}
+PARTS = ["Hi", " there\n", "line two\r\n", '"quoted"', " 🚀"]
+
+
+async def collect(api, messages=None, system=""):
+    events = []
+    async for event in provider.stream_reply(
+        messages=messages or [{"role": "user", "content": "hello"}],
+        model="gpt-4.1-mini",
+        api=api,
+        system=system,
+    ):
+        events.append(event)
+    return events
+
+
+def text_of(events):
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+async def test_responses_api_text_and_full_usage(upstream):
+    upstream.queue(Reply(script=responses_script(PARTS, usage=RESPONSES_USAGE)))
+    events = await collect("responses", system="be brief")
+    assert text_of(events) == "".join(PARTS)
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert finished.status == "completed" and finished.finish_reason == "stop"
+    assert finished.response_id == "resp_1" and finished.request_id == "req_test"
+    assert finished.usage == provider.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
+    request = upstream.requests[0]
+    assert request.url.path == "/v1/responses"
+    assert request.headers["authorization"] == "Bearer sk-test-secret-key-123456"
+    assert upstream.bodies[0]["instructions"] == "be brief"
+    assert upstream.bodies[0]["input"] == [{"role": "user", "content": "hello"}]
+    assert upstream.bodies[0]["stream"] is True
+
+
+async def test_responses_usage_details_may_be_absent(upstream):
+    usage = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
+    upstream.queue(Reply(script=responses_script(["x"], usage=usage)))
+    finished = (await collect("responses"))[-1]
+    assert finished.usage == provider.Usage(3, 4, 7, 0, 0)
+
+
+async def test_responses_incomplete_is_not_an_error(upstream):
+    upstream.queue(
+        Reply(
+            script=responses_script(
+                ["cut"], final="response.incomplete", incomplete_reason="max_output_tokens"
+            )
+        )
+    )
+    finished = (await collect("responses"))[-1]
+    assert finished.status == "incomplete"
+    assert finished.finish_reason == "max_output_tokens"
+    assert finished.usage is None
+
+
+@pytest.mark.parametrize("on_last_content_chunk", [False, True])
+async def test_chat_completions_text_and_usage_wherever_it_arrives(upstream, on_last_content_chunk):
+    upstream.queue(
+        Reply(
+            script=chat_script(
+                PARTS, usage=CHAT_USAGE, usage_on_last_content_chunk=on_last_content_chunk
+            )
+        )
+    )
+    events = await collect("chat", system="sys")
+    assert text_of(events) == "".join(PARTS)
+    finished = events[-1]
+    assert finished.usage == provider.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
+    assert finished.status == "completed" and finished.response_id == "chatcmpl-1"
+    body = upstream.bodies[0]
+    assert body["stream_options"] == {"include_usage": True}
+    assert body["messages"][0] == {"role": "system", "content": "sys"}
+    assert upstream.requests[0].url.path == "/v1/chat/completions"
+
+
+async def test_chat_without_usage_reports_none(upstream):
+    upstream.queue(Reply(script=chat_script(["a", "b"])))
+    finished = (await collect("chat"))[-1]
+    assert finished.usage is None and finished.status == "completed"
+
+
+async def test_chat_length_finish_is_incomplete(upstream):
+    upstream.queue(Reply(script=chat_script(["a"], finish_reason="length")))
+    finished = (await collect("chat"))[-1]
+    assert finished.status == "incomplete" and finished.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "http_status"),
+    [
+        (401, "auth", 502),
+        (403, "auth", 502),
+        (429, "rate_limit", 429),
+        (400, "bad_request", 400),
+        (500, "upstream", 502),
+        (503, "upstream", 502),
+    ],
+)
+async def test_upstream_http_errors_are_translated(upstream, status, kind, http_status):
+    upstream.queue(
+        Reply(
+            status=status,
+            json_body={"error": {"message": "Incorrect API key sk-test-secret-key-123456 given"}},
+            headers={"retry-after": "7"},
+        )
+    )
+    with pytest.raises(ProviderError) as caught:
+        await collect("chat")
+    error = caught.value
+    assert error.kind == kind and error.status == http_status
+    assert "sk-test-secret-key-123456" not in error.message
+    if kind == "rate_limit":
+        assert error.retry_after == "7"
+    if kind == "bad_request":
+        assert "[redacted]" in error.message
+
+
+async def test_timeout_and_connection_errors(upstream):
+    upstream.queue(Reply(raise_exc=httpx2.ReadTimeout("slow")))
+    with pytest.raises(ProviderError) as caught:
+        await collect("chat")
+    assert caught.value.kind == "timeout" and caught.value.status == 504
+    upstream.queue(Reply(raise_exc=httpx2.ConnectError("refused")))
+    with pytest.raises(ProviderError) as caught:
+        await collect("responses")
+    assert caught.value.kind == "connection" and caught.value.status == 502
+
+
+async def test_timeout_mid_stream(upstream):
+    upstream.queue(Reply(script=[*chat_script(["a"])[:2], httpx2.ReadTimeout("stalled")]))
+    events = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in provider.stream_reply(
+            messages=[{"role": "user", "content": "x"}], model="m", api="chat"
+        ):
+            events.append(event)
+    assert text_of(events) == "a"
+    assert caught.value.kind == "timeout"
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        [
+            {"type": "response.output_text.delta", "delta": "par"},
+            {"type": "error", "code": "server_error", "message": "boom"},
+        ],
+        [
+            {"type": "response.output_text.delta", "delta": "par"},
+            {"type": "response.failed", "response": {"error": {"message": "boom"}}},
+        ],
+    ],
+)
+async def test_responses_mid_stream_error_event(upstream, script):
+    upstream.queue(Reply(script=script))
+    events = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in provider.stream_reply(
+            messages=[{"role": "user", "content": "x"}], model="m", api="responses"
+        ):
+            events.append(event)
+    assert text_of(events) == "par"
+    assert caught.value.message == "boom" and caught.value.status == 502
+
+
+async def test_chat_mid_stream_error_chunk(upstream):
+    upstream.queue(Reply(script=[*chat_script(["par"])[:2], {"error": {"message": "overloaded"}}]))
+    with pytest.raises(ProviderError) as caught:
+        await collect("chat")
+    assert caught.value.message == "overloaded"
+
+
+async def test_stream_that_stops_without_finishing_is_an_error(upstream):
+    upstream.queue(Reply(script=[{"type": "response.output_text.delta", "delta": "x"}]))
+    with pytest.raises(ProviderError, match="ended before it finished"):
+        await collect("responses")
+
+
+async def test_upstream_response_is_closed_when_consumer_stops_early(upstream):
+    upstream.queue(Reply(script=chat_script(["a", "b", "c"] * 10)))
+    stream = provider.stream_reply(
+        messages=[{"role": "user", "content": "x"}], model="m", api="chat"
+    )
+    first = await anext(stream)
+    assert first == TextDelta("a")
+    await stream.aclose()
+    assert upstream.streams[0].closed
+
+
+async def test_one_client_per_event_loop(upstream):
+    assert provider.client() is provider.client()
+
+
+async def test_backend_resolution(settings):
+    settings.CHAT_PROVIDER = "auto"
+    settings.OPENAI_API_KEY = ""
+    settings.OPENAI_BASE_URL = ""
+    settings.AZURE_OPENAI_ENDPOINT = ""
+    assert provider.backend().name == "demo" and provider.backend().api == "chat"
+    assert "offline demo" in provider.backend().label
+    settings.OPENAI_API_KEY = "sk-abc"
+    assert provider.backend().name == "openai" and provider.backend().api == "responses"
+    assert "sk-abc" not in provider.backend().label
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:11434/v1"
+    settings.CHAT_MODEL = "llama3.2"
+    assert provider.backend().name == "compatible" and provider.backend().api == "chat"
+    assert provider.backend().default_model == "llama3.2"
+    settings.AZURE_OPENAI_ENDPOINT = "https://x.openai.azure.com"
+    assert provider.backend().name == "azure"
