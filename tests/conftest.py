@@ -5,6 +5,19 @@ from chat import provider
 from tests.upstream import FakeUpstream
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(tmp_path_factory, django_db_modify_db_settings_parallel_suffix):
+    """Test on a SQLite file, as production does: an in-memory shared-cache database
+    fails concurrent writers at once ("table is locked") instead of honouring WAL and the
+    busy timeout, so it would test a database nobody runs."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
 @pytest.fixture
 def upstream(settings):
     """The real SDK talking to a scripted fake upstream (an OpenAI-compatible server)."""
