@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,22 +268,26 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         upstream = provider.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
-        async for event in relay.relay(
+        relayed = relay.relay(
             upstream,
             cancel_key=cancel_key(turn.message_id),
             ping_every=settings.CHAT_SSE_PING_SECONDS,
-        ):
-            if isinstance(event, TextDelta):
-                if not event.text:
-                    continue
-                if ttft_ms is None:
-                    ttft_ms = _ms_since(started)
-                parts.append(event.text)
-                yield StreamEvent("delta", {"text": event.text})
-            elif isinstance(event, Finished):
-                finished = event
-            else:
-                yield PING
+        )
+        # aclosing: when our consumer closes us at a `yield`, the upstream is closed
+        # before the row is finished, not whenever the garbage collector gets to it.
+        async with aclosing(relayed):
+            async for event in relayed:
+                if isinstance(event, TextDelta):
+                    if not event.text:
+                        continue
+                    if ttft_ms is None:
+                        ttft_ms = _ms_since(started)
+                    parts.append(event.text)
+                    yield StreamEvent("delta", {"text": event.text})
+                elif isinstance(event, Finished):
+                    finished = event
+                else:
+                    yield PING
     except ProviderError as exc:
         error = exc
     except relay.StopRequested:

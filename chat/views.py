@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
@@ -51,7 +52,14 @@ def api_view(*methods: str) -> Callable[[View], View]:
 @ensure_csrf_cookie
 async def index(request: HttpRequest) -> HttpResponse:
     backend = provider.backend()
-    return render(request, "chat/index.html", {"backend": backend})
+    # The page's script reads this through json_script, never through inline JS.
+    chat_config = {
+        "models": list(backend.models),
+        "defaultModel": backend.default_model,
+        "isDemo": backend.is_demo,
+        "label": backend.label,
+    }
+    return render(request, "chat/index.html", {"backend": backend, "chat_config": chat_config})
 
 
 @api_view("POST")
@@ -136,27 +144,48 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def frames() -> AsyncIterator[bytes]:
         yield sse_retry(SSE_RETRY_MS)
         n = 0
-        async for event in events:
-            if event.type == "ping":
-                yield encode_sse(event)
-                continue
-            n += 1
-            yield encode_sse(event, id=n)
+        # aclosing: if the client leaves while we wait on `send`, closing this generator
+        # must close the turn's too, so its row is finished now rather than at GC.
+        async with aclosing(events):
+            async for event in events:
+                if event.type == "ping":
+                    yield encode_sse(event)
+                    continue
+                n += 1
+                yield encode_sse(event, id=n)
 
     return _streaming(frames(), f"{SSE}; charset=utf-8")
 
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async for event in events:
-            if event.type != "ping":
-                yield encode_ndjson(event)
+        async with aclosing(events):
+            async for event in events:
+                if event.type != "ping":
+                    yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
 
 
+class ClosingStreamingResponse(StreamingHttpResponse):
+    """Closes its body generator when Django stops iterating it.
+
+    Django's ASGI handler closes the response's own iterator when the client leaves
+    while a chunk is being sent, but not the generator it wraps; that would leave the
+    turn open until garbage collection. Here the close goes all the way down.
+    """
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = self._iterator
+        try:
+            async for part in body:
+                yield part
+        finally:
+            await body.aclose()
+
+
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(body, content_type=content_type)
+    response = ClosingStreamingResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"  # nginx: pass every frame through at once
     return response

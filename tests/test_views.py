@@ -315,3 +315,58 @@ async def test_wrong_method_and_unknown_paths_are_json(client):
 async def test_index_page_names_the_demo_backend(client):
     page = await client.get("/")
     assert page.status == 200 and b"Offline demo model" in page.body
+
+
+async def test_client_that_leaves_while_we_write_still_gets_its_row_finished(upstream):
+    """The disconnect lands while Django awaits `send` (a slow client), not inside our
+    generator: the turn must still be closed, its upstream closed and its row cancelled."""
+    script = chat_script(["one ", "two ", "three"], usage=USAGE)
+    script.insert(3, 5.0)
+    upstream.queue(Reply(script=script))
+    from tests.asgi import application
+
+    disconnected = asyncio.Event()
+    stuck = asyncio.Event()
+    chunks = 0
+
+    async def receive():
+        if not hasattr(receive, "sent"):
+            receive.sent = True
+            return {"type": "http.request", "body": b'{"message":"hi"}', "more_body": False}
+        await disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        nonlocal chunks
+        if message["type"] == "http.response.body" and message.get("body"):
+            chunks += 1
+            if chunks == 3:  # retry, start, first delta: now the socket blocks
+                disconnected.set()
+                await stuck.wait()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/api/chat",
+        "raw_path": b"/api/chat",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"accept", b"text/event-stream"),
+            (b"host", b"127.0.0.1"),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    await asyncio.wait_for(application(scope, receive, send), 5)
+    for _ in range(50):
+        [row] = await assistant_rows()
+        if row.status != "streaming":
+            break
+        await asyncio.sleep(0.05)
+    assert row.status == "cancelled" and row.content.startswith("one ")
+    assert upstream.streams[0].closed
