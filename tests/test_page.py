@@ -1,0 +1,70 @@
+"""The chat page's HTML and static files, without a browser (tests/browser/ drives one)."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.staticfiles import finders
+
+pytestmark = pytest.mark.django_db
+
+
+def page_config(html: str) -> dict:
+    match = re.search(r'<script id="chat-config" type="application/json">(.*?)</script>', html)
+    assert match, "the page hands its settings to chat.js through json_script"
+    return json.loads(match.group(1))
+
+
+def test_page_sets_the_csrf_cookie_and_loads_its_module(client):
+    response = client.get("/")
+    assert response.status_code == 200
+    assert "csrftoken" in response.cookies
+    html = response.content.decode()
+    assert '<script type="module" src="/static/chat/chat.js">' in html
+    assert 'href="/static/chat/chat.css"' in html
+    assert "cdn" not in html.lower()
+
+
+def test_demo_backend_shows_the_banner_and_no_picker_for_one_model(client, settings):
+    settings.CHAT_MODELS = []
+    html = client.get("/").content.decode()
+    assert page_config(html) == {
+        "models": ["offline-demo"],
+        "defaultModel": "offline-demo",
+        "isDemo": True,
+        "label": "offline demo model (no API key configured; replies are canned)",
+    }
+    assert 'id="demo-banner"' in html
+    assert "<select" not in html
+
+
+def test_a_model_allow_list_gets_a_picker(client, upstream):
+    html = client.get("/").content.decode()
+    assert page_config(html)["models"] == ["gpt-4.1-mini", "gpt-4.1"]
+    assert page_config(html)["isDemo"] is False
+    assert '<option value="gpt-4.1-mini" selected>' in html
+    assert '<option value="gpt-4.1">' in html
+    assert 'id="demo-banner"' not in html
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "chat/chat.js",
+        "chat/chat.css",
+        "chat/vendor/marked/marked.esm.js",
+        "chat/vendor/marked/LICENSE",
+        "chat/vendor/dompurify/purify.es.mjs",
+        "chat/vendor/dompurify/LICENSE",
+    ],
+)
+def test_static_files_are_vendored_with_their_licences(path):
+    assert finders.find(path), f"{path} is missing from chat/static/"
+
+
+def test_chat_js_imports_only_vendored_modules():
+    source = Path(finders.find("chat/chat.js")).read_text(encoding="utf-8")
+    imports = re.findall(r'^import .* from "(.*)";$', source, flags=re.MULTILINE)
+    assert imports == ["./vendor/dompurify/purify.es.mjs", "./vendor/marked/marked.esm.js"]
+    assert ".innerHTML" not in source
