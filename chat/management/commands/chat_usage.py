@@ -1,0 +1,55 @@
+"""`manage.py chat_usage`: the admin dashboard's numbers on the command line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chat.usage import DEFAULT_SINCE, GROUPS, period_bounds, usage_json, usage_summary, usage_table
+
+
+class Command(BaseCommand):
+    help = (
+        "Requests, tokens, cost, failure rate and TTFT of assistant replies, by day, model or user."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--by", choices=GROUPS, default="day")
+        parser.add_argument(
+            "--since",
+            default=DEFAULT_SINCE,
+            help="first day, YYYY-MM-DD, or the last N days including today as Nd (default 7d)",
+        )
+        parser.add_argument("--until", help="last day included, YYYY-MM-DD (default today)")
+        parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            since, until = period_bounds(since=options["since"], until=options["until"])
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        report = usage_summary(since=since, until=until, by=options["by"])
+        if options["format"] == "json":
+            self.stdout.write(json.dumps(usage_json(report), indent=2))
+        elif options["format"] == "csv":
+            writer = csv.writer(self.stdout, lineterminator="\n")
+            writer.writerows(usage_table(report))
+        else:
+            self.stdout.write(_aligned(usage_table(report)))
+
+
+def _aligned(rows: list[list[str]]) -> str:
+    """Text columns left, numbers right, a rule above the totals row."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(row: list[str]) -> str:
+        cells = [row[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)
+        ]
+        return "  ".join(cells).rstrip()
+
+    rule = "  ".join("-" * width for width in widths)
+    return "\n".join([line(rows[0]), rule, *map(line, rows[1:-1]), rule, line(rows[-1])])

@@ -1,0 +1,372 @@
+"""The admin: conversations, messages, prices, the usage dashboard and CSV exports."""
+
+import csv
+import io
+from decimal import Decimal
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from chat.models import Conversation, Message, ModelPrice
+from tests.asgi import asgi_request
+from tests.usage_rows import TURNS, Turn, create_turns, expected, many_turns
+
+pytestmark = pytest.mark.django_db
+
+CONVERSATIONS = reverse("admin:chat_conversation_changelist")
+MESSAGES = reverse("admin:chat_message_changelist")
+DASHBOARD = reverse("admin:chat_message_usage")
+EXPORT = reverse("admin:chat_message_export")
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Slow hashing protects real passwords; here it would only slow every login.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def read_csv(response) -> list[list[str]]:
+    body = b"".join(response.streaming_content).decode("utf-8")
+    assert body.startswith("\ufeff")  # Excel reads the file as UTF-8
+    return list(csv.reader(io.StringIO(body[1:])))
+
+
+def staff_client(*permissions: str) -> Client:
+    user = get_user_model().objects.create_user("staffer", password="x", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_index_links_the_dashboard(admin_client):
+    response = admin_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert DASHBOARD.encode() in response.content
+    assert CONVERSATIONS.encode() in response.content
+
+
+def test_conversation_list_shows_owner_counts_tokens_and_cost(admin_client):
+    create_turns()
+    response = admin_client.get(CONVERSATIONS)
+    assert response.status_code == 200
+    rows = {c.title: c for c in response.context["cl"].result_list}
+    assert len(rows) == len(TURNS)
+    first = rows["A chat 0"]
+    assert (first.message_count, first.token_sum, first.cost_sum) == (2, 200, Decimal("0.000176"))
+    html = response.content.decode()
+    assert "anonymous" in html and "alice" in html and "gpt-4.1-mini" in html
+
+
+def test_conversation_search_finds_message_text_once(admin_client):
+    create_turns()
+    response = admin_client.get(CONVERSATIONS, {"q": '"Question 2"'})
+    assert [c.title for c in response.context["cl"].result_list] == ["A chat 2"]
+    # Both messages match "Hello": the conversation is still listed once, with its totals.
+    response = admin_client.get(CONVERSATIONS, {"q": "hello there"})
+    listed = response.context["cl"].result_list
+    assert len(listed) == len({c.pk for c in listed}) == sum(t.status != "failed" for t in TURNS)
+    assert all(c.message_count == 2 for c in listed)
+
+
+def test_conversation_page_lists_its_messages_read_only(admin_client):
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0, title="<script>alert(1)</script>")])
+    url = reverse("admin:chat_conversation_change", args=[reply.conversation_id])
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "Question 0" in html and "Hello there" in html
+    assert "<textarea" not in html and 'name="title"' not in html
+    assert admin_client.post(url, {"title": "changed"}).status_code == 403
+
+
+def test_message_list_filters_failed_replies(admin_client):
+    create_turns()
+    response = admin_client.get(MESSAGES, {"status__exact": "failed"})
+    assert response.status_code == 200
+    listed = response.context["cl"].result_list
+    assert {m.status for m in listed} == {"failed"}
+    assert len(listed) == sum(t.status == "failed" for t in TURNS)
+    html = response.content.decode()
+    assert "rate_limit" in html and "timeout" in html
+    assert reverse("admin:chat_conversation_change", args=[listed[0].conversation_id]) in html
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"model__exact": "gpt-5-mini"},
+        {"provider__exact": "demo"},
+        {"usage_estimated__exact": "1"},
+        {"role__exact": "user"},
+        {"q": "Question 1"},
+    ],
+)
+def test_message_list_filters(admin_client, query):
+    create_turns()
+    response = admin_client.get(MESSAGES, query)
+    assert response.status_code == 200
+    assert response.context["cl"].result_count >= 1
+    assert response.context["cl"].result_count < Message.objects.count()
+
+
+def test_messages_cannot_be_added_or_changed_but_can_be_deleted(admin_client):
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+    change = reverse("admin:chat_message_change", args=[reply.pk])
+    page = admin_client.get(change)
+    assert page.status_code == 200 and b'name="content"' not in page.content
+    assert admin_client.post(change, {"content": "rewritten", "cost": "0"}).status_code == 403
+    assert admin_client.get(reverse("admin:chat_message_add")).status_code == 403
+    reply.refresh_from_db()
+    assert reply.content == "Hello there"
+    delete = reverse("admin:chat_message_delete", args=[reply.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 302
+    assert not Message.objects.filter(pk=reply.pk).exists()
+
+
+def test_view_only_staff_can_read_but_not_delete():
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+    client = staff_client("view_message", "view_conversation")
+    assert client.get(MESSAGES).status_code == 200
+    assert client.get(DASHBOARD).status_code == 200
+    delete = reverse("admin:chat_message_delete", args=[reply.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == 403
+    response = client.post(
+        MESSAGES, {"action": "recompute_cost", "_selected_action": [reply.pk]}, follow=True
+    )
+    assert "No action selected" in response.content.decode()
+    assert Message.objects.filter(pk=reply.pk).exists()
+
+
+@pytest.mark.parametrize("url", [CONVERSATIONS, MESSAGES, DASHBOARD, EXPORT])
+def test_non_staff_are_sent_to_the_login_page(client, url):
+    user = get_user_model().objects.create_user("visitor", password="x")
+    client.force_login(user)
+    response = client.get(url)
+    assert response.status_code == 302 and response.url.startswith(reverse("admin:login"))
+
+
+@pytest.mark.parametrize("url", [DASHBOARD, EXPORT, reverse("admin:chat_message_usage_csv")])
+def test_staff_without_message_permission_are_forbidden(url):
+    assert staff_client().get(url).status_code == 403
+
+
+def test_changelist_queries_do_not_grow_with_rows(admin_client):
+    def queries(url: str) -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin_client.get(url).status_code == 200
+        return len(captured)
+
+    create_turns(many_turns(3))
+    few = {url: queries(url) for url in (CONVERSATIONS, MESSAGES)}
+    create_turns(many_turns(30))
+    assert {url: queries(url) for url in (CONVERSATIONS, MESSAGES)} == few
+
+
+def test_conversation_page_queries_do_not_grow_with_messages(
+    admin_client, django_assert_max_num_queries
+):
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+    for n in range(30):
+        Message.objects.create(conversation_id=reply.conversation_id, role="user", content=f"{n}")
+    with django_assert_max_num_queries(12):
+        admin_client.get(reverse("admin:chat_conversation_change", args=[reply.conversation_id]))
+
+
+def test_dashboard_numbers_equal_a_direct_computation(admin_client):
+    create_turns()
+    response = admin_client.get(DASHBOARD, {"period": "30d"})
+    assert response.status_code == 200
+    want_total = expected(TURNS, days=30, by="total")["total"]
+    totals = response.context["totals"]
+    assert (totals.requests, totals.failed, totals.cost) == (
+        want_total["requests"],
+        want_total["failed"],
+        want_total["cost"],
+    )
+    assert (totals.input_tokens, totals.output_tokens) == (
+        want_total["input_tokens"],
+        want_total["output_tokens"],
+    )
+    for table in response.context["tables"]:
+        want = expected(TURNS, days=30, by=table.by)
+        got = {row.key: (row.requests, row.failed, row.cost) for row in table.report.rows}
+        assert got == {k: (v["requests"], v["failed"], v["cost"]) for k, v in want.items()}
+    html = response.content.decode()
+    assert "<svg" in html and "<rect" in html and "o3" in html and "anonymous" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "days"), [({"period": "today"}, 1), ({}, 7), ({"period": "30d"}, 30)]
+)
+def test_dashboard_periods(admin_client, query, days):
+    create_turns()
+    totals = admin_client.get(DASHBOARD, query).context["totals"]
+    assert totals.requests == sum(t.days_ago < days for t in TURNS)
+
+
+def test_dashboard_custom_period_and_bad_input(admin_client):
+    create_turns()
+    day = (timezone.localdate() - timezone.timedelta(days=2)).isoformat()
+    custom = admin_client.get(DASHBOARD, {"period": "custom", "since": day, "until": day})
+    assert custom.context["totals"].requests == sum(t.days_ago == 2 for t in TURNS)
+    chart = custom.context["charts"][0]
+    assert len(chart.bars) == 1
+    # An impossible period falls back to the default and says why.
+    bad = admin_client.get(
+        DASHBOARD, {"period": "custom", "since": "2025-02-02", "until": "2025-01-01"}
+    )
+    assert bad.status_code == 200 and bad.context["form"].errors
+    assert bad.context["totals"].requests == sum(t.days_ago < 7 for t in TURNS)
+
+
+def test_dashboard_chart_has_a_bar_per_day(admin_client):
+    create_turns()
+    charts = admin_client.get(DASHBOARD, {"period": "7d"}).context["charts"]
+    cost, tokens = charts
+    assert len(cost.bars) == len(tokens.bars) == 7
+    # The tallest token bar is the day with the most tokens; empty days have height 0.
+    heights = [sum(s.height for s in bar.segments) for bar in tokens.bars]
+    assert max(heights) > 0 and min(heights) == 0
+
+
+def test_dashboard_csv_matches_the_table(admin_client):
+    create_turns()
+    response = admin_client.get(
+        reverse("admin:chat_message_usage_csv"), {"period": "7d", "by": "user"}
+    )
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert "attachment" in response["Content-Disposition"]
+    rows = read_csv(response)
+    assert rows[0] == [
+        "user",
+        "requests",
+        "failed",
+        "failure_rate",
+        "input_tokens",
+        "output_tokens",
+        "cost_usd",
+        "ttft_median_ms",
+        "ttft_p95_ms",
+    ]
+    want = expected(TURNS, days=7, by="user")
+    got = {row[0]: (int(row[1]), Decimal(row[6])) for row in rows[1:-1]}
+    assert got == {k: (v["requests"], v["cost"]) for k, v in want.items()}
+    assert rows[-1][0] == "total"
+
+
+def test_export_streams_the_filtered_message_list(admin_client):
+    create_turns()
+    response = admin_client.get(EXPORT, {"status__exact": "failed"})
+    assert response.streaming
+    rows = read_csv(response)
+    header = rows[0]
+    assert header[:6] == [
+        "id",
+        "created_at",
+        "finished_at",
+        "conversation",
+        "conversation_title",
+        "owner",
+    ]
+    assert "cost_usd" in header and "error_type" in header and "content" not in header
+    records = [dict(zip(header, row, strict=True)) for row in rows[1:]]
+    failed = Message.objects.filter(status="failed")
+    assert sorted(int(r["id"]) for r in records) == sorted(failed.values_list("pk", flat=True))
+    assert {r["status"] for r in records} == {"failed"}
+    assert {r["owner"] for r in records} == {"alice", "bob", "anonymous"}
+    # A cell that a spreadsheet would run as a formula is defused.
+    assert "'=cmd|' /C calc'!A0 7" in {r["conversation_title"] for r in records}
+
+
+def test_export_button_carries_the_current_filters(admin_client):
+    create_turns()
+    response = admin_client.get(MESSAGES, {"status__exact": "failed"})
+    assert f"{EXPORT}?status__exact=failed".encode() in response.content
+
+
+def test_export_action_exports_the_selected_rows(admin_client):
+    replies = create_turns()
+    chosen = [replies[0].pk, replies[4].pk]
+    response = admin_client.post(MESSAGES, {"action": "export_csv", "_selected_action": chosen})
+    rows = read_csv(response)
+    assert sorted(int(row[0]) for row in rows[1:]) == sorted(chosen)
+
+
+def test_price_edit_keeps_stored_costs_and_recompute_applies_it(admin_client):
+    [reply] = create_turns(
+        [Turn("alice", "test-model", 0, input_tokens=1000, output_tokens=1000, cost="0.00300000")]
+    )
+    entry = ModelPrice.objects.create(
+        model="test-model",
+        input_per_million=Decimal("1"),
+        output_per_million=Decimal("2"),
+        valid_from=timezone.now() - timezone.timedelta(days=365),
+    )
+    change = reverse("admin:chat_modelprice_change", args=[entry.pk])
+    form = admin_client.get(change)
+    assert b'name="output_per_million"' in form.content
+    valid_from = timezone.localtime(entry.valid_from)
+    response = admin_client.post(
+        change,
+        {
+            "model": "test-model",
+            "input_per_million": "1",
+            "cached_input_per_million": "",
+            "output_per_million": "10",
+            "valid_from_0": valid_from.strftime("%Y-%m-%d"),
+            "valid_from_1": valid_from.strftime("%H:%M:%S"),
+        },
+    )
+    assert response.status_code == 302
+    entry.refresh_from_db()
+    assert entry.output_per_million == Decimal("10")
+    reply.refresh_from_db()
+    assert reply.cost == Decimal("0.003")
+
+    response = admin_client.post(
+        MESSAGES, {"action": "recompute_cost", "_selected_action": [reply.pk]}, follow=True
+    )
+    assert "1 changed" in response.content.decode()
+    reply.refresh_from_db()
+    assert reply.cost == Decimal("0.011")  # 1000 × 1 + 1000 × 10 per million
+
+
+def test_model_prices_are_listed(admin_client):
+    response = admin_client.get(reverse("admin:chat_modelprice_changelist"), {"q": "gpt-4.1"})
+    assert response.status_code == 200
+    assert b"gpt-4.1-mini" in response.content
+    assert Conversation.objects.count() == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_export_streams_chunk_by_chunk_under_asgi():
+    def setup() -> str:
+        [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+        Message.objects.bulk_create(
+            Message(conversation_id=reply.conversation_id, role="user", content=f"{n}")
+            for n in range(1198)
+        )
+        user = get_user_model().objects.create_superuser("root", password="x")
+        client = Client()
+        client.force_login(user)
+        return client.cookies["sessionid"].value
+
+    session = await sync_to_async(setup)()
+    response = await asgi_request("GET", EXPORT, cookies={"sessionid": session})
+    assert response.status == 200
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    # 1200 rows arrive in several body chunks instead of one buffered body.
+    assert len([c for c in response.chunks if c]) > 2
+    rows = list(csv.reader(io.StringIO(response.body.decode("utf-8").lstrip("\ufeff"))))
+    assert len(rows) == 1 + 1200

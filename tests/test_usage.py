@@ -1,0 +1,115 @@
+"""chat/usage.py: the report equals a direct computation over the fixture rows."""
+
+from datetime import date, datetime
+
+import pytest
+from django.utils import timezone
+
+from chat.usage import percentile, period_bounds, usage_json, usage_summary, usage_table
+from tests.usage_rows import TURNS, Turn, create_turns, expected
+
+pytestmark = pytest.mark.django_db
+
+
+def actual(row) -> dict:
+    return {
+        "requests": row.requests,
+        "failed": row.failed,
+        "input_tokens": row.input_tokens,
+        "output_tokens": row.output_tokens,
+        "cost": row.cost,
+        "median": row.ttft_median_ms,
+        "p95": row.ttft_p95_ms,
+    }
+
+
+def approx(values: dict) -> dict:
+    return {k: pytest.approx(v) if isinstance(v, float) else v for k, v in values.items()}
+
+
+@pytest.mark.parametrize("by", ["day", "model", "user"])
+@pytest.mark.parametrize("days", [1, 7, 30])
+def test_summary_equals_a_direct_computation(by, days):
+    create_turns()
+    since, until = period_bounds(since=f"{days}d")
+    report = usage_summary(since=since, until=until, by=by)
+    want = expected(TURNS, days=days, by=by)
+    assert {row.key: actual(row) for row in report.rows} == {
+        key: approx(values) for key, values in want.items()
+    }
+    assert actual(report.totals) == approx(expected(TURNS, days=days, by="total")["total"])
+
+
+def test_user_messages_and_rows_outside_the_period_are_not_requests():
+    create_turns()
+    since, until = period_bounds(since="7d")
+    report = usage_summary(since=since, until=until, by="user")
+    assert report.totals.requests == sum(t.days_ago < 7 for t in TURNS)
+    assert "carol" not in {row.key for row in report.rows}  # her only turn was 12 days ago
+    assert "anonymous" in {row.key for row in report.rows}
+
+
+def test_model_rows_are_ordered_by_cost_and_days_by_date():
+    create_turns()
+    since, until = period_bounds(since="30d")
+    by_model = usage_summary(since=since, until=until, by="model").rows
+    assert [row.cost for row in by_model] == sorted((row.cost for row in by_model), reverse=True)
+    assert by_model[0].key == "o3"
+    by_day = usage_summary(since=since, until=until, by="day").rows
+    assert [row.key for row in by_day] == sorted(row.key for row in by_day)
+
+
+def test_empty_period_has_zero_totals():
+    create_turns()
+    since, until = period_bounds(since="2001-01-01", until="2001-01-31")
+    report = usage_summary(since=since, until=until, by="model")
+    assert report.rows == []
+    assert report.totals.requests == 0 and report.totals.cost == 0
+    assert report.totals.failure_rate == 0 and report.totals.ttft_median_ms is None
+
+
+def test_days_are_grouped_in_the_current_time_zone(settings):
+    settings.TIME_ZONE = "Pacific/Kiritimati"  # UTC+14: UTC midnight is 14:00 local
+    with timezone.override("Pacific/Kiritimati"):
+        create_turns([Turn("alice", "gpt-4.1", 0)])
+        since, until = period_bounds(since="1d")
+        [row] = usage_summary(since=since, until=until, by="day").rows
+        assert row.key == timezone.localdate().isoformat()
+
+
+def test_tables_and_json_carry_rows_then_totals():
+    create_turns()
+    since, until = period_bounds(since="7d")
+    report = usage_summary(since=since, until=until, by="model")
+    table = usage_table(report)
+    assert table[0][:3] == ["model", "requests", "failed"]
+    assert [line[0] for line in table[1:]] == [row.key for row in report.rows] + ["total"]
+    data = usage_json(report)
+    assert data["totals"]["requests"] == report.totals.requests
+    assert [row["group"] for row in data["rows"]] == [row.key for row in report.rows]
+
+
+def test_percentile_interpolates_like_percentile_cont():
+    assert percentile([], 0.5) is None
+    assert percentile([7], 0.95) == 7
+    assert percentile([1, 2, 3, 4], 0.5) == 2.5
+    assert percentile(list(range(1, 101)), 0.95) == pytest.approx(95.05)
+
+
+def test_period_bounds():
+    now = timezone.make_aware(datetime(2025, 3, 10, 15, 30))
+    midnight = lambda d: timezone.make_aware(datetime.combine(d, datetime.min.time()))  # noqa: E731
+    assert period_bounds(now=now) == (midnight(date(2025, 3, 4)), midnight(date(2025, 3, 11)))
+    assert period_bounds(since="1d", now=now) == (
+        midnight(date(2025, 3, 10)),
+        midnight(date(2025, 3, 11)),
+    )
+    assert period_bounds(since="2025-01-01", until="2025-01-31", now=now) == (
+        midnight(date(2025, 1, 1)),
+        midnight(date(2025, 2, 1)),
+    )
+    for bad in ["0d", "yesterday", "2025-13-01"]:
+        with pytest.raises(ValueError):
+            period_bounds(since=bad, now=now)
+    with pytest.raises(ValueError):
+        period_bounds(since="2025-02-01", until="2025-01-01", now=now)
