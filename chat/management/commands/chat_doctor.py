@@ -1,0 +1,136 @@
+"""`manage.py chat_doctor`: which model backend is configured, and does it answer?
+
+Prints the resolved configuration (never a key, only whether one is set), then lists the
+upstream's models and asks the default model for a one-word reply over the configured API,
+through the same provider code the chat uses. The check's reply is not stored. Any failure
+is reported with the provider's own key-free message and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import textwrap
+import time
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from chat import provider
+from chat.provider import Backend, Finished, ProviderError, TextDelta
+
+CHECK_PROMPT = "Reply with the single word: ok"
+LABEL_WIDTH = 12
+
+
+class Command(BaseCommand):
+    help = (
+        "Show which model backend is configured and check that it answers: list its models "
+        "and ask the default model for a one-word reply (not stored)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--offline",
+            action="store_true",
+            help="only print the configuration; send nothing",
+        )
+        parser.add_argument(
+            "--no-reply",
+            dest="reply",
+            action="store_false",
+            help="only list the models; skip the (billed, tiny) reply check",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        provider.reset()  # resolve from the settings as they are now
+        try:
+            config = provider.backend()
+        except ImproperlyConfigured as exc:
+            raise CommandError(f"The model backend is misconfigured: {exc}") from None
+        for label, value in describe(config):
+            self.line(label, value)
+        if options["offline"]:
+            return
+        problem = asyncio.run(self.probe(config, reply=options["reply"]))
+        if problem is not None:
+            raise CommandError(f"The model backend does not answer: {problem}")
+
+    async def probe(self, config: Backend, *, reply: bool) -> str | None:
+        """Run the checks, printing each outcome; returns the first failure, if any."""
+        try:
+            models = await provider.list_models()
+        except ProviderError as exc:
+            self.line("Models", f"FAILED: {exc.message} ({exc.error_type})")
+            return f"{exc.message} ({exc.error_type})"
+        self.line("Models", f"ok, {len(models)} offered")
+        for line in textwrap.wrap(", ".join(models), width=88):
+            self.stdout.write(" " * LABEL_WIDTH + line)
+        missing = [name for name in config.models if name not in models]
+        if missing and config.name != "azure":
+            self.line("Warning", f"not in the upstream's list: {', '.join(missing)}")
+        if not reply:
+            return None
+        try:
+            text, finished, ttft_ms = await reply_check(config)
+        except ProviderError as exc:
+            self.line("Reply", f"FAILED: {exc.message} ({exc.error_type})")
+            return f"{exc.message} ({exc.error_type})"
+        usage = "usage reported" if finished.usage else "no usage reported (will be estimated)"
+        self.line(
+            "Reply",
+            f"ok, {text.strip()[:40]!r} from {config.default_model} over the {config.api} API, "
+            f"first token after {ttft_ms} ms, {finished.status}, {usage}",
+        )
+        return None
+
+    def line(self, label: str, value: str) -> None:
+        self.stdout.write(f"{label + ':':<{LABEL_WIDTH}}{value}")
+
+
+def describe(config: Backend) -> list[tuple[str, str]]:
+    """The configuration as label/value pairs; says whether a key is set, never what it is."""
+    if config.is_demo:
+        key = "not needed (offline demo)"
+    elif config.name == "azure":
+        key = "set" if settings.AZURE_OPENAI_API_KEY else "not set (AZURE_OPENAI_API_KEY)"
+    elif settings.OPENAI_API_KEY:
+        key = "set"
+    else:
+        key = "not set (OPENAI_API_KEY; local servers usually need none)"
+    rows = [
+        ("Backend", config.label),
+        ("Provider", config.name),
+        ("Base URL", config.base_url),
+        ("API", config.api),
+        ("Model", config.default_model),
+        ("Allow-list", ", ".join(config.models)),
+        ("API key", key),
+        ("Timeout", f"{settings.CHAT_TIMEOUT:g} s, {settings.CHAT_MAX_RETRIES} retries"),
+    ]
+    if config.name == "azure":
+        rows.insert(3, ("API version", settings.AZURE_OPENAI_API_VERSION or "(SDK default)"))
+    return rows
+
+
+async def reply_check(config: Backend) -> tuple[str, Finished, int]:
+    """A one-word reply from the default model: its text, how it finished, and the TTFT."""
+    started = time.monotonic()
+    ttft_ms: int | None = None
+    parts: list[str] = []
+    stream = provider.stream_reply(
+        messages=[{"role": "user", "content": CHECK_PROMPT}],
+        model=config.default_model,
+        api=config.api,
+    )
+    async with contextlib.aclosing(stream):
+        async for event in stream:
+            if isinstance(event, TextDelta) and event.text:
+                if ttft_ms is None:
+                    ttft_ms = int((time.monotonic() - started) * 1000)
+                parts.append(event.text)
+            elif isinstance(event, Finished):
+                return "".join(parts), event, ttft_ms or int((time.monotonic() - started) * 1000)
+    raise ProviderError("upstream", "The model's stream ended before it finished.")
