@@ -46,7 +46,10 @@ class ApiErrorMiddleware:
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ChatError):
-            return error_response(exception.status, exception.type, exception.message)
+            headers = getattr(exception, "headers", None)  # e.g. Retry-After on a 429
+            return error_response(
+                exception.status, exception.type, exception.message, headers=headers
+            )
         if not _is_api(request):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)

@@ -1,4 +1,5 @@
-"""Parse and validate request bodies into typed values. Pure: no I/O, no database."""
+"""Parse and validate request bodies into typed values. No database; the only I/O is
+reading the body the server has already received."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest
 
 from chat.services import ChatError
 
@@ -22,13 +27,32 @@ def bad_request(message: str, type: str = "invalid_request") -> ChatError:
     return ChatError(400, type, message)
 
 
+def body_too_large() -> ChatError:
+    return ChatError(413, "body_too_large", "The request body is too large.")
+
+
+def request_body(request: HttpRequest) -> bytes:
+    """The body, refused with 413 above `DATA_UPLOAD_MAX_MEMORY_SIZE`. Django checks only
+    a declared Content-Length; a chunked body has none, so the read itself is bounded."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        if limit is None:
+            return request.body
+        body = request.body if "CONTENT_LENGTH" in request.META else request.read(limit + 1)
+    except RequestDataTooBig:
+        raise body_too_large() from None
+    if limit is not None and len(body) > limit:
+        raise body_too_large()
+    return body
+
+
 def parse_chat_request(
     body: bytes, *, max_message_chars: int, max_system_chars: int
 ) -> ChatRequest:
     """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?}`."""
     try:
         data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
         raise bad_request("The body is not valid JSON.", "invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object.")
@@ -41,6 +65,7 @@ def parse_chat_request(
         raise bad_request("'message' is required and must be a string.")
     if not message.strip():
         raise bad_request("'message' must not be empty.", "empty_message")
+    _check_storable(message, "message")
     if len(message) > max_message_chars:
         raise ChatError(
             413, "message_too_long", f"'message' is longer than {max_message_chars} characters."
@@ -67,4 +92,16 @@ def parse_chat_request(
             raise ChatError(
                 413, "system_too_long", f"'system' is longer than {max_system_chars} characters."
             )
+        _check_storable(system, "system")
     return ChatRequest(message=message, conversation=conversation, model=model, system=system)
+
+
+def _check_storable(text: str, name: str) -> None:
+    """JSON can carry what no database stores: NUL (PostgreSQL refuses it in text) and
+    lone surrogates like "\\ud800" (not encodable as UTF-8 at all)."""
+    if "\x00" in text:
+        raise bad_request(f"'{name}' must not contain NUL characters.")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad_request(f"'{name}' is not valid Unicode text.") from None

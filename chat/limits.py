@@ -1,0 +1,256 @@
+"""Per-owner limits that hold across workers: request rate, daily tokens, concurrent streams.
+
+Counters live in Django's cache (Redis when `REDIS_URL` is set, so every worker sees the
+same numbers). Only atomic operations are used: `add` creates a counter with its expiry
+if missing, `incr`/`decr` change it (INCRBY/DECRBY in Redis). They are called through
+`sync_to_async` on purpose: Django's `BaseCache.aincr` is a get-then-set, not atomic, and
+`RedisCache` does not override it.
+
+Who is counted: a user (session or API token) by id; an anonymous caller by client IP,
+since dropping the session cookie must not reset the limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+from django.utils import timezone
+
+from chat.models import Message
+from chat.services import ChatError, Owner
+
+T = TypeVar("T")
+
+UNIT_SECONDS = {
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "h": 3600,
+    "hour": 3600,
+    "d": 86400,
+    "day": 86400,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
+# A stream slot whose worker died is forgotten after this long without new streams.
+STREAM_SLOT_TTL = 15 * 60
+STREAM_RETRY_AFTER = 5
+
+
+class LimitExceeded(ChatError):
+    """429 with the seconds after which trying again can succeed."""
+
+    def __init__(self, type: str, message: str, *, retry_after: int) -> None:
+        super().__init__(429, type, message)
+        self.retry_after = max(1, retry_after)
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    seconds: int
+
+
+def parse_rate(text: str) -> Rate | None:
+    """`"20/min"`, `"100/hour"`, `"5/10s"`; empty or a zero count means no limit."""
+    if not text or not text.strip():
+        return None
+    match = _RATE.match(text.lower())
+    if match is None or match.group(3) not in UNIT_SECONDS:
+        raise ValueError(f"Rate {text!r} is not like '20/min' or '100/hour'.")
+    count, multiple, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3)
+    if count == 0:
+        return None
+    return Rate(count=count, seconds=multiple * UNIT_SECONDS[unit])
+
+
+def limits_key(request: HttpRequest, owner: Owner) -> str:
+    if owner.user_id is not None:
+        return f"user:{owner.user_id}"
+    return f"ip:{client_ip(request)}"
+
+
+def client_ip(request: HttpRequest) -> str:
+    """REMOTE_ADDR, or behind a proxy the last address it appended to
+    `CHAT_CLIENT_IP_HEADER` (earlier entries are whatever the client claimed)."""
+    header = settings.CHAT_CLIENT_IP_HEADER
+    if header:
+        forwarded = request.headers.get(header, "")
+        last = forwarded.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+async def _cache(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
+
+
+async def _count(key: str, *, timeout: int, delta: int = 1) -> int:
+    """Atomically add `delta` to a counter that expires `timeout` seconds after creation."""
+    await _cache(cache.add, key, 0, timeout=timeout)
+    try:
+        return await _cache(cache.incr, key, delta)
+    except ValueError:  # expired between add and incr: start a fresh window
+        await _cache(cache.add, key, 0, timeout=timeout)
+        return await _cache(cache.incr, key, delta)
+
+
+async def rate_hit(key: str) -> None:
+    """Count one request; refuse it when the owner is over `CHAT_RATE_LIMIT`."""
+    rate = parse_rate(settings.CHAT_RATE_LIMIT)
+    if rate is None:
+        return
+    now = time.time()
+    window = int(now // rate.seconds)
+    used = await _count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
+    if used > rate.count:
+        retry_after = math.ceil((window + 1) * rate.seconds - now)
+        raise LimitExceeded(
+            "rate_limited",
+            f"Too many requests: at most {settings.CHAT_RATE_LIMIT}. Try again in {retry_after} s.",
+            retry_after=retry_after,
+        )
+
+
+def _quota_key(key: str) -> str:
+    return f"chat:quota:{key}:{timezone.localdate().isoformat()}"
+
+
+def _seconds_to_midnight() -> int:
+    now = timezone.localtime()
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), now.tzinfo)
+    return math.ceil((midnight - now).total_seconds())
+
+
+async def quota_check(key: str) -> None:
+    quota = settings.CHAT_DAILY_TOKEN_QUOTA
+    if quota <= 0:
+        return
+    used = await _cache(cache.get, _quota_key(key), 0)
+    if used >= quota:
+        raise LimitExceeded(
+            "quota_exceeded",
+            f"Today's token quota ({quota}) is used up; it resets at midnight "
+            f"({settings.TIME_ZONE}).",
+            retry_after=_seconds_to_midnight(),
+        )
+
+
+async def quota_record(key: str, tokens: int) -> int:
+    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
+    if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
+        return 0
+    return await _count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+
+
+def _streams_key(key: str) -> str:
+    return f"chat:streams:{key}"
+
+
+def _stream_refusal() -> LimitExceeded:
+    limit = settings.CHAT_MAX_CONCURRENT_STREAMS
+    return LimitExceeded(
+        "too_many_streams",
+        f"At most {limit} replies can be written at once; wait for one to finish.",
+        retry_after=STREAM_RETRY_AFTER,
+    )
+
+
+async def stream_check(key: str) -> None:
+    """Refuse early (without taking a slot) when the owner's streams are all in use."""
+    limit = settings.CHAT_MAX_CONCURRENT_STREAMS
+    if limit > 0 and (await _cache(cache.get, _streams_key(key), 0)) >= limit:
+        raise _stream_refusal()
+
+
+async def stream_acquire(key: str) -> bool:
+    """Take a stream slot or raise; True when a slot was taken (release it later)."""
+    limit = settings.CHAT_MAX_CONCURRENT_STREAMS
+    if limit <= 0:
+        return False
+    slots = _streams_key(key)
+    running = await _count(slots, timeout=STREAM_SLOT_TTL)
+    if running > limit:
+        await stream_release(key)
+        raise _stream_refusal()
+    # The TTL is only a safety net for a worker that died holding slots.
+    await _cache(cache.touch, slots, STREAM_SLOT_TTL)
+    return True
+
+
+async def stream_release(key: str) -> None:
+    with contextlib.suppress(ValueError):  # expired by the safety net: nothing to give back
+        await _cache(cache.decr, _streams_key(key))
+
+
+async def turn_admit(*, key: str, streaming: bool, new_turn: bool = True) -> bool:
+    """Everything a turn must pass before any row is written (a new turn: rate and quota;
+    a streaming one: a stream slot). Returns whether a slot was taken; a deferred turn
+    takes it when its stream is opened."""
+    if new_turn:
+        await rate_hit(key)
+        await quota_check(key)
+    if not streaming:
+        await stream_check(key)
+        return False
+    return await stream_acquire(key)
+
+
+@contextlib.asynccontextmanager
+async def admitted(*, key: str, streaming: bool, new_turn: bool = True) -> AsyncIterator[bool]:
+    """`turn_admit`, giving the stream slot back if the turn then fails to start."""
+    slot = await turn_admit(key=key, streaming=streaming, new_turn=new_turn)
+    try:
+        yield slot
+    except BaseException:
+        if slot:
+            await stream_release(key)
+        raise
+
+
+async def guarded(
+    events: AsyncIterator[T], *, key: str, message_id: int, slot: bool
+) -> AsyncIterator[T]:
+    """`events`, then (whatever ends them: end, error, disconnect) the stream slot is
+    given back and the turn's recorded tokens are counted against the daily quota."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        # Close the turn first, so its row is finished before its tokens are read.
+        aclose = getattr(events, "aclose", None)
+        task = asyncio.ensure_future(_settle(aclose, key=key, message_id=message_id, slot=slot))
+        # Shielded: the client may be gone, but the slot and the quota must be settled.
+        await asyncio.shield(task)
+
+
+async def _settle(aclose: Any, *, key: str, message_id: int, slot: bool) -> None:
+    try:
+        if aclose is not None:
+            await aclose()
+    finally:
+        if slot:
+            await stream_release(key)
+        if settings.CHAT_DAILY_TOKEN_QUOTA > 0:
+            tokens = (
+                await Message.objects.filter(pk=message_id)
+                .values_list("total_tokens", flat=True)
+                .afirst()
+            )
+            await quota_record(key, tokens or 0)
