@@ -6,7 +6,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format migrate
+.PHONY: install run test lint format migrate bench serve-prod
+# The second `make test` pass: the same code on PostgreSQL and Redis (CI=true requires them).
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+WORKERS ?= 2
+listening = $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(1)), 2).close()" 2>/dev/null
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +32,7 @@ migrate: install
 	$(BIN)/python manage.py migrate --no-input
 
 run: migrate
-	@$(BIN)/python manage.py shell -c "from chat.provider import backend; print('Model backend:', backend().label)"
+	@$(BIN)/python manage.py chat_doctor --offline
 	@echo "Chat page:  http://$(HOST):$(PORT)/"
 	@echo "Admin:      http://$(HOST):$(PORT)/admin/  (first create a user: $(BIN)/python manage.py createsuperuser)"
 	$(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) \
@@ -35,6 +40,26 @@ run: migrate
 
 test: install
 	$(BIN)/python -m pytest
+	@if $(call listening,5432) && $(call listening,6379); then \
+		echo "== second pass: PostgreSQL ($(PG_TEST_URL)) and Redis ($(REDIS_TEST_URL))"; \
+		DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/python -m pytest -m "not browser"; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "PostgreSQL (5432) or Redis (6379) is not reachable on 127.0.0.1; CI must test both." >&2; \
+		exit 1; \
+	else \
+		echo "== no PostgreSQL/Redis on 127.0.0.1: skipped their pass"; \
+	fi
+
+# Load benchmark against a local fake upstream (about 3 minutes; see README "Performance").
+bench: install
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Several workers, DEBUG off (needs SECRET_KEY; see README "Deployment"). Static files are
+# collected and served by WhiteNoise unless the reverse proxy serves /static/ itself.
+serve-prod: migrate
+	DEBUG=false $(BIN)/python manage.py collectstatic --no-input -v 0
+	DEBUG=false $(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) \
+		--workers $(WORKERS) --no-access-log --timeout-graceful-shutdown 20
 
 lint: install
 	$(BIN)/ruff check .

@@ -32,6 +32,7 @@ from chat.demo import DEMO_MODEL, DemoTransport
 Api = Literal["responses", "chat"]
 APIS: tuple[Api, ...] = ("responses", "chat")
 DEMO_BASE_URL = "http://offline-demo.invalid/v1"
+UPSTREAM_MAX_CONNECTIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +206,9 @@ def _build_client(config: Backend) -> openai.AsyncOpenAI:
     transport = _transport_override
     if transport is None and config.is_demo:
         transport = DemoTransport(delay=settings.CHAT_DEMO_DELAY)
-    http_client = httpx2.AsyncClient(transport=transport) if transport is not None else None
+    http_client = (
+        httpx2.AsyncClient(transport=transport) if transport is not None else _http_client()
+    )
     common: dict[str, Any] = {
         "timeout": settings.CHAT_TIMEOUT,
         "max_retries": settings.CHAT_MAX_RETRIES,
@@ -221,6 +224,18 @@ def _build_client(config: Backend) -> openai.AsyncOpenAI:
     # Local servers (Ollama, vLLM, llama.cpp) ignore the key but the SDK requires one.
     api_key = "demo" if config.is_demo else (settings.OPENAI_API_KEY or "not-needed")
     return openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url, **common)
+
+
+def _http_client() -> httpx2.AsyncClient | None:
+    """aiohttp under the SDK: httpx's pool does work per open connection on every request,
+    which a thousand concurrent streams turn into most of the CPU."""
+    if settings.CHAT_HTTP_CLIENT != "aiohttp":
+        return None
+    limits = httpx2.Limits(
+        max_connections=UPSTREAM_MAX_CONNECTIONS,
+        keepalive_expiry=settings.CHAT_UPSTREAM_KEEPALIVE_SECONDS,
+    )
+    return openai.DefaultAioHttpClient(limits=limits)
 
 
 async def stream_reply(

@@ -3,19 +3,21 @@
 The upstream is read in its own task. The consumer gets its events, plus `PING` after
 `ping_every` idle seconds, and stops with `StopRequested` when someone asks this turn to
 stop: on this worker through the queue (instant), on another through a cache key (polled
-once a second). Deltas already queued are merged, so a burst of tiny tokens costs one
-frame; the first is never delayed. Leaving the relay, for any reason, cancels the
-upstream task, which closes the upstream response.
+once a second by one task per event loop for all its relays, so a thousand open streams
+cost one cache round trip a second, not a thousand). Deltas already queued are merged,
+so a burst of tiny tokens costs one frame; the first is never delayed. Leaving the relay,
+for any reason, cancels the upstream task, which closes the upstream response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from chat.provider import TextDelta
@@ -25,6 +27,13 @@ CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
 _queues: dict[str, asyncio.Queue[Any]] = {}
+# Per event loop: the cancel keys of its open relays, and the task polling them.
+_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
+    weakref.WeakKeyDictionary()
+)
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class StopRequested(Exception):
@@ -43,11 +52,37 @@ def request_stop(cancel_key: str) -> None:
         queue.put_nowait(_STOP)
 
 
+def _watch(cancel_key: str) -> set[str]:
+    loop = asyncio.get_running_loop()
+    keys = _watched.setdefault(loop, set())
+    keys.add(cancel_key)
+    poller = _pollers.get(loop)
+    if poller is None or poller.done():
+        _pollers[loop] = loop.create_task(_poll_stops(keys))
+    return keys
+
+
+async def _poll_stops(keys: set[str]) -> None:
+    """Stops asked on other workers: one `get_many` a second for every open relay here."""
+    while keys:
+        await asyncio.sleep(CANCEL_POLL_SECONDS)
+        if not keys:
+            return
+        try:
+            asked = await sync_to_async(cache.get_many, thread_sensitive=False)(list(keys))
+        except Exception:  # a cache outage must not end the streams; try again next time
+            continue
+        for key, value in asked.items():
+            if value:
+                request_stop(key)
+
+
 async def relay(
     upstream: AsyncIterator[Any], *, cancel_key: str, ping_every: float
 ) -> AsyncIterator[Any]:
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
+    watched = _watch(cancel_key)
 
     async def pump() -> None:
         try:
@@ -58,26 +93,17 @@ async def relay(
             queue.put_nowait(_Failure(exc))
 
     task = asyncio.create_task(pump())
-    last_event = last_poll = time.monotonic()
-    wait = min(CANCEL_POLL_SECONDS, ping_every)
     try:
         while True:
-            try:
-                async with asyncio.timeout(wait):
-                    item = await queue.get()
-            except TimeoutError:
-                item = None
-            now = time.monotonic()
-            if now - last_poll >= CANCEL_POLL_SECONDS:
-                last_poll = now
-                if await cache.aget(cancel_key):
-                    raise StopRequested
-            if item is None:
-                if now - last_event >= ping_every:
-                    last_event = now
+            if queue.empty():
+                try:
+                    async with asyncio.timeout(ping_every):
+                        item = await queue.get()
+                except TimeoutError:
                     yield PING
-                continue
-            last_event = now
+                    continue
+            else:
+                item = queue.get_nowait()
             items = [item]
             if isinstance(item, TextDelta) and not queue.empty():
                 items = _merge_queued(item, queue)
@@ -91,6 +117,7 @@ async def relay(
                 yield one
     finally:
         _queues.pop(cancel_key, None)
+        watched.discard(cancel_key)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -18,12 +18,13 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import provider, relay
@@ -243,6 +244,19 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
     return message
 
 
+_background: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+def release_connection() -> None:
+    """Close this thread's database connection unless a transaction holds it. Streams wait
+    on the upstream for long: with the connection closed meanwhile, a thousand open
+    streams do not hold a thousand connections (CONN_MAX_AGE=0 alone closes it only when
+    the response ends). SQLite's are kept: a file handle, no server slot, and reopening
+    one costs more than the rest of a turn's database work."""
+    if connection.vendor != "sqlite" and not connection.in_atomic_block:
+        connection.close()
+
+
 async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     """Call the model and yield `start`, `delta`…, then `end` or `error`.
 
@@ -258,12 +272,21 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
             "model": turn.model,
         },
     )
+    # Rows written (turn_start/claim, a new session) and now seconds to minutes of waiting
+    # on the model: give the database connection back rather than pin it meanwhile. Not
+    # awaited, so the upstream call does not wait for it; it runs in this request's DB
+    # thread, before turn_finish's write queued behind it there.
+    if connection.vendor != "sqlite":
+        release = asyncio.ensure_future(sync_to_async(release_connection)())
+        _background.add(release)
+        release.add_done_callback(_background.discard)
     parts: list[str] = []
     ttft_ms: int | None = None
     finished: Finished | None = None
     error: ProviderError | None = None
     stopped = False
     outcome: dict[str, Any] | None = None
+    _in_flight.add(turn.message_id)
     try:
         upstream = provider.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
@@ -294,21 +317,42 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         stopped = True
     finally:
         # Shielded: the client may be gone, but the row must still be finished.
-        outcome = await _shielded(
-            turn_finish(
-                turn=turn,
-                text="".join(parts),
-                finished=finished,
-                error=error,
-                stopped=stopped or (finished is None and error is None),
-                ttft_ms=ttft_ms,
-                duration_ms=_ms_since(started),
+        try:
+            outcome = await _shielded(
+                turn_finish(
+                    turn=turn,
+                    text="".join(parts),
+                    finished=finished,
+                    error=error,
+                    stopped=stopped or (finished is None and error is None),
+                    ttft_ms=ttft_ms,
+                    duration_ms=_ms_since(started),
+                )
             )
-        )
+        finally:
+            _in_flight.discard(turn.message_id)
     if error is not None:
         yield StreamEvent("error", outcome)
     else:
         yield StreamEvent("end", outcome)
+
+
+# Turns being streamed by this process, so shutdown can wait until each row is finished.
+_in_flight: set[int] = set()
+
+
+async def turns_drain(*, timeout: float) -> int:
+    """Stop every turn this process is still streaming and wait (up to `timeout` s) until
+    each is recorded (`cancelled`, partial text kept); returns how many are left. For
+    server shutdown, after the server's own grace period: uvicorn cancels only its own
+    task, not the one Django streams in, so without this the event loop would close
+    under a running stream and leave its row `streaming`."""
+    for message_id in list(_in_flight):
+        relay.request_stop(cancel_key(message_id))
+    deadline = time.monotonic() + timeout
+    while _in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return len(_in_flight)
 
 
 async def _shielded(coro: Any) -> Any:
@@ -401,6 +445,7 @@ def _turn_finish(
             pk=turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
         ).update(**fields)
         Conversation.objects.filter(pk=turn.conversation_id).update(updated_at=now)
+    release_connection()
     return end_event_data(
         status=status,
         finish_reason=fields["finish_reason"],
@@ -530,6 +575,25 @@ async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
         relay.request_stop(cancel_key(message.pk))
     await message.arefresh_from_db()
     return message
+
+
+def turns_expire_stale(*, older_than: timedelta) -> int:
+    """Mark turns whose worker died (still `pending`/`streaming` after `older_than`) as
+    `incomplete`, keeping whatever they hold; returns how many. Idempotent, so every
+    worker may run it at start-up."""
+    now = timezone.now()
+    expired = Message.objects.filter(
+        status__in=[Status.PENDING, Status.STREAMING], created_at__lt=now - older_than
+    ).update(
+        status=Status.INCOMPLETE,
+        finish_reason="stale",
+        error_type="stale",
+        error_message="The server stopped before this reply was finished.",
+        finished_at=now,
+    )
+    # Run at start-up, outside any request: nothing else would ever close this connection.
+    release_connection()
+    return expired
 
 
 async def conversation_list(*, owner: Owner, limit: int = 100) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 EventType = Literal["start", "delta", "end", "error", "ping"]
 
 SSE_PING = b": ping\n\n"
+_LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,12 @@ class StreamEvent:
 def _json(data: Any) -> str:
     # ensure_ascii=False: UTF-8 is smaller on the wire than \uXXXX escapes for non-Latin text.
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    # U+2028/U+2029 are line breaks to some line splitters (Python's splitlines, old JS):
-    # escaped, every encoded event is one line for every reader.
-    if "\u2028" in text or "\u2029" in text:
-        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    # U+0085, U+2028 and U+2029 are line breaks to some splitters (Python's splitlines,
+    # old JS); escaped, every encoded event is one line for every reader. (json.dumps
+    # already escapes the C0 controls.)
+    if any(c in text for c in _LINE_BREAKS_JSON_KEEPS):
+        for c in _LINE_BREAKS_JSON_KEEPS:
+            text = text.replace(c, f"\\u{ord(c):04x}")
     return text
 
 

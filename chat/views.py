@@ -9,15 +9,14 @@ from contextlib import aclosing
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import provider, services
+from chat import limits, provider, services
 from chat.identity import request_owner
 from chat.middleware import error_response
-from chat.payloads import parse_chat_request
+from chat.payloads import parse_chat_request, request_body
 from chat.services import ChatError, Turn
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 
@@ -67,25 +66,23 @@ async def chat(request: HttpRequest) -> HttpResponse:
     accept = request.get_preferred_type([JSON, SSE, NDJSON])
     if accept is None:
         raise ChatError(406, "not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
-    try:
-        body = request.body
-    except RequestDataTooBig:
-        raise ChatError(413, "body_too_large", "The request body is too large.") from None
     payload = parse_chat_request(
-        body,
+        request_body(request),
         max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS,
         max_system_chars=settings.CHAT_MAX_SYSTEM_CHARS,
     )
     owner = await request_owner(request)
+    key = limits.limits_key(request, owner)
     defer = request.GET.get("stream") == "defer"
-    turn = await services.turn_start(
-        owner=owner,
-        message=payload.message,
-        conversation_id=payload.conversation,
-        model=payload.model,
-        system=payload.system,
-        defer=defer,
-    )
+    async with limits.admitted(key=key, streaming=not defer) as slot:
+        turn = await services.turn_start(
+            owner=owner,
+            message=payload.message,
+            conversation_id=payload.conversation,
+            model=payload.model,
+            system=payload.system,
+            defer=defer,
+        )
     if defer:
         return JsonResponse(
             {
@@ -95,7 +92,9 @@ async def chat(request: HttpRequest) -> HttpResponse:
             },
             status=201,
         )
-    events = services.turn_stream(turn=turn)
+    events = limits.guarded(
+        services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
+    )
     if accept == SSE:
         return sse_response(events)
     if accept == NDJSON:
@@ -108,9 +107,17 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     if request.get_preferred_type([SSE]) is None:
         raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
     owner = await request_owner(request)
-    claimed = await services.turn_claim(owner=owner, message_id=message_id)
+    key = limits.limits_key(request, owner)
+    # The slot is taken before the claim: refusing after it would strand the row.
+    async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
+        claimed = await services.turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
-        return sse_response(services.turn_stream(turn=claimed))
+        events = services.turn_stream(turn=claimed)
+        return sse_response(
+            limits.guarded(events, key=key, message_id=claimed.message_id, slot=slot)
+        )
+    if slot:
+        await limits.stream_release(key)
     if claimed.status in claimed.FINAL_STATUSES:
         return sse_response(_aiter(services.turn_replay(claimed)))
     return sse_response(services.turn_follow(message=claimed))

@@ -1,9 +1,55 @@
-"""ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI)."""
+"""ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI).
 
+Django answers HTTP only; the ASGI lifespan is handled here. At start-up (run once by
+every uvicorn worker, before it accepts requests) turns a dead worker left `pending`/
+`streaming` are marked `incomplete` (idempotent, so N workers doing it is harmless). At
+shutdown, streams cancelled by uvicorn's graceful-shutdown timeout get to record
+themselves before the event loop closes.
+"""
+
+import logging
 import os
+from datetime import timedelta
+from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-application = get_asgi_application()
+django_application = get_asgi_application()
+logger = logging.getLogger("chat")
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
+    await django_application(scope, receive, send)
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    from django.conf import settings
+
+    from chat.services import turns_drain, turns_expire_stale
+
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
+                count = await sync_to_async(turns_expire_stale)(older_than=older_than)
+                if count:
+                    logger.warning("marked %s stale replies incomplete at start-up", count)
+            except Exception:  # a broken database must not keep the server from starting
+                logger.exception("could not expire stale replies at start-up")
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # Streams uvicorn gave up waiting for were just cancelled: let them record
+            # themselves (`cancelled`, partial text) before the event loop goes away.
+            left = await turns_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+            if left:
+                logger.warning("%s replies still unfinished at shutdown", left)
+            await send({"type": "lifespan.shutdown.complete"})
+            return

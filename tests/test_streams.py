@@ -91,3 +91,13 @@ def test_fold_keeps_partial_text_and_error():
     assert reply["reply"] == "part"
     assert reply["error"] == {"type": "t", "message": "m"}
     assert reply["status"] == "failed"
+
+
+@pytest.mark.parametrize("separator", ["\x85", "\u2028", "\u2029", "\x0b", "\x0c", "\x1c", "\x1e"])
+def test_every_unicode_line_break_stays_inside_one_line(separator):
+    text = f"a{separator}b"
+    line = ndjson_line("delta", {"text": text}).decode()
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["text"] == text
+    frame = sse_event("delta", {"text": text}).decode()
+    assert len(frame.strip().splitlines()) == 2  # event:, data:

@@ -1,0 +1,532 @@
+"""Load benchmark: our app against the pass-through floor, both fed by one fake upstream.
+
+    make bench                      # or: .venv/bin/python -m bench.run [--json] [--only c1,c50]
+
+Starts `bench.fake_upstream`, our app (`uvicorn chatsite.asgi:application`, DEBUG off, a
+fresh migrated SQLite file) and the floor (`uvicorn bench.passthrough:app`), each on its
+own 127.0.0.1 port, then drives each scenario at the floor and at ours in turn (never both
+at once: client and servers share the machine's cores). Server CPU is read from each
+server process's own CPU time (/proc/<pid>/stat), not from wall time, and every turn of
+ours is checked in the database afterwards: exactly one finished row, with the upstream's
+usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+MESSAGE_ID = re.compile(rb'"message":\s*(\d+)')
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    requests: int
+    concurrency: int
+    tokens: int
+    delay_ms: float
+    mode: str = "sse"  # or "json"
+    ttft_ms: float = 50.0
+    time_limit_s: float = 60.0
+
+
+SCENARIOS = [
+    Scenario("c1", "concurrency 1, 100 tokens 2 ms apart", 40, 1, 100, 2.0),
+    Scenario("c50", "concurrency 50, 100 tokens 10 ms apart", 300, 50, 100, 10.0),
+    Scenario("c50-json", "as c50, Accept: application/json", 150, 50, 100, 10.0, "json"),
+    Scenario(
+        "burst1000",
+        "1000 streams opened at once, 40 tokens 400 ms apart",
+        1000,
+        1000,
+        40,
+        400.0,
+        time_limit_s=90.0,
+    ),
+]
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    ttft_s: float | None
+    total_s: float
+    message_id: int | None = None
+    error: str = ""
+
+
+@dataclass
+class Figures:
+    target: str
+    scenario: str
+    requests: int
+    errors: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    ttft_p99_ms: float | None
+    total_s: float
+    cpu_ms_per_reply: float
+    peak_open_streams: int
+    rss_base_mib: float
+    rss_peak_mib: float
+    kib_per_open_stream: float | None
+    recorded: str = ""
+    first_errors: list[str] = field(default_factory=list)
+
+
+# --- processes ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
+
+
+async def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited with {proc.returncode}; see its log")
+        try:
+            _, writer = await asyncio.open_connection(HOST, port)
+        except OSError:
+            await asyncio.sleep(0.1)
+            continue
+        writer.close()
+        return
+    raise SystemExit(f"{what} did not listen on {port} within 30 s")
+
+
+@contextlib.contextmanager
+def started(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def uvicorn_cmd(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
+
+
+def app_env(upstream_port: int, db_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "OPENAI_"))}
+    env.update(
+        CHAT_READ_DOTENV="false",
+        DEBUG="false",
+        SECRET_KEY="bench-only-not-secret",
+        ALLOWED_HOSTS=HOST,
+        DATABASE_URL=f"sqlite:///{db_path}",
+        OPENAI_BASE_URL=f"http://{HOST}:{upstream_port}/v1",
+        OPENAI_API_KEY="x",
+        CHAT_PROVIDER="openai",
+        CHAT_API="chat",
+        CHAT_MODEL="fake-model",
+        CHAT_ALLOW_ANONYMOUS="true",
+        # Plain HTTP on loopback: no TLS proxy in front of the benchmark.
+        SECURE_SSL_REDIRECT="false",
+        SESSION_COOKIE_SECURE="false",
+        CSRF_COOKIE_SECURE="false",
+        # One client address opens every chat here: limits stay on (their bookkeeping is
+        # part of the cost measured) but high enough never to refuse.
+        CHAT_RATE_LIMIT="1000000/min",
+        CHAT_MAX_CONCURRENT_STREAMS="100000",
+    )
+    env.pop("REDIS_URL", None)
+    return env
+
+
+# --- client -------------------------------------------------------------------------------
+
+
+class User:
+    """One simulated visitor: keeps its session cookie like a browser does."""
+
+    def __init__(self) -> None:
+        self.cookie = ""
+
+    def remember(self, response: aiohttp.ClientResponse) -> None:
+        morsel = response.cookies.get("sessionid")
+        if morsel is not None and morsel.value:
+            self.cookie = f"sessionid={morsel.value}"
+
+
+async def chat_once(
+    session: aiohttp.ClientSession, url: str, mode: str, user: User, gauge: list[int]
+) -> Outcome:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream" if mode == "sse" else "application/json",
+    }
+    if user.cookie:
+        headers["Cookie"] = user.cookie
+    began = time.perf_counter()
+    ttft: float | None = None
+    body = bytearray()
+    gauge[0] += 1
+    gauge[1] = max(gauge[1], gauge[0])
+    try:
+        async with session.post(url, json={"message": "Say something."}, headers=headers) as r:
+            user.remember(r)
+            async for chunk in r.content.iter_any():
+                if ttft is None and b"event: delta" in chunk:
+                    ttft = time.perf_counter() - began
+                body += chunk
+            total = time.perf_counter() - began
+            if r.status != 200:
+                return Outcome(False, ttft, total, error=f"HTTP {r.status}: {bytes(body[:200])!r}")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return Outcome(False, ttft, time.perf_counter() - began, error=repr(exc)[:200])
+    finally:
+        gauge[0] -= 1
+    found = MESSAGE_ID.search(body)
+    message_id = int(found.group(1)) if found else None
+    if mode == "json":
+        reply = json.loads(body)
+        ok = bool(reply.get("reply")) and reply.get("status", "completed") == "completed"
+        return Outcome(ok, None, total, message_id, "" if ok else bytes(body[:200]).decode())
+    ok = b"event: end" in body and b"event: error" not in body
+    return Outcome(ok, ttft, total, message_id, "" if ok else bytes(body[-200:]).decode())
+
+
+async def drive(url: str, scenario: Scenario, gauge: list[int]) -> tuple[list[Outcome], float]:
+    connector = aiohttp.TCPConnector(limit=0, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=scenario.time_limit_s)
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        todo = iter(range(scenario.requests))
+        outcomes: list[Outcome] = []
+
+        async def worker() -> None:
+            user = User()
+            for _ in todo:
+                outcomes.append(await chat_once(session, url, scenario.mode, user, gauge))
+
+        began = time.perf_counter()
+        workers = [asyncio.create_task(worker()) for _ in range(scenario.concurrency)]
+        done, pending = await asyncio.wait(workers, timeout=scenario.time_limit_s + 5)
+        for task in pending:
+            task.cancel()
+        elapsed = time.perf_counter() - began
+    missing = scenario.requests - len(outcomes)
+    outcomes += [Outcome(False, None, elapsed, error="scenario time limit")] * missing
+    return outcomes, elapsed
+
+
+async def configure_upstream(port: int, scenario: Scenario) -> None:
+    config = {
+        "ttft_ms": scenario.ttft_ms,
+        "delay_ms": scenario.delay_ms,
+        "tokens": scenario.tokens,
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"http://{HOST}:{port}/_config", json=config) as response,
+    ):
+        response.raise_for_status()
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0] * 1000
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
+
+
+async def measure(
+    target: str, pid: int, url: str, scenario: Scenario, profile: Path | None = None
+) -> tuple[Figures, list[Outcome]]:
+    """Drive `scenario` at one server; with `profile`, py-spy samples the server meanwhile
+    (collapsed stacks, for `sort | uniq`; its sampling costs the server some CPU)."""
+    spy = None
+    if profile is not None:
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(pid),
+                "--format",
+                "raw",
+                "--rate",
+                "250",
+                "--nonblocking",
+                "--output",
+                str(profile / f"{scenario.name}-{target}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.sleep(1)
+    gauge = [0, 0]  # open streams now, most open at once
+    rss_base = rss_bytes(pid)
+    rss_peak = rss_base
+
+    async def sample_rss() -> None:
+        nonlocal rss_peak
+        while True:
+            rss_peak = max(rss_peak, rss_bytes(pid))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample_rss())
+    cpu_before = cpu_seconds(pid)
+    outcomes, elapsed = await drive(url, scenario, gauge)
+    await asyncio.sleep(0.3)  # let the server finish its bookkeeping (turn_finish) first
+    cpu = cpu_seconds(pid) - cpu_before
+    sampler.cancel()
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    ttfts = [o.ttft_s for o in outcomes if o.ok and o.ttft_s is not None]
+    errors = [o.error for o in outcomes if not o.ok]
+    per_stream = (rss_peak - rss_base) / 1024 / gauge[1] if scenario.concurrency >= 50 else None
+    figures = Figures(
+        target=target,
+        scenario=scenario.name,
+        requests=scenario.requests,
+        errors=len(errors),
+        ttft_p50_ms=percentile(ttfts, 50),
+        ttft_p95_ms=percentile(ttfts, 95),
+        ttft_p99_ms=percentile(ttfts, 99),
+        total_s=elapsed,
+        cpu_ms_per_reply=cpu * 1000 / scenario.requests,
+        peak_open_streams=gauge[1],
+        rss_base_mib=rss_base / 2**20,
+        rss_peak_mib=rss_peak / 2**20,
+        kib_per_open_stream=per_stream,
+        first_errors=sorted(set(errors))[:3],
+    )
+    return figures, outcomes
+
+
+def check_recorded(db_path: Path, outcomes: list[Outcome], scenario: Scenario) -> str:
+    """Every turn: exactly one assistant row, finished, with the upstream's usage."""
+    ids = [o.message_id for o in outcomes if o.message_id is not None]
+    if len(ids) < scenario.requests:
+        return f"FAIL: {scenario.requests - len(ids)} replies named no message"
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
+        marks = ",".join("?" * len(ids))
+        rows = db.execute(
+            f"SELECT m.id, m.status, m.output_tokens, m.usage_estimated, m.finished_at,"
+            f" (SELECT COUNT(*) FROM chat_message a WHERE a.conversation_id = m.conversation_id"
+            f"  AND a.role = 'assistant') FROM chat_message m WHERE m.id IN ({marks})",
+            ids,
+        ).fetchall()
+    good = [
+        row
+        for row in rows
+        if row[1] == "completed"
+        and row[2] == scenario.tokens
+        and not row[3]
+        and row[4] is not None
+        and row[5] == 1
+    ]
+    if len(good) == len(ids) == len(set(ids)):
+        return f"ok {len(good)}/{scenario.requests}"
+    return f"FAIL: {len(good)}/{scenario.requests} finished with usage"
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(results: list[Figures]) -> str:
+    head = (
+        f"{'scenario':<10} {'server':<6} {'reqs':>5} {'err':>4} {'ttft p50':>9} "
+        f"{'p95':>7} {'p99':>7} {'total s':>8} {'cpu ms/reply':>13} {'open':>5} "
+        f"{'rss MiB':>8} {'KiB/stream':>10}  recorded"
+    )
+    lines = [head, "-" * len(head)]
+    for f in results:
+        lines.append(
+            f"{f.scenario:<10} {f.target:<6} {f.requests:>5} {f.errors:>4} "
+            f"{fmt(f.ttft_p50_ms):>9} {fmt(f.ttft_p95_ms):>7} {fmt(f.ttft_p99_ms):>7} "
+            f"{f.total_s:>8.2f} {f.cpu_ms_per_reply:>13.2f} {f.peak_open_streams:>5} "
+            f"{f.rss_peak_mib:>8.1f} {fmt(f.kib_per_open_stream):>10}  {f.recorded}"
+        )
+        lines += [f"{'':<18}error: {e}" for e in f.first_errors]
+    return "\n".join(lines)
+
+
+def verdicts(results: list[Figures]) -> list[str]:
+    by = {(f.scenario, f.target): f for f in results}
+    out: list[str] = []
+
+    def pair(name: str) -> tuple[Figures, Figures] | None:
+        if (name, "floor") in by and (name, "ours") in by:
+            return by[(name, "floor")], by[(name, "ours")]
+        return None
+
+    if found := pair("c50"):
+        floor, ours = found
+        ratio = ours.cpu_ms_per_reply / floor.cpu_ms_per_reply
+        out.append(f"CPU per 100-token reply (c50): {ratio:.2f}x floor (target <= 0.80)")
+    if (found := pair("c1")) and found[0].ttft_p50_ms and found[1].ttft_p50_ms:
+        added = found[1].ttft_p50_ms - found[0].ttft_p50_ms
+        out.append(f"added TTFT p50 at concurrency 1: {added:+.1f} ms (target <= 10)")
+    if (found := pair("burst1000")) and found[0].ttft_p99_ms and found[1].ttft_p99_ms:
+        floor, ours = found
+        ratio = ours.ttft_p99_ms / floor.ttft_p99_ms
+        out.append(
+            f"1000 at once: errors {ours.errors}, recorded {ours.recorded}, "
+            f"TTFT p99 {ratio:.2f}x floor (target <= 1.25)"
+        )
+    return out
+
+
+# --- main ---------------------------------------------------------------------------------
+
+
+async def run(
+    scenarios: list[Scenario], workdir: Path, quiet: bool, profile: bool = False
+) -> list[Figures]:
+    up_port, app_port, floor_port = free_port(), free_port(), free_port()
+    db_path = workdir / "bench.sqlite3"
+    env = app_env(up_port, db_path)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    floor_env = {**env, "OPENAI_BASE_URL": env["OPENAI_BASE_URL"]}
+    app_log = workdir / "app.log"
+    upstream_cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)]
+    with (
+        started(upstream_cmd, env, workdir / "upstream.log") as upstream,
+        started(uvicorn_cmd("chatsite.asgi:application", app_port), env, app_log) as app,
+        started(
+            uvicorn_cmd("bench.passthrough:app", floor_port), floor_env, workdir / "floor.log"
+        ) as floor,
+    ):
+        await wait_for_port(up_port, upstream, "fake upstream")
+        await wait_for_port(app_port, app, "our app")
+        await wait_for_port(floor_port, floor, "pass-through floor")
+        targets = [
+            ("floor", floor.pid, f"http://{HOST}:{floor_port}/"),
+            ("ours", app.pid, f"http://{HOST}:{app_port}/api/chat"),
+        ]
+        warmup = Scenario("warmup", "", 20, 4, 10, 1.0, ttft_ms=5.0)
+        await configure_upstream(up_port, warmup)
+        for _, _, url in targets:
+            await drive(url, warmup, [0, 0])
+        results: list[Figures] = []
+        for scenario in scenarios:
+            await configure_upstream(up_port, scenario)
+            for target, pid, url in targets:
+                figures, outcomes = await measure(
+                    target, pid, url, scenario, workdir if profile else None
+                )
+                if target == "ours":
+                    figures.recorded = check_recorded(db_path, outcomes, scenario)
+                results.append(figures)
+                if not quiet:
+                    print(table([figures]).splitlines()[-1], file=sys.stderr, flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Benchmark our app against the floor.")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DB)")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy both servers (implies --keep)"
+    )
+    args = parser.parse_args()
+    wanted = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
+    workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    try:
+        results = _event_loop_runner()(run(wanted, workdir, args.json, args.profile))
+    finally:
+        if not (args.keep or args.profile):
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        else:
+            print(f"work dir: {workdir}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"machine": machine(), "results": [asdict(r) for r in results]}))
+        return
+    print(f"machine: {machine()}")
+    print(table(results))
+    for line in verdicts(results):
+        print(line)
+
+
+def machine() -> str:
+    cores = os.cpu_count()
+    mem = os.sysconf("SC_PHYS_PAGES") * PAGE_SIZE / 2**30
+    return f"{cores} cores, {mem:.0f} GiB RAM, Python {sys.version.split()[0]}"
+
+
+def _event_loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
+if __name__ == "__main__":
+    main()

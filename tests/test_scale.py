@@ -1,0 +1,260 @@
+"""Past one process: real uvicorn workers sharing the test database (PostgreSQL when
+DATABASE_URL points at it, else the SQLite file), fed by the benchmark's fake upstream,
+which counts the model calls it answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import connection
+
+from chat import services
+from chat.identity import ANONYMOUS_KEY
+from chat.models import Message
+from chat.services import Owner
+from tests.asgi import parse_sse
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+WORKER_APP_NAME = "chat-scale-test-worker"
+MODEL = "fake-model"
+POOL_SIZE = 2  # per worker, on PostgreSQL: fewer than the streams opened at once
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server on {port} exited with {proc.returncode}"
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+    wait_listening(port, proc)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def fake_upstream() -> Iterator[str]:
+    port = free_port()
+    proc = start(
+        [sys.executable, "-m", "bench.fake_upstream", "--port", str(port)], dict(os.environ), port
+    )
+    yield f"http://{HOST}:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def workers(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[list[str]]:
+    """Two separate server processes on one database, as `uvicorn --workers 2` runs."""
+    with django_db_blocker.unblock():
+        url = database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
+        "OPENAI_API_KEY": "x",
+        "CHAT_PROVIDER": "openai",
+        "CHAT_API": "chat",
+        "CHAT_MODEL": MODEL,
+        "CHAT_MAX_RETRIES": "0",
+        "CHAT_ALLOW_ANONYMOUS": "true",
+        "PGAPPNAME": WORKER_APP_NAME,  # libpq names the workers' connections
+        "DATABASE_POOL_SIZE": str(POOL_SIZE),
+    }
+    ports = [free_port(), free_port()]
+    procs = [
+        start(
+            [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
+            + ["--host", HOST, "--port", str(port), "--log-level", "warning"],
+            env,
+            port,
+        )
+        for port in ports
+    ]
+    yield [f"http://{HOST}:{port}" for port in ports]
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def upstream_control(base: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with httpx2.AsyncClient() as client:
+        response = await client.post(f"{base}{path}", json=body or {})
+        return response.json()
+
+
+async def upstream_calls(base: str) -> int:
+    async with httpx2.AsyncClient() as client:
+        return (await client.get(f"{base}/_stats")).json()["calls"]
+
+
+async def anonymous_session() -> tuple[str, Owner]:
+    owner = Owner(anonymous_key=os.urandom(12).hex())
+    session = SessionStore()
+    session[ANONYMOUS_KEY] = owner.anonymous_key
+    await sync_to_async(session.create)()
+    return session.session_key, owner
+
+
+async def read_stream(url: str, session_key: str) -> list[tuple[str, Any]]:
+    headers = {"Accept": "text/event-stream", "Cookie": f"sessionid={session_key}"}
+    async with httpx2.AsyncClient(timeout=60) as client:
+        response = await client.get(url, headers=headers)
+    assert response.status_code == 200, response.text
+    return parse_sse(response.content)
+
+
+def text_of(events: list[tuple[str, Any]]) -> str:
+    return "".join(data["text"] for name, data in events if name == "delta")
+
+
+@pytest.mark.asyncio
+async def test_two_workers_racing_for_one_turn_make_one_upstream_call(
+    workers, fake_upstream, settings
+):
+    settings.CHAT_PROVIDER = "openai"
+    settings.OPENAI_BASE_URL = f"{fake_upstream}/v1"
+    settings.CHAT_MODEL = MODEL
+    settings.CHAT_API = "chat"
+    await upstream_control(fake_upstream, "/_config", {"ttft_ms": 200, "delay_ms": 20, "tokens": 8})
+    for _ in range(3):
+        await upstream_control(fake_upstream, "/_reset")
+        session_key, owner = await anonymous_session()
+        turn = await services.turn_start(owner=owner, message="hi", defer=True)
+        path = f"/api/messages/{turn.message_id}/stream"
+
+        first, second = await asyncio.gather(
+            read_stream(workers[0] + path, session_key),
+            read_stream(workers[1] + path, session_key),
+        )
+
+        assert await upstream_calls(fake_upstream) == 1
+        row = await Message.objects.aget(pk=turn.message_id)
+        assert row.status == Message.Status.COMPLETED
+        assert row.output_tokens == 8 and not row.usage_estimated
+        assert row.content == "".join(f" word{i}" for i in range(8))
+        # The loser never called the model: it waited for the stored reply and replayed it.
+        assert [name for name, _ in first][-1] == "end"
+        assert [name for name, _ in second][-1] == "end"
+        assert text_of(first) == text_of(second) == row.content
+
+
+@pytest.mark.asyncio
+async def test_open_streams_hold_no_database_connection(workers, fake_upstream):
+    if connection.vendor != "postgresql":
+        pytest.skip("counts server connections in pg_stat_activity (PostgreSQL only)")
+    await upstream_control(
+        fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 1000, "tokens": 15}
+    )
+    streams = 3 * POOL_SIZE
+    first_deltas = asyncio.Semaphore(0)
+
+    async def chat() -> list[tuple[str, Any]]:
+        # No cookie: each request also creates an anonymous session, written at response
+        # start; that connection too must not stay open through the stream.
+        headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+        body = bytearray()
+        async with (
+            httpx2.AsyncClient(timeout=60) as client,
+            client.stream(
+                "POST",
+                f"{workers[0]}/api/chat",
+                content=json.dumps({"message": "hi"}),
+                headers=headers,
+            ) as response,
+        ):
+            seen = False
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if not seen and b"event: delta" in body:
+                    seen = True
+                    first_deltas.release()
+        return parse_sse(bytes(body))
+
+    tasks = [asyncio.create_task(chat()) for _ in range(streams)]
+    # Were a connection held through each 15 s stream, the pool would run dry and the
+    # later streams would wait for one (up to the pool's 30 s) instead of all streaming.
+    for _ in range(streams):
+        await asyncio.wait_for(first_deltas.acquire(), 8)
+    held = await sync_to_async(worker_connections)()
+    results = await asyncio.gather(*tasks)
+
+    assert len(held) <= 2 * POOL_SIZE, f"{streams} open streams, connections: {held}"
+    assert all(state == "idle" for state, _ in held), held  # none inside a transaction
+    assert all(events[-1][0] == "end" for events in results)
+    ids = [events[0][1]["message"] for events in results]
+    completed = Message.objects.filter(pk__in=ids, status=Message.Status.COMPLETED)
+    assert await completed.acount() == streams
+
+
+def worker_connections() -> list[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT state, left(query, 120) FROM pg_stat_activity WHERE application_name = %s",
+            [WORKER_APP_NAME],
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.asyncio
+async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, fake_upstream):
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("workers share stop requests through Redis (REDIS_URL)")
+    await upstream_control(
+        fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 200, "tokens": 100}
+    )
+    session_key, owner = await anonymous_session()
+    turn = await services.turn_start(owner=owner, message="hi", defer=True)
+    stream = asyncio.create_task(
+        read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", session_key)
+    )
+    while (await Message.objects.aget(pk=turn.message_id)).status != Message.Status.STREAMING:
+        await asyncio.sleep(0.05)
+    async with httpx2.AsyncClient() as client:
+        response = await client.post(
+            f"{workers[1]}/api/messages/{turn.message_id}/cancel",
+            headers={"Cookie": f"sessionid={session_key}", "Content-Type": "application/json"},
+        )
+    assert response.status_code == 202
+
+    events = await asyncio.wait_for(stream, 10)  # the whole reply would take 20 s
+
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "cancelled"
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert row.status == Message.Status.CANCELLED
+    assert 0 < row.output_tokens < 100  # the partial reply is kept and counted
