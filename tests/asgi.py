@@ -110,6 +110,19 @@ class AsgiClient:
     async def get(self, path: str, **kwargs: Any) -> AsgiResult:
         return await self.request("GET", path, **kwargs)
 
+    @classmethod
+    async def logged_in(cls, username: str) -> AsgiClient:
+        """A client with the session cookie of a new user called `username`."""
+        from django.contrib.auth import get_user_model
+        from django.test import Client
+
+        user = await get_user_model().objects.acreate(username=username)
+        session = Client()
+        await session.aforce_login(user)
+        client = cls()
+        client.cookies["sessionid"] = session.cookies["sessionid"].value
+        return client
+
 
 def parse_sse(body: bytes) -> list[tuple[str, Any]]:
     """(event, data) pairs from an SSE body, as a browser's EventSource would see them."""

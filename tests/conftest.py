@@ -1,7 +1,13 @@
+from datetime import timedelta
+from decimal import Decimal
+
 import httpx2
 import pytest
+import pytest_asyncio
+from django.utils import timezone
 
 from chat import provider
+from chat.models import ModelPrice
 from tests.upstream import FakeUpstream
 
 
@@ -39,3 +45,16 @@ def _fresh_backend():
     provider.reset()
     yield
     provider.reset()
+
+
+@pytest_asyncio.fixture
+async def mini_price():
+    """gpt-4.1-mini's list price, valid since yesterday (transactional tests flush the
+    prices the data migration seeds)."""
+    return await ModelPrice.objects.acreate(
+        model="gpt-4.1-mini",
+        input_per_million=Decimal("0.40"),
+        cached_input_per_million=Decimal("0.10"),
+        output_per_million=Decimal("1.60"),
+        valid_from=timezone.now() - timedelta(days=1),
+    )

@@ -11,10 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 import redis
-from django.contrib.auth import get_user_model
-from django.test import Client
 
 from chat import limits
 from chat.limits import LimitExceeded, Rate, parse_rate
@@ -68,17 +65,9 @@ def shared_cache(request, settings):
             client.delete(*keys)
 
 
-@pytest_asyncio.fixture
-async def user_client():
-    async def make(username: str) -> AsgiClient:
-        user = await get_user_model().objects.acreate(username=username)
-        session = Client()
-        await session.aforce_login(user)
-        client = AsgiClient()
-        client.cookies["sessionid"] = session.cookies["sessionid"].value
-        return client
-
-    return make
+@pytest.fixture
+def user_client():
+    return AsgiClient.logged_in
 
 
 async def row_counts() -> tuple[int, int]:

@@ -4,7 +4,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
@@ -114,17 +113,6 @@ def test_chat_recost_command_needs_a_choice_of_rows(capsys):
     assert "changed 1" in capsys.readouterr().out
     reply.refresh_from_db()
     assert reply.cost == Decimal("0.00020000")
-
-
-@pytest_asyncio.fixture
-async def mini_price():
-    return await ModelPrice.objects.acreate(
-        model="gpt-4.1-mini",
-        input_per_million=Decimal("0.40"),
-        cached_input_per_million=Decimal("0.10"),
-        output_per_million=Decimal("1.60"),
-        valid_from=timezone.now() - timedelta(days=1),
-    )
 
 
 @pytest.mark.asyncio

@@ -20,15 +20,6 @@ SSE = {"accept": "text/event-stream"}
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-async def logged_in(username: str) -> AsgiClient:
-    user = await get_user_model().objects.acreate(username=username)
-    session = Client()
-    await session.aforce_login(user)
-    client = AsgiClient()
-    client.cookies["sessionid"] = session.cookies["sessionid"].value
-    return client
-
-
 async def snapshot() -> list[tuple]:
     rows = Message.objects.order_by("pk").values_list(
         "pk", "conversation_id", "status", "content", "finished_at"
@@ -56,8 +47,8 @@ async def owned_turns(client: AsgiClient) -> dict:
 @pytest.mark.django_db(transaction=True)
 async def test_two_users_and_two_anonymous_sessions_never_reach_each_others_chats():
     clients = {
-        "ada": await logged_in("ada"),
-        "bob": await logged_in("bob"),
+        "ada": await AsgiClient.logged_in("ada"),
+        "bob": await AsgiClient.logged_in("bob"),
         "anon1": AsgiClient(),
         "anon2": AsgiClient(),
     }
@@ -100,7 +91,7 @@ async def test_two_users_and_two_anonymous_sessions_never_reach_each_others_chat
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_bearer_token_acts_as_its_user():
-    ada = await logged_in("ada")
+    ada = await AsgiClient.logged_in("ada")
     mine = (await ada.post("/api/chat", {"message": "from the browser"})).json()
     user = await get_user_model().objects.aget(username="ada")
     _, raw = await sync_to_async(token_create)(user=user, name="script")
@@ -127,7 +118,7 @@ async def test_bearer_token_acts_as_its_user():
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_bad_or_revoked_token_is_401_and_never_falls_back_to_the_session(authorization):
-    ada = await logged_in("ada")
+    ada = await AsgiClient.logged_in("ada")
     await ada.post("/api/chat", {"message": "browser chat"})
     if authorization == "Bearer revoked":
         user = await get_user_model().objects.aget(username="ada")
@@ -159,7 +150,7 @@ async def test_anonymous_use_is_refused_unless_allowed(settings):
         assert response.status == 401
         assert response.json()["error"]["type"] == "authentication_required"
     assert await Message.objects.acount() == 0
-    ada = await logged_in("ada")
+    ada = await AsgiClient.logged_in("ada")
     assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
 
 

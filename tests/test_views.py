@@ -4,10 +4,8 @@ import asyncio
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
-from django.utils import timezone
 
-from chat.models import Conversation, Message, ModelPrice
+from chat.models import Conversation, Message
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
 from tests.upstream import Reply, chat_script
 
@@ -24,22 +22,11 @@ def client():
     return AsgiClient()
 
 
-@pytest_asyncio.fixture
-async def price():
-    return await ModelPrice.objects.acreate(
-        model="gpt-4.1-mini",
-        input_per_million=Decimal("0.40"),
-        cached_input_per_million=Decimal("0.10"),
-        output_per_million=Decimal("1.60"),
-        valid_from=timezone.now() - timezone.timedelta(days=1),
-    )
-
-
 async def assistant_rows():
     return [m async for m in Message.objects.filter(role="assistant").order_by("pk")]
 
 
-async def test_json_reply_is_stored_with_usage_and_cost(client, upstream, price):
+async def test_json_reply_is_stored_with_usage_and_cost(client, upstream, mini_price):
     upstream.queue(Reply(script=chat_script(PARTS, usage=USAGE)))
     response = await client.post("/api/chat", {"message": "hi"})
     assert response.status == 200
