@@ -38,6 +38,17 @@ async def collect(api, messages=None, system=""):
     return events
 
 
+async def collect_until_error(api):
+    """The events streamed before the `ProviderError` that ended the stream, and it."""
+    events = []
+    with pytest.raises(ProviderError) as caught:
+        async for event in provider.stream_reply(
+            messages=[{"role": "user", "content": "x"}], model="m", api=api
+        ):
+            events.append(event)
+    return events, caught.value
+
+
 def text_of(events):
     return "".join(e.text for e in events if isinstance(e, TextDelta))
 
@@ -155,14 +166,9 @@ async def test_timeout_and_connection_errors(upstream):
 
 async def test_timeout_mid_stream(upstream):
     upstream.queue(Reply(script=[*chat_script(["a"])[:2], httpx2.ReadTimeout("stalled")]))
-    events = []
-    with pytest.raises(ProviderError) as caught:
-        async for event in provider.stream_reply(
-            messages=[{"role": "user", "content": "x"}], model="m", api="chat"
-        ):
-            events.append(event)
+    events, error = await collect_until_error("chat")
     assert text_of(events) == "a"
-    assert caught.value.kind == "timeout"
+    assert error.kind == "timeout"
 
 
 @pytest.mark.parametrize(
@@ -180,14 +186,9 @@ async def test_timeout_mid_stream(upstream):
 )
 async def test_responses_mid_stream_error_event(upstream, script):
     upstream.queue(Reply(script=script))
-    events = []
-    with pytest.raises(ProviderError) as caught:
-        async for event in provider.stream_reply(
-            messages=[{"role": "user", "content": "x"}], model="m", api="responses"
-        ):
-            events.append(event)
+    events, error = await collect_until_error("responses")
     assert text_of(events) == "par"
-    assert caught.value.message == "boom" and caught.value.status == 502
+    assert error.message == "boom" and error.status == 502
 
 
 async def test_chat_mid_stream_error_chunk(upstream):
