@@ -8,9 +8,11 @@ in a thread.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Awaitable, Callable
 
 from asgiref.sync import markcoroutinefunction, sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from whitenoise.middleware import WhiteNoiseMiddleware
 
@@ -20,7 +22,12 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):
     sync_capable = False
 
     def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
-        super().__init__(get_response)
+        with warnings.catch_warnings():
+            if settings.DEBUG:
+                # In development the finders serve static files; STATIC_ROOT only exists
+                # after collectstatic, which `make run` rightly does not run.
+                warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
+            super().__init__(get_response)
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:  # type: ignore[override]

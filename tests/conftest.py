@@ -24,6 +24,22 @@ def django_db_modify_db_settings(tmp_path_factory, django_db_modify_db_settings_
         database.setdefault("TEST", {})["NAME"] = str(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_leftover_connections(django_db_setup, django_db_blocker):
+    """Async tests leave connections open in asgiref's executor threads; on PostgreSQL
+    they would stop the test database from being dropped at the end of the run."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
 @pytest.fixture
 def upstream(settings):
     """The real SDK talking to a scripted fake upstream (an OpenAI-compatible server)."""
