@@ -267,7 +267,7 @@ async def stream_reply(
     try:
         async with request as response:
             request_id = response.headers.get("x-request-id", "")
-            async for data in _sse_data(response.iter_lines()):
+            async for data in _sse_data(_sse_lines(response.iter_bytes())):
                 for event in parse(data):
                     yield event
             finished = parse.end()
@@ -302,8 +302,43 @@ async def list_models() -> list[str]:
     return sorted(model.id for model in page.data)
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[Any]:
-    """Decoded `data:` payloads of an SSE stream (one JSON value per event)."""
+_SSE_EOL = re.compile(rb"\r\n|\r|\n")
+
+
+async def _sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[str]:
+    """Lines as SSE defines them: split on CR, LF or CRLF only. (httpx's `iter_lines`
+    also splits on U+2028, U+2029 and U+0085, which JSON leaves unescaped, so model text
+    holding one would cut an event in two.) These bytes never occur inside a multi-byte
+    UTF-8 sequence, so every line decodes on its own."""
+    pending = b""
+    async for chunk in chunks:
+        data = pending + chunk
+        # A CR at the end may be the first half of a CRLF split across chunks: wait.
+        held = b"\r" if data.endswith(b"\r") else b""
+        *lines, pending = _SSE_EOL.split(data[: len(data) - len(held)])
+        pending += held
+        for line in lines:
+            yield line.decode()
+    if pending:
+        yield pending.decode()
+
+
+def _unreadable() -> ProviderError:
+    return ProviderError("upstream", "The model sent an unreadable event.")
+
+
+def _decode(payload: str) -> dict[str, Any]:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise _unreadable() from None
+    if not isinstance(data, dict):
+        raise _unreadable()
+    return data
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
+    """Decoded `data:` payloads of an SSE stream (one JSON object per event)."""
     buffer: list[str] = []
     async for line in lines:
         if line.startswith("data:"):
@@ -313,15 +348,9 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[Any]:
             buffer.clear()
             if payload == "[DONE]":
                 return
-            try:
-                yield json.loads(payload)
-            except ValueError:
-                raise ProviderError("upstream", "The model sent an unreadable event.") from None
+            yield _decode(payload)
     if buffer and buffer != ["[DONE]"]:
-        try:
-            yield json.loads("\n".join(buffer))
-        except ValueError:
-            raise ProviderError("upstream", "The model sent an unreadable event.") from None
+        yield _decode("\n".join(buffer))
 
 
 class _ResponsesParser:

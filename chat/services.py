@@ -12,14 +12,15 @@ one to finish. Nothing touches the database per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -34,6 +35,7 @@ from chat.provider import Finished, ProviderError, TextDelta, Usage
 from chat.streams import StreamEvent
 
 logger = logging.getLogger("chat")
+T = TypeVar("T")
 
 Status = Message.Status
 PING = StreamEvent("ping")
@@ -124,7 +126,7 @@ async def turn_start(
     """Store the user's message and the assistant row (`pending` when deferred, else
     already claimed as `streaming`) in one transaction, before any upstream call."""
     chosen_api = choose_api(api)
-    return await sync_to_async(_turn_start)(
+    start = sync_to_async(_turn_start)(
         owner=owner,
         message=message,
         conversation_id=conversation_id,
@@ -133,6 +135,27 @@ async def turn_start(
         api=chosen_api,
         defer=defer,
     )
+    return await _committed(start, undo=lambda turn: _abandon(turn.message_id))
+
+
+async def _committed(work: Awaitable[T], *, undo: Callable[[T], Awaitable[Any]]) -> T:
+    """Await database `work` whose thread cannot be interrupted. If our caller is cancelled
+    meanwhile (the client left), the work still commits: wait for it, `undo` it so no row
+    is left claimed with nobody to finish it, then let the cancellation go on."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await undo(await task)
+        raise
+
+
+async def _abandon(message_id: int) -> None:
+    """A turn whose client left before it started: cancelled, never sent to the model."""
+    await Message.objects.filter(
+        pk=message_id, status__in=[Status.PENDING, Status.STREAMING]
+    ).aupdate(status=Status.CANCELLED, finished_at=timezone.now())
 
 
 def _turn_start(
@@ -226,22 +249,34 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
     if message is None:
         raise not_found("message")
     if message.status == Status.PENDING:
-        won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
-            status=Status.STREAMING
-        )
-        if won:
-            context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
-            return Turn(
-                conversation_id=message.conversation_id,
-                message_id=message.pk,
-                model=message.model,
-                api=message.api,  # type: ignore[arg-type]
-                provider=message.provider,
-                system=message.conversation.system_prompt,
-                context=context,
-            )
+        turn = await _committed(_claim(message), undo=_abandon_claim)
+        if turn is not None:
+            return turn
         await message.arefresh_from_db()
     return message
+
+
+async def _claim(message: Message) -> Turn | None:
+    won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+        status=Status.STREAMING
+    )
+    if not won:
+        return None
+    context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
+    return Turn(
+        conversation_id=message.conversation_id,
+        message_id=message.pk,
+        model=message.model,
+        api=message.api,  # type: ignore[arg-type]
+        provider=message.provider,
+        system=message.conversation.system_prompt,
+        context=context,
+    )
+
+
+async def _abandon_claim(turn: Turn | None) -> None:
+    if turn is not None:
+        await _abandon(turn.message_id)
 
 
 _background: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
@@ -264,14 +299,6 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     completed, upstream error, timeout, stop request, or the consumer going away.
     """
     started = time.monotonic()
-    yield StreamEvent(
-        "start",
-        {
-            "conversation": str(turn.conversation_id),
-            "message": turn.message_id,
-            "model": turn.model,
-        },
-    )
     # Rows written (turn_start/claim, a new session) and now seconds to minutes of waiting
     # on the model: give the database connection back rather than pin it meanwhile. Not
     # awaited, so the upstream call does not wait for it; it runs in this request's DB
@@ -288,6 +315,16 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     outcome: dict[str, Any] | None = None
     _in_flight.add(turn.message_id)
     try:
+        # Inside the `try`: a consumer that leaves at this very first event still gets
+        # the row finished.
+        yield StreamEvent(
+            "start",
+            {
+                "conversation": str(turn.conversation_id),
+                "message": turn.message_id,
+                "model": turn.model,
+            },
+        )
         upstream = provider.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
@@ -315,6 +352,11 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         error = exc
     except relay.StopRequested:
         stopped = True
+    except Exception:
+        # A bug or an upstream that breaks the protocol in a way we did not foresee: the
+        # turn failed (not "cancelled") and the client gets a final error event.
+        logger.exception("turn %s failed unexpectedly", turn.message_id)
+        error = ProviderError("upstream", "The model's reply could not be read.")
     finally:
         # Shielded: the client may be gone, but the row must still be finished.
         try:
@@ -566,13 +608,17 @@ async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
     message = await owner.messages().filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
     if message is None:
         raise not_found("message")
-    if message.status == Status.PENDING:
+    cancelled_unclaimed = message.status == Status.PENDING and bool(
         await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
             status=Status.CANCELLED, finished_at=timezone.now()
         )
-    elif message.status == Status.STREAMING:
-        await cache.aset(cancel_key(message.pk), True, timeout=600)
-        relay.request_stop(cancel_key(message.pk))
+    )
+    if not cancelled_unclaimed:
+        # Streaming, or claimed between our read and our update: stop whoever streams it.
+        await message.arefresh_from_db()
+        if message.status == Status.STREAMING:
+            await cache.aset(cancel_key(message.pk), True, timeout=600)
+            relay.request_stop(cancel_key(message.pk))
     await message.arefresh_from_db()
     return message
 

@@ -92,8 +92,10 @@ async def chat(request: HttpRequest) -> HttpResponse:
             },
             status=201,
         )
-    events = limits.guarded(
-        services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
+    events = await started(
+        limits.guarded(
+            services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
+        )
     )
     if accept == SSE:
         return sse_response(events)
@@ -114,7 +116,7 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     if isinstance(claimed, Turn):
         events = services.turn_stream(turn=claimed)
         return sse_response(
-            limits.guarded(events, key=key, message_id=claimed.message_id, slot=slot)
+            await started(limits.guarded(events, key=key, message_id=claimed.message_id, slot=slot))
         )
     if slot:
         await limits.stream_release(key)
@@ -147,13 +149,29 @@ async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return error_response(404, "not_found", f"No API endpoint at {request.path}.")
 
 
+async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+    """`events` with its first event already taken, so the turn is inside its `try` before
+    the response leaves the view. If the client is gone before Django ever iterates the
+    body, the dropped, started generator is closed by the event loop's async-generator
+    finaliser and its `finally` records the turn (an unstarted one would run nothing)."""
+    first = await anext(events)
+
+    async def resumed() -> AsyncIterator[StreamEvent]:
+        async with aclosing(events):
+            yield first
+            async for event in events:
+                yield event
+
+    return resumed()
+
+
 def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def frames() -> AsyncIterator[bytes]:
-        yield sse_retry(SSE_RETRY_MS)
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
         async with aclosing(events):
+            yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "ping":
                     yield encode_sse(event)

@@ -235,3 +235,27 @@ async def test_backend_resolution(settings):
     assert provider.backend().default_model == "llama3.2"
     settings.AZURE_OPENAI_ENDPOINT = "https://x.openai.azure.com"
     assert provider.backend().name == "azure"
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+async def test_unicode_line_separators_in_raw_json_do_not_split_events(upstream, separator):
+    """Servers that send JSON as raw UTF-8 leave these unescaped; they are not SSE line ends."""
+    raw = '{"choices":[{"index":0,"delta":{"content":"a%sb"},"finish_reason":null}]}'
+    upstream.queue(Reply(script=[raw % separator, *chat_script([], usage=CHAT_USAGE)[1:]]))
+    events = await collect("chat")
+    assert text_of(events) == f"a{separator}b"
+
+
+async def test_sse_lines_split_on_cr_lf_and_crlf_even_across_chunks():
+    async def chunks():
+        for part in [b"data: 1\r", b"\ndata: 2\r\r", b"data: 3\n", b"\nda", b"ta: 4\n\n"]:
+            yield part
+
+    lines = [line async for line in provider._sse_lines(chunks())]
+    assert lines == ["data: 1", "data: 2", "", "data: 3", "", "data: 4", ""]
+
+
+async def test_a_non_object_event_is_an_upstream_error(upstream):
+    upstream.queue(Reply(script=["[1, 2]"]))
+    with pytest.raises(ProviderError, match="unreadable"):
+        await collect("chat")
