@@ -299,14 +299,6 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     completed, upstream error, timeout, stop request, or the consumer going away.
     """
     started = time.monotonic()
-    # Rows written (turn_start/claim, a new session) and now seconds to minutes of waiting
-    # on the model: give the database connection back rather than pin it meanwhile. Not
-    # awaited, so the upstream call does not wait for it; it runs in this request's DB
-    # thread, before turn_finish's write queued behind it there.
-    if connection.vendor != "sqlite":
-        release = asyncio.ensure_future(sync_to_async(release_connection)())
-        _background.add(release)
-        release.add_done_callback(_background.discard)
     parts: list[str] = []
     ttft_ms: int | None = None
     finished: Finished | None = None
@@ -325,6 +317,15 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
                 "model": turn.model,
             },
         )
+        # Resumed once the response has started, so the rows are written (turn_start or
+        # claim, and a new session by the middleware): seconds to minutes of waiting on
+        # the model follow, so give the database connection back rather than pin it. Not
+        # awaited, so the upstream call does not wait for it; it runs in this request's
+        # DB thread, before turn_finish's write queued behind it there.
+        if connection.vendor != "sqlite":
+            release = asyncio.ensure_future(sync_to_async(release_connection)())
+            _background.add(release)
+            release.add_done_callback(_background.discard)
         upstream = provider.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
