@@ -1,7 +1,7 @@
 import httpx2
 import pytest
 
-from chat import provider
+from chat import pricing, provider
 from tests.upstream import FakeUpstream
 
 
@@ -37,5 +37,7 @@ def upstream(settings):
 @pytest.fixture(autouse=True)
 def _fresh_backend():
     provider.reset()
+    # A flushed or rolled-back database does not call `ModelPrice.delete`.
+    pricing.prices_forget()
     yield
     provider.reset()
