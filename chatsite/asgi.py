@@ -35,6 +35,16 @@ class ChatASGIHandler(ASGIHandler):
         finally:
             settings.MIDDLEWARE = listed
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Django wraps each request in a `ThreadSensitiveContext`: a new executor thread
+        # per request (and so a new database connection per request) for its ORM calls.
+        # Without it they share one thread per process. The trade-off: one slow query
+        # delays every request's database work in this worker, instead of only its own;
+        # each ORM call here is short and SQLite writes are queued one at a time anyway.
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
 
 def _django_application() -> ChatASGIHandler:
     # What `django.core.asgi.get_asgi_application` does, with our handler.
