@@ -98,27 +98,28 @@ def client_ip(request: HttpRequest) -> str:
 
 
 async def _cache(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """One thread hop for a whole group of counter operations (a hop costs more than a
+    LocMem or Redis round trip), so each public function below crosses once."""
     return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
 
 
-async def _count(key: str, *, timeout: int, delta: int = 1) -> int:
+def _count(key: str, *, timeout: int, delta: int = 1) -> int:
     """Atomically add `delta` to a counter that expires `timeout` seconds after creation."""
-    await _cache(cache.add, key, 0, timeout=timeout)
+    cache.add(key, 0, timeout=timeout)
     try:
-        return await _cache(cache.incr, key, delta)
+        return cache.incr(key, delta)
     except ValueError:  # expired between add and incr: start a fresh window
-        await _cache(cache.add, key, 0, timeout=timeout)
-        return await _cache(cache.incr, key, delta)
+        cache.add(key, 0, timeout=timeout)
+        return cache.incr(key, delta)
 
 
-async def rate_hit(key: str) -> None:
-    """Count one request; refuse it when the owner is over `CHAT_RATE_LIMIT`."""
+def _rate_hit(key: str) -> None:
     rate = parse_rate(settings.CHAT_RATE_LIMIT)
     if rate is None:
         return
     now = time.time()
     window = int(now // rate.seconds)
-    used = await _count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
+    used = _count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
     if used > rate.count:
         retry_after = math.ceil((window + 1) * rate.seconds - now)
         raise LimitExceeded(
@@ -126,6 +127,11 @@ async def rate_hit(key: str) -> None:
             f"Too many requests: at most {settings.CHAT_RATE_LIMIT}. Try again in {retry_after} s.",
             retry_after=retry_after,
         )
+
+
+async def rate_hit(key: str) -> None:
+    """Count one request; refuse it when the owner is over `CHAT_RATE_LIMIT`."""
+    await _cache(_rate_hit, key)
 
 
 def _quota_key(key: str) -> str:
@@ -138,11 +144,11 @@ def _seconds_to_midnight() -> int:
     return math.ceil((midnight - now).total_seconds())
 
 
-async def quota_check(key: str) -> None:
+def _quota_check(key: str) -> None:
     quota = settings.CHAT_DAILY_TOKEN_QUOTA
     if quota <= 0:
         return
-    used = await _cache(cache.get, _quota_key(key), 0)
+    used = cache.get(_quota_key(key), 0)
     if used >= quota:
         raise LimitExceeded(
             "quota_exceeded",
@@ -152,11 +158,19 @@ async def quota_check(key: str) -> None:
         )
 
 
-async def quota_record(key: str, tokens: int) -> int:
-    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
+async def quota_check(key: str) -> None:
+    await _cache(_quota_check, key)
+
+
+def _quota_record(key: str, tokens: int) -> int:
     if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
         return 0
-    return await _count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+    return _count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+
+
+async def quota_record(key: str, tokens: int) -> int:
+    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
+    return await _cache(_quota_record, key, tokens)
 
 
 def _streams_key(key: str) -> str:
@@ -172,44 +186,60 @@ def _stream_refusal() -> LimitExceeded:
     )
 
 
-async def stream_check(key: str) -> None:
-    """Refuse early (without taking a slot) when the owner's streams are all in use."""
+def _stream_check(key: str) -> None:
     limit = settings.CHAT_MAX_CONCURRENT_STREAMS
-    if limit > 0 and (await _cache(cache.get, _streams_key(key), 0)) >= limit:
+    if limit > 0 and cache.get(_streams_key(key), 0) >= limit:
         raise _stream_refusal()
 
 
-async def stream_acquire(key: str) -> bool:
-    """Take a stream slot or raise; True when a slot was taken (release it later)."""
+async def stream_check(key: str) -> None:
+    """Refuse early (without taking a slot) when the owner's streams are all in use."""
+    await _cache(_stream_check, key)
+
+
+def _stream_acquire(key: str) -> bool:
     limit = settings.CHAT_MAX_CONCURRENT_STREAMS
     if limit <= 0:
         return False
     slots = _streams_key(key)
-    running = await _count(slots, timeout=STREAM_SLOT_TTL)
+    running = _count(slots, timeout=STREAM_SLOT_TTL)
     if running > limit:
-        await stream_release(key)
+        _stream_release(key)
         raise _stream_refusal()
     # The TTL is only a safety net for a worker that died holding slots.
-    await _cache(cache.touch, slots, STREAM_SLOT_TTL)
+    cache.touch(slots, STREAM_SLOT_TTL)
     return True
 
 
-async def stream_release(key: str) -> None:
+async def stream_acquire(key: str) -> bool:
+    """Take a stream slot or raise; True when a slot was taken (release it later)."""
+    return await _cache(_stream_acquire, key)
+
+
+def _stream_release(key: str) -> None:
     with contextlib.suppress(ValueError):  # expired by the safety net: nothing to give back
-        await _cache(cache.decr, _streams_key(key))
+        cache.decr(_streams_key(key))
+
+
+async def stream_release(key: str) -> None:
+    await _cache(_stream_release, key)
+
+
+def _turn_admit(key: str, streaming: bool, new_turn: bool) -> bool:
+    if new_turn:
+        _rate_hit(key)
+        _quota_check(key)
+    if not streaming:
+        _stream_check(key)
+        return False
+    return _stream_acquire(key)
 
 
 async def turn_admit(*, key: str, streaming: bool, new_turn: bool = True) -> bool:
     """Everything a turn must pass before any row is written (a new turn: rate and quota;
-    a streaming one: a stream slot). Returns whether a slot was taken; a deferred turn
-    takes it when its stream is opened."""
-    if new_turn:
-        await rate_hit(key)
-        await quota_check(key)
-    if not streaming:
-        await stream_check(key)
-        return False
-    return await stream_acquire(key)
+    a streaming one: a stream slot), in one thread hop. Returns whether a slot was taken;
+    a deferred turn takes it when its stream is opened."""
+    return await _cache(_turn_admit, key, streaming, new_turn)
 
 
 @contextlib.asynccontextmanager
@@ -245,12 +275,19 @@ async def _settle(aclose: Any, *, key: str, message_id: int, slot: bool) -> None
         if aclose is not None:
             await aclose()
     finally:
-        if slot:
-            await stream_release(key)
-        if settings.CHAT_DAILY_TOKEN_QUOTA > 0:
-            tokens = (
-                await Message.objects.filter(pk=message_id)
-                .values_list("total_tokens", flat=True)
-                .afirst()
-            )
-            await quota_record(key, tokens or 0)
+        tokens = 0
+        try:
+            if settings.CHAT_DAILY_TOKEN_QUOTA > 0:
+                tokens = (
+                    await Message.objects.filter(pk=message_id)
+                    .values_list("total_tokens", flat=True)
+                    .afirst()
+                ) or 0
+        finally:  # the slot is given back even if the tokens could not be read
+            await _cache(_settle_counters, key, slot, tokens)
+
+
+def _settle_counters(key: str, slot: bool, tokens: int) -> None:
+    if slot:
+        _stream_release(key)
+    _quota_record(key, tokens)

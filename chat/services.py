@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from chat import provider, relay
 from chat.models import Conversation, Message
-from chat.pricing import cost_of, price_for
+from chat.pricing import cost_of, price_now
 from chat.provider import Finished, ProviderError, TextDelta, Usage
 from chat.streams import StreamEvent
 
@@ -466,7 +466,7 @@ def _turn_finish(
     duration_ms: int,
 ) -> dict[str, Any]:
     now = timezone.now()
-    price = price_for(turn.model, now) if usage is not None else None
+    price = price_now(turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
     fields: dict[str, Any] = {
         "content": text,

@@ -12,12 +12,47 @@ import os
 from datetime import timedelta
 from typing import Any
 
+import django
 from asgiref.sync import sync_to_async
-from django.core.asgi import get_asgi_application
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
-django_application = get_asgi_application()
+
+class ChatASGIHandler(ASGIHandler):
+    """Django's ASGI handler, with Django's thread-hopping middleware swapped for the
+    inline versions in `chatsite.middleware` (the settings keep Django's names)."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        from chatsite.middleware import ASGI_INLINE
+
+        listed = settings.MIDDLEWARE
+        # Once, at start-up, before any request: no other thread reads the setting yet.
+        settings.MIDDLEWARE = [ASGI_INLINE.get(path, path) for path in listed]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = listed
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Django wraps each request in a `ThreadSensitiveContext`: a new executor thread
+        # per request (and so a new database connection per request) for its ORM calls.
+        # Without it they share one thread per process. The trade-off: one slow query
+        # delays every request's database work in this worker, instead of only its own;
+        # each ORM call here is short and SQLite writes are queued one at a time anyway.
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        await self.handle(scope, receive, send)
+
+
+def _django_application() -> ChatASGIHandler:
+    # What `django.core.asgi.get_asgi_application` does, with our handler.
+    django.setup(set_prefix=False)
+    return ChatASGIHandler()
+
+
+django_application = _django_application()
 logger = logging.getLogger("chat")
 SHUTDOWN_DRAIN_SECONDS = 10.0
 

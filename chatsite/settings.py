@@ -86,8 +86,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # The same backend, with a process's writers queued fairly (see chatsite/sqlite).
     DATABASES["default"]["ENGINE"] = "chatsite.sqlite"
-# Connections are not held across a request: a long stream must not pin one.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+# A database server's connections are not held across a request: a long stream must not
+# pin one. A SQLite file has no server: under ASGI the ORM runs on one thread per process
+# (chatsite/asgi.py), so keeping its one connection saves a connect per request.
+_SQLITE = DATABASES["default"]["ENGINE"] == "chatsite.sqlite"
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=None if _SQLITE else 0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # A pool per worker: a burst of turns waits for one of DATABASE_POOL_SIZE connections
     # instead of failing with "too many clients"; a closed connection goes back to it.

@@ -6,7 +6,7 @@ import pytest
 import pytest_asyncio
 from django.utils import timezone
 
-from chat import provider
+from chat import pricing, provider
 from chat.models import ModelPrice
 from tests.upstream import FakeUpstream
 
@@ -59,6 +59,8 @@ def upstream(settings):
 @pytest.fixture(autouse=True)
 def _fresh_backend():
     provider.reset()
+    # A flushed or rolled-back database does not call `ModelPrice.delete`.
+    pricing.prices_forget()
     yield
     provider.reset()
 
