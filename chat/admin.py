@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from chat import pricing
 from chat.csv_export import csv_response
 from chat.models import Conversation, Message, ModelPrice
 from chat.pricing import messages_recost
@@ -430,6 +431,20 @@ class ModelPriceAdmin(admin.ModelAdmin):
     list_filter = ["valid_from"]
     search_fields = ["model"]
     ordering = ["model", "-valid_from"]
+
+    # Turns are priced from a per-process copy of this list: an edit here counts at once
+    # in this process (other workers pick it up within pricing.PRICES_TTL_SECONDS).
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        pricing.prices_forget()
+
+    def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
+        super().delete_model(request, obj)
+        pricing.prices_forget()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
+        super().delete_queryset(request, queryset)
+        pricing.prices_forget()
 
 
 # --- Usage dashboard -------------------------------------------------------------------

@@ -1,6 +1,5 @@
 import hashlib
 import uuid
-from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -113,22 +112,6 @@ class ModelPrice(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} from {self.valid_from:%Y-%m-%d}"
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        super().save(*args, **kwargs)
-        _prices_forget()
-
-    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
-        deleted = super().delete(*args, **kwargs)
-        _prices_forget()
-        return deleted
-
-
-def _prices_forget() -> None:
-    # Imported here: chat.pricing imports this module.
-    from chat.pricing import prices_forget
-
-    prices_forget()
 
 
 class ApiToken(models.Model):
