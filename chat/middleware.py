@@ -30,9 +30,8 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
-class ApiErrorMiddleware:
-    """`ChatError` → its JSON error; any other exception under /api/ → a JSON 500 with no
-    traceback (also in DEBUG, where Django would otherwise answer with an HTML page)."""
+class AsyncMiddleware:
+    """Async-only middleware: under ASGI, Django calls it without a thread hop."""
 
     async_capable = True
     sync_capable = False
@@ -40,6 +39,11 @@ class ApiErrorMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
         self.get_response = get_response
         markcoroutinefunction(self)
+
+
+class ApiErrorMiddleware(AsyncMiddleware):
+    """`ChatError` → its JSON error; any other exception under /api/ → a JSON 500 with no
+    traceback (also in DEBUG, where Django would otherwise answer with an HTML page)."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         return await self.get_response(request)
@@ -56,19 +60,12 @@ class ApiErrorMiddleware:
         return error_response(500, "server_error", "Something went wrong on our side.")
 
 
-class CrossOriginProtectionMiddleware:
+class CrossOriginProtectionMiddleware(AsyncMiddleware):
     """Refuse cross-site requests to /api/ without tokens (as Go 1.25's
     CrossOriginProtection): browsers say where a request comes from in `Sec-Fetch-Site`
     (or, older ones, `Origin`); requests without either are not from a browser page and
     are let through, so curl and scripts work. POSTs must also be JSON, which a plain
     HTML form cannot send."""
-
-    async_capable = True
-    sync_capable = False
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
-        self.get_response = get_response
-        markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         if _is_api(request):
