@@ -79,6 +79,9 @@ class Message(models.Model):
     error_type = models.CharField(max_length=60, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When a worker started streaming it: a deferred turn may wait long before that, so
+    # staleness is measured from here, not from `created_at`.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -26,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat import provider, relay
@@ -199,6 +200,7 @@ def _turn_start(
             conversation=conversation,
             role=Message.Role.ASSISTANT,
             status=Status.PENDING if defer else Status.STREAMING,
+            claimed_at=None if defer else timezone.now(),
             provider=backend.name,
             api=api,
             model=chosen,
@@ -258,7 +260,7 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
 
 async def _claim(message: Message) -> Turn | None:
     won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
-        status=Status.STREAMING
+        status=Status.STREAMING, claimed_at=timezone.now()
     )
     if not won:
         return None
@@ -625,13 +627,17 @@ async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
 
 
 def turns_expire_stale(*, older_than: timedelta) -> int:
-    """Mark turns whose worker died (still `pending`/`streaming` after `older_than`) as
-    `incomplete`, keeping whatever they hold; returns how many. Idempotent, so every
-    worker may run it at start-up."""
+    """Mark turns whose worker died as `incomplete`, keeping whatever they hold: streaming
+    for longer than `older_than` since they were claimed (a turn that waited long as
+    `pending` and was claimed just now is live), or never opened for that long. Returns
+    how many. Idempotent, so every worker may run it at start-up."""
     now = timezone.now()
-    expired = Message.objects.filter(
-        status__in=[Status.PENDING, Status.STREAMING], created_at__lt=now - older_than
-    ).update(
+    cutoff = now - older_than
+    claimed_long_ago = Q(status=Status.STREAMING) & (
+        Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, created_at__lt=cutoff)
+    )
+    never_opened = Q(status=Status.PENDING, created_at__lt=cutoff)
+    expired = Message.objects.filter(claimed_long_ago | never_opened).update(
         status=Status.INCOMPLETE,
         finish_reason="stale",
         error_type="stale",

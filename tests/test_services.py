@@ -129,3 +129,25 @@ async def test_an_unexpected_failure_is_recorded_as_failed_with_an_error_event(u
     row = await assistant()
     assert row.status == "failed" and row.content == "par"
     assert row.error_type == "upstream_error"
+
+
+async def test_a_turn_claimed_late_is_not_swept_while_it_streams(upstream):
+    """Staleness counts from the claim: a deferred turn opened two hours after it was
+    created is live, and sweeping it would lose its usage."""
+    from datetime import timedelta
+
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    turn = await services.turn_start(owner=OWNER, message="hi", defer=True)
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    await Message.objects.filter(pk=turn.message_id).aupdate(created_at=two_hours_ago)
+    await services.turn_claim(owner=OWNER, message_id=turn.message_id)
+    swept = await sync_to_async(services.turns_expire_stale)(older_than=timedelta(hours=1))
+    assert swept == 0
+    assert (await Message.objects.aget(pk=turn.message_id)).status == "streaming"
+
+    await Message.objects.filter(pk=turn.message_id).aupdate(claimed_at=two_hours_ago)
+    swept = await sync_to_async(services.turns_expire_stale)(older_than=timedelta(hours=1))
+    assert swept == 1
+    assert (await Message.objects.aget(pk=turn.message_id)).status == "incomplete"
