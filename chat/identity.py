@@ -35,8 +35,9 @@ async def request_owner(request: HttpRequest) -> Owner:
 
 class InvalidToken(ChatError):
     def __init__(self, message: str) -> None:
-        super().__init__(401, "invalid_token", message)
-        self.headers = {"WWW-Authenticate": 'Bearer realm="chat"'}
+        super().__init__(
+            401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer realm="chat"'}
+        )
 
 
 async def _token_user_id(header: str) -> int:

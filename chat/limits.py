@@ -55,9 +55,8 @@ class LimitExceeded(ChatError):
     """429 with the seconds after which trying again can succeed."""
 
     def __init__(self, type: str, message: str, *, retry_after: int) -> None:
-        super().__init__(429, type, message)
         self.retry_after = max(1, retry_after)
-        self.headers = {"Retry-After": str(self.retry_after)}
+        super().__init__(429, type, message, headers={"Retry-After": str(self.retry_after)})
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,9 +50,8 @@ class ApiErrorMiddleware(AsyncMiddleware):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ChatError):
-            headers = getattr(exception, "headers", None)  # e.g. Retry-After on a 429
             return error_response(
-                exception.status, exception.type, exception.message, headers=headers
+                exception.status, exception.type, exception.message, headers=exception.headers
             )
         if not _is_api(request):
             return None

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 
 from chat import provider, relay
@@ -45,11 +46,19 @@ PING = StreamEvent("ping")
 class ChatError(Exception):
     """A request we refuse; `status` is the HTTP status a view answers with."""
 
-    def __init__(self, status: int, type: str, message: str) -> None:
+    def __init__(
+        self, status: int, type: str, message: str, *, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.type = type
         self.message = message
+        self.headers = headers  # e.g. Retry-After on a 429
+
+
+def stream_url(message_id: int) -> str:
+    """Where a deferred turn is streamed (`EventSource`)."""
+    return reverse("chat:message-stream", args=[message_id])
 
 
 def not_found(what: str) -> ChatError:
@@ -682,7 +691,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> di
             "duration_ms": m.duration_ms,
             "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
             "created_at": m.created_at.isoformat(),
-            "stream_url": f"/api/messages/{m.pk}/stream" if m.status == Status.PENDING else None,
+            "stream_url": stream_url(m.pk) if m.status == Status.PENDING else None,
         }
         async for m in conversation.messages.order_by("pk")
     ]

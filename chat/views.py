@@ -88,15 +88,11 @@ async def chat(request: HttpRequest) -> HttpResponse:
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
-                "stream_url": f"/api/messages/{turn.message_id}/stream",
+                "stream_url": services.stream_url(turn.message_id),
             },
             status=201,
         )
-    events = await started(
-        limits.guarded(
-            services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
-        )
-    )
+    events = await turn_events(turn, key=key, slot=slot)
     if accept == SSE:
         return sse_response(events)
     if accept == NDJSON:
@@ -114,10 +110,7 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
         claimed = await services.turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
-        events = services.turn_stream(turn=claimed)
-        return sse_response(
-            await started(limits.guarded(events, key=key, message_id=claimed.message_id, slot=slot))
-        )
+        return sse_response(await turn_events(claimed, key=key, slot=slot))
     if slot:
         await limits.stream_release(key)
     if claimed.status in claimed.FINAL_STATUSES:
@@ -147,6 +140,15 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
 
 async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return error_response(404, "not_found", f"No API endpoint at {request.path}.")
+
+
+async def turn_events(turn: Turn, *, key: str, slot: bool) -> AsyncIterator[StreamEvent]:
+    """The turn's events for a response body, its stream slot and quota settled at the end."""
+    return await started(
+        limits.guarded(
+            services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
+        )
+    )
 
 
 async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:

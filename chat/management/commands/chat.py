@@ -190,7 +190,15 @@ class Command(BaseCommand):
 
     async def send(self, prompt: str, options: TurnOptions) -> dict[str, Any]:
         """Run one turn, writing the reply as it arrives; returns the stored record."""
-        turn = await start_shielded(prompt, options)
+        # turn_start leaves no row claimed if Ctrl-C lands while it writes.
+        turn = await services.turn_start(
+            owner=options.owner,
+            message=prompt,
+            conversation_id=options.conversation_id,
+            model=options.model,
+            system=options.system,
+            api=options.api,
+        )
         self.in_flight = turn.message_id
         if options.conversation_id is None and not options.as_json:
             self.note(
@@ -248,35 +256,6 @@ class Command(BaseCommand):
         """A line for the operator on stderr, uncoloured (stderr defaults to error red)."""
         self.stderr.write(line, style_func=_plain)
         self.stderr.flush()
-
-
-async def start_shielded(prompt: str, options: TurnOptions) -> services.Turn:
-    """`turn_start`, finished even if Ctrl-C lands while its rows are being written: then
-    the new turn is recorded as `cancelled` instead of staying `streaming`."""
-    start = asyncio.ensure_future(
-        services.turn_start(
-            owner=options.owner,
-            message=prompt,
-            conversation_id=options.conversation_id,
-            model=options.model,
-            system=options.system,
-            api=options.api,
-        )
-    )
-    try:
-        return await asyncio.shield(start)
-    except asyncio.CancelledError:
-        turn = await start
-        await services.turn_finish(
-            turn=turn,
-            text="",
-            finished=None,
-            error=None,
-            stopped=True,
-            ttft_ms=None,
-            duration_ms=0,
-        )
-        raise
 
 
 @contextlib.contextmanager
