@@ -12,7 +12,6 @@ since dropping the session cookie must not reset the limits.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import math
 import re
@@ -29,7 +28,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from chat.models import Message
-from chat.services import ChatError, Owner
+from chat.services import ChatError, Owner, shielded
 
 T = TypeVar("T")
 
@@ -264,9 +263,8 @@ async def guarded(
     finally:
         # Close the turn first, so its row is finished before its tokens are read.
         aclose = getattr(events, "aclose", None)
-        task = asyncio.ensure_future(_settle(aclose, key=key, message_id=message_id, slot=slot))
         # Shielded: the client may be gone, but the slot and the quota must be settled.
-        await asyncio.shield(task)
+        await shielded(_settle(aclose, key=key, message_id=message_id, slot=slot))
 
 
 async def _settle(aclose: Any, *, key: str, message_id: int, slot: bool) -> None:

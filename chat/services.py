@@ -372,7 +372,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     finally:
         # Shielded: the client may be gone, but the row must still be finished.
         try:
-            outcome = await _shielded(
+            outcome = await shielded(
                 turn_finish(
                     turn=turn,
                     text="".join(parts),
@@ -409,7 +409,9 @@ async def turns_drain(*, timeout: float) -> int:
     return len(_in_flight)
 
 
-async def _shielded(coro: Any) -> Any:
+async def shielded(coro: Awaitable[T]) -> T:
+    """Await `coro` to the end even if our caller is cancelled meanwhile (the work goes on
+    in its own task; the caller still sees the cancellation)."""
     task = asyncio.ensure_future(coro)
     return await asyncio.shield(task)
 
