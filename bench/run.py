@@ -299,7 +299,7 @@ async def measure(
     if profile is not None:
         spy = subprocess.Popen(
             [
-                "py-spy",
+                str(Path(sys.executable).with_name("py-spy")),
                 "record",
                 "--pid",
                 str(pid),
