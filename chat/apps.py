@@ -7,7 +7,7 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import provider
+        from chat import identity, provider  # noqa: F401 (identity: its logout receiver)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.

@@ -1,24 +1,42 @@
-"""Who is calling: an API token, a logged-in user, or (when allowed) an anonymous session."""
+"""Who is calling: an API token, a logged-in user, or (when allowed) an anonymous visitor.
+
+An anonymous visitor's conversations belong to a random key kept in a signed cookie of
+our own (`chat_anonymous`), not in a session: a session costs a database write for every
+new visitor and a read on every later request, which under a burst of new visitors was
+most of the cost of opening a stream. The cookie carries no secret but the key itself,
+is signed with SECRET_KEY (a forged or edited one is ignored), expires like a session
+(SESSION_COOKIE_AGE after it was last renewed) and is dropped at logout, as a session is.
+"""
 
 from __future__ import annotations
 
 import secrets
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.contrib.auth.signals import user_logged_out
+from django.core import signing
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
 
 from chat.services import ChatError, Owner
 from chat.tokens import token_verify
 
-ANONYMOUS_KEY = "chat_anonymous_key"
+ANONYMOUS_COOKIE = "chat_anonymous"
+# Where anonymous keys lived before the cookie: adopted once from an existing session.
+SESSION_ANONYMOUS_KEY = "chat_anonymous_key"
+_SALT = "chat.identity.anonymous"
+# A cookie older than this is re-sent with a fresh date, so an active visitor keeps it.
+RENEW_AFTER_SECONDS = 24 * 3600
 BEARER = "bearer"
+_ISSUE = "_chat_anonymous_issue"
+_FORGET = "_chat_anonymous_forget"
 
 
 async def request_owner(request: HttpRequest) -> Owner:
     """The owner the request acts for. A request that sends `Authorization` is judged by
     its token alone (a bad token is 401, never a fallback to the session, so a script
-    never silently writes into someone's browser conversations). Anonymous visitors get a
-    random key in their session on first use, so a cookie-keeping script can continue."""
+    never silently writes into someone's browser conversations). An anonymous visitor
+    gets a random key on first use, so a cookie-keeping script can continue."""
     if "Authorization" in request.headers:
         return Owner(user_id=await _token_user_id(request.headers["Authorization"]))
     user = await request.auser()
@@ -26,11 +44,75 @@ async def request_owner(request: HttpRequest) -> Owner:
         return Owner(user_id=user.pk)
     if not settings.CHAT_ALLOW_ANONYMOUS:
         raise ChatError(401, "authentication_required", "Log in to use the chat API.")
-    key = await request.session.aget(ANONYMOUS_KEY)
-    if not key:
-        key = secrets.token_urlsafe(24)
-        await request.session.aset(ANONYMOUS_KEY, key)
-    return Owner(anonymous_key=key)
+    return Owner(anonymous_key=await _anonymous_key(request))
+
+
+async def _anonymous_key(request: HttpRequest) -> str:
+    signer = _signer()
+    raw = request.COOKIES.get(ANONYMOUS_COOKIE)
+    if raw:
+        try:
+            key = signer.unsign(raw, max_age=settings.SESSION_COOKIE_AGE)
+        except signing.BadSignature:  # forged, edited, signed with an old SECRET_KEY, expired
+            pass
+        else:
+            try:
+                signer.unsign(raw, max_age=RENEW_AFTER_SECONDS)
+            except signing.SignatureExpired:
+                setattr(request, _ISSUE, key)
+            return key
+    key = await _session_key(request) or secrets.token_urlsafe(24)
+    setattr(request, _ISSUE, key)
+    return key
+
+
+async def _session_key(request: HttpRequest) -> str | None:
+    """The key an anonymous visitor was given in their session before the cookie."""
+    if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+        return None  # no session to read: no database query
+    session = getattr(request, "session", None)
+    return await session.aget(SESSION_ANONYMOUS_KEY) if session is not None else None
+
+
+def _signer() -> signing.TimestampSigner:
+    return signing.get_cookie_signer(salt=ANONYMOUS_COOKIE + _SALT)
+
+
+def anonymous_cookie(key: str) -> str:
+    """The signed cookie value that makes a client the anonymous owner `key`."""
+    return _signer().sign(key)
+
+
+def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
+    """Send the anonymous cookie the request was given, or delete it after a logout."""
+    if getattr(request, _FORGET, False):
+        response.delete_cookie(
+            ANONYMOUS_COOKIE,
+            path=settings.SESSION_COOKIE_PATH,
+            domain=settings.SESSION_COOKIE_DOMAIN,
+            samesite=settings.SESSION_COOKIE_SAMESITE,
+        )
+        return
+    key = getattr(request, _ISSUE, None)
+    if key is None:
+        return
+    response.set_cookie(
+        ANONYMOUS_COOKIE,
+        anonymous_cookie(key),
+        max_age=settings.SESSION_COOKIE_AGE,
+        path=settings.SESSION_COOKIE_PATH,
+        domain=settings.SESSION_COOKIE_DOMAIN,
+        secure=settings.SESSION_COOKIE_SECURE or None,
+        httponly=True,
+        samesite=settings.SESSION_COOKIE_SAMESITE,
+    )
+
+
+@receiver(user_logged_out, dispatch_uid="chat.identity.forget_anonymous")
+def _forget_anonymous(*, request: HttpRequest | None = None, **kwargs: object) -> None:
+    # A logout ends the browser's identity, anonymous one included, as it ends the session.
+    if request is not None:
+        setattr(request, _FORGET, True)
 
 
 class InvalidToken(ChatError):

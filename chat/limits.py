@@ -3,8 +3,8 @@
 Counters live in Django's cache (Redis when `REDIS_URL` is set, so every worker sees the
 same numbers). Only atomic operations are used: `add` creates a counter with its expiry
 if missing, `incr`/`decr` change it (INCRBY/DECRBY in Redis). They are called through
-`sync_to_async` on purpose: Django's `BaseCache.aincr` is a get-then-set, not atomic, and
-`RedisCache` does not override it.
+`sync_to_async` on purpose (or inline, for the in-process LocMem cache): Django's
+`BaseCache.aincr` is a get-then-set, not atomic, and `RedisCache` does not override it.
 
 Who is counted: a user (session or API token) by id; an anonymous caller by client IP,
 since dropping the session cookie must not reset the limits.
@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.dummy import DummyCache
+from django.core.cache.backends.locmem import LocMemCache
 from django.http import HttpRequest
 from django.utils import timezone
 
@@ -48,6 +50,7 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
 # A stream slot whose worker died is forgotten after this long without new streams.
 STREAM_SLOT_TTL = 15 * 60
 STREAM_RETRY_AFTER = 5
+IN_PROCESS_CACHES = (LocMemCache, DummyCache)
 
 
 class LimitExceeded(ChatError):
@@ -96,8 +99,11 @@ def client_ip(request: HttpRequest) -> str:
 
 
 async def _cache(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """One thread hop for a whole group of counter operations (a hop costs more than a
-    LocMem or Redis round trip), so each public function below crosses once."""
+    """Run a group of counter operations: inline when the cache lives in this process
+    (LocMem: a dict behind a lock, no I/O), else in one thread hop for the whole group (a
+    hop costs more than a Redis round trip), so each public function below crosses once."""
+    if isinstance(caches[DEFAULT_CACHE_ALIAS], IN_PROCESS_CACHES):
+        return fn(*args, **kwargs)
     return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
 
 

@@ -1,4 +1,5 @@
-"""Middleware for the JSON API under /api/: JSON errors always, and cross-origin refusal."""
+"""Middleware for the JSON API under /api/: JSON errors always, cross-origin refusal, and
+the anonymous visitor's cookie."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chat.identity import settle_cookie
 from chat.services import ChatError
 
 logger = logging.getLogger("chat")
@@ -57,6 +59,16 @@ class ApiErrorMiddleware(AsyncMiddleware):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "Something went wrong on our side.")
+
+
+class AnonymousCookieMiddleware(AsyncMiddleware):
+    """Sends the anonymous visitor's cookie when `chat.identity` issued or renewed it,
+    and deletes it on the response to a logout."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = await self.get_response(request)
+        settle_cookie(request, response)
+        return response
 
 
 class CrossOriginProtectionMiddleware(AsyncMiddleware):

@@ -201,18 +201,23 @@ def _turn_start(
                 changes["system_prompt"] = system
             Conversation.objects.filter(pk=conversation.pk).update(**changes)
             conversation.system_prompt = changes.get("system_prompt", conversation.system_prompt)
-        Message.objects.create(
-            conversation=conversation, role=Message.Role.USER, content=message, model=chosen
-        )
         backend = provider.backend()
-        assistant = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Status.PENDING if defer else Status.STREAMING,
-            claimed_at=None if defer else timezone.now(),
-            provider=backend.name,
-            api=api,
-            model=chosen,
+        # One INSERT for both rows; their ids come back in order (RETURNING).
+        _, assistant = Message.objects.bulk_create(
+            [
+                Message(
+                    conversation=conversation, role=Message.Role.USER, content=message, model=chosen
+                ),
+                Message(
+                    conversation=conversation,
+                    role=Message.Role.ASSISTANT,
+                    status=Status.PENDING if defer else Status.STREAMING,
+                    claimed_at=None if defer else timezone.now(),
+                    provider=backend.name,
+                    api=api,
+                    model=chosen,
+                ),
+            ]
         )
         turn = Turn(
             conversation_id=conversation.pk,
@@ -222,8 +227,13 @@ def _turn_start(
             provider=backend.name,
             system=conversation.system_prompt,
         )
-        if not defer:
-            turn.context = _context(conversation.pk, before=assistant.pk)
+        if not defer:  # a deferred turn's context is read when it is claimed
+            turn.context = (
+                _context(conversation.pk, before=assistant.pk)
+                if conversation_id is not None
+                # A new conversation's context is the message just stored: no query.
+                else [{"role": "user", "content": message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
+            )
     return turn
 
 

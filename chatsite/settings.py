@@ -46,6 +46,7 @@ MIDDLEWARE = [
     "chatsite.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "chat.middleware.CrossOriginProtectionMiddleware",
+    "chat.middleware.AnonymousCookieMiddleware",
     "chatsite.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",

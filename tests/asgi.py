@@ -16,6 +16,7 @@ class AsgiResult:
     headers: dict[str, str] = field(default_factory=dict)
     chunks: list[bytes] = field(default_factory=list)
     cookies: dict[str, str] = field(default_factory=dict)
+    set_cookies: dict[str, str] = field(default_factory=dict)  # name: whole Set-Cookie header
 
     @property
     def body(self) -> bytes:
@@ -80,6 +81,7 @@ async def asgi_request(
                 if key.lower() == b"set-cookie":
                     name, _, rest = value.decode().partition("=")
                     result.cookies[name] = rest.split(";", 1)[0]
+                    result.set_cookies[name] = value.decode()
         elif message["type"] == "http.response.body":
             if message.get("body"):
                 result.chunks.append(message["body"])
@@ -101,7 +103,11 @@ class AsgiClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> AsgiResult:
         result = await asgi_request(method, path, cookies=self.cookies, **kwargs)
-        self.cookies.update(result.cookies)
+        for name, value in result.cookies.items():
+            if value in ("", '""'):  # deleted
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = value
         return result
 
     async def post(self, path: str, body: Any = b"", **kwargs: Any) -> AsgiResult:

@@ -18,11 +18,10 @@ from typing import Any
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
-from django.contrib.sessions.backends.db import SessionStore
 from django.db import connection
 
 from chat import services
-from chat.identity import ANONYMOUS_KEY
+from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
 from chat.services import Owner
 from tests.asgi import parse_sse
@@ -123,16 +122,14 @@ async def upstream_calls(base: str) -> int:
         return (await client.get(f"{base}/_stats")).json()["calls"]
 
 
-async def anonymous_session() -> tuple[str, Owner]:
+def anonymous_visitor() -> tuple[str, Owner]:
+    """The `Cookie` header of an anonymous visitor, and the owner it makes them."""
     owner = Owner(anonymous_key=os.urandom(12).hex())
-    session = SessionStore()
-    session[ANONYMOUS_KEY] = owner.anonymous_key
-    await sync_to_async(session.create)()
-    return session.session_key, owner
+    return f"{ANONYMOUS_COOKIE}={anonymous_cookie(owner.anonymous_key)}", owner
 
 
-async def read_stream(url: str, session_key: str) -> list[tuple[str, Any]]:
-    headers = {"Accept": "text/event-stream", "Cookie": f"sessionid={session_key}"}
+async def read_stream(url: str, cookie: str) -> list[tuple[str, Any]]:
+    headers = {"Accept": "text/event-stream", "Cookie": cookie}
     async with httpx2.AsyncClient(timeout=60) as client:
         response = await client.get(url, headers=headers)
     assert response.status_code == 200, response.text
@@ -154,13 +151,13 @@ async def test_two_workers_racing_for_one_turn_make_one_upstream_call(
     await upstream_control(fake_upstream, "/_config", {"ttft_ms": 200, "delay_ms": 20, "tokens": 8})
     for _ in range(3):
         await upstream_control(fake_upstream, "/_reset")
-        session_key, owner = await anonymous_session()
+        cookie, owner = anonymous_visitor()
         turn = await services.turn_start(owner=owner, message="hi", defer=True)
         path = f"/api/messages/{turn.message_id}/stream"
 
         first, second = await asyncio.gather(
-            read_stream(workers[0] + path, session_key),
-            read_stream(workers[1] + path, session_key),
+            read_stream(workers[0] + path, cookie),
+            read_stream(workers[1] + path, cookie),
         )
 
         assert await upstream_calls(fake_upstream) == 1
@@ -185,8 +182,7 @@ async def test_open_streams_hold_no_database_connection(workers, fake_upstream):
     first_deltas = asyncio.Semaphore(0)
 
     async def chat() -> list[tuple[str, Any]]:
-        # No cookie: each request also creates an anonymous session, written at response
-        # start; that connection too must not stay open through the stream.
+        # No cookie: each request is a new anonymous visitor.
         headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
         body = bytearray()
         async with (
@@ -238,17 +234,17 @@ async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, 
     await upstream_control(
         fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 200, "tokens": 100}
     )
-    session_key, owner = await anonymous_session()
+    cookie, owner = anonymous_visitor()
     turn = await services.turn_start(owner=owner, message="hi", defer=True)
     stream = asyncio.create_task(
-        read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", session_key)
+        read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", cookie)
     )
     while (await Message.objects.aget(pk=turn.message_id)).status != Message.Status.STREAMING:
         await asyncio.sleep(0.05)
     async with httpx2.AsyncClient() as client:
         response = await client.post(
             f"{workers[1]}/api/messages/{turn.message_id}/cancel",
-            headers={"Cookie": f"sessionid={session_key}", "Content-Type": "application/json"},
+            headers={"Cookie": cookie, "Content-Type": "application/json"},
         )
     assert response.status_code == 202
 

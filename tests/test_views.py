@@ -220,6 +220,11 @@ async def test_multi_turn_sends_earlier_messages_as_context(client, upstream):
         )
     ).json()
     assert second["conversation"] == first["conversation"]
+    # A new conversation's context is built without reading it back; same shape.
+    assert upstream.bodies[0]["messages"] == [
+        {"role": "system", "content": "be kind"},
+        {"role": "user", "content": "first question"},
+    ]
     assert upstream.bodies[1]["messages"] == [
         {"role": "system", "content": "be kind"},
         {"role": "user", "content": "first question"},
