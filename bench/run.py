@@ -195,15 +195,16 @@ def app_env(upstream_port: int, db_path: Path) -> dict[str, str]:
 
 
 class User:
-    """One simulated visitor: keeps its session cookie like a browser does."""
+    """One simulated visitor: keeps its cookies (the anonymous identity) like a browser."""
 
     def __init__(self) -> None:
+        self.cookies: dict[str, str] = {}
         self.cookie = ""
 
     def remember(self, response: aiohttp.ClientResponse) -> None:
-        morsel = response.cookies.get("sessionid")
-        if morsel is not None and morsel.value:
-            self.cookie = f"sessionid={morsel.value}"
+        for name, morsel in response.cookies.items():
+            self.cookies[name] = morsel.value
+        self.cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
 
 
 async def chat_once(
