@@ -31,6 +31,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat import provider, relay
+from chat.batching import Batcher
 from chat.models import Conversation, Message
 from chat.pricing import cost_of, price_now
 from chat.provider import Finished, ProviderError, TextDelta, Usage
@@ -134,18 +135,18 @@ async def turn_start(
     defer: bool = False,
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
-    already claimed as `streaming`) in one transaction, before any upstream call."""
-    chosen_api = choose_api(api)
-    start = sync_to_async(_turn_start)(
+    already claimed as `streaming`) before any upstream call. Turns started at the same
+    moment are written together, in one transaction (`chat.batching`)."""
+    start = _Start(
         owner=owner,
         message=message,
         conversation_id=conversation_id,
         model=model,
         system=system,
-        api=chosen_api,
+        api=choose_api(api),
         defer=defer,
     )
-    return await _committed(start, undo=lambda turn: _abandon(turn.message_id))
+    return await _committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
 
 async def _committed(work: Awaitable[T], *, undo: Callable[[T], Awaitable[Any]]) -> T:
@@ -168,73 +169,119 @@ async def _abandon(message_id: int) -> None:
     ).aupdate(status=Status.CANCELLED, finished_at=timezone.now())
 
 
-def _turn_start(
-    *,
-    owner: Owner,
-    message: str,
-    conversation_id: uuid.UUID | None,
-    model: str | None,
-    system: str | None,
-    api: provider.Api,
-    defer: bool,
-) -> Turn:
+@dataclass(frozen=True, slots=True)
+class _Start:
+    owner: Owner
+    message: str
+    conversation_id: uuid.UUID | None
+    model: str | None
+    system: str | None
+    api: provider.Api
+    defer: bool
+
+
+def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
+    """One transaction for a batch of turn starts: new conversations in one INSERT, all
+    messages in another. A start that is refused (unknown conversation, model not
+    allowed) gets its `ChatError` and writes nothing; the others go on."""
+    backend = provider.backend()
     with transaction.atomic():
-        if conversation_id is None:
-            chosen = choose_model(model)
-            conversation = Conversation.objects.create(
-                owner_id=owner.user_id,
-                anonymous_key=owner.anonymous_key,
-                title=_title_from(message),
+        plans = [_plan(start) for start in starts]
+        Conversation.objects.bulk_create(
+            plan.conversation for plan in plans if isinstance(plan, _Plan) and plan.is_new
+        )
+        rows: list[Message] = []
+        for plan in plans:
+            if isinstance(plan, _Plan):
+                rows += _messages(plan, backend.name)
+        # Their ids come back from the INSERT (RETURNING), in order.
+        Message.objects.bulk_create(rows)
+        assistants = iter(rows[1::2])
+        return [
+            _turn(plan, next(assistants), backend.name) if isinstance(plan, _Plan) else plan
+            for plan in plans
+        ]
+
+
+@dataclass(slots=True)
+class _Plan:
+    start: _Start
+    conversation: Conversation
+    model: str
+    is_new: bool
+
+
+def _plan(start: _Start) -> _Plan | ChatError:
+    try:
+        if start.conversation_id is None:
+            chosen = choose_model(start.model)
+            conversation = Conversation(
+                owner_id=start.owner.user_id,
+                anonymous_key=start.owner.anonymous_key,
+                title=_title_from(start.message),
                 model=chosen,
-                system_prompt=system or "",
+                system_prompt=start.system or "",
             )
-        else:
-            # The row lock serialises turns of one conversation across workers.
-            conversation = (
-                owner.conversations().select_for_update().filter(pk=conversation_id).first()
-            )
-            if conversation is None:
-                raise not_found("conversation")
-            chosen = choose_model(model, conversation.model)
-            changes = {"updated_at": timezone.now(), "model": chosen}
-            if system is not None:
-                changes["system_prompt"] = system
-            Conversation.objects.filter(pk=conversation.pk).update(**changes)
-            conversation.system_prompt = changes.get("system_prompt", conversation.system_prompt)
-        backend = provider.backend()
-        # One INSERT for both rows; their ids come back in order (RETURNING).
-        _, assistant = Message.objects.bulk_create(
-            [
-                Message(
-                    conversation=conversation, role=Message.Role.USER, content=message, model=chosen
-                ),
-                Message(
-                    conversation=conversation,
-                    role=Message.Role.ASSISTANT,
-                    status=Status.PENDING if defer else Status.STREAMING,
-                    claimed_at=None if defer else timezone.now(),
-                    provider=backend.name,
-                    api=api,
-                    model=chosen,
-                ),
-            ]
+            return _Plan(start, conversation, chosen, is_new=True)
+        # The row lock serialises turns of one conversation across workers.
+        found = (
+            start.owner.conversations().select_for_update().filter(pk=start.conversation_id).first()
         )
-        turn = Turn(
-            conversation_id=conversation.pk,
-            message_id=assistant.pk,
-            model=chosen,
-            api=api,
-            provider=backend.name,
-            system=conversation.system_prompt,
+        if found is None:
+            raise not_found("conversation")
+        chosen = choose_model(start.model, found.model)
+    except ChatError as exc:
+        return exc
+    changes = {"updated_at": timezone.now(), "model": chosen}
+    if start.system is not None:
+        changes["system_prompt"] = start.system
+    Conversation.objects.filter(pk=found.pk).update(**changes)
+    found.system_prompt = changes.get("system_prompt", found.system_prompt)
+    return _Plan(start, found, chosen, is_new=False)
+
+
+def _messages(plan: _Plan, provider_name: str) -> list[Message]:
+    start = plan.start
+    return [
+        Message(
+            conversation=plan.conversation,
+            role=Message.Role.USER,
+            content=start.message,
+            model=plan.model,
+        ),
+        Message(
+            conversation=plan.conversation,
+            role=Message.Role.ASSISTANT,
+            status=Status.PENDING if start.defer else Status.STREAMING,
+            claimed_at=None if start.defer else timezone.now(),
+            provider=provider_name,
+            api=start.api,
+            model=plan.model,
+        ),
+    ]
+
+
+def _turn(plan: _Plan, assistant: Message, provider_name: str) -> Turn:
+    start = plan.start
+    turn = Turn(
+        conversation_id=plan.conversation.pk,
+        message_id=assistant.pk,
+        model=plan.model,
+        api=start.api,
+        provider=provider_name,
+        system=plan.conversation.system_prompt,
+    )
+    if not start.defer:  # a deferred turn's context is read when it is claimed
+        turn.context = (
+            [{"role": "user", "content": start.message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
+            # A new conversation's context is the message just stored: no query.
+            if plan.is_new
+            else _context(plan.conversation.pk, before=assistant.pk)
         )
-        if not defer:  # a deferred turn's context is read when it is claimed
-            turn.context = (
-                _context(conversation.pk, before=assistant.pk)
-                if conversation_id is not None
-                # A new conversation's context is the message just stored: no query.
-                else [{"role": "user", "content": message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
-            )
     return turn
+
+
+_starts: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 
 def _title_from(message: str) -> str:
