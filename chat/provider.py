@@ -246,21 +246,26 @@ async def stream_reply(
     The upstream response is closed on every exit, including cancellation of the consumer.
     """
     sdk = client()
+    # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
+    # passed as `messages`/`input`, the SDK first walks it against its typed params,
+    # 0.3 ms for one message and 6 ms for 40 (on the event loop, every turn). It is plain
+    # JSON already; the rest of the request still goes through the SDK's own arguments.
     if api == "responses":
         request = sdk.responses.with_streaming_response.create(
             model=model,
-            input=messages,  # type: ignore[arg-type]
             instructions=system or openai.omit,
             stream=True,
+            extra_body={"input": messages},
         )
         parse = _ResponsesParser()
     else:
         chat_messages = [{"role": "system", "content": system}] if system else []
         request = sdk.chat.completions.with_streaming_response.create(
             model=model,
-            messages=[*chat_messages, *messages],  # type: ignore[list-item]
+            messages=[],
             stream=True,
             stream_options={"include_usage": True},
+            extra_body={"messages": [*chat_messages, *messages]},
         )
         parse = _ChatParser()
     request_id = ""
