@@ -1,0 +1,136 @@
+"""chat/batching.py: concurrent submissions become one write; each caller gets its own
+result or error; a lone caller is not kept waiting for company."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+
+from chat import batching, services
+from chat.batching import Batcher
+from chat.models import Conversation, Message
+from chat.services import ChatError, Owner
+
+pytestmark = pytest.mark.asyncio
+
+
+class Recorder:
+    """A write function that records its batches and can be held mid-write."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        self.release.set()
+        self.writing = threading.Event()
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        self.batches.append(list(items))
+        self.writing.set()
+        self.release.wait(5)
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+
+async def hold_first_write(recorder: Recorder, batcher: Batcher[int, int]) -> asyncio.Future[int]:
+    recorder.release.clear()
+    first = batcher.submit(1)
+    await asyncio.to_thread(recorder.writing.wait, 5)
+    return first
+
+
+async def test_a_lone_item_is_written_at_once_on_its_own():
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    assert await batcher.submit(7) == 70
+    assert await batcher.submit(8) == 80
+    assert recorder.batches == [[7], [8]]
+
+
+async def test_items_queued_during_a_write_go_together_in_the_next():
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    first = await hold_first_write(recorder, batcher)
+    later = [batcher.submit(i) for i in range(2, 7)]
+    recorder.release.set()
+    assert await first == 10
+    assert await asyncio.gather(*later) == [20, 30, 40, 50, 60]
+    assert recorder.batches == [[1], [2, 3, 4, 5, 6]]
+
+
+async def test_an_item_error_reaches_only_its_own_caller():
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    first = await hold_first_write(recorder, batcher)
+    good, bad, also_good = batcher.submit(2), batcher.submit(-3), batcher.submit(4)
+    recorder.release.set()
+    await first
+    assert await good == 20 and await also_good == 40
+    with pytest.raises(ValueError, match="bad -3"):
+        await bad
+    assert recorder.batches[1] == [2, -3, 4]
+
+
+async def test_a_failed_write_fails_its_batch_and_the_next_batch_still_runs():
+    calls: list[list[str]] = []
+
+    def write(items: list[str]) -> list[str | Exception]:
+        calls.append(items)
+        if "boom" in items:
+            raise RuntimeError("database is gone")
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(write)
+    outcomes = await asyncio.gather(
+        batcher.submit("boom"), batcher.submit("x"), return_exceptions=True
+    )
+    assert [type(o) for o in outcomes] == [RuntimeError, RuntimeError]
+    assert await batcher.submit("y") == "Y"
+    assert calls == [["boom", "x"], ["y"]]
+
+
+async def test_batches_are_capped(monkeypatch):
+    monkeypatch.setattr(batching, "MAX_BATCH", 3)
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    first = await hold_first_write(recorder, batcher)
+    later = [batcher.submit(i) for i in range(2, 9)]
+    recorder.release.set()
+    await first
+    await asyncio.gather(*later)
+    assert recorder.batches == [[1], [2, 3, 4], [5, 6, 7], [8]]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_turns_started_together_are_stored_together_and_a_refusal_stays_its_own(
+    upstream,
+):
+    owner = Owner(anonymous_key="batch")
+    existing = await services.turn_start(owner=owner, message="earlier")
+    starts = [
+        services.turn_start(owner=owner, message="new one"),
+        services.turn_start(owner=owner, message="unknown", conversation_id=uuid.uuid4()),
+        services.turn_start(owner=owner, message="model?", model="not-allowed"),
+        services.turn_start(
+            owner=owner, message="follow-up", conversation_id=existing.conversation_id
+        ),
+        services.turn_start(owner=owner, message="later", defer=True),
+    ]
+    new, unknown, bad_model, follow_up, deferred = await asyncio.gather(
+        *starts, return_exceptions=True
+    )
+    assert isinstance(unknown, ChatError) and unknown.status == 404
+    assert isinstance(bad_model, ChatError) and bad_model.type == "invalid_model"
+    assert new.context == [{"role": "user", "content": "new one"}]
+    assert follow_up.conversation_id == existing.conversation_id
+    # The follow-up's context is read back: the earlier prompt (its reply is still open).
+    assert follow_up.context == [
+        {"role": "user", "content": "earlier"},
+        {"role": "user", "content": "follow-up"},
+    ]
+    assert deferred.context == []
+    statuses = [m.status async for m in Message.objects.filter(role="assistant").order_by("pk")]
+    assert statuses == ["streaming", "streaming", "streaming", "pending"]
+    assert await Conversation.objects.acount() == 3  # existing, new, deferred
+    assert await Message.objects.filter(role="user").acount() == 4
