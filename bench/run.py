@@ -8,7 +8,9 @@ own 127.0.0.1 port, then drives each scenario at the floor and at ours in turn (
 at once: client and servers share the machine's cores). Server CPU is read from each
 server process's own CPU time (/proc/<pid>/stat), not from wall time, and every turn of
 ours is checked in the database afterwards: exactly one finished row, with the upstream's
-usage.
+usage. Last, `starts1000` opens 1000 streams against an upstream that holds its first
+token back, and reads each server thread's CPU until every upstream call was made: the
+cost of opening a stream, split between the event loop and the other threads.
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ SCENARIOS = [
 ]
 
 
+# Stream starts alone: the upstream holds each first token back this long, so the server's
+# CPU until it has made every upstream call is the cost of opening streams, nothing else.
+STARTS = Scenario(
+    "starts1000",
+    "CPU per stream start, 1000 at once",
+    1000,
+    1000,
+    1,
+    1.0,
+    ttft_ms=10_000.0,
+    time_limit_s=60.0,
+)
+
+
+@dataclass
+class StartCost:
+    target: str
+    starts: int
+    seconds: float  # until the upstream had been called for every one
+    cpu_ms_per_start: float
+    loop_thread_ms_per_start: float  # the event loop's thread
+    other_threads_ms_per_start: float  # the database thread, executors
+
+
 @dataclass
 class Outcome:
     ok: bool
@@ -111,6 +137,16 @@ def free_port() -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of `pid`; the main thread's id is `pid` itself."""
+    seconds = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            seconds[task.name] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return seconds
 
 
 def rss_bytes(pid: int) -> int:
@@ -357,6 +393,40 @@ async def measure(
     return figures, outcomes
 
 
+async def upstream_calls(port: int) -> int:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{HOST}:{port}/_stats") as response,
+    ):
+        return (await response.json())["calls"]
+
+
+async def measure_starts(target: str, pid: int, url: str, upstream_port: int) -> StartCost:
+    """Open STARTS.requests streams at once; CPU until the upstream was called for each."""
+    calls_before = await upstream_calls(upstream_port)
+    threads_before = thread_cpu_seconds(pid)
+    began = time.perf_counter()
+    streams = asyncio.create_task(drive(url, STARTS, [0, 0]))
+    while await upstream_calls(upstream_port) < calls_before + STARTS.requests:
+        if streams.done():
+            break  # failed requests never reach the upstream: report what was measured
+        await asyncio.sleep(0.02)
+    seconds = time.perf_counter() - began
+    threads = thread_cpu_seconds(pid)
+    await streams
+    used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in threads.items()}
+    loop = used.pop(str(pid), 0.0)
+    per = 1000 / STARTS.requests
+    return StartCost(
+        target,
+        STARTS.requests,
+        seconds,
+        (loop + sum(used.values())) * per,
+        loop * per,
+        sum(used.values()) * per,
+    )
+
+
 def check_recorded(db_path: Path, outcomes: list[Outcome], scenario: Scenario) -> str:
     """Every turn: exactly one assistant row, finished, with the upstream's usage."""
     ids = [o.message_id for o in outcomes if o.message_id is not None]
@@ -409,6 +479,15 @@ def table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+def start_line(cost: StartCost) -> str:
+    return (
+        f"{STARTS.name} {cost.target:<6} {cost.cpu_ms_per_start:.2f} ms CPU per stream start "
+        f"(event loop {cost.loop_thread_ms_per_start:.2f}, other threads "
+        f"{cost.other_threads_ms_per_start:.2f}); all {cost.starts} upstream calls made "
+        f"after {cost.seconds:.2f} s"
+    )
+
+
 def verdicts(results: list[Figures]) -> list[str]:
     by = {(f.scenario, f.target): f for f in results}
     out: list[str] = []
@@ -439,8 +518,12 @@ def verdicts(results: list[Figures]) -> list[str]:
 
 
 async def run(
-    scenarios: list[Scenario], workdir: Path, quiet: bool, profile: bool = False
-) -> list[Figures]:
+    scenarios: list[Scenario],
+    workdir: Path,
+    quiet: bool,
+    profile: bool = False,
+    with_starts: bool = True,
+) -> tuple[list[Figures], list[StartCost]]:
     up_port, app_port, floor_port = free_port(), free_port(), free_port()
     db_path = workdir / "bench.sqlite3"
     env = app_env(up_port, db_path)
@@ -472,6 +555,7 @@ async def run(
         for _, _, url in targets:
             await drive(url, warmup, [0, 0])
         results: list[Figures] = []
+        starts: list[StartCost] = []
         for scenario in scenarios:
             await configure_upstream(up_port, scenario)
             for target, pid, url in targets:
@@ -483,7 +567,15 @@ async def run(
                 results.append(figures)
                 if not quiet:
                     print(table([figures]).splitlines()[-1], file=sys.stderr, flush=True)
-    return results
+        # Last: its thousand finished streams would otherwise inflate the others' memory.
+        if with_starts:
+            await configure_upstream(up_port, STARTS)
+            for target, pid, url in targets:
+                cost = await measure_starts(target, pid, url, up_port)
+                starts.append(cost)
+                if not quiet:
+                    print(start_line(cost), file=sys.stderr, flush=True)
+    return results, starts
 
 
 def main() -> None:
@@ -495,22 +587,36 @@ def main() -> None:
         "--profile", action="store_true", help="py-spy both servers (implies --keep)"
     )
     args = parser.parse_args()
-    wanted = [s for s in SCENARIOS if not args.only or s.name in args.only.split(",")]
+    only = args.only.split(",") if args.only else []
+    wanted = [s for s in SCENARIOS if not only or s.name in only]
+    with_starts = not only or STARTS.name in only
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     try:
-        results = _event_loop_runner()(run(wanted, workdir, args.json, args.profile))
+        results, starts = _event_loop_runner()(
+            run(wanted, workdir, args.json, args.profile, with_starts)
+        )
     finally:
         if not (args.keep or args.profile):
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
         else:
             print(f"work dir: {workdir}", file=sys.stderr)
     if args.json:
-        print(json.dumps({"machine": machine(), "results": [asdict(r) for r in results]}))
+        print(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "results": [asdict(r) for r in results],
+                    "starts": [asdict(s) for s in starts],
+                }
+            )
+        )
         return
     print(f"machine: {machine()}")
     print(table(results))
+    for cost in starts:
+        print(start_line(cost))
     for line in verdicts(results):
         print(line)
 
