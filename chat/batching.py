@@ -12,6 +12,9 @@ waits to fill a batch), so this adds no latency when the server is idle.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -34,15 +37,19 @@ class _Queue(Generic[T, R]):
 class Batcher(Generic[T, R]):
     """`await batcher.submit(item)` → `write([...items])[i]` for that item.
 
-    `write` runs on the database thread and returns one result per item, in order: a
-    value, or the exception that item's caller gets (so one bad item fails only its own
-    caller). An exception raised by `write` itself fails every caller of that batch.
+    `write` runs on the database thread, in one transaction, and returns one result per
+    item, in order: a value, or the exception that item's caller gets (so a refused item
+    fails only its own caller). If `write` itself raises (a deadlock, a constraint, a
+    lost connection), the batch is rolled back and its items are written again one at a
+    time, so only the items that fail on their own fail.
     """
 
     def __init__(self, write: Callable[[list[T]], list[R | Exception]]) -> None:
         self._write = write
         # Per event loop: futures and tasks cannot cross loops (tests run several).
-        self._queues: dict[asyncio.AbstractEventLoop, _Queue[T, R]] = {}
+        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue[T, R]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def submit(self, item: T) -> asyncio.Future[R]:
         """Queue `item`; the returned future resolves once its batch is committed.
@@ -53,46 +60,68 @@ class Batcher(Generic[T, R]):
             queue = self._queues[loop] = _Queue()
         future: asyncio.Future[R] = loop.create_future()
         queue.items.append((item, future))
-        if queue.writer is None:
-            queue.writer = loop.create_task(self._drain(queue))
+        if queue.writer is None or queue.writer.done():
+            # A context of its own: the writer outlives the request that happened to
+            # start it, and must not run on that request's thread (asgiref picks the
+            # thread from the context under Django's per-request ThreadSensitiveContext).
+            queue.writer = loop.create_task(self._drain(queue), context=contextvars.Context())
+            queue.writer.add_done_callback(functools.partial(_writer_done, queue))
         return future
 
-    async def _drain(self, queue: _Queue[T, R]) -> None:
+    def _write_all(self, items: list[T]) -> list[R | Exception]:
         try:
-            while queue.items:
-                batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
-                write = asyncio.ensure_future(
-                    sync_to_async(self._write)([item for item, _ in batch])
-                )
-                try:
-                    await asyncio.wait([write])
-                except asyncio.CancelledError:
-                    # The write commits whatever happens to this task: wait and report it.
-                    await asyncio.wait([write])
-                    raise
-                finally:
-                    _settle(batch, write)
-        finally:
-            queue.writer = None
-            for _, future in queue.items:  # only after a cancellation (the loop is closing)
-                future.cancel()
-            queue.items.clear()
+            return self._write(items)
+        except Exception as exc:
+            if len(items) == 1:
+                return [exc]
+        results: list[R | Exception] = []
+        for item in items:
+            try:
+                results += self._write([item])
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    async def _drain(self, queue: _Queue[T, R]) -> None:
+        while queue.items:
+            batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
+            write = asyncio.ensure_future(
+                sync_to_async(self._write_all)([item for item, _ in batch])
+            )
+            try:
+                await asyncio.wait([write])
+            except asyncio.CancelledError:
+                # The write commits whatever happens to this task: wait and report it.
+                await asyncio.wait([write])
+                raise
+            finally:
+                _settle(batch, write)
+
+
+def _writer_done(queue: _Queue[T, R], writer: asyncio.Task[None]) -> None:
+    if queue.writer is not writer:
+        return  # a newer writer has taken over the queue
+    queue.writer = None
+    if writer.cancelled():  # the loop is closing (even before the writer ever ran)
+        for _, future in queue.items:
+            future.cancel()
+        queue.items.clear()
 
 
 def _settle(
     batch: list[tuple[T, asyncio.Future[R]]], write: asyncio.Future[list[R | Exception]]
 ) -> None:
-    """Give each caller its own result, or the whole write's failure."""
+    """Give each caller its own result; if the write itself did not finish, cancel them."""
+    done = write.done() and not write.cancelled() and write.exception() is None
+    results: list[R | Exception] = write.result() if done else []
     for index, (_, future) in enumerate(batch):
         if future.done():
             continue
-        if not write.done() or write.cancelled():
+        if index >= len(results):
             future.cancel()
-        elif write.exception() is not None:
-            future.set_exception(write.exception())
+            continue
+        result = results[index]
+        if isinstance(result, Exception):
+            future.set_exception(result)
         else:
-            result = write.result()[index]
-            if isinstance(result, Exception):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            future.set_result(result)

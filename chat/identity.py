@@ -49,15 +49,16 @@ async def request_owner(request: HttpRequest) -> Owner:
 
 async def _anonymous_key(request: HttpRequest) -> str:
     signer = _signer()
+    age = settings.SESSION_COOKIE_AGE
     raw = request.COOKIES.get(ANONYMOUS_COOKIE)
     if raw:
         try:
-            key = signer.unsign(raw, max_age=settings.SESSION_COOKIE_AGE)
+            key = signer.unsign(raw, max_age=age)
         except signing.BadSignature:  # forged, edited, signed with an old SECRET_KEY, expired
             pass
         else:
             try:
-                signer.unsign(raw, max_age=RENEW_AFTER_SECONDS)
+                signer.unsign(raw, max_age=min(RENEW_AFTER_SECONDS, age // 2))
             except signing.SignatureExpired:
                 setattr(request, _ISSUE, key)
             return key
@@ -75,7 +76,8 @@ async def _session_key(request: HttpRequest) -> str | None:
 
 
 def _signer() -> signing.TimestampSigner:
-    return signing.get_cookie_signer(salt=ANONYMOUS_COOKIE + _SALT)
+    # Always timestamped (a custom SIGNING_BACKEND need not be): expiry is read from it.
+    return signing.TimestampSigner(salt=ANONYMOUS_COOKIE + _SALT)
 
 
 def anonymous_cookie(key: str) -> str:
@@ -99,7 +101,8 @@ def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
     response.set_cookie(
         ANONYMOUS_COOKIE,
         anonymous_cookie(key),
-        max_age=settings.SESSION_COOKIE_AGE,
+        # As Django's session cookie: gone with the browser when asked to be.
+        max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
         path=settings.SESSION_COOKIE_PATH,
         domain=settings.SESSION_COOKIE_DOMAIN,
         secure=settings.SESSION_COOKIE_SECURE or None,

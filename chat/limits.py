@@ -7,7 +7,7 @@ if missing, `incr`/`decr` change it (INCRBY/DECRBY in Redis). They are called th
 `BaseCache.aincr` is a get-then-set, not atomic, and `RedisCache` does not override it.
 
 Who is counted: a user (session or API token) by id; an anonymous caller by client IP,
-since dropping the session cookie must not reset the limits.
+since dropping the identity cookie must not reset the limits.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ class Conversation(models.Model):
         on_delete=models.CASCADE,
         related_name="conversations",
     )
-    # Anonymous visitors own conversations through a random key kept in their session.
+    # Anonymous visitors own conversations through a random key in a signed cookie.
     anonymous_key = models.CharField(max_length=64, blank=True, db_index=True)
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=100)

@@ -68,7 +68,7 @@ def not_found(what: str) -> ChatError:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """Who a conversation belongs to: a user, or an anonymous session's random key."""
+    """Who a conversation belongs to: a user, or an anonymous visitor's random key."""
 
     user_id: int | None = None
     anonymous_key: str = ""
@@ -81,6 +81,12 @@ class Owner:
         if self.user_id is not None:
             return Conversation.objects.filter(owner_id=self.user_id)
         return Conversation.objects.filter(owner__isnull=True, anonymous_key=self.anonymous_key)
+
+    def owns(self, conversation: Conversation) -> bool:
+        """What `conversations()` selects, for one row already loaded."""
+        if self.user_id is not None:
+            return conversation.owner_id == self.user_id
+        return conversation.owner_id is None and conversation.anonymous_key == self.anonymous_key
 
     def messages(self) -> Any:
         if self.user_id is not None:
@@ -181,12 +187,14 @@ class _Start:
 
 
 def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
-    """One transaction for a batch of turn starts: new conversations in one INSERT, all
-    messages in another. A start that is refused (unknown conversation, model not
-    allowed) gets its `ChatError` and writes nothing; the others go on."""
+    """One transaction for a batch of turn starts: new conversations and all messages in
+    bulk INSERTs (as many rows per statement as the database takes). A start that is
+    refused (unknown conversation, model not allowed) gets its `ChatError` and writes
+    nothing; the others go on."""
     backend = provider.backend()
     with transaction.atomic():
-        plans = [_plan(start) for start in starts]
+        locked = _lock_conversations(starts)
+        plans = [_plan(start, locked) for start in starts]
         Conversation.objects.bulk_create(
             plan.conversation for plan in plans if isinstance(plan, _Plan) and plan.is_new
         )
@@ -211,7 +219,19 @@ class _Plan:
     is_new: bool
 
 
-def _plan(start: _Start) -> _Plan | ChatError:
+def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
+    """The batch's existing conversations, row-locked (PostgreSQL) in one query: the lock
+    serialises turns of one conversation across workers, and taking all of a batch's
+    locks in primary-key order means two workers' batches never wait on each other in a
+    cycle."""
+    ids = {start.conversation_id for start in starts if start.conversation_id is not None}
+    if not ids:
+        return {}
+    rows = Conversation.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return {conversation.pk: conversation for conversation in rows}
+
+
+def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
     try:
         if start.conversation_id is None:
             chosen = choose_model(start.model)
@@ -223,11 +243,8 @@ def _plan(start: _Start) -> _Plan | ChatError:
                 system_prompt=start.system or "",
             )
             return _Plan(start, conversation, chosen, is_new=True)
-        # The row lock serialises turns of one conversation across workers.
-        found = (
-            start.owner.conversations().select_for_update().filter(pk=start.conversation_id).first()
-        )
-        if found is None:
+        found = locked.get(start.conversation_id)
+        if found is None or not start.owner.owns(found):
             raise not_found("conversation")
         chosen = choose_model(start.model, found.model)
     except ChatError as exc:
@@ -386,7 +403,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
             },
         )
         # Resumed once the response has started, so the rows are written (turn_start or
-        # claim, and a new session by the middleware): seconds to minutes of waiting on
+        # claim, and a session the middleware saved): seconds to minutes of waiting on
         # the model follow, so give the database connection back rather than pin it. Not
         # awaited, so the upstream call does not wait for it; it runs in this request's
         # DB thread, before turn_finish's write queued behind it there.

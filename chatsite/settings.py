@@ -164,6 +164,8 @@ CHAT_ALLOW_ANONYMOUS = env.bool("CHAT_ALLOW_ANONYMOUS", default=DEBUG)
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
 CHAT_MAX_SYSTEM_CHARS = env.int("CHAT_MAX_SYSTEM_CHARS", default=8_000)
 CHAT_MAX_CONTEXT_MESSAGES = env.int("CHAT_MAX_CONTEXT_MESSAGES", default=40)
+if CHAT_MAX_CONTEXT_MESSAGES < 0:
+    raise ImproperlyConfigured("CHAT_MAX_CONTEXT_MESSAGES must be 0 or more.")
 # How long a second reader of a turn that is still streaming waits for its stored result.
 CHAT_STREAM_WAIT_SECONDS = env.float("CHAT_STREAM_WAIT_SECONDS", default=120.0)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)

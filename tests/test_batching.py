@@ -72,22 +72,36 @@ async def test_an_item_error_reaches_only_its_own_caller():
     assert recorder.batches[1] == [2, -3, 4]
 
 
-async def test_a_failed_write_fails_its_batch_and_the_next_batch_still_runs():
+async def test_a_failed_batch_is_retried_item_by_item_so_only_the_culprit_fails():
     calls: list[list[str]] = []
 
     def write(items: list[str]) -> list[str | Exception]:
         calls.append(items)
-        if "boom" in items:
-            raise RuntimeError("database is gone")
+        if "boom" in items:  # e.g. a constraint or a deadlock: the transaction rolls back
+            raise RuntimeError("database said no")
         return [item.upper() for item in items]
 
     batcher: Batcher[str, str] = Batcher(write)
-    outcomes = await asyncio.gather(
+    boom, fine = await asyncio.gather(
         batcher.submit("boom"), batcher.submit("x"), return_exceptions=True
     )
-    assert [type(o) for o in outcomes] == [RuntimeError, RuntimeError]
+    assert isinstance(boom, RuntimeError) and fine == "X"
     assert await batcher.submit("y") == "Y"
-    assert calls == [["boom", "x"], ["y"]]
+    assert calls == [["boom", "x"], ["boom"], ["x"], ["y"]]
+
+
+async def test_a_writer_cancelled_before_it_ran_does_not_block_later_items():
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    lost = batcher.submit(1)
+    # The loop closing under it (asyncio.run's shutdown cancels every task).
+    [writer] = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    writer.cancel()
+    await asyncio.wait([writer])
+    await asyncio.sleep(0)  # its done-callbacks run on the next turn of the loop
+    assert lost.cancelled()
+    assert await batcher.submit(2) == 20
+    assert recorder.batches == [[2]]
 
 
 async def test_batches_are_capped(monkeypatch):

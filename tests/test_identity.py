@@ -48,9 +48,8 @@ async def test_new_visitor_gets_a_signed_cookie_and_no_session_row(settings):
     again = await visitor.post("/api/chat", {"message": "more", "conversation": conversation})
     assert again.status == 200 and ANONYMOUS_COOKIE not in again.set_cookies
     stored = await Conversation.objects.aget(pk=conversation)
-    assert signing.get_cookie_signer(salt=ANONYMOUS_COOKIE + "chat.identity.anonymous").unsign(
-        visitor.cookies[ANONYMOUS_COOKIE]
-    ) == stored.anonymous_key
+    signer = signing.TimestampSigner(salt=ANONYMOUS_COOKIE + "chat.identity.anonymous")
+    assert signer.unsign(visitor.cookies[ANONYMOUS_COOKIE]) == stored.anonymous_key
     assert await Session.objects.acount() == 0
 
 
@@ -125,3 +124,22 @@ async def test_key_from_an_older_session_is_adopted_into_the_cookie():
     visitor = AsgiClient()
     visitor.cookies[ANONYMOUS_COOKIE] = response.cookies[ANONYMOUS_COOKIE]
     assert len(await listed(visitor)) == 1
+
+
+async def test_browser_session_cookie_when_sessions_end_with_the_browser(settings):
+    settings.SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+    response = await asgi_request("POST", "/api/chat", body={"message": "hi"})
+    assert response.status == 200
+    assert "Max-Age" not in response.set_cookies[ANONYMOUS_COOKIE]
+
+
+async def test_short_cookie_ages_are_renewed_before_they_expire(settings, monkeypatch):
+    settings.SESSION_COOKIE_AGE = 3600
+    visitor = AsgiClient()
+    mine = (await visitor.post("/api/chat", {"message": "hi"})).json()["conversation"]
+    issued = time.time()
+    monkeypatch.setattr(time, "time", lambda: issued + 1900)  # past half its life
+    renewed = await visitor.get("/api/conversations")
+    assert ANONYMOUS_COOKIE in renewed.set_cookies
+    monkeypatch.setattr(time, "time", lambda: issued + 3000)  # 1100 s after renewal
+    assert await listed(visitor) == {mine}
