@@ -6,7 +6,8 @@
                                                           # `finally`, whatever happens
 
 Database work is O(1) per turn: one transaction to start, one to claim (deferred turns),
-one to finish. Nothing touches the database per token.
+one to finish; turns that start or finish at the same moment share their start or finish
+transaction (`chat.batching`). Nothing touches the database per token.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
@@ -515,15 +516,17 @@ async def turn_finish(
     if usage is None and (text or status == Status.COMPLETED):
         prompt = turn.system + "".join(m["content"] for m in turn.context)
         usage = provider.estimate_usage(prompt=prompt, reply=text)
-    result = await sync_to_async(_turn_finish)(
-        turn=turn,
-        text=text,
-        status=status,
-        usage=usage,
-        finished=finished,
-        error=error,
-        ttft_ms=ttft_ms,
-        duration_ms=duration_ms,
+    result = await _finishes.submit(
+        _Finish(
+            turn=turn,
+            text=text,
+            status=status,
+            usage=usage,
+            finished=finished,
+            error=error,
+            ttft_ms=ttft_ms,
+            duration_ms=duration_ms,
+        )
     )
     logger.info(
         "turn finished message=%s status=%s model=%s api=%s in=%s out=%s ttft_ms=%s "
@@ -541,27 +544,41 @@ async def turn_finish(
     return result
 
 
-def _turn_finish(
-    *,
-    turn: Turn,
-    text: str,
-    status: Status,
-    usage: Usage | None,
-    finished: Finished | None,
-    error: ProviderError | None,
-    ttft_ms: int | None,
-    duration_ms: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    turn: Turn
+    text: str
+    status: Status
+    usage: Usage | None
+    finished: Finished | None
+    error: ProviderError | None
+    ttft_ms: int | None
+    duration_ms: int
+
+
+def _turns_finish(finishes: list[_Finish]) -> list[dict[str, Any] | Exception]:
+    """One transaction for a batch of finished turns (turns that end together, e.g. a
+    burst's, are recorded together); returns each one's `end`/`error` event data."""
     now = timezone.now()
-    price = price_now(turn.model, now) if usage is not None else None
+    with transaction.atomic():
+        results: list[dict[str, Any] | Exception] = [_finish(f, now) for f in finishes]
+        conversations = {f.turn.conversation_id for f in finishes}
+        Conversation.objects.filter(pk__in=conversations).update(updated_at=now)
+    release_connection()
+    return results
+
+
+def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
+    usage, finished, error = finish.usage, finish.finished, finish.error
+    price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
     fields: dict[str, Any] = {
-        "content": text,
-        "status": status,
+        "content": finish.text,
+        "status": finish.status,
         "finish_reason": finished.finish_reason if finished else "",
         "response_id": finished.response_id if finished else "",
-        "ttft_ms": ttft_ms,
-        "duration_ms": duration_ms,
+        "ttft_ms": finish.ttft_ms,
+        "duration_ms": finish.duration_ms,
         "cost": cost,
         "finished_at": now,
         "error_type": error.error_type if error else "",
@@ -569,24 +586,24 @@ def _turn_finish(
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)
-    with transaction.atomic():
-        # Only an unfinished row is written: a turn is recorded exactly once.
-        Message.objects.filter(
-            pk=turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
-        ).update(**fields)
-        Conversation.objects.filter(pk=turn.conversation_id).update(updated_at=now)
-    release_connection()
+    # Only an unfinished row is written: a turn is recorded exactly once.
+    Message.objects.filter(
+        pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
+    ).update(**fields)
     return end_event_data(
-        status=status,
+        status=finish.status,
         finish_reason=fields["finish_reason"],
         usage=usage.as_dict() if usage else None,
         usage_estimated=usage.estimated if usage else False,
         cost=cost,
-        ttft_ms=ttft_ms,
-        duration_ms=duration_ms,
+        ttft_ms=finish.ttft_ms,
+        duration_ms=finish.duration_ms,
         error=error and {"type": error.error_type, "message": error.message},
         retry_after=error.retry_after if error else None,
     )
+
+
+_finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
 
 
 def end_event_data(

@@ -12,6 +12,7 @@ import pytest
 from chat import batching, services
 from chat.batching import Batcher
 from chat.models import Conversation, Message
+from chat.provider import Finished, Usage
 from chat.services import ChatError, Owner
 
 pytestmark = pytest.mark.asyncio
@@ -148,3 +149,34 @@ async def test_turns_started_together_are_stored_together_and_a_refusal_stays_it
     assert statuses == ["streaming", "streaming", "streaming", "pending"]
     assert await Conversation.objects.acount() == 3  # existing, new, deferred
     assert await Message.objects.filter(role="user").acount() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_turns_finished_together_each_keep_their_own_outcome_exactly_once(upstream):
+    owner = Owner(anonymous_key="batch")
+    turns = [await services.turn_start(owner=owner, message=f"q{i}") for i in range(3)]
+    usage = [Usage(input_tokens=i + 1, output_tokens=10 * (i + 1)) for i in range(3)]
+
+    def finish(turn: services.Turn, text: str, usage: Usage | None) -> asyncio.Future:
+        return services.turn_finish(
+            turn=turn,
+            text=text,
+            finished=Finished("completed", "stop", usage) if usage else None,
+            error=None,
+            stopped=usage is None,
+            ttft_ms=5,
+            duration_ms=50,
+        )
+
+    ends = await asyncio.gather(
+        *(finish(turn, f"a{i}", usage[i]) for i, turn in enumerate(turns)),
+        # A second finish of the first turn, at the same moment: recorded once only.
+        finish(turns[0], "late", None),
+    )
+    assert [end["usage"]["output_tokens"] for end in ends[:3]] == [10, 20, 30]
+    rows = [m async for m in Message.objects.filter(role="assistant").order_by("pk")]
+    assert [(m.content, m.status, m.input_tokens) for m in rows] == [
+        ("a0", "completed", 1),
+        ("a1", "completed", 2),
+        ("a2", "completed", 3),
+    ]
