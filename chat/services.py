@@ -391,7 +391,8 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     error: ProviderError | None = None
     stopped = False
     outcome: dict[str, Any] | None = None
-    _in_flight.add(turn.message_id)
+    stop_key = cancel_key(turn.conversation_id, turn.message_id)
+    _in_flight.add(stop_key)
     try:
         # Inside the `try`: a consumer that leaves at this very first event still gets
         # the row finished.
@@ -417,7 +418,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         )
         relayed = relay.relay(
             upstream,
-            cancel_key=cancel_key(turn.message_id),
+            cancel_key=stop_key,
             ping_every=settings.CHAT_SSE_PING_SECONDS,
         )
         # aclosing: when our consumer closes us at a `yield`, the upstream is closed
@@ -459,7 +460,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
                 )
             )
         finally:
-            _in_flight.discard(turn.message_id)
+            _in_flight.discard(stop_key)
     if error is not None:
         yield StreamEvent("error", outcome)
     else:
@@ -467,7 +468,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
 
 
 # Turns being streamed by this process, so shutdown can wait until each row is finished.
-_in_flight: set[int] = set()
+_in_flight: set[str] = set()  # the stop keys of the turns this process streams
 
 
 async def turns_drain(*, timeout: float) -> int:
@@ -476,8 +477,8 @@ async def turns_drain(*, timeout: float) -> int:
     server shutdown, after the server's own grace period: uvicorn cancels only its own
     task, not the one Django streams in, so without this the event loop would close
     under a running stream and leave its row `streaming`."""
-    for message_id in list(_in_flight):
-        relay.request_stop(cancel_key(message_id))
+    for stop_key in list(_in_flight):
+        relay.request_stop(stop_key)
     deadline = time.monotonic() + timeout
     while _in_flight and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -703,8 +704,12 @@ async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
         yield event
 
 
-def cancel_key(message_id: int) -> str:
-    return f"chat:cancel:{message_id}"
+def cancel_key(conversation_id: uuid.UUID, message_id: int) -> str:
+    """The cache key that asks whichever worker streams this turn to stop. The random
+    conversation id makes it unique to this database: a message id alone comes round
+    again when a database is recreated (tests, a reset dev setup) while the cache keeps
+    a stop asked for its namesake, which would stop a new turn at its first token."""
+    return f"chat:cancel:{conversation_id}:{message_id}"
 
 
 async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
@@ -722,8 +727,9 @@ async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
         # Streaming, or claimed between our read and our update: stop whoever streams it.
         await message.arefresh_from_db()
         if message.status == Status.STREAMING:
-            await cache.aset(cancel_key(message.pk), True, timeout=600)
-            relay.request_stop(cancel_key(message.pk))
+            stop_key = cancel_key(message.conversation_id, message.pk)
+            await cache.aset(stop_key, True, timeout=600)
+            relay.request_stop(stop_key)
     await message.arefresh_from_db()
     return message
 

@@ -3,11 +3,12 @@ whenever the client leaves."""
 
 import asyncio
 import gc
+import uuid
 
 import pytest
 from django.core.cache import cache
 
-from chat import limits, services
+from chat import limits, relay, services
 from chat.models import Message
 from chat.services import Owner
 from chat.views import started
@@ -151,3 +152,24 @@ async def test_a_turn_claimed_late_is_not_swept_while_it_streams(upstream):
     swept = await sync_to_async(services.turns_expire_stale)(older_than=timedelta(hours=1))
     assert swept == 1
     assert (await Message.objects.aget(pk=turn.message_id)).status == "incomplete"
+
+
+async def test_a_stop_left_in_the_cache_for_a_namesake_turn_does_not_stop_this_one(upstream):
+    """Message ids come round again when a database is recreated (a test run, a reset dev
+    setup) while a shared cache (Redis) still holds the stops asked for their namesakes."""
+
+    async def streamed(stop_for_namesake: bool) -> tuple[list, Message]:
+        script = chat_script(["all ", "of ", "it"], usage=USAGE)
+        script.insert(2, relay.CANCEL_POLL_SECONDS * 2.5)  # long enough to be polled
+        upstream.queue(Reply(script=script))
+        turn = await services.turn_start(owner=OWNER, message="hi")
+        conversation = uuid.uuid4() if stop_for_namesake else turn.conversation_id
+        await cache.aset(services.cancel_key(conversation, turn.message_id), True, timeout=60)
+        events = [event async for event in services.turn_stream(turn=turn)]
+        return events, await Message.objects.aget(pk=turn.message_id)
+
+    events, row = await streamed(stop_for_namesake=True)
+    assert events[-1].data["status"] == "completed" and row.content == "all of it"
+    # The same stop, asked for this very turn (as another worker's cancel does), stops it.
+    events, row = await streamed(stop_for_namesake=False)
+    assert events[-1].data["status"] == "cancelled" and row.content == "all "
