@@ -1,12 +1,14 @@
 """ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI).
 
 Django answers HTTP only; the ASGI lifespan is handled here. At start-up (run once by
-every uvicorn worker, before it accepts requests) turns a dead worker left `pending`/
-`streaming` are marked `incomplete` (idempotent, so N workers doing it is harmless). At
+every uvicorn worker, before it accepts requests) and every CHAT_STALE_SWEEP_SECONDS
+after, turns a dead worker left `pending`/`streaming` are marked `incomplete`
+(idempotent, so N workers doing it is harmless). At
 shutdown, streams cancelled by uvicorn's graceful-shutdown timeout get to record
 themselves before the event loop closes.
 """
 
+import asyncio
 import logging
 import os
 from datetime import timedelta
@@ -64,23 +66,40 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await django_application(scope, receive, send)
 
 
+async def expire_stale(when: str) -> None:
+    from chat.services import turns_expire_stale
+
+    try:
+        older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
+        count = await sync_to_async(turns_expire_stale)(older_than=older_than)
+        if count:
+            logger.warning("marked %s stale replies incomplete %s", count, when)
+    except Exception:  # a broken database must not stop the server (or the sweeps)
+        logger.exception("could not expire stale replies %s", when)
+
+
+async def sweep_stale_forever() -> None:
+    """A worker that dies mid-stream leaves its turns `streaming` while the others run
+    on: sweep for them now and then, not only when a worker starts."""
+    while True:
+        await asyncio.sleep(settings.CHAT_STALE_SWEEP_SECONDS)
+        await expire_stale("in the periodic sweep")
+
+
 async def lifespan(receive: Any, send: Any) -> None:
-    from django.conf import settings
+    from chat.services import turns_drain
 
-    from chat.services import turns_drain, turns_expire_stale
-
+    sweeper: asyncio.Task[None] | None = None
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            try:
-                older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
-                count = await sync_to_async(turns_expire_stale)(older_than=older_than)
-                if count:
-                    logger.warning("marked %s stale replies incomplete at start-up", count)
-            except Exception:  # a broken database must not keep the server from starting
-                logger.exception("could not expire stale replies at start-up")
+            await expire_stale("at start-up")
+            if settings.CHAT_STALE_SWEEP_SECONDS > 0:
+                sweeper = asyncio.create_task(sweep_stale_forever())
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if sweeper is not None:
+                sweeper.cancel()
             # Streams uvicorn gave up waiting for were just cancelled: let them record
             # themselves (`cancelled`, partial text) before the event loop goes away.
             left = await turns_drain(timeout=SHUTDOWN_DRAIN_SECONDS)

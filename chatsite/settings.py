@@ -181,8 +181,11 @@ CHAT_MAX_CONCURRENT_STREAMS = env.int("CHAT_MAX_CONCURRENT_STREAMS", default=3)
 # Behind a reverse proxy: the header it appends the client address to (X-Forwarded-For).
 CHAT_CLIENT_IP_HEADER = env.str("CHAT_CLIENT_IP_HEADER", default="")
 # `pending`/`streaming` rows older than this are stale (their worker died): marked
-# `incomplete` at start-up and by `manage.py chat_expire_stale`.
+# `incomplete` by each worker at start-up and every CHAT_STALE_SWEEP_SECONDS, and by
+# `manage.py chat_expire_stale`.
 CHAT_STALE_TURN_SECONDS = env.int("CHAT_STALE_TURN_SECONDS", default=3600)
+# How often each worker sweeps for such turns while it runs (0 = only at start-up).
+CHAT_STALE_SWEEP_SECONDS = env.float("CHAT_STALE_SWEEP_SECONDS", default=300.0)
 
 # --- Production hardening (see README "Security and limits") -----------------------------
 SESSION_COOKIE_HTTPONLY = True

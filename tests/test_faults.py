@@ -209,6 +209,33 @@ async def test_asgi_startup_expires_stale_turns(settings):
     assert await statuses(ids) == ["incomplete", "incomplete", "completed", "streaming"]
 
 
+async def test_a_running_worker_sweeps_for_stale_turns_now_and_then(settings):
+    settings.CHAT_STALE_TURN_SECONDS = 60
+    settings.CHAT_STALE_SWEEP_SECONDS = 0.05
+    inbox: asyncio.Queue = asyncio.Queue()
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    inbox.put_nowait({"type": "lifespan.startup"})
+    server = asyncio.create_task(
+        application({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, send)
+    )
+    while not sent:
+        await asyncio.sleep(0.01)
+    # A worker died after this one started: its rows go stale while this one runs.
+    ids = await stale_rows(timedelta(minutes=5))
+    for _ in range(200):
+        if (await statuses(ids))[:2] == ["incomplete", "incomplete"]:
+            break
+        await asyncio.sleep(0.02)
+    assert await statuses(ids) == ["incomplete", "incomplete", "completed", "streaming"]
+    inbox.put_nowait({"type": "lifespan.shutdown"})
+    await asyncio.wait_for(server, 5)
+    assert sent[-1] == {"type": "lifespan.shutdown.complete"}
+
+
 async def lifespan(*messages: str) -> list[dict]:
     inbox: asyncio.Queue = asyncio.Queue()
     for message in messages:
