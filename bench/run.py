@@ -95,6 +95,8 @@ class StartCost:
     cpu_ms_per_start: float
     loop_thread_ms_per_start: float  # the event loop's thread
     other_threads_ms_per_start: float  # the database thread, executors
+    errors: int = 0
+    recorded: str = ""
 
 
 @dataclass
@@ -281,14 +283,18 @@ async def chat_once(
     return Outcome(ok, ttft, total, message_id, "" if ok else bytes(body[-200:]).decode())
 
 
-async def drive(url: str, scenario: Scenario, gauge: list[int]) -> tuple[list[Outcome], float]:
+async def drive(
+    url: str, scenario: Scenario, gauge: list[int], outcomes: list[Outcome] | None = None
+) -> tuple[list[Outcome], float]:
+    """Run `scenario` against `url`; `outcomes` (if given) fills as requests end."""
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=scenario.time_limit_s)
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
         todo = iter(range(scenario.requests))
-        outcomes: list[Outcome] = []
+        if outcomes is None:
+            outcomes = []
 
         async def worker() -> None:
             user = User()
@@ -401,30 +407,38 @@ async def upstream_calls(port: int) -> int:
         return (await response.json())["calls"]
 
 
-async def measure_starts(target: str, pid: int, url: str, upstream_port: int) -> StartCost:
-    """Open STARTS.requests streams at once; CPU until the upstream was called for each."""
+async def measure_starts(
+    target: str, pid: int, url: str, upstream_port: int
+) -> tuple[StartCost, list[Outcome]]:
+    """Open STARTS.requests streams at once; CPU until the upstream was called for each
+    (or, for a request that failed, until it failed)."""
     calls_before = await upstream_calls(upstream_port)
     threads_before = thread_cpu_seconds(pid)
     began = time.perf_counter()
-    streams = asyncio.create_task(drive(url, STARTS, [0, 0]))
-    while await upstream_calls(upstream_port) < calls_before + STARTS.requests:
-        if streams.done():
-            break  # failed requests never reach the upstream: report what was measured
+    ended: list[Outcome] = []
+    streams = asyncio.create_task(drive(url, STARTS, [0, 0], ended))
+    while True:
+        calls = await upstream_calls(upstream_port) - calls_before
+        failed = sum(not outcome.ok for outcome in ended)
+        if calls + failed >= STARTS.requests or streams.done():
+            break
         await asyncio.sleep(0.02)
     seconds = time.perf_counter() - began
     threads = thread_cpu_seconds(pid)
-    await streams
+    outcomes, _ = await streams
     used = {tid: cpu - threads_before.get(tid, 0.0) for tid, cpu in threads.items()}
     loop = used.pop(str(pid), 0.0)
-    per = 1000 / STARTS.requests
-    return StartCost(
+    per = 1000 / max(calls, 1)
+    cost = StartCost(
         target,
-        STARTS.requests,
+        calls,
         seconds,
         (loop + sum(used.values())) * per,
         loop * per,
         sum(used.values()) * per,
+        errors=sum(not outcome.ok for outcome in outcomes),
     )
+    return cost, outcomes
 
 
 def check_recorded(db_path: Path, outcomes: list[Outcome], scenario: Scenario) -> str:
@@ -483,8 +497,9 @@ def start_line(cost: StartCost) -> str:
     return (
         f"{STARTS.name} {cost.target:<6} {cost.cpu_ms_per_start:.2f} ms CPU per stream start "
         f"(event loop {cost.loop_thread_ms_per_start:.2f}, other threads "
-        f"{cost.other_threads_ms_per_start:.2f}); all {cost.starts} upstream calls made "
-        f"after {cost.seconds:.2f} s"
+        f"{cost.other_threads_ms_per_start:.2f}); {cost.starts} upstream calls made "
+        f"after {cost.seconds:.2f} s; {cost.errors} errors"
+        + (f"; recorded {cost.recorded}" if cost.recorded else "")
     )
 
 
@@ -571,7 +586,9 @@ async def run(
         if with_starts:
             await configure_upstream(up_port, STARTS)
             for target, pid, url in targets:
-                cost = await measure_starts(target, pid, url, up_port)
+                cost, outcomes = await measure_starts(target, pid, url, up_port)
+                if target == "ours":
+                    cost.recorded = check_recorded(db_path, outcomes, STARTS)
                 starts.append(cost)
                 if not quiet:
                     print(start_line(cost), file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ import functools
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 
@@ -46,6 +46,7 @@ class Batcher(Generic[T, R]):
 
     def __init__(self, write: Callable[[list[T]], list[R | Exception]]) -> None:
         self._write = write
+        _batchers.add(self)
         # Per event loop: futures and tasks cannot cross loops (tests run several).
         self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue[T, R]] = (
             weakref.WeakKeyDictionary()
@@ -91,11 +92,32 @@ class Batcher(Generic[T, R]):
             try:
                 await asyncio.wait([write])
             except asyncio.CancelledError:
-                # The write commits whatever happens to this task: wait and report it.
+                # Cancelled with the write under way: report its outcome if it can still be
+                # awaited. When the loop is closing, `write` is cancelled too and its thread
+                # commits unobserved; its callers are cancelled (the stale sweep records a
+                # turn left behind). `settled()` at shutdown keeps that from happening.
                 await asyncio.wait([write])
                 raise
             finally:
                 _settle(batch, write)
+
+
+_batchers: weakref.WeakSet[Batcher[Any, Any]] = weakref.WeakSet()
+
+
+async def settled(*, timeout: float) -> bool:
+    """Wait (up to `timeout` s) until everything queued on this loop is written; for
+    server shutdown, before the loop closes and cancels writers mid-batch."""
+    loop = asyncio.get_running_loop()
+    writers = []
+    for batcher in list(_batchers):
+        queue = batcher._queues.get(loop)
+        if queue is not None and queue.writer is not None:
+            writers.append(queue.writer)
+    if not writers:
+        return True
+    _, pending = await asyncio.wait(writers, timeout=timeout)
+    return not pending
 
 
 def _writer_done(queue: _Queue[T, R], writer: asyncio.Task[None]) -> None:

@@ -559,14 +559,15 @@ class _Finish:
 
 def _turns_finish(finishes: list[_Finish]) -> list[dict[str, Any] | Exception]:
     """One transaction for a batch of finished turns (turns that end together, e.g. a
-    burst's, are recorded together); returns each one's `end`/`error` event data."""
+    burst's, are recorded together); returns each one's `end`/`error` event data. Only
+    message rows are written (a conversation's `updated_at` is its last turn's start),
+    so a batch locks no row another batch could be waiting for in turn."""
     now = timezone.now()
-    with transaction.atomic():
-        results: list[dict[str, Any] | Exception] = [_finish(f, now) for f in finishes]
-        conversations = {f.turn.conversation_id for f in finishes}
-        Conversation.objects.filter(pk__in=conversations).update(updated_at=now)
-    release_connection()
-    return results
+    try:
+        with transaction.atomic():
+            return [_finish(f, now) for f in finishes]
+    finally:
+        release_connection()
 
 
 def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
@@ -574,7 +575,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
     fields: dict[str, Any] = {
-        "content": finish.text,
+        "content": storable(finish.text),
         "status": finish.status,
         "finish_reason": finished.finish_reason if finished else "",
         "response_id": finished.response_id if finished else "",
@@ -583,14 +584,16 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
         "cost": cost,
         "finished_at": now,
         "error_type": error.error_type if error else "",
-        "error_message": error.message if error else "",
+        "error_message": storable(error.message) if error else "",
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)
     # Only an unfinished row is written: a turn is recorded exactly once.
-    Message.objects.filter(
+    written = Message.objects.filter(
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
+    if not written:  # recorded already (by whoever finished it first): say what is stored
+        return turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data
     return end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],
@@ -605,6 +608,19 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
 
 
 _finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
+
+
+def storable(text: str) -> str:
+    """`text` as every database stores it: a model (or a broken upstream) can send NUL,
+    which PostgreSQL refuses, or a lone surrogate, which is not UTF-8; refusing the row
+    would leave the turn unrecorded, so they become U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def end_event_data(

@@ -87,6 +87,7 @@ async def sweep_stale_forever() -> None:
 
 
 async def lifespan(receive: Any, send: Any) -> None:
+    from chat import batching
     from chat.services import turns_drain
 
     sweeper: asyncio.Task[None] | None = None
@@ -105,5 +106,8 @@ async def lifespan(receive: Any, send: Any) -> None:
             left = await turns_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
             if left:
                 logger.warning("%s replies still unfinished at shutdown", left)
+            # Starts and finishes still queued for a group write (chat.batching).
+            if not await batching.settled(timeout=SHUTDOWN_DRAIN_SECONDS):
+                logger.warning("database writes still queued at shutdown")
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -174,9 +174,31 @@ async def test_turns_finished_together_each_keep_their_own_outcome_exactly_once(
         finish(turns[0], "late", None),
     )
     assert [end["usage"]["output_tokens"] for end in ends[:3]] == [10, 20, 30]
+    # The late duplicate is told what is stored, not what it would have written.
+    assert ends[3]["status"] == "completed" and ends[3]["usage"]["output_tokens"] == 10
     rows = [m async for m in Message.objects.filter(role="assistant").order_by("pk")]
     assert [(m.content, m.status, m.input_tokens) for m in rows] == [
         ("a0", "completed", 1),
         ("a1", "completed", 2),
         ("a2", "completed", 3),
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_reply_no_database_can_store_is_recorded_cleaned(upstream):
+    """NUL (PostgreSQL refuses it) and a lone surrogate (not UTF-8) from the model."""
+    turn = await services.turn_start(owner=Owner(anonymous_key="odd"), message="hi")
+    end = await services.turn_finish(
+        turn=turn,
+        text="a\x00b\ud800c",
+        finished=Finished("completed", "stop", Usage(input_tokens=1, output_tokens=3)),
+        error=None,
+        stopped=False,
+        ttft_ms=1,
+        duration_ms=2,
+    )
+    assert end["status"] == "completed"
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert row.status == "completed"
+    assert row.content.startswith("a\ufffdb\ufffd") and row.content.endswith("c")
+    assert "\x00" not in row.content
