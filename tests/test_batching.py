@@ -117,6 +117,17 @@ async def test_batches_are_capped(monkeypatch):
     assert recorder.batches == [[1], [2, 3, 4], [5, 6, 7], [8]]
 
 
+async def test_settled_waits_for_what_is_queued_for_shutdown():
+    recorder = Recorder()
+    batcher = Batcher(recorder)
+    first = await hold_first_write(recorder, batcher)
+    queued = batcher.submit(2)
+    assert await batching.settled(timeout=0.05) is False  # still writing
+    recorder.release.set()
+    assert await batching.settled(timeout=5) is True
+    assert first.result() == 10 and queued.result() == 20
+
+
 @pytest.mark.django_db(transaction=True)
 async def test_turns_started_together_are_stored_together_and_a_refusal_stays_its_own(
     upstream,
