@@ -162,19 +162,11 @@ def _quota_check(key: str) -> None:
         )
 
 
-async def quota_check(key: str) -> None:
-    await _cache(_quota_check, key)
-
-
 def _quota_record(key: str, tokens: int) -> int:
+    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
     if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
         return 0
     return _count(_quota_key(key), timeout=2 * 86400, delta=tokens)
-
-
-async def quota_record(key: str, tokens: int) -> int:
-    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
-    return await _cache(_quota_record, key, tokens)
 
 
 def _streams_key(key: str) -> str:
@@ -191,14 +183,10 @@ def _stream_refusal() -> LimitExceeded:
 
 
 def _stream_check(key: str) -> None:
+    """Refuse early (without taking a slot) when the owner's streams are all in use."""
     limit = settings.CHAT_MAX_CONCURRENT_STREAMS
     if limit > 0 and cache.get(_streams_key(key), 0) >= limit:
         raise _stream_refusal()
-
-
-async def stream_check(key: str) -> None:
-    """Refuse early (without taking a slot) when the owner's streams are all in use."""
-    await _cache(_stream_check, key)
 
 
 def _stream_acquire(key: str) -> bool:
