@@ -136,9 +136,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stat_cpu_seconds(stat: Path) -> float:
+    """utime + stime from a /proc .../stat file (the command name may hold spaces)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    return stat_cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -146,8 +151,7 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     seconds = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            seconds[task.name] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            seconds[task.name] = stat_cpu_seconds(task / "stat")
     return seconds
 
 
