@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
-from chat.services import ChatError
+from chat.services import ChatError, storable
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +97,9 @@ def parse_chat_request(
 
 
 def _check_storable(text: str, name: str) -> None:
-    """JSON can carry what no database stores: NUL (PostgreSQL refuses it in text) and
-    lone surrogates like "\\ud800" (not encodable as UTF-8 at all)."""
-    if "\x00" in text:
-        raise bad_request(f"'{name}' must not contain NUL characters.")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad_request(f"'{name}' is not valid Unicode text.") from None
+    """JSON can carry what no database stores (see `storable`): a client's text is
+    refused, not mended, so what is stored is what they sent."""
+    if storable(text) != text:
+        if "\x00" in text:
+            raise bad_request(f"'{name}' must not contain NUL characters.")
+        raise bad_request(f"'{name}' is not valid Unicode text.")

@@ -611,9 +611,10 @@ _finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
 
 
 def storable(text: str) -> str:
-    """`text` as every database stores it: a model (or a broken upstream) can send NUL,
-    which PostgreSQL refuses, or a lone surrogate, which is not UTF-8; refusing the row
-    would leave the turn unrecorded, so they become U+FFFD."""
+    """`text` as every database stores it: JSON can carry NUL, which PostgreSQL refuses
+    in text, and lone surrogates like "\\ud800", which are not UTF-8 at all; they become
+    U+FFFD. Model replies are mended so (refusing the row would leave the turn
+    unrecorded); requests carrying them are refused (`payloads`)."""
     if "\x00" in text:
         text = text.replace("\x00", "\ufffd")
     try:
