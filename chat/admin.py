@@ -515,4 +515,5 @@ def messages_csv(request: HttpRequest, queryset: QuerySet[Message]) -> Streaming
     return csv_response(request, filename=f"messages-{stamp}.csv", rows=rows())
 
 
-from chat import token_admin  # noqa: E402,F401  (ApiToken admin lives beside its service)
+# Admins that live beside their services: API tokens, and people with their budgets.
+from chat import budget_admin, token_admin  # noqa: E402,F401

@@ -18,7 +18,8 @@ from django.core import signing
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
-from chat.services import ChatError, Owner
+from chat.errors import ChatError
+from chat.services import Owner
 from chat.tokens import token_verify
 
 ANONYMOUS_COOKIE = "chat_anonymous"
@@ -75,6 +76,22 @@ async def _session_key(request: HttpRequest) -> str | None:
     return await session.aget(SESSION_ANONYMOUS_KEY) if session is not None else None
 
 
+def anonymous_key_from_cookie(request: HttpRequest) -> str | None:
+    """The anonymous key this browser's valid cookie carries, if any (no database)."""
+    raw = request.COOKIES.get(ANONYMOUS_COOKIE)
+    if not raw:
+        return None
+    try:
+        return _signer().unsign(raw, max_age=settings.SESSION_COOKIE_AGE)
+    except signing.BadSignature:
+        return None
+
+
+def forget_anonymous(request: HttpRequest) -> None:
+    """Delete the anonymous cookie on this request's response (`settle_cookie`)."""
+    setattr(request, _FORGET, True)
+
+
 def _signer() -> signing.TimestampSigner:
     # Always timestamped (a custom SIGNING_BACKEND need not be): expiry is read from it.
     return signing.TimestampSigner(salt=ANONYMOUS_COOKIE + _SALT)
@@ -115,7 +132,7 @@ def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
 def _forget_anonymous(*, request: HttpRequest | None = None, **kwargs: object) -> None:
     # A logout ends the browser's identity, anonymous one included, as it ends the session.
     if request is not None:
-        setattr(request, _FORGET, True)
+        forget_anonymous(request)
 
 
 class InvalidToken(ChatError):

@@ -1,10 +1,7 @@
 """Per-owner limits that hold across workers: request rate, daily tokens, concurrent streams.
 
-Counters live in Django's cache (Redis when `REDIS_URL` is set, so every worker sees the
-same numbers). Only atomic operations are used: `add` creates a counter with its expiry
-if missing, `incr`/`decr` change it (INCRBY/DECRBY in Redis). They are called through
-`sync_to_async` on purpose (or inline, for the in-process LocMem cache): Django's
-`BaseCache.aincr` is a get-then-set, not atomic, and `RedisCache` does not override it.
+Counters live in Django's cache (`chat.counters`: Redis when `REDIS_URL` is set, so every
+worker sees the same numbers). Money budgets are `chat.budgets`, checked here too.
 
 Who is counted: a user (session or API token) by id; an anonymous caller by client IP,
 since dropping the identity cookie must not reset the limits.
@@ -16,21 +13,22 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
-from django.core.cache.backends.dummy import DummyCache
-from django.core.cache.backends.locmem import LocMemCache
+from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
+from chat.budgets import budget_check, budget_record
+from chat.counters import cache_is_shared, count, run_cache_ops
+from chat.errors import LimitExceeded
 from chat.models import Message
-from chat.services import ChatError, Owner, shielded
+from chat.services import Owner, shielded
 
 T = TypeVar("T")
 
@@ -50,15 +48,6 @@ _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+?)s?\s*$")
 # A stream slot whose worker died is forgotten after this long without new streams.
 STREAM_SLOT_TTL = 15 * 60
 STREAM_RETRY_AFTER = 5
-IN_PROCESS_CACHES = (LocMemCache, DummyCache)
-
-
-class LimitExceeded(ChatError):
-    """429 with the seconds after which trying again can succeed."""
-
-    def __init__(self, type: str, message: str, *, retry_after: int) -> None:
-        self.retry_after = max(1, retry_after)
-        super().__init__(429, type, message, headers={"Retry-After": str(self.retry_after)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,32 +87,13 @@ def client_ip(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
-async def _cache(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a group of counter operations: inline when the cache lives in this process
-    (LocMem: a dict behind a lock, no I/O), else in one thread hop for the whole group (a
-    hop costs more than a Redis round trip), so each public function below crosses once."""
-    if isinstance(caches[DEFAULT_CACHE_ALIAS], IN_PROCESS_CACHES):
-        return fn(*args, **kwargs)
-    return await sync_to_async(fn, thread_sensitive=False)(*args, **kwargs)
-
-
-def _count(key: str, *, timeout: int, delta: int = 1) -> int:
-    """Atomically add `delta` to a counter that expires `timeout` seconds after creation."""
-    cache.add(key, 0, timeout=timeout)
-    try:
-        return cache.incr(key, delta)
-    except ValueError:  # expired between add and incr: start a fresh window
-        cache.add(key, 0, timeout=timeout)
-        return cache.incr(key, delta)
-
-
 def _rate_hit(key: str) -> None:
     rate = parse_rate(settings.CHAT_RATE_LIMIT)
     if rate is None:
         return
     now = time.time()
     window = int(now // rate.seconds)
-    used = _count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
+    used = count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
     if used > rate.count:
         retry_after = math.ceil((window + 1) * rate.seconds - now)
         raise LimitExceeded(
@@ -135,7 +105,7 @@ def _rate_hit(key: str) -> None:
 
 async def rate_hit(key: str) -> None:
     """Count one request; refuse it when the owner is over `CHAT_RATE_LIMIT`."""
-    await _cache(_rate_hit, key)
+    await run_cache_ops(_rate_hit, key)
 
 
 def _quota_key(key: str) -> str:
@@ -166,7 +136,7 @@ def _quota_record(key: str, tokens: int) -> int:
     """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
     if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
         return 0
-    return _count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+    return count(_quota_key(key), timeout=2 * 86400, delta=tokens)
 
 
 def _streams_key(key: str) -> str:
@@ -194,7 +164,7 @@ def _stream_acquire(key: str) -> bool:
     if limit <= 0:
         return False
     slots = _streams_key(key)
-    running = _count(slots, timeout=STREAM_SLOT_TTL)
+    running = count(slots, timeout=STREAM_SLOT_TTL)
     if running > limit:
         _stream_release(key)
         raise _stream_refusal()
@@ -205,7 +175,7 @@ def _stream_acquire(key: str) -> bool:
 
 async def stream_acquire(key: str) -> bool:
     """Take a stream slot or raise; True when a slot was taken (release it later)."""
-    return await _cache(_stream_acquire, key)
+    return await run_cache_ops(_stream_acquire, key)
 
 
 def _stream_release(key: str) -> None:
@@ -214,7 +184,7 @@ def _stream_release(key: str) -> None:
 
 
 async def stream_release(key: str) -> None:
-    await _cache(_stream_release, key)
+    await run_cache_ops(_stream_release, key)
 
 
 def _turn_admit(key: str, streaming: bool, new_turn: bool) -> bool:
@@ -231,12 +201,17 @@ async def turn_admit(*, key: str, streaming: bool, new_turn: bool = True) -> boo
     """Everything a turn must pass before any row is written (a new turn: rate and quota;
     a streaming one: a stream slot), in one thread hop. Returns whether a slot was taken;
     a deferred turn takes it when its stream is opened."""
-    return await _cache(_turn_admit, key, streaming, new_turn)
+    return await run_cache_ops(_turn_admit, key, streaming, new_turn)
 
 
 @contextlib.asynccontextmanager
-async def admitted(*, key: str, streaming: bool, new_turn: bool = True) -> AsyncIterator[bool]:
-    """`turn_admit`, giving the stream slot back if the turn then fails to start."""
+async def admitted(
+    *, key: str, streaming: bool, new_turn: bool = True, user_id: int | None = None
+) -> AsyncIterator[bool]:
+    """`turn_admit` (and, for a person's new turn, their budget), giving the stream slot
+    back if the turn then fails to start."""
+    if new_turn and user_id is not None:
+        await budget_check(user_id=user_id)
     slot = await turn_admit(key=key, streaming=streaming, new_turn=new_turn)
     try:
         yield slot
@@ -247,38 +222,52 @@ async def admitted(*, key: str, streaming: bool, new_turn: bool = True) -> Async
 
 
 async def guarded(
-    events: AsyncIterator[T], *, key: str, message_id: int, slot: bool
+    events: AsyncIterator[T],
+    *,
+    key: str,
+    message_id: int,
+    slot: bool,
+    user_id: int | None = None,
 ) -> AsyncIterator[T]:
     """`events`, then (whatever ends them: end, error, disconnect) the stream slot is
-    given back and the turn's recorded tokens are counted against the daily quota."""
+    given back and the turn's recorded tokens and cost are counted against the daily
+    quota and the person's budget."""
     try:
         async for event in events:
             yield event
     finally:
-        # Close the turn first, so its row is finished before its tokens are read.
+        # Close the turn first, so its row is finished before its usage is read.
         aclose = getattr(events, "aclose", None)
-        # Shielded: the client may be gone, but the slot and the quota must be settled.
-        await shielded(_settle(aclose, key=key, message_id=message_id, slot=slot))
+        # Shielded: the client may be gone, but the slot and the counters must be settled.
+        await shielded(_settle(aclose, key=key, message_id=message_id, slot=slot, user_id=user_id))
 
 
-async def _settle(aclose: Any, *, key: str, message_id: int, slot: bool) -> None:
+async def _settle(
+    aclose: Any, *, key: str, message_id: int, slot: bool, user_id: int | None
+) -> None:
     try:
         if aclose is not None:
             await aclose()
     finally:
-        tokens = 0
+        tokens, cost = 0, None
         try:
-            if settings.CHAT_DAILY_TOKEN_QUOTA > 0:
-                tokens = (
+            # The budget counter exists only in a shared cache; in-process, the database
+            # is read at the next check instead.
+            if settings.CHAT_DAILY_TOKEN_QUOTA > 0 or (user_id is not None and cache_is_shared()):
+                tokens, cost = (
                     await Message.objects.filter(pk=message_id)
-                    .values_list("total_tokens", flat=True)
+                    .values_list("total_tokens", "cost")
                     .afirst()
-                ) or 0
-        finally:  # the slot is given back even if the tokens could not be read
-            await _cache(_settle_counters, key, slot, tokens)
+                ) or (0, None)
+        finally:  # the slot is given back even if the usage could not be read
+            await run_cache_ops(_settle_counters, key, slot, tokens or 0, user_id, cost)
 
 
-def _settle_counters(key: str, slot: bool, tokens: int) -> None:
+def _settle_counters(
+    key: str, slot: bool, tokens: int, user_id: int | None, cost: Decimal | None
+) -> None:
     if slot:
         _stream_release(key)
     _quota_record(key, tokens)
+    if user_id is not None:
+        budget_record(user_id, cost)

@@ -1,5 +1,5 @@
-"""Middleware for the JSON API under /api/: JSON errors always, cross-origin refusal, and
-the anonymous visitor's cookie."""
+"""Middleware: JSON errors always under /api/, cross-origin refusal, the anonymous visitor's
+cookie, and sign-in for pages when anonymous use is off."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chat.errors import ChatError
 from chat.identity import settle_cookie
-from chat.services import ChatError
 
 logger = logging.getLogger("chat")
 
@@ -119,3 +120,28 @@ class CrossOriginProtectionMiddleware(AsyncMiddleware):
         except Exception:  # DisallowedHost: Django's own check answers that
             return True
         return urlsplit(origin).netloc == host
+
+
+class SignInRequiredMiddleware(AsyncMiddleware):
+    """With anonymous use off, every page needs a signed-in person: a visitor is sent to
+    sign in and brought back to the page asked for. Views marked `login_not_required`
+    (Django's convention, which allauth's sign-in pages and the admin's login follow) stay
+    open, as under Django's `LoginRequiredMiddleware`; this is that rule without its
+    thread hop per request. The API is not redirected: it answers 401 in JSON itself."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        return await self.get_response(request)
+
+    async def process_view(
+        self, request: HttpRequest, view_func: Callable[..., object], *args: object
+    ) -> HttpResponse | None:
+        if (
+            settings.CHAT_ALLOW_ANONYMOUS
+            or _is_api(request)
+            or getattr(view_func, "login_not_required", False)
+        ):
+            return None
+        user = await request.auser()
+        if user.is_authenticated:
+            return None
+        return redirect_to_login(request.get_full_path())

@@ -139,3 +139,43 @@ class ApiToken(models.Model):
     @staticmethod
     def hash(raw_token: str) -> str:
         return hashlib.sha256(raw_token.encode()).hexdigest()
+
+
+class Budget(models.Model):
+    """A person's own spending limit, in place of `CHAT_BUDGET_USD` (see chat/budgets.py)."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="chat_budget",
+    )
+    limit_usd = models.DecimalField(
+        "limit (USD)",
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Per budget period. Empty: the default (CHAT_BUDGET_USD).",
+    )
+    unlimited = models.BooleanField(
+        "no limit", default=False, help_text="This person may spend without limit."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(unlimited=False) | Q(limit_usd__isnull=True),
+                name="budget_limit_or_unlimited",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_usd__isnull=True) | Q(limit_usd__gte=0),
+                name="budget_limit_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        if self.unlimited:
+            return "no limit"
+        return "default" if self.limit_usd is None else f"${self.limit_usd} per period"

@@ -12,7 +12,8 @@ from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
-from chat.services import ChatError, storable
+from chat.errors import ChatError
+from chat.services import storable
 
 
 @dataclass(frozen=True, slots=True)

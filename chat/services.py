@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from chat import provider, relay
 from chat.batching import Batcher
+from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
 from chat.pricing import cost_of, price_now
 from chat.provider import Finished, ProviderError, TextDelta, Usage
@@ -45,26 +46,9 @@ Status = Message.Status
 PING = StreamEvent("ping")
 
 
-class ChatError(Exception):
-    """A request we refuse; `status` is the HTTP status a view answers with."""
-
-    def __init__(
-        self, status: int, type: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type
-        self.message = message
-        self.headers = headers  # e.g. Retry-After on a 429
-
-
 def stream_url(message_id: int) -> str:
     """Where a deferred turn is streamed (`EventSource`)."""
     return reverse("chat:message-stream", args=[message_id])
-
-
-def not_found(what: str) -> ChatError:
-    return ChatError(404, "not_found", f"No such {what}.")
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ app_name = "chat"
 urlpatterns = [
     path("", views.index, name="index"),
     path("api/chat", views.chat, name="chat"),
+    path("api/account", views.account, name="account"),
     path("api/conversations", views.conversation_list, name="conversation-list"),
     path(
         "api/conversations/<uuid:conversation_id>",

@@ -10,14 +10,16 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from chat import limits, provider, services
+from chat.accounts import account_summary
+from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
 from chat.payloads import parse_chat_request, request_body
-from chat.services import ChatError, Turn
+from chat.services import Turn
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 
 SSE = "text/event-stream"
@@ -51,14 +53,25 @@ def api_view(*methods: str) -> Callable[[View], View]:
 @ensure_csrf_cookie
 async def index(request: HttpRequest) -> HttpResponse:
     backend = provider.backend()
+    user = await request.auser()
+    account = await account_summary(user_id=user.pk if user.is_authenticated else None)
     # The page's script reads this through json_script, never through inline JS.
     chat_config = {
         "models": list(backend.models),
         "defaultModel": backend.default_model,
         "isDemo": backend.is_demo,
         "label": backend.label,
+        "account": account,
+        "loginUrl": resolve_url(settings.LOGIN_URL),
     }
-    return render(request, "chat/index.html", {"backend": backend, "chat_config": chat_config})
+    context = {"backend": backend, "chat_config": chat_config, "account": account}
+    return render(request, "chat/index.html", context)
+
+
+@api_view("GET")
+async def account(request: HttpRequest) -> HttpResponse:
+    owner = await request_owner(request)
+    return JsonResponse(await account_summary(user_id=owner.user_id))
 
 
 @api_view("POST")
@@ -74,7 +87,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     defer = request.GET.get("stream") == "defer"
-    async with limits.admitted(key=key, streaming=not defer) as slot:
+    async with limits.admitted(key=key, streaming=not defer, user_id=owner.user_id) as slot:
         turn = await services.turn_start(
             owner=owner,
             message=payload.message,
@@ -92,7 +105,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
             },
             status=201,
         )
-    events = await turn_events(turn, key=key, slot=slot)
+    events = await turn_events(turn, key=key, slot=slot, user_id=owner.user_id)
     if accept == SSE:
         return sse_response(events)
     if accept == NDJSON:
@@ -110,7 +123,7 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
         claimed = await services.turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
-        return sse_response(await turn_events(claimed, key=key, slot=slot))
+        return sse_response(await turn_events(claimed, key=key, slot=slot, user_id=owner.user_id))
     if slot:
         await limits.stream_release(key)
     if claimed.status in claimed.FINAL_STATUSES:
@@ -142,11 +155,17 @@ async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     return error_response(404, "not_found", f"No API endpoint at {request.path}.")
 
 
-async def turn_events(turn: Turn, *, key: str, slot: bool) -> AsyncIterator[StreamEvent]:
-    """The turn's events for a response body, its stream slot and quota settled at the end."""
+async def turn_events(
+    turn: Turn, *, key: str, slot: bool, user_id: int | None
+) -> AsyncIterator[StreamEvent]:
+    """The turn's events for a response body, its slot, quota and budget settled at the end."""
     return await started(
         limits.guarded(
-            services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
+            services.turn_stream(turn=turn),
+            key=key,
+            message_id=turn.message_id,
+            slot=slot,
+            user_id=user_id,
         )
     )
 

@@ -3,6 +3,7 @@
 See the configuration table in README.md. Nothing secret lives in this file.
 """
 
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -32,6 +33,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.openid_connect",
     "chat",
 ]
 
@@ -48,6 +53,8 @@ MIDDLEWARE = [
     "chat.middleware.CrossOriginProtectionMiddleware",
     "chat.middleware.AnonymousCookieMiddleware",
     "chatsite.middleware.AuthenticationMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
+    "chat.middleware.SignInRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -64,6 +71,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "chat.accounts.entrance_context",
             ],
         },
     },
@@ -111,6 +119,11 @@ if REDIS_URL:
     }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -161,6 +174,72 @@ AZURE_OPENAI_API_VERSION = env.str("AZURE_OPENAI_API_VERSION", default="2025-04-
 CHAT_DEMO_DELAY = env.float("CHAT_DEMO_DELAY", default=0.02)
 
 CHAT_ALLOW_ANONYMOUS = env.bool("CHAT_ALLOW_ANONYMOUS", default=DEBUG)
+
+# --- People: sign-in (django-allauth), sign-up, single sign-on, budgets ------------------
+LOGIN_URL = "account_login"
+LOGIN_REDIRECT_URL = "/"
+ACCOUNT_LOGOUT_REDIRECT_URL = "/"
+ACCOUNT_ADAPTER = "chat.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "chat.accounts.SocialAccountAdapter"
+# Self sign-up is off unless asked for; staff create people in the admin, SSO on first use.
+CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
+# Email domains self sign-up (and a first SSO sign-in) is open to; empty: any.
+CHAT_SIGNUP_DOMAINS = [d.lower().lstrip("@") for d in env.list("CHAT_SIGNUP_DOMAINS", default=[])]
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+# Open sign-up must prove the address (else CHAT_SIGNUP_DOMAINS proves nothing); people
+# made by staff, or by SSO, are vouched for already.
+ACCOUNT_EMAIL_VERIFICATION = env.str(
+    "CHAT_EMAIL_VERIFICATION", default="mandatory" if CHAT_SIGNUP else "none"
+)
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_SESSION_REMEMBER = True
+ACCOUNT_LOGIN_ON_PASSWORD_RESET = True
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "http" if DEBUG else "https"
+SOCIALACCOUNT_EMAIL_VERIFICATION = "none"  # the identity provider vouches for the address
+# An SSO identity whose verified email is an existing person's signs in as that person.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+SOCIALACCOUNT_STORE_TOKENS = False
+# Single sign-on through OpenID Connect: an issuer URL, a client id and a secret (README
+# "People and sign-in" has examples for Entra ID, Google, Okta and Keycloak).
+CHAT_OIDC_ISSUER = env.str("CHAT_OIDC_ISSUER", default="")
+SOCIALACCOUNT_PROVIDERS: dict[str, object] = {}
+if CHAT_OIDC_ISSUER:
+    SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
+        "OAUTH_PKCE_ENABLED": True,
+        "APPS": [
+            {
+                "provider_id": "sso",
+                "name": env.str("CHAT_OIDC_NAME", default="Single sign-on"),
+                "client_id": env.str("CHAT_OIDC_CLIENT_ID"),
+                "secret": env.str("CHAT_OIDC_CLIENT_SECRET", default=""),
+                "settings": {
+                    "server_url": CHAT_OIDC_ISSUER,
+                    "scope": env.list("CHAT_OIDC_SCOPES", default=["openid", "profile", "email"]),
+                },
+            }
+        ],
+    }
+# Password reset and verification mail: printed to the console in DEBUG, else SMTP from
+# EMAIL_URL (smtp+tls://user:password@host:587).
+vars().update(
+    env.email_url("EMAIL_URL", default="consolemail://" if DEBUG else "smtp://localhost:25")
+)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chat@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Each person's spending limit per period (day, week or month in TIME_ZONE); unset = off.
+# An admin can give a person their own limit, or none (chat/budgets.py).
+_budget_text = env.str("CHAT_BUDGET_USD", default="").strip()
+try:
+    CHAT_BUDGET_USD = Decimal(_budget_text) if _budget_text else None
+except InvalidOperation:
+    raise ImproperlyConfigured("CHAT_BUDGET_USD must be an amount such as 5 or 12.50.") from None
+if CHAT_BUDGET_USD is not None and (not CHAT_BUDGET_USD.is_finite() or CHAT_BUDGET_USD < 0):
+    raise ImproperlyConfigured("CHAT_BUDGET_USD must be 0 or more.")
+CHAT_BUDGET_PERIOD = env.str("CHAT_BUDGET_PERIOD", default="month")
+if CHAT_BUDGET_PERIOD not in ("day", "week", "month"):
+    raise ImproperlyConfigured("CHAT_BUDGET_PERIOD must be day, week or month.")
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
 CHAT_MAX_SYSTEM_CHARS = env.int("CHAT_MAX_SYSTEM_CHARS", default=8_000)
 CHAT_MAX_CONTEXT_MESSAGES = env.int("CHAT_MAX_CONTEXT_MESSAGES", default=40)

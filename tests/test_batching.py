@@ -11,9 +11,10 @@ import pytest
 
 from chat import batching, services
 from chat.batching import Batcher
+from chat.errors import ChatError
 from chat.models import Conversation, Message
 from chat.provider import Finished, Usage
-from chat.services import ChatError, Owner
+from chat.services import Owner
 
 pytestmark = pytest.mark.asyncio
 

@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from chat import limits
-from chat.limits import LimitExceeded, Rate, parse_rate
+from chat.errors import LimitExceeded
+from chat.limits import Rate, parse_rate
 from chat.models import Conversation, Message
 from tests.asgi import AsgiClient, asgi_request, parse_sse
 from tests.upstream import Reply, chat_script

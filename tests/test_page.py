@@ -34,6 +34,8 @@ def test_demo_backend_shows_the_banner_and_no_picker_for_one_model(client, setti
         "defaultModel": "offline-demo",
         "isDemo": True,
         "label": "offline demo model (no API key configured; replies are canned)",
+        "account": {"user": None, "budget": None},
+        "loginUrl": "/accounts/login/",
     }
     assert 'id="demo-banner"' in html
     assert "<select" not in html
@@ -52,6 +54,7 @@ def test_a_model_allow_list_gets_a_picker(client, upstream):
     "path",
     [
         "chat/chat.js",
+        "chat/account.js",
         "chat/chat.css",
         "chat/vendor/marked/marked.esm.js",
         "chat/vendor/marked/LICENSE",
@@ -63,8 +66,15 @@ def test_static_files_are_vendored_with_their_licences(path):
     assert finders.find(path), f"{path} is missing from chat/static/"
 
 
-def test_chat_js_imports_only_vendored_modules():
-    source = Path(finders.find("chat/chat.js")).read_text(encoding="utf-8")
-    imports = re.findall(r'^import .* from "(.*)";$', source, flags=re.MULTILINE)
-    assert imports == ["./vendor/dompurify/purify.es.mjs", "./vendor/marked/marked.esm.js"]
-    assert ".innerHTML" not in source
+def test_page_modules_import_only_files_shipped_beside_them():
+    folder = Path(finders.find("chat/chat.js")).parent
+    modules = sorted(folder.glob("*.js"))
+    assert {m.name for m in modules} >= {"chat.js", "account.js"}
+    for module in modules:
+        source = module.read_text(encoding="utf-8")
+        for target in re.findall(r'^import .* from "(.*)";$', source, flags=re.MULTILINE):
+            assert target.startswith("./"), f"{module.name} imports {target}: not a local file"
+            assert (folder / target).is_file(), f"{module.name} imports missing {target}"
+        assert ".innerHTML" not in source, module.name
+    chat = (folder / "chat.js").read_text(encoding="utf-8")
+    assert '"./vendor/dompurify/purify.es.mjs"' in chat

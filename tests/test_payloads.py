@@ -8,8 +8,8 @@ import uuid
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chat.errors import ChatError
 from chat.payloads import ChatRequest, parse_chat_request
-from chat.services import ChatError
 from chat.streams import StreamEvent, encode_ndjson, encode_sse
 from tests.asgi import parse_ndjson, parse_sse
 

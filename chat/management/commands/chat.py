@@ -30,8 +30,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat import provider, services
+from chat.errors import ChatError
 from chat.models import Message
-from chat.services import ChatError, Owner
+from chat.services import Owner
 
 # Anonymous web keys are random 32-character tokens, so this one can never collide.
 CLI_OWNER_KEY = "cli"

@@ -5,11 +5,13 @@
 //                                    browser never reconnects into a finished turn)
 //   POST /api/messages/<id>/cancel   Stop
 //   GET  /api/conversations[/<id>]   the sidebar and a conversation's history
+//   GET  /api/account                 who is signed in, their spend and budget (account.js)
 //
 // Opening a stream URL again never calls the model a second time (the server replays or
 // waits for the stored reply), so after a reload or a lost connection the page may reopen it;
 // it never re-posts a message on its own.
 
+import { refreshAccount, showBudget } from "./account.js";
 import DOMPurify from "./vendor/dompurify/purify.es.mjs";
 import { marked } from "./vendor/marked/marked.esm.js";
 
@@ -133,6 +135,8 @@ function describeFailure({ status, type = "", message = "", retryAfter = null })
   let retryable = true;
   if (status === 0 || type === "network") headline = "Can't reach the server";
   else if (type === "still_streaming") headline = "This reply is still being written";
+  else if (type === "budget_exceeded") [headline, retryable] = ["Budget reached", false];
+  else if (type === "authentication_required") [headline, retryable] = ["Signed out", false];
   else if (status === 429 && /quota/i.test(type)) headline = "Usage quota reached";
   else if (status === 429 && type.startsWith("upstream")) headline = "The model provider is busy";
   else if (status === 429) headline = "Too many messages at once";
@@ -397,6 +401,12 @@ function syncComposer() {
   els.stop.disabled = Boolean(turn?.stopping);
 }
 
+// Back to this conversation after signing in (the sign-in page keeps `next`).
+function signIn() {
+  const here = location.pathname + location.hash;
+  location.assign(`${config.loginUrl}?next=${encodeURIComponent(here)}`);
+}
+
 function endTurn(turn) {
   turn.source?.close();
   clearTimeout(turn.stopTimer);
@@ -449,15 +459,15 @@ async function send(text) {
       autosize();
       els.input.focus();
     };
-    const headline = view.failure(
-      failure,
-      retryable
-        ? [
-            ["Retry", retry],
-            ["Edit", edit],
-          ]
-        : [["Edit message", edit]],
-    );
+    let actions = retryable
+      ? [
+          ["Retry", retry],
+          ["Edit", edit],
+        ]
+      : [["Edit message", edit]];
+    if (error.type === "authentication_required") actions = [["Sign in", signIn]];
+    if (error.type === "budget_exceeded") refreshAccount();
+    const headline = view.failure(failure, actions);
     announce(headline);
     return;
   }
@@ -504,6 +514,7 @@ function follow(turn, streamUrl) {
     view.finish(data);
     announce(data.status === "cancelled" ? "Reply stopped." : "Reply finished.");
     refreshList();
+    refreshAccount();
   });
   // The stream's own `error` event (a MessageEvent with data) and EventSource's connection
   // error share the name; only the first carries data.
@@ -522,6 +533,7 @@ function follow(turn, streamUrl) {
       const actions = [["Retry", () => retryTurn(turn)]];
       announce(view.failure(failure, actions));
       view.showDetails(data);
+      refreshAccount();
       return;
     }
     // Connection lost: say so and let the person reopen the stream (which replays the stored
@@ -801,6 +813,7 @@ document.addEventListener("keydown", (event) => {
 window.addEventListener("hashchange", route);
 window.addEventListener("popstate", route);
 
+showBudget(config.account?.budget);
 refreshList();
 route();
 if (matchMedia("(pointer: fine)").matches) els.input.focus();

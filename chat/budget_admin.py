@@ -1,0 +1,71 @@
+"""Admin for people's budgets: each person's own limit (or none) on their user page, and
+their limit and spend this period in the user list. Imported by chat/admin.py."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.http import HttpRequest
+
+from chat.budgets import budget_forget, budget_period, limit_of, spend_filter
+from chat.models import Budget, Message
+
+User = get_user_model()
+_MONEY = DecimalField(max_digits=14, decimal_places=8)
+
+
+class BudgetInline(admin.StackedInline):
+    model = Budget
+    can_delete = True
+    extra = 1
+    max_num = 1
+    verbose_name = "spending budget"
+    verbose_name_plural = "spending budget"
+    fields = ["limit_usd", "unlimited"]
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class PersonAdmin(UserAdmin):
+    inlines = [*UserAdmin.inlines, BudgetInline]
+    list_display = [*UserAdmin.list_display, "budget", "spent_this_period", "last_login"]
+    list_select_related = ["chat_budget"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        # The period's spend in the changelist's own query (a subquery evaluated for the
+        # page's rows only): no query per row, no scan of everyone's messages.
+        spend = (
+            Message.objects.filter(
+                spend_filter(budget_period()), conversation__owner=OuterRef("pk")
+            )
+            .values("conversation__owner")
+            .annotate(total=Sum("cost"))
+            .values("total")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(period_spend=Coalesce(Subquery(spend), Decimal(0), output_field=_MONEY))
+        )
+
+    @admin.display(description="budget")
+    def budget(self, user: Any) -> str:
+        limit = limit_of(getattr(user, "chat_budget", None))
+        return "no limit" if limit is None else f"${limit:.2f} / {budget_period().name}"
+
+    @admin.display(description="spent this period", ordering="period_spend")
+    def spent_this_period(self, user: Any) -> str:
+        return f"${user.period_spend:.2f}"
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # Every worker re-reads the limit within a minute; this one at once.
+        budget_forget(form.instance.pk)

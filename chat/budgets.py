@@ -1,0 +1,211 @@
+"""Spending budgets in money: each person's limit per day, week or month, and their spend.
+
+A person's limit is `CHAT_BUDGET_USD` unless an admin gave them their own (`Budget`: an
+amount, or no limit at all). Spend is the stored cost of the person's turns that finished
+in the current period (`CHAT_BUDGET_PERIOD`, in `TIME_ZONE`), whatever their status: a
+cancelled or failed turn that used tokens was billed too.
+
+A new turn is refused while spend has reached the limit. Turns already running when it is
+reached still finish, so the overshoot is at most those turns. Workers agree on the
+numbers: with a shared cache (Redis) a per-person spend counter is seeded from the
+database and counted up as turns finish; with an in-process cache each check reads the
+database, the one thing all workers share. Anonymous visitors have no account and no
+budget (the rate limit and token quota still apply to them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Q, QuerySet, Sum
+from django.utils import timezone
+
+from chat.counters import cache_is_shared, run_cache_ops
+from chat.errors import LimitExceeded
+from chat.models import Budget, Message
+
+PERIODS = ("day", "week", "month")
+# Spend is counted in hundred-millionths of a dollar: the precision costs are stored with.
+_UNITS = Decimal("1e8")
+# A cached limit is re-read this often, so an admin's change reaches every worker.
+LIMIT_CACHE_SECONDS = 60
+# A cached spend counter is re-seeded from the database this often: a turn finished
+# outside the web path (`manage.py chat`) is counted within that time.
+SPEND_CACHE_SECONDS = 300
+_NO_LIMIT = "none"
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    name: str
+    start: datetime
+    end: datetime
+
+    def seconds_left(self, now: datetime | None = None) -> int:
+        return max(1, math.ceil((self.end - (now or timezone.now())).total_seconds()))
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A person's limit (None: no limit) and what they spent in `period`."""
+
+    limit: Decimal | None
+    spent: Decimal
+    period: Period
+
+    @property
+    def exceeded(self) -> bool:
+        return self.limit is not None and self.spent >= self.limit
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "limit": None if self.limit is None else f"{self.limit:.2f}",
+            "spent": f"{self.spent:f}",
+            "currency": "USD",
+            "period": self.period.name,
+            "period_start": self.period.start.isoformat(),
+            "resets_at": self.period.end.isoformat(),
+            "exceeded": self.exceeded,
+        }
+
+
+def budget_period(now: datetime | None = None) -> Period:
+    """The current `CHAT_BUDGET_PERIOD` in the current time zone: today, this week (from
+    Monday), or this calendar month."""
+    name = settings.CHAT_BUDGET_PERIOD
+    today = timezone.localtime(now).date()
+    if name == "day":
+        first, after = today, today + timedelta(days=1)
+    elif name == "week":
+        first = today - timedelta(days=today.weekday())
+        after = first + timedelta(days=7)
+    else:
+        first = today.replace(day=1)
+        after = (first + timedelta(days=32)).replace(day=1)
+    return Period(name=name, start=_midnight(first), end=_midnight(after))
+
+
+def _midnight(day: Any) -> datetime:
+    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
+
+
+def default_limit() -> Decimal | None:
+    value = settings.CHAT_BUDGET_USD
+    return None if value is None else Decimal(value)
+
+
+def limit_of(budget: Budget | None) -> Decimal | None:
+    """The limit a person's own `Budget` row (or its absence) gives them."""
+    if budget is None or (budget.limit_usd is None and not budget.unlimited):
+        return default_limit()
+    return None if budget.unlimited else budget.limit_usd
+
+
+def spend_of(user_ids: QuerySet[Any] | list[int], period: Period) -> dict[int, Decimal]:
+    """Each user's spend in `period`, in one query."""
+    rows = (
+        Message.objects.filter(spend_filter(period), conversation__owner_id__in=user_ids)
+        .values("conversation__owner_id")
+        .annotate(spent=Sum("cost", default=Decimal(0)))
+        .order_by()
+    )
+    return {row["conversation__owner_id"]: row["spent"] for row in rows}
+
+
+def spend_filter(period: Period) -> Q:
+    """The messages whose cost counts in `period`."""
+    return Q(role=Message.Role.ASSISTANT, finished_at__gte=period.start, finished_at__lt=period.end)
+
+
+def _limit_key(user_id: int) -> str:
+    return f"chat:budget:limit:{user_id}"
+
+
+def _spend_key(user_id: int, period: Period) -> str:
+    return f"chat:budget:spend:{user_id}:{period.name}:{period.start.date().isoformat()}"
+
+
+def _from_cache(user_id: int, period: Period) -> tuple[Any, Any]:
+    keys = [_limit_key(user_id)]
+    if cache_is_shared():
+        keys.append(_spend_key(user_id, period))
+    found = cache.get_many(keys)
+    spend = found.get(keys[1]) if len(keys) > 1 else None
+    return found.get(keys[0]), spend
+
+
+def _from_database(
+    user_id: int, period: Period, *, limit: Any, with_spend: bool
+) -> tuple[Decimal | None, Decimal | None]:
+    """What the cache lacked: the limit when `limit` is `_MISSING`, then the spend when
+    it is wanted or there is a limit to compare it with."""
+    if limit is _MISSING:
+        limit = limit_of(Budget.objects.filter(user_id=user_id).first())
+        cache.set(
+            _limit_key(user_id),
+            _NO_LIMIT if limit is None else str(limit),
+            timeout=LIMIT_CACHE_SECONDS,
+        )
+    if not with_spend and limit is None:
+        return limit, None
+    spent = spend_of([user_id], period).get(user_id, Decimal(0))
+    if cache_is_shared():
+        # `add`: a counter another worker seeded meanwhile is already right.
+        cache.add(_spend_key(user_id, period), int(spent * _UNITS), SPEND_CACHE_SECONDS)
+    return limit, spent
+
+
+async def budget_status(*, user_id: int, with_spend: bool = True) -> BudgetStatus:
+    """A person's limit and spend this period (the spend only when asked for, or when
+    there is a limit to compare it with). The cache first, the database for the rest."""
+    period = budget_period()
+    cached_limit, cached_spend = await run_cache_ops(_from_cache, user_id, period)
+    limit: Any = _MISSING
+    if cached_limit is not None:
+        limit = None if cached_limit == _NO_LIMIT else Decimal(cached_limit)
+    spent: Decimal | None = None
+    if cached_spend is not None:
+        spent = Decimal(cached_spend) / _UNITS
+    wants_spend = with_spend or limit is not None
+    if limit is _MISSING or (wants_spend and spent is None):
+        limit, spent = await sync_to_async(_from_database)(
+            user_id, period, limit=limit, with_spend=with_spend
+        )
+    return BudgetStatus(limit=limit, spent=spent or Decimal(0), period=period)
+
+
+async def budget_check(*, user_id: int) -> None:
+    """Refuse a new turn when the person's spend this period has reached their limit."""
+    status = await budget_status(user_id=user_id, with_spend=False)
+    if status.exceeded:
+        raise LimitExceeded(
+            "budget_exceeded",
+            f"Your budget of ${status.limit:.2f} per {status.period.name} is used up "
+            f"(spent ${status.spent:.2f}); it resets at "
+            f"{timezone.localtime(status.period.end):%Y-%m-%d %H:%M} ({settings.TIME_ZONE}).",
+            retry_after=status.period.seconds_left(),
+        )
+
+
+def budget_record(user_id: int, cost: Decimal | None) -> None:
+    """Count a finished turn's cost on the shared spend counter (a cache op: run it through
+    `run_cache_ops`). A counter not seeded yet is left alone: seeding reads the database,
+    which already holds this turn."""
+    if not cost or not cache_is_shared():
+        return
+    with contextlib.suppress(ValueError):
+        cache.incr(_spend_key(user_id, budget_period()), int(cost * _UNITS))
+
+
+def budget_forget(user_id: int) -> None:
+    """Drop a person's cached limit after an admin changed it."""
+    cache.delete(_limit_key(user_id))
