@@ -138,7 +138,8 @@ class SignInRequiredMiddleware(AsyncMiddleware):
         if (
             settings.CHAT_ALLOW_ANONYMOUS
             or _is_api(request)
-            or getattr(view_func, "login_not_required", False)
+            # What Django's `login_not_required` decorator marks.
+            or not getattr(view_func, "login_required", True)
         ):
             return None
         user = await request.auser()
