@@ -1,9 +1,10 @@
 """Middleware for the JSON API under /api/: JSON errors always, cross-origin refusal, and
-the anonymous visitor's cookie."""
+the anonymous visitor's cookie; and a request id for every request."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chat import metrics, request_id
 from chat.identity import settle_cookie
 from chat.services import ChatError
 
@@ -52,6 +54,8 @@ class ApiErrorMiddleware(AsyncMiddleware):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ChatError):
+            if exception.status == 429:  # only our own limits raise a 429
+                metrics.limit_refused(exception.type)
             return error_response(
                 exception.status, exception.type, exception.message, headers=exception.headers
             )
@@ -59,6 +63,21 @@ class ApiErrorMiddleware(AsyncMiddleware):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "Something went wrong on our side.")
+
+
+class RequestIdMiddleware(AsyncMiddleware):
+    """`X-Request-ID` from the proxy (if sane) or a new one, in the log records of the
+    request (`chat.request_id`) and in its response. First in MIDDLEWARE, so that every
+    response has it."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = request_id.accepted(request.headers.get(request_id.HEADER)) or uuid.uuid4().hex
+        # Not reset afterwards: a streamed body is sent after this returns, in the same
+        # task, and its log lines must still carry the id.
+        request_id.current.set(rid)
+        response = await self.get_response(request)
+        response[request_id.HEADER] = rid
+        return response
 
 
 class AnonymousCookieMiddleware(AsyncMiddleware):

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import limits, provider, services
+from chat import limits, metrics, provider, services
 from chat.identity import request_owner
 from chat.middleware import error_response
 from chat.payloads import parse_chat_request, request_body
@@ -172,7 +172,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with aclosing(events):
+        async with aclosing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "ping":
@@ -186,7 +186,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with aclosing(events):
+        async with aclosing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "ping":
                     yield encode_ndjson(event)
