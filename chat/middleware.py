@@ -72,11 +72,14 @@ class RequestIdMiddleware(AsyncMiddleware):
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         rid = request_id.accepted(request.headers.get(request_id.HEADER)) or uuid.uuid4().hex
-        # Not reset afterwards: a streamed body is sent after this returns, in the same
-        # task, and its log lines must still carry the id.
-        request_id.current.set(rid)
+        token = request_id.current.set(rid)
         response = await self.get_response(request)
         response[request_id.HEADER] = rid
+        # An async streamed body is sent after this returns and its log lines (the turn it
+        # finishes) must still carry the id: kept, in the task Django serves this request
+        # in under ASGI. Otherwise reset, so a sync caller's thread does not keep it.
+        if not (response.streaming and response.is_async):
+            request_id.current.reset(token)
         return response
 
 
