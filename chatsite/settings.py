@@ -218,7 +218,9 @@ if CHAT_LOG_FORMAT not in ("text", "json"):
 if CHAT_LOG_FORMAT == "json":
     LOGGING["formatters"]["json"] = {"()": "chat.log_format.JsonFormatter"}
     LOGGING["handlers"]["console"]["formatter"] = "json"
-    # Django's own errors (a 500's traceback) in the same stream, as JSON too.
+    # Django's own errors (a 500's traceback) and the uvicorn worker's lines in the same
+    # stream, as JSON too (the uvicorn parent's: `--log-config deploy/uvicorn-log.json`).
     LOGGING["loggers"]["django"] = {"handlers": ["console"], "level": "ERROR"}
+    LOGGING["loggers"]["uvicorn"] = {"handlers": ["console"], "level": "INFO", "propagate": False}
 # Probes and scrapers talk plain HTTP to a worker on this machine: no HTTPS redirect.
 SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]
