@@ -15,11 +15,13 @@ Two modes, chosen by prometheus_client itself when it is first imported:
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +34,8 @@ from prometheus_client import (
     multiprocess,
 )
 
+logger = logging.getLogger("chat")
+P = ParamSpec("P")
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 TOKEN_KINDS = ("input", "output", "cached", "reasoning")
 # From a local model's first token to a long reasoning model's reply.
@@ -63,6 +67,21 @@ limit_refusals = Counter(
 )
 
 
+def never_fails(count: Callable[P, None]) -> Callable[P, None]:
+    """Counting must never fail what is counted (a turn already recorded, a refusal):
+    a broken metrics directory costs the numbers, not the reply."""
+
+    @functools.wraps(count)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            count(*args, **kwargs)
+        except Exception:
+            logger.exception("could not update metrics (%s)", count.__name__)
+
+    return guarded
+
+
+@never_fails
 def turn_recorded(*, model: str, outcome: Mapping[str, Any]) -> None:
     """Count a finished turn from its `end`/`error` event data (what was stored)."""
     turns.labels(model=model, status=outcome["status"]).inc()
@@ -82,6 +101,7 @@ def turn_recorded(*, model: str, outcome: Mapping[str, Any]) -> None:
         upstream_errors.labels(type=error["type"]).inc()
 
 
+@never_fails
 def limit_refused(type: str) -> None:
     limit_refusals.labels(type=type).inc()
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import urllib.request
 import uuid
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.db.models import Sum
@@ -19,9 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat.models import Message
 from tests.asgi import AsgiClient, asgi_request
+from tests.servers import HOST, ROOT, free_port, start
 from tests.upstream import Reply, chat_script
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4.1-mini"
 # With cached and reasoning tokens, so every `kind` is counted.
 USAGE = {
@@ -214,3 +216,47 @@ def test_multiprocess_mode_sums_every_worker(tmp_path):
     # livesum: a worker that shut down cleanly no longer counts; one that died without
     # its shutdown still does, until the directory is emptied at the next start.
     assert value(scraped, "chat_streams_open") == 1
+
+
+def test_a_metrics_failure_does_not_fail_the_turn(tmp_path):
+    """A real worker whose metrics directory disappears after it started (a tmp cleaner,
+    a careless rm): its turns still complete and are recorded; the log says why the
+    numbers are missing."""
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/db.sqlite3",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "CHAT_ALLOW_ANONYMOUS": "true",
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "-v", "0"], env=env, cwd=ROOT, check=True
+    )
+    port = free_port()
+    log = tmp_path / "worker.log"
+    with open(log, "wb") as output:
+        proc = start(
+            [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
+            + ["--host", HOST, "--port", str(port)],
+            env,
+            port,
+            output=output,
+        )
+    try:
+        shutil.rmtree(metrics_dir)
+        request = urllib.request.Request(
+            f"http://{HOST}:{port}/api/chat",
+            data=json.dumps({"message": "hi"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reply = json.loads(response.read())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert reply["status"] == "completed" and reply["reply"]
+    with sqlite3.connect(tmp_path / "db.sqlite3") as db:
+        stored = db.execute("SELECT status FROM chat_message WHERE id = ?", [reply["message"]])
+        assert stored.fetchall() == [("completed",)]
+    assert "could not update metrics (turn_recorded)" in log.read_text()
