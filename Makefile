@@ -56,10 +56,15 @@ bench: install
 
 # Several workers, DEBUG off (needs SECRET_KEY; see README "Deployment"). Static files are
 # collected and served by WhiteNoise unless the reverse proxy serves /static/ itself.
+# /metrics sums the workers' files in METRICS_DIR (prometheus_client multi-process mode):
+# emptied at each start, or the previous run's counts would be added in.
+METRICS_DIR ?= $(CURDIR)/.metrics
 serve-prod: migrate
 	DEBUG=false $(BIN)/python manage.py collectstatic --no-input -v 0
-	DEBUG=false $(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) \
-		--workers $(WORKERS) --no-access-log --timeout-graceful-shutdown 20
+	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	DEBUG=false PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/uvicorn chatsite.asgi:application \
+		--host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log \
+		--timeout-graceful-shutdown 20
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,9 +1,10 @@
 """Middleware: JSON errors always under /api/, cross-origin refusal, the anonymous visitor's
-cookie, and sign-in for pages when anonymous use is off."""
+cookie, sign-in for pages when anonymous use is off, and a request id for every request."""
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -12,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from chat import metrics, request_id
 from chat.errors import ChatError
 from chat.identity import settle_cookie
 
@@ -53,6 +55,8 @@ class ApiErrorMiddleware(AsyncMiddleware):
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ChatError):
+            if exception.status == 429:  # only our own limits raise a 429
+                metrics.limit_refused(exception.type)
             return error_response(
                 exception.status, exception.type, exception.message, headers=exception.headers
             )
@@ -60,6 +64,24 @@ class ApiErrorMiddleware(AsyncMiddleware):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "server_error", "Something went wrong on our side.")
+
+
+class RequestIdMiddleware(AsyncMiddleware):
+    """`X-Request-ID` from the proxy (if sane) or a new one, in the log records of the
+    request (`chat.request_id`) and in its response. First in MIDDLEWARE, so that every
+    response has it."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = request_id.accepted(request.headers.get(request_id.HEADER)) or uuid.uuid4().hex
+        token = request_id.current.set(rid)
+        response = await self.get_response(request)
+        response[request_id.HEADER] = rid
+        # An async streamed body is sent after this returns and its log lines (the turn it
+        # finishes) must still carry the id: kept, in the task Django serves this request
+        # in under ASGI. Otherwise reset, so a sync caller's thread does not keep it.
+        if not (response.streaming and response.is_async):
+            request_id.current.reset(token)
+        return response
 
 
 class AnonymousCookieMiddleware(AsyncMiddleware):

@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from chat import provider, relay
+from chat import metrics, provider, relay
 from chat.batching import Batcher
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
@@ -513,6 +513,9 @@ async def turn_finish(
             duration_ms=duration_ms,
         )
     )
+    upstream_request_id = (finished.request_id if finished else "") or (
+        error.request_id if error else ""
+    )
     logger.info(
         "turn finished message=%s status=%s model=%s api=%s in=%s out=%s ttft_ms=%s "
         "duration_ms=%s request_id=%s",
@@ -524,8 +527,21 @@ async def turn_finish(
         usage.output_tokens if usage else None,
         ttft_ms,
         duration_ms,
-        (finished.request_id if finished else "") or (error.request_id if error else ""),
+        upstream_request_id,
+        extra={
+            "message_id": turn.message_id,
+            "status": str(status),
+            "model": turn.model,
+            "api": turn.api,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "ttft_ms": ttft_ms,
+            "duration_ms": duration_ms,
+            "upstream_request_id": upstream_request_id,
+        },
     )
+    # From `result`, what was stored: the counters add up to the rows.
+    metrics.turn_recorded(model=turn.model, outcome=result)
     return result
 
 

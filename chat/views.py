@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import limits, provider, services
+from chat import limits, metrics, provider, services
 from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
@@ -191,7 +191,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with aclosing(events):
+        async with aclosing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "ping":
@@ -205,7 +205,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with aclosing(events):
+        async with aclosing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "ping":
                     yield encode_ndjson(event)

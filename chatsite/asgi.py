@@ -106,7 +106,7 @@ async def sweep_stale_forever() -> None:
 
 
 async def lifespan(receive: Any, send: Any) -> None:
-    from chat import batching
+    from chat import batching, metrics
     from chat.services import turns_drain
 
     sweeper: asyncio.Task[None] | None = None
@@ -128,5 +128,6 @@ async def lifespan(receive: Any, send: Any) -> None:
             # Starts and finishes still queued for a group write (chat.batching).
             if not await batching.settled(timeout=SHUTDOWN_DRAIN_SECONDS):
                 logger.warning("database writes still queued at shutdown")
+            metrics.worker_exited()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -41,6 +41,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "chat.middleware.RequestIdMiddleware",  # first: every response carries X-Request-ID
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
@@ -138,7 +139,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
 LOGGING = {
     "version": 1,
@@ -285,3 +286,20 @@ if not DEBUG:
     SILENCED_SYSTEM_CHECKS = ["security.W021"]
     if env.bool("BEHIND_TLS_PROXY", default=False):
         SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- Operations (see README "Deployment") ------------------------------------------------
+# /metrics: this Bearer token, or when empty only direct requests from 127.0.0.1 / ::1.
+CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
+# "json": one JSON object per log line (chat.log_format), for a log store to search.
+CHAT_LOG_FORMAT = env.str("CHAT_LOG_FORMAT", default="text")
+if CHAT_LOG_FORMAT not in ("text", "json"):
+    raise ImproperlyConfigured("CHAT_LOG_FORMAT must be 'text' or 'json'.")
+if CHAT_LOG_FORMAT == "json":
+    LOGGING["formatters"]["json"] = {"()": "chat.log_format.JsonFormatter"}
+    LOGGING["handlers"]["console"]["formatter"] = "json"
+    # Django's own errors (a 500's traceback) and the uvicorn worker's lines in the same
+    # stream, as JSON too (the uvicorn parent's: `--log-config deploy/uvicorn-log.json`).
+    LOGGING["loggers"]["django"] = {"handlers": ["console"], "level": "ERROR"}
+    LOGGING["loggers"]["uvicorn"] = {"handlers": ["console"], "level": "INFO", "propagate": False}
+# Probes and scrapers talk plain HTTP to a worker on this machine: no HTTPS redirect.
+SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz|metrics)$"]

@@ -34,6 +34,7 @@ async def asgi_request(
     headers: dict[str, str] | None = None,
     cookies: dict[str, str] | None = None,
     disconnect_after_chunks: int | None = None,
+    client: str = "127.0.0.1",
 ) -> AsgiResult:
     """Send one request; with `disconnect_after_chunks`, the client goes away after that
     many body chunks (as a browser tab closing), by answering `receive` with a disconnect."""
@@ -58,7 +59,7 @@ async def asgi_request(
             if cookies
             else []
         ),
-        "client": ("127.0.0.1", 50000),
+        "client": (client, 50000),
         "server": ("127.0.0.1", 8000),
     }
     result = AsgiResult()

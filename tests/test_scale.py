@@ -7,12 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -25,20 +21,13 @@ from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
 from chat.services import Owner
 from tests.asgi import parse_sse
+from tests.servers import HOST, free_port, start
 
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
 WORKER_APP_NAME = "chat-scale-test-worker"
 MODEL = "fake-model"
 POOL_SIZE = 2  # per worker, on PostgreSQL: fewer than the streams opened at once
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def database_url() -> str:
@@ -47,23 +36,6 @@ def database_url() -> str:
         return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"server on {port} exited with {proc.returncode}"
-        with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"nothing listens on {port}")
-
-
-def start(cmd: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    wait_listening(port, proc)
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,39 @@
+"""Real server processes for tests: a free port, and waiting until a process listens."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"server on {port} exited with {proc.returncode}"
+        with socket.socket() as sock:
+            if sock.connect_ex((HOST, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def start(
+    cmd: list[str], env: dict[str, str], port: int, *, output: IO[bytes] | int | None = None
+) -> subprocess.Popen[bytes]:
+    """Run `cmd` (its output to `output`, discarded by default) until it listens on `port`."""
+    stdout = subprocess.DEVNULL if output is None else output
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=stdout, stderr=output)
+    wait_listening(port, proc)
+    return proc
