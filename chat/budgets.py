@@ -24,6 +24,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
@@ -69,7 +70,7 @@ class BudgetStatus:
     def as_dict(self) -> dict[str, Any]:
         return {
             "limit": None if self.limit is None else f"{self.limit:.2f}",
-            "spent": f"{self.spent:f}",
+            "spent": f"{self.spent.normalize():f}",
             "currency": "USD",
             "period": self.period.name,
             "period_start": self.period.start.isoformat(),
@@ -209,3 +210,23 @@ def budget_record(user_id: int, cost: Decimal | None) -> None:
 def budget_forget(user_id: int) -> None:
     """Drop a person's cached limit after an admin changed it."""
     cache.delete(_limit_key(user_id))
+
+
+def budgets_by_username(usernames: list[str]) -> dict[str, BudgetStatus]:
+    """Each named person's limit and spend this period (for reports): two queries."""
+    period = budget_period()
+    users = list(
+        get_user_model()
+        .objects.filter(username__in=usernames)
+        .select_related("chat_budget")
+        .only("pk", "username", "chat_budget__limit_usd", "chat_budget__unlimited")
+    )
+    spent = spend_of([user.pk for user in users], period)
+    return {
+        user.username: BudgetStatus(
+            limit=limit_of(getattr(user, "chat_budget", None)),
+            spent=spent.get(user.pk, Decimal(0)),
+            period=period,
+        )
+        for user in users
+    }

@@ -27,6 +27,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from chat.budgets import BudgetStatus, budgets_by_username
 from chat.models import Message
 
 Group = Literal["day", "model", "user"]
@@ -245,10 +246,28 @@ TABLE_HEADER = [
 ]
 
 
+BUDGET_HEADER = ["budget_usd", "spent_this_period_usd"]
+
+
 def usage_table(report: UsageReport) -> list[list[str]]:
-    """The report as text cells (rows, then the totals row), shared by CSV and table output."""
+    """The report as text cells (rows, then the totals row), shared by CSV and table output.
+    By user, each person's budget and spend this budget period follow."""
     header = [report.by, *TABLE_HEADER[1:]]
-    return [header, *(_cells(row) for row in [*report.rows, report.totals])]
+    table = [header, *(_cells(row) for row in [*report.rows, report.totals])]
+    if report.by != "user":
+        return table
+    people = budgets_by_username([row.key for row in report.rows])
+    header += BUDGET_HEADER
+    for cells, row in zip(table[1:], [*report.rows, None], strict=True):
+        cells += _budget_cells(people.get(row.key) if row else None)
+    return table
+
+
+def _budget_cells(status: BudgetStatus | None) -> list[str]:
+    if status is None:  # the totals row, or anonymous visitors: no budget
+        return ["", ""]
+    limit = "no limit" if status.limit is None else f"{status.limit:.2f}"
+    return [limit, f"{status.spent:.8f}"]
 
 
 def _cells(row: UsageRow) -> list[str]:
@@ -270,11 +289,17 @@ def _ms(value: float | None) -> str:
 
 
 def usage_json(report: UsageReport) -> dict[str, Any]:
+    rows = [_json_row(row) for row in report.rows]
+    if report.by == "user":
+        people = budgets_by_username([row.key for row in report.rows])
+        for row in rows:
+            status = people.get(row["group"])
+            row["budget"] = status.as_dict() if status else None
     return {
         "since": report.since.isoformat(),
         "until": report.until.isoformat(),
         "by": report.by,
-        "rows": [_json_row(row) for row in report.rows],
+        "rows": rows,
         "totals": _json_row(report.totals),
     }
 

@@ -1,14 +1,20 @@
+import os
+import socket
+import uuid
 from datetime import timedelta
 from decimal import Decimal
 
 import httpx2
 import pytest
 import pytest_asyncio
+import redis
 from django.utils import timezone
 
 from chat import pricing, provider
 from chat.models import ModelPrice
 from tests.upstream import FakeUpstream
+
+REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="session")
@@ -76,3 +82,43 @@ async def mini_price():
         output_per_million=Decimal("1.60"),
         valid_from=timezone.now() - timedelta(days=1),
     )
+
+
+def redis_reachable() -> bool:
+    url = redis.connection.parse_url(REDIS_URL)
+    try:
+        socket.create_connection((url.get("host", "127.0.0.1"), url.get("port", 6379)), 0.5)
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["locmem", "redis"])
+def shared_cache(request, settings):
+    """Django's cache on a fresh namespace: never FLUSHALL, other tests share this Redis."""
+    prefix = f"test-limits-{uuid.uuid4().hex}"
+    if request.param == "redis":
+        if not redis_reachable():
+            if os.environ.get("CI"):
+                pytest.fail(f"Redis at {REDIS_URL} is not reachable (CI must test it).")
+            pytest.skip(f"Redis at {REDIS_URL} is not reachable.")
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": REDIS_URL,
+                "KEY_PREFIX": prefix,
+            }
+        }
+    else:
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                "LOCATION": prefix,
+            }
+        }
+    yield request.param
+    if request.param == "redis":
+        client = redis.Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=f"{prefix}:*"))
+        if keys:
+            client.delete(*keys)

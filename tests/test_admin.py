@@ -257,6 +257,8 @@ def test_dashboard_csv_matches_the_table(admin_client):
         "cost_usd",
         "ttft_median_ms",
         "ttft_p95_ms",
+        "budget_usd",
+        "spent_this_period_usd",
     ]
     want = expected(TURNS, days=7, by="user")
     got = {row[0]: (int(row[1]), Decimal(row[6])) for row in rows[1:-1]}
@@ -370,3 +372,52 @@ async def test_export_streams_chunk_by_chunk_under_asgi():
     assert len([c for c in response.chunks if c]) > 2
     rows = list(csv.reader(io.StringIO(response.body.decode("utf-8").lstrip("\ufeff"))))
     assert len(rows) == 1 + 1200
+
+
+def test_people_list_shows_budget_and_spend_and_the_inline_sets_an_own_limit(
+    admin_client, settings
+):
+    from chat import budgets
+    from chat.models import Budget
+
+    settings.CHAT_BUDGET_USD = Decimal("5")
+    create_turns()
+    user = get_user_model().objects.exclude(is_superuser=True).first()
+    spent = budgets.spend_of([user.pk], budgets.budget_period()).get(user.pk, Decimal(0))
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(reverse("admin:auth_user_changelist"))
+    html = page.content.decode()
+    assert "Spent this period" in html and "$5.00 / month" in html
+    assert f"${spent:.2f}" in html
+    assert len(queries) < 10  # spend comes in the list's own query, not one per person
+
+    change = reverse("admin:auth_user_change", args=[user.pk])
+    form = admin_client.get(change).context["adminform"].form
+    data = {k: v for k, v in form.initial.items() if v is not None and k != "password"}
+    data.update(
+        {
+            "username": user.username,
+            "date_joined_0": timezone.localtime(user.date_joined).strftime("%Y-%m-%d"),
+            "date_joined_1": timezone.localtime(user.date_joined).strftime("%H:%M:%S"),
+            "chat_budget-TOTAL_FORMS": "1",
+            "chat_budget-INITIAL_FORMS": "0",
+            "chat_budget-MIN_NUM_FORMS": "0",
+            "chat_budget-MAX_NUM_FORMS": "1",
+            "chat_budget-0-limit_usd": "20",
+            "chat_budget-0-user": str(user.pk),
+        }
+    )
+    data.pop("groups", None)
+    data.pop("user_permissions", None)
+    data.pop("last_login", None)
+    cached = budgets._limit_key(user.pk)
+    from django.core.cache import cache
+
+    cache.set(cached, "5", 60)
+    response = admin_client.post(change, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    assert Budget.objects.get(user=user).limit_usd == Decimal("20")
+    assert cache.get(cached) is None  # every worker re-reads it; this one at once
+    assert (
+        "$20.00 / month" in admin_client.get(reverse("admin:auth_user_changelist")).content.decode()
+    )

@@ -99,3 +99,36 @@ def test_empty_database_prints_a_zero_total():
 def test_bad_periods_are_one_line_errors(args):
     with pytest.raises(CommandError):
         run(*args)
+
+
+def test_by_user_shows_each_persons_budget_and_spend_this_period(settings):
+    from django.contrib.auth import get_user_model
+
+    from chat.budgets import budget_period, spend_of
+    from chat.models import Budget
+
+    settings.CHAT_BUDGET_USD = Decimal("5")
+    create_turns()
+    people = {u.username: u for u in get_user_model().objects.all()}
+    assert len(people) >= 2
+    first, second = sorted(people)[:2]
+    Budget.objects.create(user=people[first], unlimited=True)
+    Budget.objects.create(user=people[second], limit_usd=Decimal("12.50"))
+    spent = spend_of([u.pk for u in people.values()], budget_period())
+
+    rows = list(csv.reader(io.StringIO(run("--by", "user", "--format", "csv"))))
+    header = rows[0]
+    assert header[-2:] == ["budget_usd", "spent_this_period_usd"]
+    by_name = {row[0]: row for row in rows[1:-1]}
+    for name, user in people.items():
+        if name not in by_name:
+            continue
+        budget = {first: "no limit", second: "12.50"}.get(name, "5.00")
+        assert by_name[name][-2:] == [budget, f"{spent.get(user.pk, Decimal(0)):.8f}"]
+    assert rows[-1][-2:] == ["", ""]  # the totals row has no budget
+
+    data = json.loads(run("--by", "user", "--format", "json"))
+    row = next(r for r in data["rows"] if r["group"] == second)
+    assert row["budget"]["limit"] == "12.50" and row["budget"]["period"] == "month"
+    table = run("--by", "user")
+    assert "budget_usd" in table and "no limit" in table

@@ -4,7 +4,6 @@ share). Over a limit: 429, Retry-After, a JSON error, and no row written."""
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,52 +17,12 @@ from chat.errors import LimitExceeded
 from chat.limits import Rate, parse_rate
 from chat.models import Conversation, Message
 from tests.asgi import AsgiClient, asgi_request, parse_sse
+from tests.conftest import REDIS_URL, redis_reachable
 from tests.upstream import Reply, chat_script
 
-REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 BASE_DIR = Path(__file__).resolve().parent.parent
 SSE = {"accept": "text/event-stream"}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-
-
-def redis_reachable() -> bool:
-    url = redis.connection.parse_url(REDIS_URL)
-    try:
-        socket.create_connection((url.get("host", "127.0.0.1"), url.get("port", 6379)), 0.5)
-    except OSError:
-        return False
-    return True
-
-
-@pytest.fixture(params=["locmem", "redis"])
-def shared_cache(request, settings):
-    """Django's cache on a fresh namespace: never FLUSHALL, other tests share this Redis."""
-    prefix = f"test-limits-{uuid.uuid4().hex}"
-    if request.param == "redis":
-        if not redis_reachable():
-            if os.environ.get("CI"):
-                pytest.fail(f"Redis at {REDIS_URL} is not reachable (CI must test it).")
-            pytest.skip(f"Redis at {REDIS_URL} is not reachable.")
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": REDIS_URL,
-                "KEY_PREFIX": prefix,
-            }
-        }
-    else:
-        settings.CACHES = {
-            "default": {
-                "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
-                "LOCATION": prefix,
-            }
-        }
-    yield request.param
-    if request.param == "redis":
-        client = redis.Redis.from_url(REDIS_URL)
-        keys = list(client.scan_iter(match=f"{prefix}:*"))
-        if keys:
-            client.delete(*keys)
 
 
 @pytest.fixture

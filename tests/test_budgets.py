@@ -1,0 +1,205 @@
+"""Spending budgets (chat/budgets.py): periods, limits, refusal before anything is stored,
+the period's reset, per-person overrides, and what counts as spend; on the in-process
+cache (the database decides) and on Redis (a shared counter)."""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from chat import budgets
+from chat.budgets import budget_period, limit_of
+from chat.models import Budget, Conversation, Message, ModelPrice
+from tests.asgi import AsgiClient
+from tests.upstream import Reply, chat_script
+
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+# 10 input tokens at $1000/M and 5 output at $2000/M: two cents a turn.
+TURN_COST = Decimal("0.02")
+UTC = zoneinfo.ZoneInfo("UTC")
+
+
+@pytest.fixture
+def pricey(transactional_db):
+    return ModelPrice.objects.create(
+        model="gpt-4.1-mini",
+        input_per_million=Decimal("1000"),
+        output_per_million=Decimal("2000"),
+        valid_from=datetime(2026, 1, 1, tzinfo=UTC),  # newer than any seeded price
+    )
+
+
+@pytest.fixture
+def budgeted(settings, upstream, pricey, shared_cache):
+    settings.CHAT_BUDGET_USD = Decimal("0.03")
+    settings.CHAT_BUDGET_PERIOD = "month"
+    upstream.default = Reply(script=chat_script(["ok"], usage=USAGE))
+    return upstream
+
+
+async def rows() -> tuple[int, int]:
+    return await Conversation.objects.acount(), await Message.objects.acount()
+
+
+def assert_budget_refusal(response, *, max_retry_after: int) -> None:
+    assert response.status == 429, response.body
+    error = response.json()["error"]
+    assert error["type"] == "budget_exceeded"
+    assert "$0.03 per month" in error["message"]
+    assert 1 <= int(response.headers["retry-after"]) <= max_retry_after
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "start", "end"),
+    [
+        ("day", "2026-03-11 15:00", "2026-03-11 00:00", "2026-03-12 00:00"),
+        ("week", "2026-03-11 15:00", "2026-03-09 00:00", "2026-03-16 00:00"),  # from Monday
+        ("week", "2026-03-15 23:59", "2026-03-09 00:00", "2026-03-16 00:00"),
+        ("month", "2026-03-11 15:00", "2026-03-01 00:00", "2026-04-01 00:00"),
+        ("month", "2026-12-31 23:59", "2026-12-01 00:00", "2027-01-01 00:00"),
+        ("month", "2028-02-29 12:00", "2028-02-01 00:00", "2028-03-01 00:00"),
+    ],
+)
+def test_periods_are_calendar_periods_in_the_time_zone(settings, period, now, start, end):
+    settings.TIME_ZONE = "America/New_York"
+    settings.CHAT_BUDGET_PERIOD = period
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    local = datetime.fromisoformat(now).replace(tzinfo=zone)
+    with timezone.override(zone):
+        found = budget_period(local)
+    assert found.start == datetime.fromisoformat(start).replace(tzinfo=zone)
+    assert found.end == datetime.fromisoformat(end).replace(tzinfo=zone)
+    assert found.name == period
+
+
+def test_a_persons_own_budget_overrides_the_default(settings):
+    settings.CHAT_BUDGET_USD = Decimal("5")
+    assert limit_of(None) == Decimal("5")
+    assert limit_of(Budget(limit_usd=None, unlimited=False)) == Decimal("5")
+    assert limit_of(Budget(limit_usd=Decimal("20"))) == Decimal("20")
+    assert limit_of(Budget(limit_usd=Decimal("0"))) == Decimal("0")
+    assert limit_of(Budget(unlimited=True)) is None
+    settings.CHAT_BUDGET_USD = None
+    assert limit_of(None) is None
+    assert limit_of(Budget(limit_usd=Decimal("1"))) == Decimal("1")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_over_budget_a_new_turn_is_refused_before_anything_is_stored(budgeted):
+    ada = await AsgiClient.logged_in("ada")
+    for _ in range(2):  # 0.02, then 0.04: over 0.03 only once the second turn is recorded
+        assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
+    before = await rows()
+    refused = await ada.post("/api/chat", {"message": "one more"})
+    period = budget_period()
+    assert_budget_refusal(refused, max_retry_after=period.seconds_left() + 1)
+    assert await rows() == before and budgeted.calls == 2
+    # The deferred path (the page's) is refused the same way, before any row.
+    deferred = await ada.post("/api/chat?stream=defer", {"message": "later"})
+    assert deferred.status == 429 and await rows() == before
+    # Someone else's budget is their own.
+    bob = await AsgiClient.logged_in("bob")
+    assert (await bob.post("/api/chat", {"message": "hi"})).status == 200
+    account = (await ada.get("/api/account")).json()["budget"]
+    assert account == {
+        **account,
+        "limit": "0.03",
+        "spent": f"{2 * TURN_COST:f}",
+        "exceeded": True,
+        "period": "month",
+    }
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_new_period_opens_the_budget_again(budgeted):
+    with time_machine.travel(datetime(2026, 3, 31, 23, 58, tzinfo=UTC), tick=True):
+        ada = await AsgiClient.logged_in("ada")
+        for _ in range(2):
+            assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
+        refused = await ada.post("/api/chat", {"message": "again"})
+        assert_budget_refusal(refused, max_retry_after=125)
+    with time_machine.travel(datetime(2026, 4, 1, 0, 0, 5, tzinfo=UTC), tick=True):
+        assert (await ada.post("/api/chat", {"message": "april"})).status == 200
+        budget = (await ada.get("/api/account")).json()["budget"]
+        assert budget["spent"] == f"{TURN_COST:f}" and not budget["exceeded"]
+        assert budget["resets_at"].startswith("2026-05-01T00:00:00")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_own_limits_and_no_limit_take_effect_once_the_admin_saves_them(budgeted):
+    ada = await AsgiClient.logged_in("ada")
+    user = await get_user_model().objects.aget(username="ada")
+    for _ in range(2):
+        assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
+    assert (await ada.post("/api/chat", {"message": "refused"})).status == 429
+
+    budget = await Budget.objects.acreate(user=user, limit_usd=Decimal("0.10"))
+    budgets.budget_forget(user.pk)  # what the admin's save does (tests/test_admin.py)
+    assert (await ada.post("/api/chat", {"message": "own limit"})).status == 200
+
+    budget.limit_usd, budget.unlimited = None, True
+    await budget.asave()
+    budgets.budget_forget(user.pk)
+    for _ in range(3):
+        assert (await ada.post("/api/chat", {"message": "no limit"})).status == 200
+    assert (await ada.get("/api/account")).json()["budget"]["limit"] is None
+
+    budget.unlimited, budget.limit_usd = False, Decimal("0")
+    await budget.asave()
+    budgets.budget_forget(user.pk)
+    assert (await ada.post("/api/chat", {"message": "zero"})).status == 429
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_cancelled_and_failed_turns_with_a_cost_count(settings, transactional_db):
+    settings.CHAT_BUDGET_USD = Decimal("1")
+    user = await get_user_model().objects.acreate(username="ada")
+    other = await get_user_model().objects.acreate(username="bob")
+    mine = await Conversation.objects.acreate(owner=user, model="m")
+    theirs = await Conversation.objects.acreate(owner=other, model="m")
+    now = timezone.now()
+    for conversation, status, cost, finished in [
+        (mine, Message.Status.COMPLETED, "0.25", now),
+        (mine, Message.Status.CANCELLED, "0.50", now),
+        (mine, Message.Status.FAILED, "0.125", now),
+        (mine, Message.Status.FAILED, None, now),  # failed before any usage
+        (mine, Message.Status.STREAMING, None, None),  # not finished: no cost yet
+        (mine, Message.Status.COMPLETED, "9", budget_period().start - timedelta(seconds=1)),
+        (theirs, Message.Status.COMPLETED, "7", now),
+    ]:
+        await Message.objects.acreate(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=status,
+            cost=None if cost is None else Decimal(cost),
+            finished_at=finished,
+        )
+    status = await budgets.budget_status(user_id=user.pk)
+    assert status.spent == Decimal("0.875") and status.limit == Decimal("1")
+    assert not status.exceeded
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_redis_counts_spend_on_one_counter_per_person(budgeted, shared_cache):
+    if shared_cache != "redis":
+        pytest.skip("the counter exists only in a shared cache")
+    from django.core.cache import cache
+
+    ada = await AsgiClient.logged_in("ada")
+    user = await get_user_model().objects.aget(username="ada")
+    await ada.get("/api/account")  # seeds the counter from the database: 0
+    key = f"chat:budget:spend:{user.pk}:month:{budget_period().start.date().isoformat()}"
+    assert cache.get(key) == 0
+    assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
+    assert cache.get(key) == int(TURN_COST * 10**8)  # counted at the turn's end
