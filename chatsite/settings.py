@@ -115,7 +115,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "chatsite",
+            # Deployments sharing one Redis keep apart by prefix (tests use their own).
+            "KEY_PREFIX": env.str("CHAT_CACHE_PREFIX", default="chatsite"),
         }
     }
 else:

@@ -122,3 +122,24 @@ def shared_cache(request, settings):
         keys = list(client.scan_iter(match=f"{prefix}:*"))
         if keys:
             client.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def fake_upstream():
+    """The benchmark's fake OpenAI-compatible server, in its own process; it counts the
+    model calls it answers (`GET /_stats`)."""
+    import subprocess
+    import sys
+
+    from tests.servers import HOST, free_port, start
+
+    port = free_port()
+    proc = start(
+        [sys.executable, "-m", "bench.fake_upstream", "--port", str(port)], dict(os.environ), port
+    )
+    yield f"http://{HOST}:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

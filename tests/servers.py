@@ -7,6 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -37,3 +41,14 @@ def start(
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=stdout, stderr=output)
     wait_listening(port, proc)
     return proc
+
+
+def database_url() -> str:
+    """The test database, for a child process (committed data: transaction=True)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":  # also chatsite.sqlite, the queued-writers backend
+        return f"sqlite:///{db['NAME']}"
+    if db["ENGINE"] == "django.db.backends.postgresql":
+        auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
+        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+    pytest.skip(f"no URL for {db['ENGINE']}")

@@ -4,10 +4,14 @@ cache (the database decides) and on Redis (a shared counter)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import uuid
 import zoneinfo
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import httpx2
 import pytest
 import time_machine
 from django.contrib.auth import get_user_model
@@ -16,7 +20,9 @@ from django.utils import timezone
 from chat import budgets
 from chat.budgets import budget_period, limit_of
 from chat.models import Budget, Conversation, Message, ModelPrice
+from tests import servers
 from tests.asgi import AsgiClient
+from tests.conftest import REDIS_URL, redis_reachable
 from tests.upstream import Reply, chat_script
 
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
@@ -203,3 +209,81 @@ async def test_redis_counts_spend_on_one_counter_per_person(budgeted, shared_cac
     assert cache.get(key) == 0
     assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
     assert cache.get(key) == int(TURN_COST * 10**8)  # counted at the turn's end
+
+
+@pytest.fixture(params=["database", "redis"])
+def budget_workers(request, django_db_setup, django_db_blocker, fake_upstream):
+    """Two server processes on one database, as `uvicorn --workers 2` runs: sharing only
+    the database, or the database and Redis (a fresh key prefix, so no counter of an
+    earlier run is seen)."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": servers.database_url(),
+        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
+        "OPENAI_API_KEY": "x",
+        "CHAT_PROVIDER": "openai",
+        "CHAT_API": "chat",
+        "CHAT_MODEL": "fake-model",
+        "CHAT_MAX_RETRIES": "0",
+        "CHAT_ALLOW_ANONYMOUS": "false",
+        "CHAT_BUDGET_USD": "0.05",
+        "CHAT_RATE_LIMIT": "",
+    }
+    env.pop("REDIS_URL", None)
+    if request.param == "redis":
+        if not redis_reachable():
+            if os.environ.get("CI"):
+                pytest.fail(f"Redis at {REDIS_URL} is not reachable (CI must test it).")
+            pytest.skip(f"Redis at {REDIS_URL} is not reachable.")
+        env["REDIS_URL"] = REDIS_URL
+        env["CHAT_CACHE_PREFIX"] = f"test-budgets-{uuid.uuid4().hex}"
+    ports = [servers.free_port(), servers.free_port()]
+    command = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application", "--host"]
+    procs = [
+        servers.start([*command, servers.HOST, "--port", str(port)], env, port) for port in ports
+    ]
+    yield request.param, [f"http://{servers.HOST}:{port}" for port in ports]
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_budget_holds_across_two_workers(budget_workers, fake_upstream):
+    mode, (first, second) = budget_workers
+    # 12 input tokens and 8 output at $1000/M: two cents a turn, on a budget of five.
+    await ModelPrice.objects.acreate(
+        model="fake-model",
+        input_per_million=Decimal("1000"),
+        output_per_million=Decimal("1000"),
+        valid_from=timezone.now() - timedelta(minutes=1),
+    )
+    async with httpx2.AsyncClient(timeout=30) as http:
+        await http.post(f"{fake_upstream}/_config", json={"ttft_ms": 1, "delay_ms": 1, "tokens": 8})
+        await http.post(f"{fake_upstream}/_reset")
+        ada = await AsgiClient.logged_in("ada")
+        headers = {"Cookie": f"sessionid={ada.cookies['sessionid']}"}
+
+        async def chat(worker: str) -> httpx2.Response:
+            return await http.post(f"{worker}/api/chat", json={"message": "hi"}, headers=headers)
+
+        # The second worker reads the budget first (seeding its view of the spend), then
+        # every turn is made on the first: the second must still see them all.
+        before = (await http.get(f"{second}/api/account", headers=headers)).json()["budget"]
+        assert before["spent"] == "0" and before["limit"] == "0.05"
+        for _ in range(3):  # 0.02, 0.04, 0.06
+            assert (await chat(first)).status_code == 200
+        refused = await chat(second)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["type"] == "budget_exceeded"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert (await chat(first)).status_code == 429
+        calls = (await http.get(f"{fake_upstream}/_stats")).json()["calls"]
+    assert calls == 3
+    spent = await budgets.budget_status(user_id=(await ada_user()).pk)
+    assert spent.spent == Decimal("0.06"), mode
+
+
+async def ada_user():
+    return await get_user_model().objects.aget(username="ada")

@@ -12,19 +12,18 @@ import sys
 import uuid
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
 from django.utils import timezone
 
 from chat.demo import demo_reply
 from chat.management.commands.chat import CLI_OWNER_KEY, Command, TurnOptions
 from chat.models import Conversation, Message, ModelPrice
 from chat.services import Owner
+from tests.servers import database_url
 from tests.upstream import Reply, chat_script
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -334,17 +333,6 @@ async def test_ctrl_c_while_the_rows_are_written_records_the_turn_as_cancelled(u
     row = await Message.objects.aget(role="assistant")
     assert row.status == "cancelled" and row.content == "" and row.finished_at is not None
     assert upstream.calls == 0
-
-
-def database_url() -> str:
-    """The test database, for a child process (committed data: transaction=True)."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":  # also chatsite.sqlite, the queued-writers backend
-        return f"sqlite:///{db['NAME']}"
-    if db["ENGINE"] == "django.db.backends.postgresql":
-        auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
-        return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
-    pytest.skip(f"no URL for {db['ENGINE']}")
 
 
 def test_ctrl_c_in_a_real_process_records_cancelled_and_exits_130():

@@ -21,32 +21,13 @@ from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
 from chat.services import Owner
 from tests.asgi import parse_sse
-from tests.servers import HOST, free_port, start
+from tests.servers import HOST, database_url, free_port, start
 
 WORKER_APP_NAME = "chat-scale-test-worker"
 MODEL = "fake-model"
 POOL_SIZE = 2  # per worker, on PostgreSQL: fewer than the streams opened at once
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def database_url() -> str:
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture(scope="module")
-def fake_upstream() -> Iterator[str]:
-    port = free_port()
-    proc = start(
-        [sys.executable, "-m", "bench.fake_upstream", "--port", str(port)], dict(os.environ), port
-    )
-    yield f"http://{HOST}:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
