@@ -36,7 +36,7 @@ admin.site.unregister(User)
 @admin.register(User)
 class PersonAdmin(UserAdmin):
     inlines = [*UserAdmin.inlines, BudgetInline]
-    list_display = [*UserAdmin.list_display, "budget", "spent_this_period", "last_login"]
+    list_display = ["username", "email", "is_staff", "budget", "spent_this_period", "last_login"]
     list_select_related = ["chat_budget"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
