@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import IO
@@ -41,6 +42,17 @@ def start(
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=stdout, stderr=output)
     wait_listening(port, proc)
     return proc
+
+
+def start_worker(
+    env: dict[str, str],
+    port: int,
+    *args: str,
+    output: IO[bytes] | int | None = None,
+) -> subprocess.Popen[bytes]:
+    """A real uvicorn worker of this project on `port`, as production runs it."""
+    command = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
+    return start([*command, "--host", HOST, "--port", str(port), *args], env, port, output=output)
 
 
 def database_url() -> str:

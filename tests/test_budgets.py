@@ -5,7 +5,6 @@ cache (the database decides) and on Redis (a shared counter)."""
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 import zoneinfo
 from datetime import datetime, timedelta
@@ -238,10 +237,7 @@ def budget_workers(request, django_db_setup, django_db_blocker, fake_upstream):
         env["REDIS_URL"] = REDIS_URL
         env["CHAT_CACHE_PREFIX"] = f"test-budgets-{uuid.uuid4().hex}"
     ports = [servers.free_port(), servers.free_port()]
-    command = [sys.executable, "-m", "uvicorn", "chatsite.asgi:application", "--host"]
-    procs = [
-        servers.start([*command, servers.HOST, "--port", str(port)], env, port) for port in ports
-    ]
+    procs = [servers.start_worker(env, port) for port in ports]
     yield request.param, [f"http://{servers.HOST}:{port}" for port in ports]
     for proc in procs:
         proc.terminate()

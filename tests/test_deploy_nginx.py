@@ -33,7 +33,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.servers import HOST, ROOT, free_port, start, wait_listening
+from tests.servers import HOST, ROOT, free_port, start, start_worker, wait_listening
 
 pytestmark = pytest.mark.nginx
 
@@ -206,14 +206,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         with open(worker_log, "wb") as log:
             # The command line of deploy/systemd/chat.service.
             procs.append(
-                start(
-                    [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
-                    + ["--host", HOST, "--port", str(worker_port), "--workers", "2"]
-                    + ["--no-proxy-headers", "--no-access-log"]
-                    + ["--timeout-graceful-shutdown", "5"]
-                    + ["--log-config", str(ROOT / "deploy" / "uvicorn-log.json")],
+                start_worker(
                     env,
                     worker_port,
+                    *["--workers", "2", "--no-proxy-headers", "--no-access-log"],
+                    *["--timeout-graceful-shutdown", "5"],
+                    *["--log-config", str(ROOT / "deploy" / "uvicorn-log.json")],
                     output=log,
                 )
             )

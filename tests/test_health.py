@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
 
 from tests.asgi import asgi_request
-from tests.servers import HOST, free_port, start
+from tests.servers import HOST, free_port, start_worker
 
 
 @pytest.mark.asyncio
@@ -54,13 +53,7 @@ def test_a_worker_whose_database_and_cache_are_down_is_alive_but_not_ready(tmp_p
         "REDIS_URL": f"redis://{HOST}:{closed_port}/0",
     }
     with open(tmp_path / "worker.log", "wb") as log:
-        proc = start(
-            [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
-            + ["--host", HOST, "--port", str(port)],
-            env,
-            port,
-            output=log,
-        )
+        proc = start_worker(env, port, output=log)
     try:
         assert get(f"http://{HOST}:{port}/healthz") == (200, {"status": "ok"})
         status, body = get(f"http://{HOST}:{port}/readyz")

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat.models import Message
 from tests.asgi import AsgiClient, asgi_request
-from tests.servers import HOST, ROOT, free_port, start
+from tests.servers import HOST, ROOT, free_port, start_worker
 from tests.upstream import Reply, chat_script
 
 MODEL = "gpt-4.1-mini"
@@ -236,13 +236,7 @@ def test_a_metrics_failure_does_not_fail_the_turn(tmp_path):
     port = free_port()
     log = tmp_path / "worker.log"
     with open(log, "wb") as output:
-        proc = start(
-            [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
-            + ["--host", HOST, "--port", str(port)],
-            env,
-            port,
-            output=output,
-        )
+        proc = start_worker(env, port, output=output)
     try:
         shutil.rmtree(metrics_dir)
         request = urllib.request.Request(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
 from chat.services import Owner
 from tests.asgi import parse_sse
-from tests.servers import HOST, database_url, free_port, start
+from tests.servers import HOST, database_url, free_port, start_worker
 
 WORKER_APP_NAME = "chat-scale-test-worker"
 MODEL = "fake-model"
@@ -49,15 +48,7 @@ def workers(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[list[
         "DATABASE_POOL_SIZE": str(POOL_SIZE),
     }
     ports = [free_port(), free_port()]
-    procs = [
-        start(
-            [sys.executable, "-m", "uvicorn", "chatsite.asgi:application"]
-            + ["--host", HOST, "--port", str(port), "--log-level", "warning"],
-            env,
-            port,
-        )
-        for port in ports
-    ]
+    procs = [start_worker(env, port, "--log-level", "warning") for port in ports]
     yield [f"http://{HOST}:{port}" for port in ports]
     for proc in procs:
         proc.terminate()
