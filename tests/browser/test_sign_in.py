@@ -4,6 +4,7 @@ a real OpenID Connect provider, and bringing their anonymous conversations along
 from __future__ import annotations
 
 import re
+import sqlite3
 import uuid
 
 import pytest
@@ -141,3 +142,34 @@ def test_anonymous_conversations_are_kept_when_signing_in(
         conversation.replace("-", ""),
     )
     assert [row["username"] for row in owner] == ["gina"]
+
+
+def test_a_reached_budget_is_said_plainly_and_nothing_is_sent(
+    sign_in_page: Page, sign_in_server: tuple[LiveServer, Identity]
+) -> None:
+    server, _ = sign_in_server
+    page = sign_in_page
+    server.create_user("hugo", PASSWORD)
+    # An admin gave Hugo a budget of nothing (the chat_budget row the admin's inline writes).
+    with sqlite3.connect(server.database) as connection:
+        connection.execute(
+            "INSERT INTO chat_budget (user_id, limit_usd, unlimited, updated_at) "
+            "SELECT id, 0, 0, CURRENT_TIMESTAMP FROM auth_user WHERE username = 'hugo'"
+        )
+    page.goto("/")
+    sign_in_with_password(page, "hugo")
+    expect(page.locator("#budget")).to_contain_text("Budget reached: $0.00 of $0.00 this month")
+    expect(page.locator("#budget")).to_have_class(re.compile("budget-exceeded"))
+
+    send(page, "anything?")
+    failure = page.locator(".message-assistant").last
+    expect(failure).to_contain_text("Budget reached")
+    expect(failure).to_contain_text("is used up")
+    expect(failure.get_by_role("button", name="Retry")).to_have_count(0)
+    assert (
+        server.rows(
+            "SELECT m.id FROM chat_message m JOIN chat_conversation c ON c.id = m.conversation_id "
+            "JOIN auth_user u ON u.id = c.owner_id WHERE u.username = 'hugo'"
+        )
+        == []
+    )
