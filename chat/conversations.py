@@ -1,10 +1,34 @@
-"""Conversation-level services: what happens to a person's conversations as a whole."""
+"""Conversation-level services and reads: a person's list (paged, searched), renaming,
+deleting, exporting, and what happens to an anonymous visitor's conversations at sign-in.
+
+Deleting is soft: the conversation is gone for its owner (`Owner.conversations()` leaves
+it out), while its turns, usage and cost stay in the admin, in every report and in every
+budget. `conversations_purge` removes the text of long-deleted ones for good.
+"""
 
 from __future__ import annotations
 
-from django.utils import timezone
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from chat.models import Conversation
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+from django.utils.text import slugify
+
+from chat.errors import ChatError, not_found
+from chat.models import Conversation, Message
+from chat.search import message_matches, query_words, snippet, title_matches
+from chat.services import Owner, conversation_detail, message_usage
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+MAX_TITLE_CHARS = 200
 
 
 def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
@@ -15,3 +39,203 @@ def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
     return Conversation.objects.filter(owner__isnull=True, anonymous_key=anonymous_key).update(
         owner_id=user_id, anonymous_key="", updated_at=timezone.now()
     )
+
+
+def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+# --- The list: newest first, in pages, optionally searched -----------------------------
+
+
+def _cursor(conversation: Conversation) -> str:
+    raw = f"{conversation.updated_at.isoformat()}|{conversation.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _after_cursor(cursor: str) -> Q:
+    """Conversations listed after the one `cursor` names (older, or as old with a smaller id)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        when, _, pk = raw.partition("|")
+        updated_at, conversation_id = datetime.fromisoformat(when), uuid.UUID(pk)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ChatError(400, "invalid_cursor", "`before` is not a cursor this API gave.") from None
+    return Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=conversation_id)
+
+
+def page_size(value: str | None) -> int:
+    if value is None or value == "":
+        return PAGE_SIZE
+    if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
+        raise ChatError(400, "invalid_limit", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
+    return int(value)
+
+
+async def conversation_page(
+    *, owner: Owner, q: str = "", before: str | None = None, limit: int = PAGE_SIZE
+) -> dict[str, Any]:
+    """A page of the owner's conversations, newest first: all, or those whose title or
+    messages contain every word of `q` (each with a snippet of where it matched). `next`
+    is the cursor for the following page (`?before=`), or None at the end."""
+    conversations: QuerySet[Conversation] = owner.conversations()
+    words = query_words(q)
+    if q.strip() and not words:
+        return {"conversations": [], "next": None}
+    if words:
+        matching = Message.objects.filter(conversation__in=owner.conversations()).filter(
+            message_matches(words)
+        )
+        conversations = conversations.filter(
+            title_matches(words) | Q(pk__in=matching.values("conversation_id"))
+        )
+    if before:
+        conversations = conversations.filter(_after_cursor(before))
+    rows = [c async for c in conversations.order_by("-updated_at", "-pk")[: limit + 1]]
+    shown = rows[:limit]
+    items = [conversation_summary(c) for c in shown]
+    if words and shown:
+        snippets = await _snippets([c.pk for c in shown], words)
+        for item, conversation in zip(items, shown, strict=True):
+            text = snippets.get(conversation.pk)
+            item["snippet"] = snippet(text, words) if text else None
+    return {
+        "conversations": items,
+        "next": _cursor(shown[-1]) if len(rows) > limit else None,
+    }
+
+
+async def _snippets(ids: list[uuid.UUID], words: list[str]) -> dict[uuid.UUID, str]:
+    """The newest matching message's text for each conversation: one query."""
+    found: dict[uuid.UUID, str] = {}
+    rows = (
+        Message.objects.filter(conversation_id__in=ids)
+        .filter(message_matches(words))
+        .order_by("-pk")
+        .values_list("conversation_id", "content")
+    )
+    async for conversation_id, content in rows:
+        found.setdefault(conversation_id, content)
+    return found
+
+
+# --- Changes ---------------------------------------------------------------------------
+
+
+async def conversation_rename(
+    *, owner: Owner, conversation_id: uuid.UUID, title: str
+) -> dict[str, Any]:
+    title = " ".join(title.split())
+    if not 1 <= len(title) <= MAX_TITLE_CHARS:
+        raise ChatError(400, "invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
+    # An update, not save(): renaming is not activity, so the list order stays.
+    mine = owner.conversations().filter(pk=conversation_id)
+    if not await mine.aupdate(title=title):
+        raise not_found("conversation")
+    return conversation_summary(await mine.aget())
+
+
+async def conversation_delete(*, owner: Owner, conversation_id: uuid.UUID) -> None:
+    """Hide the conversation from its owner; its usage and cost stay in every report."""
+    deleted = (
+        await owner.conversations().filter(pk=conversation_id).aupdate(deleted_at=timezone.now())
+    )
+    if not deleted:
+        raise not_found("conversation")
+
+
+def conversations_purge(*, deleted_before: datetime) -> int:
+    """Remove for good the text of conversations deleted before `deleted_before`: titles,
+    system prompts, messages and error messages. Their usage numbers stay. Returns how many
+    conversations were purged (again purging one changes nothing)."""
+    conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
+    Message.objects.filter(conversation__in=conversations).exclude(
+        content="", error_message=""
+    ).update(content="", error_message="")
+    return conversations.exclude(title="", system_prompt="").update(title="", system_prompt="")
+
+
+# --- Export ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    filename: str
+    content_type: str
+    body: str
+
+
+EXPORT_FORMATS = ("md", "json")
+
+
+async def conversation_export(*, owner: Owner, conversation_id: uuid.UUID, format: str) -> Export:
+    """The conversation to download: Markdown for people, JSON (every message with its
+    model, status, usage and cost) for programs."""
+    if format not in EXPORT_FORMATS:
+        raise ChatError(400, "invalid_format", "`format` is md or json.")
+    detail = await conversation_detail(owner=owner, conversation_id=conversation_id)
+    stem = slugify(detail["title"])[:60] or "conversation"
+    name = f"{stem}-{detail['id'][:8]}"
+    if format == "json":
+        return Export(f"{name}.json", "application/json", json.dumps(detail, indent=2) + "\n")
+    return Export(f"{name}.md", "text/markdown; charset=utf-8", conversation_markdown(detail))
+
+
+def conversation_markdown(detail: dict[str, Any]) -> str:
+    lines = [f"# {detail['title'] or 'Conversation'}", ""]
+    lines += [f"*{detail['created_at'][:10]} · {detail['model']}*", ""]
+    if detail["system"]:
+        lines += ["**System**", "", detail["system"], ""]
+    for message in detail["messages"]:
+        if message["role"] == "user":
+            lines += ["## You", ""]
+        else:
+            lines += [f"## Assistant ({message['model']}, {message['status']})", ""]
+        lines += [message["content"] or "*(no text)*", ""]
+    return "\n".join(lines)
+
+
+def export_record(conversation: Conversation, messages: list[Message]) -> dict[str, Any]:
+    """One conversation as a JSON Lines record for `manage.py chat_export`."""
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "system": conversation.system_prompt,
+        "owner": conversation.owner.get_username() if conversation.owner else None,
+        "created_at": conversation.created_at.isoformat(),
+        "deleted": conversation.deleted_at is not None,
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "status": m.status,
+                "model": m.model,
+                "usage": message_usage(m),
+                "cost": None if m.cost is None else f"{m.cost:f}",
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in messages
+        ],
+    }
+
+
+def conversations_export(
+    *, since: datetime, until: datetime, include_deleted: bool = False
+) -> Iterator[str]:
+    """Conversations created in [since, until) as JSON Lines, oldest first, read in chunks
+    so a large export never holds everything in memory."""
+    conversations = Conversation.objects.filter(
+        created_at__gte=since, created_at__lt=until
+    ).select_related("owner")
+    if not include_deleted:
+        conversations = conversations.filter(deleted_at__isnull=True)
+    for conversation in conversations.order_by("created_at", "pk").iterator(chunk_size=200):
+        messages = list(conversation.messages.order_by("pk"))
+        yield json.dumps(export_record(conversation, messages), ensure_ascii=False)

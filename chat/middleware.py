@@ -35,6 +35,16 @@ def _is_api(request: HttpRequest) -> bool:
     return request.path.startswith(API_PREFIX)
 
 
+def _bodiless_delete(request: HttpRequest) -> bool:
+    """A DELETE with nothing in it has no content type to require (and no HTML form can
+    send a DELETE)."""
+    return (
+        request.method == "DELETE"
+        and request.META.get("CONTENT_LENGTH") in (None, "", "0")
+        and "Transfer-Encoding" not in request.headers
+    )
+
+
 class AsyncMiddleware:
     """Async-only middleware: under ASGI, Django calls it without a thread hop."""
 
@@ -115,7 +125,7 @@ class CrossOriginProtectionMiddleware(AsyncMiddleware):
             return error_response(
                 403, "cross_origin", "Cross-origin requests to the API are not allowed."
             )
-        if request.method in UNSAFE_METHODS:
+        if request.method in UNSAFE_METHODS and not _bodiless_delete(request):
             content_type = request.content_type or ""
             if content_type != "application/json":
                 return error_response(

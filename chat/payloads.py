@@ -51,15 +51,7 @@ def parse_chat_request(
     body: bytes, *, max_message_chars: int, max_system_chars: int
 ) -> ChatRequest:
     """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?}`."""
-    try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
-        raise bad_request("The body is not valid JSON.", "invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request("The body must be a JSON object.")
-    unknown = set(data) - {"message", "conversation", "model", "system"}
-    if unknown:
-        raise bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    data = json_object(body, fields={"message", "conversation", "model", "system"})
 
     message = data.get("message")
     if not isinstance(message, str):
@@ -95,6 +87,29 @@ def parse_chat_request(
             )
         _check_storable(system, "system")
     return ChatRequest(message=message, conversation=conversation, model=model, system=system)
+
+
+def json_object(body: bytes, *, fields: set[str]) -> dict[str, Any]:
+    """The body as a JSON object with no fields but `fields`."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[…
+        raise bad_request("The body is not valid JSON.", "invalid_json") from None
+    if not isinstance(data, dict):
+        raise bad_request("The body must be a JSON object.")
+    unknown = set(data) - fields
+    if unknown:
+        raise bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
+    return data
+
+
+def parse_rename_request(body: bytes) -> str:
+    """`{"title": str}` (its length is the service's rule)."""
+    title = json_object(body, fields={"title"}).get("title")
+    if not isinstance(title, str):
+        raise bad_request("'title' is required and must be a string.")
+    _check_storable(title, "title")
+    return title
 
 
 def _check_storable(text: str, name: str) -> None:

@@ -63,22 +63,29 @@ class Owner:
             raise ValueError("An owner is either a user or an anonymous key, never both.")
 
     def conversations(self) -> Any:
+        """The owner's conversations; one they deleted is gone for them (not for reports)."""
         if self.user_id is not None:
-            return Conversation.objects.filter(owner_id=self.user_id)
-        return Conversation.objects.filter(owner__isnull=True, anonymous_key=self.anonymous_key)
+            mine = Conversation.objects.filter(owner_id=self.user_id)
+        else:
+            mine = Conversation.objects.filter(owner__isnull=True, anonymous_key=self.anonymous_key)
+        return mine.filter(deleted_at__isnull=True)
 
     def owns(self, conversation: Conversation) -> bool:
         """What `conversations()` selects, for one row already loaded."""
+        if conversation.deleted_at is not None:
+            return False
         if self.user_id is not None:
             return conversation.owner_id == self.user_id
         return conversation.owner_id is None and conversation.anonymous_key == self.anonymous_key
 
     def messages(self) -> Any:
         if self.user_id is not None:
-            return Message.objects.filter(conversation__owner_id=self.user_id)
-        return Message.objects.filter(
-            conversation__owner__isnull=True, conversation__anonymous_key=self.anonymous_key
-        )
+            mine = Message.objects.filter(conversation__owner_id=self.user_id)
+        else:
+            mine = Message.objects.filter(
+                conversation__owner__isnull=True, conversation__anonymous_key=self.anonymous_key
+            )
+        return mine.filter(conversation__deleted_at__isnull=True)
 
 
 @dataclass(slots=True)

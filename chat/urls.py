@@ -14,6 +14,11 @@ urlpatterns = [
         views.conversation_detail,
         name="conversation-detail",
     ),
+    path(
+        "api/conversations/<uuid:conversation_id>/export",
+        views.conversation_export,
+        name="conversation-export",
+    ),
     path("api/messages/<int:message_id>/stream", views.message_stream, name="message-stream"),
     path("api/messages/<int:message_id>/cancel", views.message_cancel, name="message-cancel"),
     path("api/<path:rest>", views.api_not_found),

@@ -13,12 +13,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import limits, metrics, provider, services
+from chat import conversations, limits, metrics, provider, services
 from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
-from chat.payloads import parse_chat_request, request_body
+from chat.payloads import parse_chat_request, parse_rename_request, request_body
 from chat.services import Turn
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 
@@ -141,14 +141,40 @@ async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
 @api_view("GET")
 async def conversation_list(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
-    return JsonResponse({"conversations": await services.conversation_list(owner=owner)})
+    page = await conversations.conversation_page(
+        owner=owner,
+        q=request.GET.get("q", ""),
+        before=request.GET.get("before") or None,
+        limit=conversations.page_size(request.GET.get("limit")),
+    )
+    return JsonResponse(page)
+
+
+@api_view("GET", "PATCH", "DELETE")
+async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    owner = await request_owner(request)
+    if request.method == "PATCH":
+        title = parse_rename_request(request_body(request))
+        renamed = await conversations.conversation_rename(
+            owner=owner, conversation_id=conversation_id, title=title
+        )
+        return JsonResponse(renamed)
+    if request.method == "DELETE":
+        await conversations.conversation_delete(owner=owner, conversation_id=conversation_id)
+        return HttpResponse(status=204)
+    detail = await services.conversation_detail(owner=owner, conversation_id=conversation_id)
+    return JsonResponse(detail)
 
 
 @api_view("GET")
-async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+async def conversation_export(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     owner = await request_owner(request)
-    detail = await services.conversation_detail(owner=owner, conversation_id=conversation_id)
-    return JsonResponse(detail)
+    export = await conversations.conversation_export(
+        owner=owner, conversation_id=conversation_id, format=request.GET.get("format", "md")
+    )
+    response = HttpResponse(export.body, content_type=export.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
+    return response
 
 
 async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
