@@ -40,6 +40,13 @@ run: migrate
 
 test: install
 	$(BIN)/python -m pytest
+	@if command -v node >/dev/null; then \
+		echo "== the page's JavaScript: node --test tests/js/"; node --test tests/js/; \
+	elif [ "$$CI" = "true" ]; then \
+		echo "Node.js is missing; CI must run the page's JavaScript tests." >&2; exit 1; \
+	else \
+		echo "== no Node.js: skipped the page's JavaScript tests (tests/js/)"; \
+	fi
 	@if $(call listening,5432) && $(call listening,6379); then \
 		echo "== second pass: PostgreSQL ($(PG_TEST_URL)) and Redis ($(REDIS_TEST_URL))"; \
 		DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/python -m pytest -m "not browser"; \
