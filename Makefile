@@ -57,9 +57,11 @@ test: install
 		echo "== no PostgreSQL/Redis on 127.0.0.1: skipped their pass"; \
 	fi
 
-# Load benchmark against a local fake upstream (about 3 minutes; see README "Performance").
+# Load benchmark against a local fake upstream, then conversation search at 10,000
+# conversations (about 6 minutes in all; see README "Performance").
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.search
 
 # Several workers, DEBUG off (needs SECRET_KEY; see README "Deployment"). Static files are
 # collected and served by WhiteNoise unless the reverse proxy serves /static/ itself.

@@ -89,9 +89,9 @@ async def conversation_page(
     if q.strip() and not words:
         return {"conversations": [], "next": None}
     if words:
-        matching = Message.objects.filter(conversation__in=owner.conversations()).filter(
-            message_matches(words)
-        )
+        # Matched through the text index alone; the owner is the outer query's filter (a
+        # join here would make the planner walk the owner's messages one by one).
+        matching = Message.objects.filter(message_matches(words))
         conversations = conversations.filter(
             title_matches(words) | Q(pk__in=matching.values("conversation_id"))
         )
