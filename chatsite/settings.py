@@ -42,11 +42,13 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",  # first: every response carries X-Request-ID
+    # Second: whatever answers below it (a middleware, Django's own 404/500), /api/ errors
+    # leave as JSON.
+    "chat.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
     "chatsite.staticfiles.AsyncWhiteNoiseMiddleware",
-    "chat.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # chatsite.middleware: Django's own, run without a thread hop under ASGI.
     "chatsite.middleware.CommonMiddleware",
