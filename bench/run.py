@@ -87,6 +87,35 @@ STARTS = Scenario(
 )
 
 
+# Admin under load: 20 chats streaming while staff load the usage dashboard and the message
+# list over ADMIN_MESSAGES stored messages, again and again. Ours only (the floor has no
+# admin); the same chats are first driven with no admin traffic, for the baseline.
+ADMIN_CHATS = Scenario(
+    "admin20",
+    "20 chats streaming, with and without the dashboard and message list loading",
+    300,
+    20,
+    100,
+    10.0,
+    time_limit_s=90.0,
+)
+ADMIN_MESSAGES = 200_000
+ADMIN_PAGES = ("/admin/chat/message/usage/?period=30d", "/admin/chat/message/")
+ADMIN_LOADERS = 2  # staff members reloading at once
+ADMIN_TTFT_P99_BUDGET_MS = 50.0
+
+
+@dataclass
+class AdminLoad:
+    chats_p99_ms: float | None  # chat TTFT p99 without admin traffic
+    chats_with_admin_p99_ms: float | None
+    chats_errors: int
+    page_loads: int
+    page_errors: int
+    page_mean_ms: float | None
+    messages: int = ADMIN_MESSAGES
+
+
 @dataclass
 class StartCost:
     target: str
@@ -472,6 +501,151 @@ def check_recorded(db_path: Path, outcomes: list[Outcome], scenario: Scenario) -
     return f"FAIL: {len(good)}/{scenario.requests} finished with usage"
 
 
+def seed_messages(db_path: Path, count: int) -> None:
+    """`count` finished messages (half replies) in conversations of 10, over 30 days."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    models = ["gpt-4.1-mini", "gpt-4.1", "gpt-5-mini", "llama3.2"]
+    conversations, messages = [], []
+    no_usage = (None, None, None, None, None, 0, None, None, None)
+    for c in range(count // 10):
+        cid = uuid.uuid4().hex
+        stamp = (now - timedelta(minutes=(c * 37) % (30 * 24 * 60))).isoformat(sep=" ")
+        model = models[c % len(models)]
+        conversations.append((cid, f"anon-{c % 500}", f"Bench {c}", model, "", stamp, stamp))
+        for m in range(10):
+            reply = m % 2 == 1
+            failed = m == 9  # one reply in five failed
+            usage = (120, 80, 200, 0, 0, 0, 300 + m, 900 + m, "0.00012")
+            messages.append(
+                (
+                    cid,
+                    "assistant" if reply else "user",
+                    "Some stored text. " * 8,
+                    "failed" if failed else "completed",
+                    "openai" if reply else "",
+                    "chat" if reply else "",
+                    model,
+                    *(usage if reply else no_usage),
+                    "upstream_timeout" if failed else "",
+                    stamp,
+                    stamp if reply else None,
+                )
+            )
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db, db:
+        db.executemany(
+            "INSERT INTO chat_conversation (id, owner_id, anonymous_key, title, model,"
+            " system_prompt, created_at, updated_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
+            conversations,
+        )
+        db.executemany(
+            "INSERT INTO chat_message (conversation_id, role, content, status, provider, api,"
+            " model, response_id, finish_reason, input_tokens, output_tokens, total_tokens,"
+            " cached_tokens, reasoning_tokens, usage_estimated, ttft_ms, duration_ms, cost,"
+            " error_type, error_message, created_at, finished_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
+            messages,
+        )
+
+
+async def admin_session(base: str, env: dict[str, str]) -> dict[str, str]:
+    """A signed-in staff member's cookies (a superuser made for the benchmark)."""
+    subprocess.run(
+        [sys.executable, "manage.py", "createsuperuser", "--noinput", "-v", "0"],
+        env={
+            **env,
+            "DJANGO_SUPERUSER_USERNAME": "bench",
+            "DJANGO_SUPERUSER_EMAIL": "bench@example.com",
+            "DJANGO_SUPERUSER_PASSWORD": "bench-only-password",
+        },
+        cwd=ROOT,
+        check=True,
+    )
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as session:
+        async with session.get(f"{base}/admin/login/") as page:
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', await page.text())
+        assert token, "no CSRF token on the admin login page"
+        form = {
+            "csrfmiddlewaretoken": token.group(1),
+            "username": "bench",
+            "password": "bench-only-password",
+        }
+        async with session.post(
+            f"{base}/admin/login/?next=/admin/",
+            data=form,
+            headers={"Referer": f"{base}/admin/login/"},
+            allow_redirects=False,
+        ) as done:
+            assert done.status == 302, f"admin login failed: HTTP {done.status}"
+        return {cookie.key: cookie.value for cookie in jar}
+
+
+async def load_admin_pages(
+    base: str, cookies: dict[str, str], stop: asyncio.Event
+) -> tuple[int, int, list[float]]:
+    """Reload the admin pages until `stop`; returns loads, errors and seconds per load."""
+    header = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+    loads = errors = 0
+    seconds: list[float] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        while not stop.is_set():
+            for page in ADMIN_PAGES:
+                began = time.perf_counter()
+                try:
+                    async with session.get(base + page, headers=header) as r:
+                        body = await r.read()
+                        ok = r.status == 200 and b"Log in" not in body[:3000]
+                except (TimeoutError, aiohttp.ClientError, OSError):
+                    ok = False
+                loads += 1
+                errors += not ok
+                seconds.append(time.perf_counter() - began)
+    return loads, errors, seconds
+
+
+async def measure_admin_load(pid: int, base: str, env: dict[str, str], db_path: Path) -> AdminLoad:
+    seed_messages(db_path, ADMIN_MESSAGES)
+    cookies = await admin_session(base, env)
+    url = f"{base}/api/chat"
+    alone, _ = await measure("ours", pid, url, ADMIN_CHATS)
+    stop = asyncio.Event()
+    loaders = [
+        asyncio.create_task(load_admin_pages(base, cookies, stop)) for _ in range(ADMIN_LOADERS)
+    ]
+    await asyncio.sleep(1.0)  # the pages are loading when the chats begin
+    beside, _ = await measure("ours", pid, url, ADMIN_CHATS)
+    stop.set()
+    pages = await asyncio.gather(*loaders)
+    seconds = [s for _, _, each in pages for s in each]
+    return AdminLoad(
+        chats_p99_ms=alone.ttft_p99_ms,
+        chats_with_admin_p99_ms=beside.ttft_p99_ms,
+        chats_errors=alone.errors + beside.errors,
+        page_loads=sum(loads for loads, _, _ in pages),
+        page_errors=sum(errors for _, errors, _ in pages),
+        page_mean_ms=statistics.mean(seconds) * 1000 if seconds else None,
+    )
+
+
+def admin_line(load: AdminLoad) -> str:
+    rise = (
+        load.chats_with_admin_p99_ms - load.chats_p99_ms
+        if load.chats_p99_ms is not None and load.chats_with_admin_p99_ms is not None
+        else None
+    )
+    verdict = "met" if rise is not None and rise <= ADMIN_TTFT_P99_BUDGET_MS else "MISSED"
+    return (
+        f"{ADMIN_CHATS.name} ours   chat TTFT p99 {fmt(load.chats_p99_ms)} ms alone, "
+        f"{fmt(load.chats_with_admin_p99_ms)} ms beside {load.page_loads} admin page loads "
+        f"({fmt(load.page_mean_ms)} ms each on average, {load.page_errors} errors) over "
+        f"{load.messages:,} messages: {'+' if (rise or 0) >= 0 else ''}{fmt(rise)} ms "
+        f"(target <= +{ADMIN_TTFT_P99_BUDGET_MS:.0f}) {verdict}; chat errors {load.chats_errors}"
+    )
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -542,7 +716,8 @@ async def run(
     quiet: bool,
     profile: bool = False,
     with_starts: bool = True,
-) -> tuple[list[Figures], list[StartCost]]:
+    with_admin: bool = True,
+) -> tuple[list[Figures], list[StartCost], AdminLoad | None]:
     up_port, app_port, floor_port = free_port(), free_port(), free_port()
     db_path = workdir / "bench.sqlite3"
     env = app_env(up_port, db_path)
@@ -596,7 +771,16 @@ async def run(
                 starts.append(cost)
                 if not quiet:
                     print(start_line(cost), file=sys.stderr, flush=True)
-    return results, starts
+        # After everything else: it stores 200,000 messages in the database.
+        admin_load = None
+        if with_admin:
+            await configure_upstream(up_port, ADMIN_CHATS)
+            admin_load = await measure_admin_load(
+                app.pid, f"http://{HOST}:{app_port}", env, db_path
+            )
+            if not quiet:
+                print(admin_line(admin_load), file=sys.stderr, flush=True)
+    return results, starts, admin_load
 
 
 def main() -> None:
@@ -611,12 +795,13 @@ def main() -> None:
     only = args.only.split(",") if args.only else []
     wanted = [s for s in SCENARIOS if not only or s.name in only]
     with_starts = not only or STARTS.name in only
+    with_admin = not only or ADMIN_CHATS.name in only
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     try:
-        results, starts = _event_loop_runner()(
-            run(wanted, workdir, args.json, args.profile, with_starts)
+        results, starts, admin_load = _event_loop_runner()(
+            run(wanted, workdir, args.json, args.profile, with_starts, with_admin)
         )
     finally:
         if not (args.keep or args.profile):
@@ -630,6 +815,7 @@ def main() -> None:
                     "machine": machine(),
                     "results": [asdict(r) for r in results],
                     "starts": [asdict(s) for s in starts],
+                    "admin": asdict(admin_load) if admin_load else None,
                 }
             )
         )
@@ -638,6 +824,8 @@ def main() -> None:
     print(table(results))
     for cost in starts:
         print(start_line(cost))
+    if admin_load is not None:
+        print(admin_line(admin_load))
     for line in verdicts(results):
         print(line)
 

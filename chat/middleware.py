@@ -45,6 +45,18 @@ def _bodiless_delete(request: HttpRequest) -> bool:
     )
 
 
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")
+
+
+def _json_error_for(response: HttpResponse) -> JsonResponse:
+    status = response.status_code
+    fallback = ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400]
+    type, message = ERROR_TYPES.get(status, fallback)
+    kept = {name: response[name] for name in KEPT_ERROR_HEADERS if response.has_header(name)}
+    return error_response(status, type, message, headers=kept)
+
+
 class AsyncMiddleware:
     """Async-only middleware: under ASGI, Django calls it without a thread hop."""
 
@@ -56,12 +68,30 @@ class AsyncMiddleware:
         markcoroutinefunction(self)
 
 
+# What an error Django answered for itself (not a view of ours) is called in JSON.
+ERROR_TYPES = {
+    400: ("bad_request", "The request could not be understood."),
+    403: ("forbidden", "This request is not allowed."),
+    404: ("not_found", "No API endpoint at this path."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("request_too_large", "The request body is too large."),
+    500: ("server_error", "Something went wrong on our side."),
+}
+# Headers an error keeps when its body is turned into JSON.
+KEPT_ERROR_HEADERS = ("Allow", "Retry-After", "Vary", request_id.HEADER)
+
+
 class ApiErrorMiddleware(AsyncMiddleware):
-    """`ChatError` → its JSON error; any other exception under /api/ → a JSON 500 with no
-    traceback (also in DEBUG, where Django would otherwise answer with an HTML page)."""
+    """Every error under /api/ is JSON. `ChatError` → its JSON error; any other exception
+    → a JSON 500 with no traceback. Errors Django answers before or around our views (a
+    path no URL pattern matches, such as one holding a newline; a 405; a 500 from a
+    middleware; DEBUG's HTML pages) are turned into the same JSON shape on the way out."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
-        return await self.get_response(request)
+        response = await self.get_response(request)
+        if response.status_code >= 400 and _is_api(request) and not _is_json(response):
+            return _json_error_for(response)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if isinstance(exception, ChatError):

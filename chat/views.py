@@ -247,13 +247,16 @@ class ClosingStreamingResponse(StreamingHttpResponse):
     turn open until garbage collection. Here the close goes all the way down.
     """
 
+    def __init__(self, body: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        self.body_iterator = body
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        body = self._iterator
         try:
-            async for part in body:
+            async for part in self.streaming_content:
                 yield part
         finally:
-            await body.aclose()
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:

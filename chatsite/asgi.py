@@ -1,6 +1,8 @@
 """ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI).
 
-Django answers HTTP only; the ASGI lifespan is handled here. At start-up (run once by
+Django's stock ASGI handler answers HTTP (with its own middleware run inline,
+`chatsite.django_overrides`); this wrapper picks the thread its ORM calls run on and
+handles the ASGI lifespan. At start-up (run once by
 every uvicorn worker, before it accepts requests) and every CHAT_STALE_SWEEP_SECONDS
 after, turns a dead worker left `pending`/`streaming` are marked `incomplete`
 (idempotent, so N workers doing it is harmless). At
@@ -9,68 +11,50 @@ themselves before the event loop closes.
 """
 
 import asyncio
+import contextvars
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
+# Requests served on the chat's database thread: the JSON API and the probes and scrapes.
+CHAT_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
 
-class ChatASGIHandler(ASGIHandler):
-    """Django's ASGI handler, with Django's thread-hopping middleware swapped for the
-    inline versions in `chatsite.middleware` (the settings keep Django's names)."""
-
-    def load_middleware(self, is_async: bool = False) -> None:
-        from chatsite.middleware import ASGI_INLINE
-
-        listed = settings.MIDDLEWARE
-        # Once, at start-up, before any request: no other thread reads the setting yet.
-        settings.MIDDLEWARE = [ASGI_INLINE.get(path, path) for path in listed]
-        try:
-            super().load_middleware(is_async)
-        finally:
-            settings.MIDDLEWARE = listed
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        # Django wraps each request in a `ThreadSensitiveContext`: a new executor thread
-        # per request (and so a new database connection per request) for its ORM calls.
-        # Without it they share one thread per process. The trade-off: one slow query
-        # delays every request's database work in this worker, instead of only its own;
-        # each ORM call here is short and SQLite writes are queued one at a time anyway.
-        if scope["type"] != "http":
-            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        await self.handle(scope, receive, send)
+# One `ThreadSensitiveContext` for all chat requests of this process: their ORM calls
+# share its one thread (and, on SQLite, its one kept connection) instead of Django's
+# thread per request, so an open stream costs a coroutine, not a thread. Never entered
+# or exited, so it lives as long as the process and tasks a request leaves running (a
+# turn being finished after its client left) keep the same thread. Turn starts and
+# finishes are written by `chat.batching` on asgiref's process-wide thread.
+CHAT_THREAD = ThreadSensitiveContext()
 
 
-def _check_connections_at_request_end_only() -> None:
-    """Django checks the database connections at every request's start and end (drop a
-    broken one, close one past CONN_MAX_AGE). Under ASGI the start check is a thread hop
-    of its own, queued behind every other request's database work on the worker's one
-    database thread (about 0.2 ms of CPU and, under load, most of the wait before the
-    view runs). Here all requests share that thread's connection, so the check after
-    each request (kept: it runs in the hop Django makes to close the response) already
-    covers the next one. Other handlers (WSGI, Django's own ASGI) keep both checks."""
-    from django.core.handlers.wsgi import WSGIHandler
-    from django.core.signals import request_started
-    from django.db import close_old_connections, reset_queries
-
-    for receiver in (close_old_connections, reset_queries):
-        request_started.disconnect(receiver)
-        for handler in (WSGIHandler, ASGIHandler):
-            request_started.connect(receiver, sender=handler)
+@contextmanager
+def on_chat_thread() -> Iterator[None]:
+    """Within this block Django's own per-request `ThreadSensitiveContext` finds one set
+    already and keeps it: the block's thread-sensitive calls run on `CHAT_THREAD`."""
+    token: contextvars.Token[Any] = SyncToAsync.thread_sensitive_context.set(CHAT_THREAD)
+    try:
+        yield
+    finally:
+        SyncToAsync.thread_sensitive_context.reset(token)
 
 
-def _django_application() -> ChatASGIHandler:
-    # What `django.core.asgi.get_asgi_application` does, with our handler.
+def _django_application() -> Any:
+    # What `django.core.asgi.get_asgi_application` does, with our middleware swapped in.
     django.setup(set_prefix=False)
-    _check_connections_at_request_end_only()
-    return ChatASGIHandler()
+    from chatsite import django_overrides  # imports Django's middleware: apps must be ready
+
+    django_overrides.check_connections_at_request_end_only()
+    return django_overrides.asgi_handler()
 
 
 django_application = _django_application()
@@ -82,6 +66,12 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
         return
+    if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
+        with on_chat_thread():
+            await django_application(scope, receive, send)
+        return
+    # Admin, sign-in and other pages: Django's own thread per request, so a slow report
+    # never holds up a chat turn's database work.
     await django_application(scope, receive, send)
 
 

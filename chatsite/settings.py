@@ -40,20 +40,23 @@ INSTALLED_APPS = [
     "chat",
 ]
 
+# Django's own middleware here runs inline on the event loop under our ASGI handler
+# (chatsite/django_overrides.py says how and why); the names stay Django's.
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",  # first: every response carries X-Request-ID
+    # Second: whatever answers below it (a middleware, Django's own 404/500), /api/ errors
+    # leave as JSON.
+    "chat.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
     "chatsite.staticfiles.AsyncWhiteNoiseMiddleware",
-    "chat.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    # chatsite.middleware: Django's own, run without a thread hop under ASGI.
-    "chatsite.middleware.CommonMiddleware",
+    "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "chat.middleware.CrossOriginProtectionMiddleware",
     "chat.middleware.AnonymousCookieMiddleware",
-    "chatsite.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "chat.middleware.SignInRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -84,9 +87,11 @@ WSGI_APPLICATION = "chatsite.wsgi.application"
 DATABASES = {
     "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
 }
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+_SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
+if _SQLITE:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN
-    # so two turns never deadlock upgrading a read lock; the timeout queues writers.
+    # so two turns never deadlock upgrading a read lock; the busy timeout queues writers
+    # (a worker's turn writes come from one thread, see chatsite/asgi.py).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
@@ -94,18 +99,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-    # The same backend, with a process's writers queued fairly (see chatsite/sqlite).
-    DATABASES["default"]["ENGINE"] = "chatsite.sqlite"
 # A database server's connections are not held across a request: a long stream must not
-# pin one. A SQLite file has no server: under ASGI the ORM runs on one thread per process
-# (chatsite/asgi.py), so keeping its one connection saves a connect per request.
-_SQLITE = DATABASES["default"]["ENGINE"] == "chatsite.sqlite"
+# pin one. A SQLite file has no server: keeping a thread's connection saves a connect
+# per request on the chat's database thread.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=None if _SQLITE else 0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A pool per worker: a burst of turns waits for one of DATABASE_POOL_SIZE connections
-    # instead of failing with "too many clients"; a closed connection goes back to it.
+    # A pool per worker, sized for the threads that use it (chatsite/asgi.py): the chat's
+    # request thread, the thread that writes turn starts and finishes, and admin or page
+    # requests on threads of their own; more of those at once wait for a free connection.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "pool", {"min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=20)}
+        "pool", {"min_size": 2, "max_size": env.int("DATABASE_POOL_SIZE", default=4)}
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

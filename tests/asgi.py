@@ -35,9 +35,13 @@ async def asgi_request(
     cookies: dict[str, str] | None = None,
     disconnect_after_chunks: int | None = None,
     client: str = "127.0.0.1",
+    raw_path: bytes | None = None,
+    app: Any = None,
 ) -> AsgiResult:
     """Send one request; with `disconnect_after_chunks`, the client goes away after that
-    many body chunks (as a browser tab closing), by answering `receive` with a disconnect."""
+    many body chunks (as a browser tab closing), by answering `receive` with a disconnect.
+    `raw_path` is the path as sent on the wire, when `path` is its decoded form (as uvicorn
+    gives both); `app` another ASGI application than ours (Django's stock one)."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
         headers = {"content-type": "application/json", **(headers or {})}
@@ -49,7 +53,7 @@ async def asgi_request(
         "method": method,
         "scheme": "http",
         "path": path,
-        "raw_path": path.encode(),
+        "raw_path": path.encode() if raw_path is None else raw_path,
         "query_string": query.encode(),
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
@@ -92,7 +96,7 @@ async def asgi_request(
             ):
                 disconnected.set()
 
-    await application(scope, receive, send)
+    await (app or application)(scope, receive, send)
     return result
 
 

@@ -25,7 +25,7 @@ def django_db_modify_db_settings(tmp_path_factory, django_db_modify_db_settings_
     from django.conf import settings
 
     database = settings.DATABASES["default"]
-    if database["ENGINE"] in ("django.db.backends.sqlite3", "chatsite.sqlite"):
+    if database["ENGINE"] == "django.db.backends.sqlite3":
         path = tmp_path_factory.mktemp("sqlite") / "test.sqlite3"
         database.setdefault("TEST", {})["NAME"] = str(path)
 

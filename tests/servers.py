@@ -58,7 +58,7 @@ def start_worker(
 def database_url() -> str:
     """The test database, for a child process (committed data: transaction=True)."""
     db = connection.settings_dict
-    if connection.vendor == "sqlite":  # also chatsite.sqlite, the queued-writers backend
+    if connection.vendor == "sqlite":
         return f"sqlite:///{db['NAME']}"
     if db["ENGINE"] == "django.db.backends.postgresql":
         auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")

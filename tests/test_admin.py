@@ -421,3 +421,16 @@ def test_people_list_shows_budget_and_spend_and_the_inline_sets_an_own_limit(
     assert (
         "$20.00 / month" in admin_client.get(reverse("admin:auth_user_changelist")).content.decode()
     )
+
+
+def test_a_conversation_its_owner_deleted_is_shown_as_deleted(admin_client):
+    create_turns()
+    gone = Conversation.objects.first()
+    gone.deleted_at = timezone.now()
+    gone.save(update_fields=["deleted_at"])
+    listing = admin_client.get(
+        reverse("admin:chat_conversation_changelist"), {"deleted_at__isempty": "0"}
+    )
+    assert list(listing.context["cl"].result_list) == [gone]
+    detail = admin_client.get(reverse("admin:chat_conversation_change", args=[gone.pk]))
+    assert "Deleted at" in detail.content.decode()

@@ -1,5 +1,5 @@
 """Admin for people's budgets: each person's own limit (or none) on their user page, and
-their limit and spend this period in the user list. Imported by chat/admin.py."""
+their limit and spend this period in the user list."""
 
 from __future__ import annotations
 

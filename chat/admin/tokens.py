@@ -1,5 +1,5 @@
 """Admin for personal API tokens: the raw token is shown once, on creation; only its hash
-is stored. Imported by chat/admin.py (which registers everything else)."""
+is stored."""
 
 from __future__ import annotations
 

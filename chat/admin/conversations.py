@@ -1,0 +1,122 @@
+"""Conversations: read-only records, with their messages inline and their totals."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import Count, QuerySet, Sum
+from django.http import HttpRequest
+from django.utils.text import Truncator
+
+from chat.admin.display import owner_name, status_badge
+from chat.models import Conversation, Message
+
+
+class MessageInline(admin.TabularInline):
+    model = Message
+    fields = [
+        "role",
+        "badge",
+        "model",
+        "excerpt",
+        "input_tokens",
+        "output_tokens",
+        "cost",
+        "ttft_ms",
+        "duration_ms",
+        "error_type",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="status")
+    def badge(self, message: Message) -> str:
+        return "" if message.role != Message.Role.ASSISTANT else status_badge(message.status)
+
+    @admin.display(description="content")
+    def excerpt(self, message: Message) -> str:
+        return Truncator(message.content).chars(120)
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "owner_display",
+        "model",
+        "message_count",
+        "total_tokens",
+        "total_cost",
+        "updated_at",
+        "deleted_at",
+    ]
+    list_filter = [
+        "model",
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        # Deleted by their owner: hidden from them, kept here with their usage and cost.
+        ("deleted_at", admin.EmptyFieldListFilter),
+        "created_at",
+        "updated_at",
+    ]
+    list_select_related = ["owner"]
+    # A match in any message finds the conversation; Django de-duplicates with EXISTS.
+    search_fields = ["title", "owner__username", "messages__content"]
+    date_hierarchy = "created_at"
+    show_facets = admin.ShowFacets.ALWAYS
+    fields = [
+        "id",
+        "title",
+        "owner",
+        "anonymous_key",
+        "model",
+        "system_prompt",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+    ]
+    readonly_fields = fields
+    inlines = [MessageInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                message_count=Count("messages"),
+                token_sum=Sum("messages__total_tokens"),
+                cost_sum=Sum("messages__cost"),
+            )
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_display(self, conversation: Conversation) -> str:
+        return owner_name(conversation)
+
+    @admin.display(description="messages", ordering="message_count")
+    def message_count(self, conversation: Conversation) -> int:
+        return conversation.message_count
+
+    @admin.display(description="tokens", ordering="token_sum")
+    def total_tokens(self, conversation: Conversation) -> int:
+        return conversation.token_sum or 0
+
+    @admin.display(description="cost (USD)", ordering="cost_sum")
+    def total_cost(self, conversation: Conversation) -> Decimal:
+        # SQLite sums decimals as floats: show the stored precision, not the float noise.
+        return Decimal(conversation.cost_sum or 0).quantize(Decimal("0.00000001"))

@@ -1,0 +1,136 @@
+"""The usage dashboard: totals, tables by day, model and user, and charts, for a period;
+a CSV download per table. One aggregate query per table (`chat.usage`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib.admin import AdminSite
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+
+from chat.csv_export import csv_response
+from chat.models import Message
+from chat.usage import GROUPS, Group, UsageReport, period_bounds, usage_summary, usage_table
+from chat.usage_chart import day_chart
+
+PERIODS = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
+
+
+class UsagePeriodForm(forms.Form):
+    period = forms.ChoiceField(choices=PERIODS, required=False, initial="7d")
+    since = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("period") == "custom":
+            if not data.get("since"):
+                self.add_error("since", "Choose the first day.")
+            elif data.get("until") and data["since"] > data["until"]:
+                self.add_error("until", "The last day is before the first.")
+        return data
+
+    def _choice(self) -> dict[str, Any]:
+        if self.is_bound and self.is_valid():
+            return self.cleaned_data
+        return {"period": "7d"}
+
+    def bounds(self) -> tuple[datetime, datetime]:
+        data = self._choice()
+        period = data.get("period") or "7d"
+        if period == "custom":
+            return period_bounds(since=data["since"], until=data.get("until"))
+        return period_bounds(since="1d" if period == "today" else period)
+
+    def query(self) -> str:
+        """The chosen period as a query string, for the CSV links."""
+        data = self._choice()
+        query = {"period": data.get("period") or "7d"}
+        for name in ("since", "until"):
+            if data.get(name):
+                query[name] = data[name].isoformat()
+        return urlencode(query)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTable:
+    by: Group
+    report: UsageReport
+    csv_url: str
+    links: dict[str, str]
+
+    @property
+    def rows(self) -> list[tuple[Any, str]]:
+        return [(row, self.links.get(row.key, "")) for row in self.report.rows]
+
+
+def usage_dashboard(request: HttpRequest, *, admin_site: AdminSite, opts: Any) -> TemplateResponse:
+    form = UsagePeriodForm(request.GET or None)
+    since, until = form.bounds()
+    reports = {by: usage_summary(since=since, until=until, by=by) for by in GROUPS}
+    query = form.query()
+    context = {
+        **admin_site.each_context(request),
+        "title": "Usage",
+        "opts": opts,
+        "form": form,
+        "since": since,
+        "last_day": (until - timedelta(days=1)).date(),
+        "totals": reports["day"].totals,
+        "tables": [
+            UsageTable(
+                by=by,
+                report=reports[by],
+                csv_url=f"{reverse('admin:chat_message_usage_csv')}?{query}&by={by}",
+                links=row_links(reports[by]),
+            )
+            for by in GROUPS
+        ],
+        "charts": [
+            day_chart(reports["day"], metric="cost"),
+            day_chart(reports["day"], metric="tokens"),
+        ],
+        "changelist_url": changelist_url(since, until),
+    }
+    return TemplateResponse(request, "admin/chat/usage_dashboard.html", context)
+
+
+def usage_csv(request: HttpRequest) -> HttpResponse:
+    form = UsagePeriodForm(request.GET or None)
+    by = request.GET.get("by", "day")
+    if by not in GROUPS:
+        by = "day"
+    since, until = form.bounds()
+    report = usage_summary(since=since, until=until, by=by)
+    rows = usage_table(report)
+    return csv_response(
+        request, filename=f"usage-by-{by}-{since:%Y%m%d}-{until:%Y%m%d}.csv", rows=iter(rows)
+    )
+
+
+def changelist_url(since: datetime, until: datetime, **filters: str) -> str:
+    query = {"role__exact": Message.Role.ASSISTANT, **filters}
+    query["created_at__gte"] = str(since)
+    query["created_at__lt"] = str(until)
+    return f"{reverse('admin:chat_message_changelist')}?{urlencode(query)}"
+
+
+def row_links(report: UsageReport) -> dict[str, str]:
+    """Each day or model row opens the matching assistant messages."""
+    if report.by == "model":
+        return {
+            row.key: changelist_url(report.since, report.until, model__exact=row.key)
+            for row in report.rows
+        }
+    if report.by == "day":
+        return {
+            row.key: changelist_url(*period_bounds(since=row.key, until=row.key))
+            for row in report.rows
+        }
+    return {}

@@ -1,0 +1,40 @@
+"""What the admin shows for a message's outcome and a conversation's owner."""
+
+from __future__ import annotations
+
+from django.utils.html import format_html
+
+from chat.models import Conversation, Message
+from chat.usage import ANONYMOUS
+
+Status = Message.Status
+
+# Colours readable on the admin's light and dark themes (white text on each).
+STATUS_COLOURS = {
+    Status.COMPLETED: "#2e7d32",
+    Status.INCOMPLETE: "#b26a00",
+    Status.FAILED: "#c62828",
+    Status.CANCELLED: "#616161",
+    Status.PENDING: "#1565c0",
+    Status.STREAMING: "#1565c0",
+}
+
+
+def status_badge(status: str) -> str:
+    return format_html(
+        '<span style="background:{};color:#fff;padding:1px 7px;border-radius:8px;'
+        'font-size:11px;white-space:nowrap">{}</span>',
+        STATUS_COLOURS.get(status, "#616161"),
+        status,
+    )
+
+
+def message_badge(message: Message) -> str:
+    # A user or system message has no outcome of its own: its role says more.
+    if message.role != Message.Role.ASSISTANT:
+        return format_html('<span class="role-label">{}</span>', message.role)
+    return status_badge(message.status)
+
+
+def owner_name(conversation: Conversation) -> str:
+    return conversation.owner.get_username() if conversation.owner_id else ANONYMOUS

@@ -1,0 +1,185 @@
+"""Messages: read-only records, filtered by outcome, model and date; the usage dashboard
+and the CSV export hang off this admin's URLs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
+
+from chat.admin import dashboard
+from chat.admin.display import message_badge, owner_name
+from chat.admin.export import messages_csv
+from chat.models import Message
+from chat.pricing import messages_recost
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    # What went wrong and what it cost first: the list scrolls sideways on small screens.
+    list_display = [
+        "id",
+        "badge",
+        "error_type",
+        "created",
+        "owner",
+        "conversation_link",
+        "model",
+        "cost",
+        "tokens_in",
+        "tokens_out",
+        "tokens_cached",
+        "tokens_reasoning",
+        "ttft",
+        "duration",
+        "provider_api",
+    ]
+    list_filter = [
+        "status",
+        "role",
+        "model",
+        "provider",
+        "api",
+        "usage_estimated",
+        "created_at",
+    ]
+    list_select_related = ["conversation", "conversation__owner"]
+    search_fields = ["content", "error_message", "conversation__title"]
+    date_hierarchy = "created_at"
+    show_facets = admin.ShowFacets.ALWAYS
+    ordering = ["-id"]
+    actions = ["export_csv", "recompute_cost"]
+    fieldsets = [
+        (None, {"fields": ["conversation", "role", "status", "content"]}),
+        ("Model", {"fields": ["provider", "api", "model", "response_id", "finish_reason"]}),
+        (
+            "Usage",
+            {
+                "fields": [
+                    "input_tokens",
+                    "output_tokens",
+                    "total_tokens",
+                    "cached_tokens",
+                    "reasoning_tokens",
+                    "usage_estimated",
+                    "cost",
+                ]
+            },
+        ),
+        ("Timing", {"fields": ["created_at", "finished_at", "ttft_ms", "duration_ms"]}),
+        ("Error", {"fields": ["error_type", "error_message"]}),
+    ]
+    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+
+    # The stored record must be trustworthy: nobody adds or edits one here. Deleting needs
+    # Django's delete permission, which the default action already checks.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_recost_permission(self, request: HttpRequest) -> bool:
+        # Recomputing writes only `cost`, deliberately; the model's change permission
+        # (granted to superusers or explicitly) stands for that.
+        return request.user.has_perm("chat.change_message")
+
+    @admin.display(description="status", ordering="status")
+    def badge(self, message: Message) -> str:
+        return message_badge(message)
+
+    @admin.display(description="in", ordering="input_tokens")
+    def tokens_in(self, message: Message) -> int | None:
+        return message.input_tokens
+
+    @admin.display(description="out", ordering="output_tokens")
+    def tokens_out(self, message: Message) -> int | None:
+        return message.output_tokens
+
+    @admin.display(description="cached", ordering="cached_tokens")
+    def tokens_cached(self, message: Message) -> int | None:
+        return message.cached_tokens
+
+    @admin.display(description="reasoning", ordering="reasoning_tokens")
+    def tokens_reasoning(self, message: Message) -> int | None:
+        return message.reasoning_tokens
+
+    @admin.display(description="TTFT ms", ordering="ttft_ms")
+    def ttft(self, message: Message) -> int | None:
+        return message.ttft_ms
+
+    @admin.display(description="duration ms", ordering="duration_ms")
+    def duration(self, message: Message) -> int | None:
+        return message.duration_ms
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, message: Message) -> str:
+        return timezone.localtime(message.created_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="conversation", ordering="conversation__title")
+    def conversation_link(self, message: Message) -> str:
+        url = reverse("admin:chat_conversation_change", args=[message.conversation_id])
+        return format_html(
+            '<a href="{}">{}</a>', url, Truncator(str(message.conversation)).chars(40)
+        )
+
+    @admin.display(description="owner", ordering="conversation__owner__username")
+    def owner(self, message: Message) -> str:
+        return owner_name(message.conversation)
+
+    @admin.display(description="provider / API", ordering="provider")
+    def provider_api(self, message: Message) -> str:
+        return " / ".join(part for part in (message.provider, message.api) if part)
+
+    @admin.action(description="Export selected messages as CSV")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Message]) -> HttpResponse:
+        return messages_csv(request, queryset)
+
+    @admin.action(description="Recompute cost from the current price list", permissions=["recost"])
+    def recompute_cost(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        result = messages_recost(messages=queryset)
+        self.message_user(
+            request,
+            f"Cost recomputed: {result.changed} changed, {result.unchanged} unchanged, "
+            f"{result.skipped} skipped (no usage or no price).",
+            messages.SUCCESS,
+        )
+
+    def get_urls(self) -> list[Any]:
+        view = self.admin_site.admin_view
+        return [
+            path("usage/", view(self.usage_view), name="chat_message_usage"),
+            path("usage/csv/", view(self.usage_csv_view), name="chat_message_usage_csv"),
+            path("export/csv/", view(self.export_view), name="chat_message_export"),
+            *super().get_urls(),
+        ]
+
+    def _require_view(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The changelist's current filters, search and ordering, as CSV."""
+        self._require_view(request)
+        try:
+            changelist = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse("admin:chat_message_changelist"))
+        return messages_csv(request, changelist.get_queryset(request))
+
+    def usage_view(self, request: HttpRequest) -> TemplateResponse:
+        self._require_view(request)
+        return dashboard.usage_dashboard(request, admin_site=self.admin_site, opts=self.opts)
+
+    def usage_csv_view(self, request: HttpRequest) -> HttpResponse:
+        self._require_view(request)
+        return dashboard.usage_csv(request)

@@ -1,0 +1,40 @@
+"""Model prices: the one editable table; an edit counts for turns finished after it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from chat import pricing
+from chat.models import ModelPrice
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = [
+        "model",
+        "input_per_million",
+        "cached_input_per_million",
+        "output_per_million",
+        "valid_from",
+    ]
+    list_filter = ["valid_from"]
+    search_fields = ["model"]
+    ordering = ["model", "-valid_from"]
+
+    # Turns are priced from a per-process copy of this list: an edit here counts at once
+    # in this process (other workers pick it up within pricing.PRICES_TTL_SECONDS).
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        pricing.prices_forget()
+
+    def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
+        super().delete_model(request, obj)
+        pricing.prices_forget()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
+        super().delete_queryset(request, queryset)
+        pricing.prices_forget()

@@ -1,0 +1,166 @@
+"""chatsite/django_overrides.py: Django's middleware run inline must behave exactly like
+Django's own. The same requests go through Django's stock handler and through ours; status,
+headers, cookies and session rows must match. The fingerprint test fails on any Django
+upgrade that changes the code replaced there: re-run this module, then record it."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.sessions.models import Session
+from django.core.handlers.asgi import ASGIHandler
+
+from chatsite import django_overrides
+from chatsite.asgi import django_application
+from tests.asgi import asgi_request
+
+# Django 5.2's code that chatsite.django_overrides stands in for.
+FINGERPRINTS = {
+    "AuthenticationMiddleware.process_request": "6dd39b90ad6373e2",
+    "CommonMiddleware.process_request": "993f4d1f2084e01e",
+    "CommonMiddleware.process_response": "eb5ad294e9fbda9b",
+    "CsrfViewMiddleware.process_request": "9aec8dfd81c88a56",
+    "CsrfViewMiddleware.process_response": "9fe1054c0f64b37f",
+    "CsrfViewMiddleware.process_view": "cdbdabe04318fc2f",
+    "MessageMiddleware.process_request": "7f4834ba26ee0583",
+    "MessageMiddleware.process_response": "04469c9493c90e26",
+    "MiddlewareMixin.__acall__": "adf8cbcaf9f11e45",
+    "MiddlewareMixin.__call__": "337be048dd62e014",
+    "SecurityMiddleware.process_request": "3373d262748cbe3e",
+    "SecurityMiddleware.process_response": "3822bd0d5f79f4a3",
+    "SessionMiddleware.process_request": "6782d24847e4a926",
+    "SessionMiddleware.process_response": "fbaf5503c20d7dd0",
+    "XFrameOptionsMiddleware.process_response": "045e5788270860c6",
+}
+VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
+
+
+def test_the_replaced_django_code_is_the_code_these_overrides_were_checked_against():
+    found = {
+        name: hashlib.sha256(source.encode()).hexdigest()[:16]
+        for name, source in django_overrides.replaced_django_code().items()
+    }
+    assert found == FINGERPRINTS, "Django changed code chatsite/django_overrides.py replaces"
+
+
+def test_start_up_check_passes_and_ours_are_in_the_built_chain():
+    django_overrides.check_django()
+    built = {type(m) for m in _chain(django_application)}
+    assert set(django_overrides.INLINE.values()) <= built
+    django_names = {
+        f"{cls.__module__}.{cls.__qualname__}" for cls in built if cls.__module__[:7] == "django."
+    }
+    assert not django_names & set(django_overrides.INLINE)
+
+
+def test_start_up_check_refuses_a_django_with_its_own_async_path(monkeypatch):
+    from django.middleware import security
+
+    async def acall(self, request):  # as if Django had made it async itself
+        return await self.get_response(request)
+
+    monkeypatch.setattr(security.SecurityMiddleware, "__acall__", acall, raising=False)
+    with pytest.raises(Exception, match="SecurityMiddleware now has its own async path"):
+        django_overrides.check_django()
+
+
+def cookie_shape(header: str) -> tuple[str, ...]:
+    """A Set-Cookie header without its value and dates: name and attributes."""
+    name, _, rest = header.partition("=")
+    attributes = [part.strip().split("=")[0].lower() for part in rest.split(";")[1:]]
+    deleted = rest.startswith('""') or rest.startswith(";")
+    return (name, "deleted" if deleted else "set", *sorted(attributes))
+
+
+def shape(result) -> dict:
+    headers = {k: v for k, v in result.headers.items() if k not in VARYING_HEADERS}
+    headers.pop("set-cookie", None)
+    return {
+        "status": result.status,
+        "headers": headers,
+        "cookies": sorted(cookie_shape(h) for h in result.set_cookies.values()),
+    }
+
+
+def csrf_token(body: bytes) -> str:
+    match = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', body)
+    assert match
+    return match.group(1).decode()
+
+
+async def conversation(app) -> list[dict]:
+    """A visit to the admin through `app`: the login page, a refused and an accepted sign-in,
+    a page, an API call and a sign-out. Returns each step's shape and session-row count."""
+    steps = []
+    cookies: dict[str, str] = {}
+
+    async def step(method, path, **kwargs):
+        result = await asgi_request(method, path, cookies=dict(cookies), app=app, **kwargs)
+        for name, value in result.cookies.items():
+            if value in ("", '""'):
+                cookies.pop(name, None)
+            else:
+                cookies[name] = value
+        steps.append({**shape(result), "sessions": await Session.objects.acount()})
+        return result
+
+    login = await step("GET", "/admin/login/")
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    await step("POST", "/admin/login/", body=b"username=boss&password=pw", headers=form)
+    token = csrf_token(login.body)
+    await step(
+        "POST",
+        "/admin/login/?next=/admin/",
+        body=f"csrfmiddlewaretoken={token}&username=boss&password=right-horse".encode(),
+        headers=form,
+    )
+    await step("GET", "/admin")  # CommonMiddleware's slash redirect
+    await step("GET", "/admin/")
+    await step("GET", "/api/conversations")
+    await step("GET", "/api/account")
+    logout = await step("GET", "/admin/")
+    await step(
+        "POST",
+        "/admin/logout/",
+        body=f"csrfmiddlewaretoken={csrf_token(logout.body)}".encode(),
+        headers=form,
+    )
+    await step("GET", "/admin/")
+    return steps
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_ours_answer_like_djangos_own_middleware():
+    await get_user_model().objects.acreate_superuser("boss", password="right-horse")
+    stock = ASGIHandler()  # settings.MIDDLEWARE: Django's own classes, with their hops
+    assert not any(
+        isinstance(m, tuple(django_overrides.INLINE.values()))
+        for m in _chain(stock)  # really Django's own
+    )
+    theirs = await conversation(stock)
+    await Session.objects.all().adelete()
+    ours = await conversation(django_application)
+    assert [s["status"] for s in ours] == [200, 403, 302, 301, 200, 200, 200, 200, 200, 302]
+    assert ours == theirs
+
+
+def _chain(handler):
+    """The middleware instances of a handler, outermost first."""
+    middleware = handler._middleware_chain
+    while middleware is not None:
+        # Each is wrapped by Django's exception-to-response converter (functools.wraps).
+        middleware = getattr(middleware, "__wrapped__", middleware)
+        yield middleware
+        middleware = getattr(middleware, "get_response", None) or _closed_over(middleware)
+
+
+def _closed_over(function):
+    """A function-style middleware's (allauth's) `get_response`, from its closure."""
+    code = getattr(function, "__code__", None)
+    if code is None or "get_response" not in code.co_freevars:
+        return None
+    return function.__closure__[code.co_freevars.index("get_response")].cell_contents
