@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
+from allauth.account.models import EmailAddress
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -50,10 +51,44 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
     def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
         """The company's identity provider decides who may sign in: a first SSO sign-in
         creates the account whatever CHAT_SIGNUP says, from CHAT_SIGNUP_DOMAINS only when
-        that is set (a public provider such as Google would otherwise admit anyone)."""
-        emails = [address.email for address in sociallogin.email_addresses]
-        email = sociallogin.user.email or (emails[0] if emails else "")
-        return email_domain_allowed(email) if settings.CHAT_SIGNUP_DOMAINS else True
+        that is set (a public provider such as Google would otherwise admit anyone), and
+        then only for an address the provider says it verified."""
+        if not settings.CHAT_SIGNUP_DOMAINS:
+            return True
+        verified = [a.email for a in sociallogin.email_addresses if a.verified]
+        return any(email_domain_allowed(email) for email in verified)
+
+    def authenticate_by_email(self, sociallogin: Any) -> tuple[Any, str] | None:
+        """An SSO identity signs in as the existing person whose address it is, only where
+        that address is vouched for here: verified, or set by staff on a person who has
+        never managed addresses of their own. allauth's own match would also take an
+        address someone merely added to their account, unverified: a takeover of the
+        first SSO sign-in of whoever owns it."""
+        for address in sociallogin.email_addresses:
+            if not address.verified or not self.can_authenticate_by_email(
+                sociallogin, address.email
+            ):
+                continue
+            person = vouched_owner(address.email)
+            if person is not None:
+                return person, address.email
+        return None
+
+
+def vouched_owner(email: str) -> Any | None:
+    """The one active person whose `email` is vouched for here (see above), if any."""
+    found = EmailAddress.objects.filter(email__iexact=email, verified=True, user__is_active=True)
+    verified = list(found.select_related("user")[:2])
+    if len(verified) == 1:
+        return verified[0].user
+    if verified:
+        return None
+    set_by_staff = list(
+        get_user_model().objects.filter(
+            email__iexact=email, is_active=True, emailaddress__isnull=True
+        )[:2]
+    )
+    return set_by_staff[0] if len(set_by_staff) == 1 else None
 
 
 async def account_summary(*, user_id: int | None) -> dict[str, Any]:

@@ -5,17 +5,19 @@ amount, or no limit at all). Spend is the stored cost of the person's turns that
 in the current period (`CHAT_BUDGET_PERIOD`, in `TIME_ZONE`), whatever their status: a
 cancelled or failed turn that used tokens was billed too.
 
-A new turn is refused while spend has reached the limit. Turns already running when it is
-reached still finish, so the overshoot is at most those turns. Workers agree on the
-numbers: with a shared cache (Redis) a per-person spend counter is seeded from the
-database and counted up as turns finish; with an in-process cache each check reads the
-database, the one thing all workers share. Anonymous visitors have no account and no
-budget (the rate limit and token quota still apply to them).
+A new turn is refused while spend has reached the limit, and so is the first opening of
+a deferred turn (it is only then that the model is called). Turns already running when it
+is reached still finish, so the overshoot is at most those turns. Workers agree on the
+numbers because the database decides: spend is summed from the stored costs. With a
+shared cache (Redis) the sum is kept there between turns, and dropped whenever one of
+the person's turns is recorded, so every worker reads it afresh; an in-process cache
+cannot be dropped for the other workers, so there each check reads the database.
+Anonymous visitors have no account and no budget (the rate limit and token quota still
+apply to them).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -34,13 +36,11 @@ from chat.errors import LimitExceeded
 from chat.models import Budget, Message
 
 PERIODS = ("day", "week", "month")
-# Spend is counted in hundred-millionths of a dollar: the precision costs are stored with.
-_UNITS = Decimal("1e8")
 # A cached limit is re-read this often, so an admin's change reaches every worker.
 LIMIT_CACHE_SECONDS = 60
-# A cached spend counter is re-seeded from the database this often: a turn finished
-# outside the web path (`manage.py chat`) is counted within that time.
-SPEND_CACHE_SECONDS = 300
+# A cached sum is read again from the database at least this often: a turn recorded
+# outside the web path (`manage.py chat`) does not drop it, and counts within that time.
+SPEND_CACHE_SECONDS = 60
 _NO_LIMIT = "none"
 _MISSING = object()
 
@@ -160,8 +160,7 @@ def _from_database(
         return limit, None
     spent = spend_of([user_id], period).get(user_id, Decimal(0))
     if cache_is_shared():
-        # `add`: a counter another worker seeded meanwhile is already right.
-        cache.add(_spend_key(user_id, period), int(spent * _UNITS), SPEND_CACHE_SECONDS)
+        cache.set(_spend_key(user_id, period), str(spent), SPEND_CACHE_SECONDS)
     return limit, spent
 
 
@@ -175,7 +174,7 @@ async def budget_status(*, user_id: int, with_spend: bool = True) -> BudgetStatu
         limit = None if cached_limit == _NO_LIMIT else Decimal(cached_limit)
     spent: Decimal | None = None
     if cached_spend is not None:
-        spent = Decimal(cached_spend) / _UNITS
+        spent = Decimal(cached_spend)
     wants_spend = with_spend or limit is not None
     if limit is _MISSING or (wants_spend and spent is None):
         limit, spent = await sync_to_async(_from_database)(
@@ -184,27 +183,34 @@ async def budget_status(*, user_id: int, with_spend: bool = True) -> BudgetStatu
     return BudgetStatus(limit=limit, spent=spent or Decimal(0), period=period)
 
 
-async def budget_check(*, user_id: int) -> None:
-    """Refuse a new turn when the person's spend this period has reached their limit."""
+async def budget_check(*, user_id: int, opening: int | None = None) -> None:
+    """Refuse a new turn when the person's spend this period has reached their limit; or,
+    with `opening`, the first opening of that deferred turn (a later one only follows it,
+    and a person over budget may still read their replies)."""
     status = await budget_status(user_id=user_id, with_spend=False)
-    if status.exceeded:
-        raise LimitExceeded(
-            "budget_exceeded",
-            f"Your budget of ${status.limit:.2f} per {status.period.name} is used up "
-            f"(spent ${status.spent:.2f}); it resets at "
-            f"{timezone.localtime(status.period.end):%Y-%m-%d %H:%M} ({settings.TIME_ZONE}).",
-            retry_after=status.period.seconds_left(),
-        )
-
-
-def budget_record(user_id: int, cost: Decimal | None) -> None:
-    """Count a finished turn's cost on the shared spend counter (a cache op: run it through
-    `run_cache_ops`). A counter not seeded yet is left alone: seeding reads the database,
-    which already holds this turn."""
-    if not cost or not cache_is_shared():
+    if not status.exceeded:
         return
-    with contextlib.suppress(ValueError):
-        cache.incr(_spend_key(user_id, budget_period()), int(cost * _UNITS))
+    if opening is not None:
+        waiting = Message.objects.filter(
+            pk=opening, status=Message.Status.PENDING, conversation__owner_id=user_id
+        )
+        if not await waiting.aexists():
+            return
+    raise LimitExceeded(
+        "budget_exceeded",
+        f"Your budget of ${status.limit:.2f} per {status.period.name} is used up "
+        f"(spent ${status.spent:.2f}); it resets at "
+        f"{timezone.localtime(status.period.end):%Y-%m-%d %H:%M} ({settings.TIME_ZONE}).",
+        retry_after=status.period.seconds_left(),
+    )
+
+
+def budget_spent_changed(user_id: int) -> None:
+    """A turn of this person was recorded: drop the cached sum, so the next check (on any
+    worker) reads the database, which holds the turn now. A cache op: run it through
+    `run_cache_ops`."""
+    if cache_is_shared():
+        cache.delete(_spend_key(user_id, budget_period()))
 
 
 def budget_forget(user_id: int) -> None:

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -24,8 +23,8 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chat.budgets import budget_check, budget_record
-from chat.counters import cache_is_shared, count, run_cache_ops
+from chat.budgets import budget_check, budget_spent_changed
+from chat.counters import count, run_cache_ops
 from chat.errors import LimitExceeded
 from chat.models import Message
 from chat.services import Owner, shielded
@@ -206,12 +205,18 @@ async def turn_admit(*, key: str, streaming: bool, new_turn: bool = True) -> boo
 
 @contextlib.asynccontextmanager
 async def admitted(
-    *, key: str, streaming: bool, new_turn: bool = True, user_id: int | None = None
+    *,
+    key: str,
+    streaming: bool,
+    new_turn: bool = True,
+    user_id: int | None = None,
+    opening: int | None = None,
 ) -> AsyncIterator[bool]:
-    """`turn_admit` (and, for a person's new turn, their budget), giving the stream slot
-    back if the turn then fails to start."""
-    if new_turn and user_id is not None:
-        await budget_check(user_id=user_id)
+    """`turn_admit` and the person's budget (for a new turn, or for `opening` a deferred
+    one, which is when its model call is made), giving the stream slot back if the turn
+    then fails to start."""
+    if user_id is not None and (new_turn or opening is not None):
+        await budget_check(user_id=user_id, opening=None if new_turn else opening)
     slot = await turn_admit(key=key, streaming=streaming, new_turn=new_turn)
     try:
         yield slot
@@ -249,25 +254,21 @@ async def _settle(
         if aclose is not None:
             await aclose()
     finally:
-        tokens, cost = 0, None
+        tokens = 0
         try:
-            # The budget counter exists only in a shared cache; in-process, the database
-            # is read at the next check instead.
-            if settings.CHAT_DAILY_TOKEN_QUOTA > 0 or (user_id is not None and cache_is_shared()):
-                tokens, cost = (
+            if settings.CHAT_DAILY_TOKEN_QUOTA > 0:
+                tokens = (
                     await Message.objects.filter(pk=message_id)
-                    .values_list("total_tokens", "cost")
+                    .values_list("total_tokens", flat=True)
                     .afirst()
-                ) or (0, None)
-        finally:  # the slot is given back even if the usage could not be read
-            await run_cache_ops(_settle_counters, key, slot, tokens or 0, user_id, cost)
+                ) or 0
+        finally:  # the slot is given back even if the tokens could not be read
+            await run_cache_ops(_settle_counters, key, slot, tokens, user_id)
 
 
-def _settle_counters(
-    key: str, slot: bool, tokens: int, user_id: int | None, cost: Decimal | None
-) -> None:
+def _settle_counters(key: str, slot: bool, tokens: int, user_id: int | None) -> None:
     if slot:
         _stream_release(key)
     _quota_record(key, tokens)
     if user_id is not None:
-        budget_record(user_id, cost)
+        budget_spent_changed(user_id)

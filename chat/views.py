@@ -120,7 +120,9 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     # The slot is taken before the claim: refusing after it would strand the row.
-    async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
+    async with limits.admitted(
+        key=key, streaming=True, new_turn=False, user_id=owner.user_id, opening=message_id
+    ) as slot:
         claimed = await services.turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
         return sse_response(await turn_events(claimed, key=key, slot=slot, user_id=owner.user_id))

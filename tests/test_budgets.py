@@ -196,18 +196,43 @@ async def test_cancelled_and_failed_turns_with_a_cost_count(settings, transactio
 
 @pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
-async def test_redis_counts_spend_on_one_counter_per_person(budgeted, shared_cache):
+async def test_redis_keeps_the_sum_between_turns_and_drops_it_at_each(budgeted, shared_cache):
     if shared_cache != "redis":
-        pytest.skip("the counter exists only in a shared cache")
+        pytest.skip("the sum is kept only in a shared cache")
     from django.core.cache import cache
 
     ada = await AsgiClient.logged_in("ada")
     user = await get_user_model().objects.aget(username="ada")
-    await ada.get("/api/account")  # seeds the counter from the database: 0
     key = f"chat:budget:spend:{user.pk}:month:{budget_period().start.date().isoformat()}"
-    assert cache.get(key) == 0
+    await ada.get("/api/account")  # read from the database and kept
+    assert cache.get(key) == "0"
     assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
-    assert cache.get(key) == int(TURN_COST * 10**8)  # counted at the turn's end
+    assert cache.get(key) is None  # dropped once the turn was recorded: no double count
+    budget = (await ada.get("/api/account")).json()["budget"]
+    assert Decimal(budget["spent"]) == TURN_COST and Decimal(cache.get(key)) == TURN_COST
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_deferred_turns_waiting_when_the_budget_is_reached_are_refused(budgeted):
+    ada = await AsgiClient.logged_in("ada")
+    # Five turns stored while nothing was spent yet; each calls the model only when opened.
+    waiting = []
+    for i in range(5):
+        created = await ada.post("/api/chat?stream=defer", {"message": f"turn {i}"})
+        assert created.status == 201, created.body
+        waiting.append(created.json()["stream_url"])
+    sse = {"accept": "text/event-stream"}
+    for url in waiting[:2]:  # 0.02, then 0.04: over 0.03
+        assert (await ada.get(url, headers=sse)).status == 200
+    refused = await ada.get(waiting[2], headers=sse)
+    assert_budget_refusal(refused, max_retry_after=budget_period().seconds_left() + 1)
+    assert budgeted.calls == 2
+    row = await Message.objects.aget(pk=int(waiting[2].split("/")[3]))
+    assert row.status == Message.Status.PENDING  # kept, to be opened after the reset
+    # What was already written can still be read back.
+    replay = await ada.get(waiting[0], headers=sse)
+    assert replay.status == 200 and b"event: end" in replay.body
 
 
 @pytest.fixture(params=["database", "redis"])
