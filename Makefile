@@ -49,7 +49,8 @@ test: install
 	fi
 	@if $(call listening,5432) && $(call listening,6379); then \
 		echo "== second pass: PostgreSQL ($(PG_TEST_URL)) and Redis ($(REDIS_TEST_URL))"; \
-		DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) $(BIN)/python -m pytest -m "not browser"; \
+		DATABASE_URL=$(PG_TEST_URL) REDIS_URL=$(REDIS_TEST_URL) CHAT_CACHE_PREFIX=test-$$(date +%s%N) \
+			$(BIN)/python -m pytest -m "not browser"; \
 	elif [ "$$CI" = "true" ]; then \
 		echo "PostgreSQL (5432) or Redis (6379) is not reachable on 127.0.0.1; CI must test both." >&2; \
 		exit 1; \
