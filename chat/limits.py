@@ -28,7 +28,8 @@ from chat.budgets import budget_check, budget_record
 from chat.counters import cache_is_shared, count, run_cache_ops
 from chat.errors import LimitExceeded
 from chat.models import Message
-from chat.services import Owner, shielded
+from chat.owners import Owner
+from chat.shielding import shielded
 
 T = TypeVar("T")
 

@@ -13,14 +13,18 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import limits, metrics, provider, services
+from chat import limits, metrics, provider
 from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
 from chat.payloads import parse_chat_request, request_body
-from chat.services import Turn
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
+from chat.turns import selectors
+from chat.turns.control import turn_cancel
+from chat.turns.selectors import stream_url, turn_replay
+from chat.turns.start import Turn, turn_claim, turn_start
+from chat.turns.stream import turn_follow, turn_stream
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -88,7 +92,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
     key = limits.limits_key(request, owner)
     defer = request.GET.get("stream") == "defer"
     async with limits.admitted(key=key, streaming=not defer, user_id=owner.user_id) as slot:
-        turn = await services.turn_start(
+        turn = await turn_start(
             owner=owner,
             message=payload.message,
             conversation_id=payload.conversation,
@@ -101,7 +105,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
-                "stream_url": services.stream_url(turn.message_id),
+                "stream_url": stream_url(turn.message_id),
             },
             status=201,
         )
@@ -121,33 +125,33 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     key = limits.limits_key(request, owner)
     # The slot is taken before the claim: refusing after it would strand the row.
     async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
-        claimed = await services.turn_claim(owner=owner, message_id=message_id)
+        claimed = await turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
         return sse_response(await turn_events(claimed, key=key, slot=slot, user_id=owner.user_id))
     if slot:
         await limits.stream_release(key)
     if claimed.status in claimed.FINAL_STATUSES:
-        return sse_response(_aiter(services.turn_replay(claimed)))
-    return sse_response(services.turn_follow(message=claimed))
+        return sse_response(_aiter(turn_replay(claimed)))
+    return sse_response(turn_follow(message=claimed))
 
 
 @api_view("POST")
 async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
-    message = await services.turn_cancel(owner=owner, message_id=message_id)
+    message = await turn_cancel(owner=owner, message_id=message_id)
     return JsonResponse({"message": message.pk, "status": message.status}, status=202)
 
 
 @api_view("GET")
 async def conversation_list(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
-    return JsonResponse({"conversations": await services.conversation_list(owner=owner)})
+    return JsonResponse({"conversations": await selectors.conversation_list(owner=owner)})
 
 
 @api_view("GET")
 async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
     owner = await request_owner(request)
-    detail = await services.conversation_detail(owner=owner, conversation_id=conversation_id)
+    detail = await selectors.conversation_detail(owner=owner, conversation_id=conversation_id)
     return JsonResponse(detail)
 
 
@@ -161,7 +165,7 @@ async def turn_events(
     """The turn's events for a response body, its slot, quota and budget settled at the end."""
     return await started(
         limits.guarded(
-            services.turn_stream(turn=turn),
+            turn_stream(turn=turn),
             key=key,
             message_id=turn.message_id,
             slot=slot,

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from chat import provider
 from chat.models import Conversation, Message
-from chat.services import turns_expire_stale
+from chat.turns.control import turns_expire_stale
 from chatsite.asgi import application
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
 from tests.upstream import FakeUpstream, Reply, TrackedStream, chat_script, responses_script

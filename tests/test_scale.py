@@ -15,10 +15,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from chat import services
 from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
-from chat.services import Owner
+from chat.owners import Owner
+from chat.turns.start import turn_start
 from tests.asgi import parse_sse
 from tests.servers import HOST, database_url, free_port, start_worker
 
@@ -96,7 +96,7 @@ async def test_two_workers_racing_for_one_turn_make_one_upstream_call(
     for _ in range(3):
         await upstream_control(fake_upstream, "/_reset")
         cookie, owner = anonymous_visitor()
-        turn = await services.turn_start(owner=owner, message="hi", defer=True)
+        turn = await turn_start(owner=owner, message="hi", defer=True)
         path = f"/api/messages/{turn.message_id}/stream"
 
         first, second = await asyncio.gather(
@@ -179,7 +179,7 @@ async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, 
         fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 200, "tokens": 100}
     )
     cookie, owner = anonymous_visitor()
-    turn = await services.turn_start(owner=owner, message="hi", defer=True)
+    turn = await turn_start(owner=owner, message="hi", defer=True)
     stream = asyncio.create_task(
         read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", cookie)
     )
