@@ -22,6 +22,7 @@ from chat.payloads import parse_chat_request, request_body
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 from chat.turns import selectors
 from chat.turns.control import turn_cancel
+from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
@@ -91,6 +92,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     defer = request.GET.get("stream") == "defer"
+    resumable = request.GET.get("stream") == "resumable"
     async with limits.admitted(key=key, streaming=not defer, user_id=owner.user_id) as slot:
         turn = await turn_start(
             owner=owner,
@@ -109,7 +111,18 @@ async def chat(request: HttpRequest) -> HttpResponse:
             },
             status=201,
         )
-    events = await turn_events(turn, key=key, slot=slot, user_id=owner.user_id)
+    if resumable:
+        # Detached: runs on when this client leaves (for the grace period); the start
+        # event names the stream_url to resume from.
+        log = await turn_detach(
+            turn=turn, key=key, slot=slot, user_id=owner.user_id, resumable_url=True
+        )
+        if accept == SSE:
+            return sse_frames(log.frames_after(0, ping_every=settings.CHAT_SSE_PING_SECONDS))
+        events = log.events_after(0)
+    else:
+        # A script that hangs up wants to stop paying: this stream ends with its client.
+        events = await turn_events(turn, key=key, slot=slot, user_id=owner.user_id)
     if accept == SSE:
         return sse_response(events)
     if accept == NDJSON:
@@ -121,18 +134,37 @@ async def chat(request: HttpRequest) -> HttpResponse:
 async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     if request.get_preferred_type([SSE]) is None:
         raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
+    after = last_event_id(request)
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     # The slot is taken before the claim: refusing after it would strand the row.
     async with limits.admitted(key=key, streaming=True, new_turn=False) as slot:
         claimed = await turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
-        return sse_response(await turn_events(claimed, key=key, slot=slot, user_id=owner.user_id))
-    if slot:
-        await limits.stream_release(key)
+        log = await turn_detach(turn=claimed, key=key, slot=slot, user_id=owner.user_id)
+    else:
+        if slot:
+            await limits.stream_release(key)
+        log = await turn_log_find(message=claimed)
+    if log is not None:
+        return sse_frames(log.frames_after(after, ping_every=settings.CHAT_SSE_PING_SECONDS))
+    # No log (it expired, or a direct request streams the turn): from the stored row.
     if claimed.status in claimed.FINAL_STATUSES:
         return sse_response(_aiter(turn_replay(claimed)))
     return sse_response(turn_follow(message=claimed))
+
+
+def last_event_id(request: HttpRequest) -> int:
+    """Where a resuming reader left off: `Last-Event-ID` (EventSource sends it when it
+    reconnects) or `?last_event_id=`; 0, the start, without either."""
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise ChatError(400, "invalid_request", "Last-Event-ID must be a whole number.")
+    return after
 
 
 @api_view("POST")
@@ -205,6 +237,19 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
                 yield encode_sse(event, id=n)
 
     return _streaming(frames(), f"{SSE}; charset=utf-8")
+
+
+def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A detached turn's log as SSE: its frames as stored, so a resumed reader gets the
+    same bytes as the first."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(frames), metrics.stream_open():
+            yield sse_retry(SSE_RETRY_MS)
+            async for frame in frames:
+                yield frame
+
+    return _streaming(body(), f"{SSE}; charset=utf-8")
 
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:

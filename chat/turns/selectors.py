@@ -13,6 +13,8 @@ from chat.owners import Owner
 from chat.streams import StreamEvent
 
 Status = Message.Status
+# A reply still to come or coming: its stream can be (re)opened.
+UNFINISHED = (Status.PENDING, Status.STREAMING)
 
 
 def stream_url(message_id: int) -> str:
@@ -123,7 +125,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> di
             "duration_ms": m.duration_ms,
             "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
             "created_at": m.created_at.isoformat(),
-            "stream_url": stream_url(m.pk) if m.status == Status.PENDING else None,
+            "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
         }
         async for m in conversation.messages.order_by("pk")
     ]
