@@ -87,7 +87,8 @@ async def turn_detach(
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
     _tick_soon()
-    await turn_log.alive_refresh([log.key])
+    with contextlib.suppress(Exception):  # Redis out: the ticker tries again
+        await turn_log.alive_refresh([log.key])
     return log
 
 

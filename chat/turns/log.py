@@ -254,11 +254,16 @@ async def log_remote(key: str, *, interrupted: Any) -> TurnLog | None:
 async def _tail(log: TurnLog, interrupted: Any) -> None:
     client = redis_client()
     stream, alive, watched = (_redis_key(log.key, kind) for kind in ("log", "alive", "watched"))
-    misses = 0
+    misses = idle = 0
     try:
         while not log.closed:
             if log.readers:
+                idle = 0
                 await client.set(watched, b"1", ex=ALIVE_SECONDS)
+            else:
+                idle += 1
+                if idle > 2:  # its readers have gone: a new one starts a new tail
+                    return
             last = f"0-{len(log.frames)}"
             answer = await client.xread({stream: last}, block=POLL_MS, count=1000)
             for _, entries in answer or []:
