@@ -195,9 +195,17 @@ async def turn_log_find(*, message: Message) -> TurnLog | None:
     """The log a reader of `message` follows: this process's, or another worker's through
     Redis; None when there is none (finished long ago, or streamed by a direct request)."""
     key = log_key(message.conversation_id, message.pk)
-    found = turn_log.log_local(key)
-    if found is not None or not settings.REDIS_URL:
-        return found
+    # A turn claimed a moment ago (here or elsewhere) may not have opened its log yet.
+    deadline = time.monotonic() + LOG_APPEARS_SECONDS
+    while True:
+        found = turn_log.log_local(key)
+        if found is None and settings.REDIS_URL:
+            found = await turn_log.log_remote(key, interrupted=_interrupted)
+        if found is not None or message.status != Status.STREAMING:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
     found = await turn_log.log_remote(key, interrupted=_interrupted)
     # Claimed a moment ago elsewhere: its producer may not have written to Redis yet.
     deadline = time.monotonic() + LOG_APPEARS_SECONDS
