@@ -78,7 +78,7 @@ async def turn_detach(
     producers = _producers.setdefault(asyncio.get_running_loop(), {})
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     producer = producers[log.key] = _Producer(log, stop_key)
-    turn_log._reader_hooks[log.key] = lambda: _reader_left(producer)
+    turn_log.reader_hooks[log.key] = lambda: _reader_left(producer)
     # A context of its own: the task outlives the request, and must not be bound to its
     # thread (asgiref picks the database thread from the context).
     task = asyncio.get_running_loop().create_task(
@@ -110,7 +110,7 @@ async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> N
         log.append(final or _interrupted_event())
         loop_producers = _producers.get(asyncio.get_running_loop(), {})
         loop_producers.pop(log.key, None)
-        turn_log._reader_hooks.pop(log.key, None)
+        turn_log.reader_hooks.pop(log.key, None)
         turn_log.log_forget_later(log)
         with contextlib.suppress(Exception):
             await turn_log.alive_forget(log.key)

@@ -108,13 +108,13 @@ class TurnLog:
 
 
 def readers_changed(log: TurnLog) -> None:
-    """Replaced by the producer side (`chat.turns.detached`) to hear a reader leave."""
-    hook = _reader_hooks.get(log.key)
+    """Tell the producer (`chat.turns.detached`) that a reader left."""
+    hook = reader_hooks.get(log.key)
     if hook is not None:
         hook()
 
 
-_reader_hooks: dict[str, Any] = {}
+reader_hooks: dict[str, Any] = {}
 _local: dict[str, TurnLog] = {}  # logs produced in this process
 _tails: dict[str, TurnLog] = {}  # local copies of logs produced by other workers
 
