@@ -247,3 +247,38 @@ def test_a_lost_stream_is_shown_and_reconnecting_never_posts_again(
     _, assistant = chat_server.messages(conversation_id(page))
     assert assistant["status"] == "completed"
     assert assistant["content"] == demo_reply("Hello over a bad network")
+
+
+def test_a_dropped_stream_resumes_where_it_was(page: Page, chat_server: LiveServer) -> None:
+    opened: list[str] = []
+
+    def drop_the_first(route: Any) -> None:
+        """The first stream ends after a few frames, as a network drop ends it."""
+        opened.append(route.request.url)
+        if len(opened) > 1:
+            route.continue_()
+            return
+        response = route.fetch()
+        frames = response.body().split(b"\n\n")
+        route.fulfill(response=response, body=b"\n\n".join(frames[:4]) + b"\n\n")
+
+    page.route("**/api/messages/*/stream", drop_the_first)
+    page.goto("/")
+    send(page, "Keep going through a drop")
+
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "completed", timeout=30_000)
+    conversation = conversation_id(page)
+    _, assistant = chat_server.messages(conversation)
+    assert assistant["status"] == "completed"
+    assert assistant["content"] == demo_reply("Keep going through a drop")
+    # The browser reopened the stream on its own (no Reconnect click, no second POST).
+    assert len(opened) == 2
+    shown = reply.locator(".markdown").text_content()
+    page.unroute("**/api/messages/*/stream")
+    page.reload()  # the stored reply, rendered from history: the same text
+    expect(last_reply(page)).to_have_attribute("data-state", "completed")
+    assert shown == last_reply(page).locator(".markdown").text_content()
+    finished = f"turn finished message={assistant['id']} "
+    assert eventually(lambda: finished in chat_server.log_text())
+    assert chat_server.log_text().count(finished) == 1
