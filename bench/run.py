@@ -62,6 +62,15 @@ SCENARIOS = [
     Scenario("c50", "concurrency 50, 100 tokens 10 ms apart", 300, 50, 100, 10.0),
     Scenario("c50-json", "as c50, Accept: application/json", 150, 50, 100, 10.0, "json"),
     Scenario(
+        "resume50",
+        "as c50, deferred; each reader hangs up mid-reply and resumes (Last-Event-ID)",
+        150,
+        50,
+        100,
+        10.0,
+        "resume",
+    ),
+    Scenario(
         "burst1000",
         "1000 streams opened at once, 40 tokens 400 ms apart",
         1000,
@@ -235,7 +244,9 @@ def uvicorn_cmd(app: str, port: int) -> list[str]:
     ]
 
 
-def app_env(upstream_port: int, db_path: Path) -> dict[str, str]:
+def app_env(
+    upstream_port: int, db_path: Path, database_url: str = "", redis_url: str = ""
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "OPENAI_"))}
     env.update(
         CHAT_READ_DOTENV="false",
@@ -259,6 +270,11 @@ def app_env(upstream_port: int, db_path: Path) -> dict[str, str]:
         CHAT_MAX_CONCURRENT_STREAMS="100000",
     )
     env.pop("REDIS_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+        env["CHAT_CACHE_PREFIX"] = f"bench-{os.getpid()}"
     return env
 
 
@@ -316,6 +332,68 @@ async def chat_once(
     return Outcome(ok, ttft, total, message_id, "" if ok else bytes(body[-200:]).decode())
 
 
+LAST_ID = re.compile(rb"^id: (\d+)$", re.M)
+RESUME_AFTER_FRAMES = 20  # about a fifth of a 100-token reply
+
+
+async def resume_once(
+    session: aiohttp.ClientSession, url: str, user: User, gauge: list[int], tokens: int
+) -> Outcome:
+    """A page's turn whose connection drops mid-reply: POST ?stream=defer, open the stream,
+    hang up after some frames, reconnect with Last-Event-ID and read to the end. The reply
+    must arrive whole, once."""
+    headers = {"Content-Type": "application/json"}
+    if user.cookie:
+        headers["Cookie"] = user.cookie
+    began = time.perf_counter()
+    ttft: float | None = None
+    body = bytearray()
+    gauge[0] += 1
+    gauge[1] = max(gauge[1], gauge[0])
+    try:
+        async with session.post(
+            f"{url}?stream=defer", json={"message": "Say something."}, headers=headers
+        ) as r:
+            user.remember(r)
+            created = await r.json()
+            if r.status != 201:
+                return Outcome(False, None, time.perf_counter() - began, error=str(created)[:200])
+        stream = url.rsplit("/api/", 1)[0] + created["stream_url"]
+        sse = {"Accept": "text/event-stream", "Cookie": user.cookie}
+        async with session.get(stream, headers=sse) as r:
+            async for chunk in r.content.iter_any():
+                if ttft is None and b"event: delta" in chunk:
+                    ttft = time.perf_counter() - began
+                body += chunk
+                if body.count(b"\nid: ") >= RESUME_AFTER_FRAMES:
+                    break
+        body = body[: body.rindex(b"\n\n") + 2]  # whole frames only, as EventSource keeps
+        ids = LAST_ID.findall(body)
+        resume = {**sse, "Last-Event-ID": ids[-1].decode() if ids else "0"}
+        async with session.get(stream, headers=resume) as r:
+            async for chunk in r.content.iter_any():
+                body += chunk
+        total = time.perf_counter() - began
+    except (TimeoutError, aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
+        return Outcome(False, ttft, time.perf_counter() - began, error=repr(exc)[:200])
+    finally:
+        gauge[0] -= 1
+    numbers = [int(n) for n in LAST_ID.findall(body)]
+    text = "".join(
+        json.loads(line[6:])["text"]
+        for frame in bytes(body).split(b"\n\n")
+        if b"event: delta" in frame
+        for line in frame.decode().split("\n")
+        if line.startswith("data: ")
+    )
+    ok = (
+        b"event: end" in body
+        and numbers == list(range(1, len(numbers) + 1))  # no gap, no duplicate
+        and text.count(" word") == tokens
+    )
+    return Outcome(ok, ttft, total, created["message"], "" if ok else bytes(body[-200:]).decode())
+
+
 async def drive(
     url: str, scenario: Scenario, gauge: list[int], outcomes: list[Outcome] | None = None
 ) -> tuple[list[Outcome], float]:
@@ -332,7 +410,10 @@ async def drive(
         async def worker() -> None:
             user = User()
             for _ in todo:
-                outcomes.append(await chat_once(session, url, scenario.mode, user, gauge))
+                if scenario.mode == "resume":
+                    outcomes.append(await resume_once(session, url, user, gauge, scenario.tokens))
+                else:
+                    outcomes.append(await chat_once(session, url, scenario.mode, user, gauge))
 
         began = time.perf_counter()
         workers = [asyncio.create_task(worker()) for _ in range(scenario.concurrency)]
@@ -479,14 +560,7 @@ def check_recorded(db_path: Path, outcomes: list[Outcome], scenario: Scenario) -
     ids = [o.message_id for o in outcomes if o.message_id is not None]
     if len(ids) < scenario.requests:
         return f"FAIL: {scenario.requests - len(ids)} replies named no message"
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
-        marks = ",".join("?" * len(ids))
-        rows = db.execute(
-            f"SELECT m.id, m.status, m.output_tokens, m.usage_estimated, m.finished_at,"
-            f" (SELECT COUNT(*) FROM chat_message a WHERE a.conversation_id = m.conversation_id"
-            f"  AND a.role = 'assistant') FROM chat_message m WHERE m.id IN ({marks})",
-            ids,
-        ).fetchall()
+    rows = recorded_rows(db_path, ids)
     good = [
         row
         for row in rows
@@ -646,6 +720,22 @@ def admin_line(load: AdminLoad) -> str:
     )
 
 
+def recorded_rows(db_path: Path | str, ids: list[int]) -> list[tuple[Any, ...]]:
+    """Each message's status, usage and how many assistant rows its conversation has."""
+    sql = (
+        "SELECT m.id, m.status, m.output_tokens, m.usage_estimated, m.finished_at,"
+        " (SELECT COUNT(*) FROM chat_message a WHERE a.conversation_id = m.conversation_id"
+        "  AND a.role = 'assistant') FROM chat_message m WHERE m.id IN ({marks})"
+    )
+    if isinstance(db_path, str):  # a PostgreSQL URL
+        import psycopg
+
+        with psycopg.connect(db_path) as db:
+            return db.execute(sql.format(marks=",".join(["%s"] * len(ids))), ids).fetchall()
+    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db:
+        return db.execute(sql.format(marks=",".join("?" * len(ids))), ids).fetchall()
+
+
 # --- report -------------------------------------------------------------------------------
 
 
@@ -717,10 +807,12 @@ async def run(
     profile: bool = False,
     with_starts: bool = True,
     with_admin: bool = True,
+    database_url: str = "",
+    redis_url: str = "",
 ) -> tuple[list[Figures], list[StartCost], AdminLoad | None]:
     up_port, app_port, floor_port = free_port(), free_port(), free_port()
-    db_path = workdir / "bench.sqlite3"
-    env = app_env(up_port, db_path)
+    db_path: Path | str = database_url or workdir / "bench.sqlite3"
+    env = app_env(up_port, workdir / "bench.sqlite3", database_url, redis_url)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
         env=env,
@@ -753,6 +845,8 @@ async def run(
         for scenario in scenarios:
             await configure_upstream(up_port, scenario)
             for target, pid, url in targets:
+                if scenario.mode == "resume" and target == "floor":
+                    continue  # the pass-through has no turns to resume
                 figures, outcomes = await measure(
                     target, pid, url, scenario, workdir if profile else None
                 )
@@ -773,7 +867,7 @@ async def run(
                     print(start_line(cost), file=sys.stderr, flush=True)
         # After everything else: it stores 200,000 messages in the database.
         admin_load = None
-        if with_admin:
+        if with_admin and isinstance(db_path, Path):  # it seeds the SQLite file directly
             await configure_upstream(up_port, ADMIN_CHATS)
             admin_load = await measure_admin_load(
                 app.pid, f"http://{HOST}:{app_port}", env, db_path
@@ -791,6 +885,10 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy both servers (implies --keep)"
     )
+    parser.add_argument(
+        "--database-url", default="", help="an empty PostgreSQL database (default: SQLite)"
+    )
+    parser.add_argument("--redis-url", default="", help="Redis for the cache and turn logs")
     args = parser.parse_args()
     only = args.only.split(",") if args.only else []
     wanted = [s for s in SCENARIOS if not only or s.name in only]
@@ -801,7 +899,16 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     try:
         results, starts, admin_load = _event_loop_runner()(
-            run(wanted, workdir, args.json, args.profile, with_starts, with_admin)
+            run(
+                wanted,
+                workdir,
+                args.json,
+                args.profile,
+                with_starts,
+                with_admin,
+                args.database_url,
+                args.redis_url,
+            )
         )
     finally:
         if not (args.keep or args.profile):

@@ -116,7 +116,7 @@ async def timings() -> dict[str, dict[str, float]]:
     from django.contrib.auth import get_user_model
 
     from chat.conversations import conversation_page
-    from chat.services import Owner
+    from chat.owners import Owner
 
     ada = await get_user_model().objects.aget(username="ada")
     owner = Owner(user_id=ada.pk)

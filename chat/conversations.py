@@ -23,8 +23,9 @@ from django.utils.text import slugify
 
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
+from chat.owners import Owner
 from chat.search import message_matches, query_words, snippet, title_matches
-from chat.services import Owner, conversation_detail, message_usage
+from chat.turns.selectors import conversation_detail, message_usage
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100

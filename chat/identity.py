@@ -19,7 +19,7 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
 from chat.errors import ChatError
-from chat.services import Owner
+from chat.owners import Owner
 from chat.tokens import token_verify
 
 ANONYMOUS_COOKIE = "chat_anonymous"

@@ -27,7 +27,8 @@ from chat.budgets import budget_check, budget_spent_changed
 from chat.counters import count, run_cache_ops
 from chat.errors import LimitExceeded
 from chat.models import Message
-from chat.services import Owner, shielded
+from chat.owners import Owner
+from chat.shielding import shielded
 
 T = TypeVar("T")
 
@@ -236,7 +237,9 @@ async def guarded(
 ) -> AsyncIterator[T]:
     """`events`, then (whatever ends them: end, error, disconnect) the stream slot is
     given back and the turn's recorded tokens and cost are counted against the daily
-    quota and the person's budget."""
+    quota and the person's budget. A detached turn is consumed by its producer task
+    (`chat.turns.detached`), so this happens once, when the turn ends, however many
+    readers come and go."""
     try:
         async for event in events:
             yield event

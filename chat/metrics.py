@@ -1,6 +1,6 @@
 """Prometheus metrics for operators, served at /metrics (`chat.ops_views`).
 
-Turns are counted once, when `services.turn_finish` has recorded them, from the same
+Turns are counted once, when `chat.turns.finish.turn_finish` has recorded them, from the same
 outcome that was stored (so the counters add up to what the admin shows); nothing is
 counted per token.
 

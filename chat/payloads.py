@@ -13,7 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
 from chat.errors import ChatError
-from chat.services import storable
+from chat.turns.finish import storable
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,14 +13,19 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import conversations, limits, metrics, provider, services
+from chat import conversations, limits, metrics, provider
 from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
 from chat.payloads import parse_chat_request, parse_rename_request, request_body
-from chat.services import Turn
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
+from chat.turns import selectors
+from chat.turns.control import turn_cancel
+from chat.turns.detached import turn_detach, turn_log_find
+from chat.turns.selectors import stream_url, turn_replay
+from chat.turns.start import Turn, turn_claim, turn_start
+from chat.turns.stream import turn_follow, turn_stream
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -87,8 +92,9 @@ async def chat(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     defer = request.GET.get("stream") == "defer"
+    resumable = request.GET.get("stream") == "resumable"
     async with limits.admitted(key=key, streaming=not defer, user_id=owner.user_id) as slot:
-        turn = await services.turn_start(
+        turn = await turn_start(
             owner=owner,
             message=payload.message,
             conversation_id=payload.conversation,
@@ -101,11 +107,22 @@ async def chat(request: HttpRequest) -> HttpResponse:
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
-                "stream_url": services.stream_url(turn.message_id),
+                "stream_url": stream_url(turn.message_id),
             },
             status=201,
         )
-    events = await turn_events(turn, key=key, slot=slot, user_id=owner.user_id)
+    if resumable:
+        # Detached: runs on when this client leaves (for the grace period); the start
+        # event names the stream_url to resume from.
+        log = await turn_detach(
+            turn=turn, key=key, slot=slot, user_id=owner.user_id, resumable_url=True
+        )
+        if accept == SSE:
+            return sse_frames(log.frames_after(0, ping_every=settings.CHAT_SSE_PING_SECONDS))
+        events = log.events_after(0)
+    else:
+        # A script that hangs up wants to stop paying: this stream ends with its client.
+        events = await turn_events(turn, key=key, slot=slot, user_id=owner.user_id)
     if accept == SSE:
         return sse_response(events)
     if accept == NDJSON:
@@ -117,26 +134,45 @@ async def chat(request: HttpRequest) -> HttpResponse:
 async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     if request.get_preferred_type([SSE]) is None:
         raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
+    after = last_event_id(request)
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
     # The slot is taken before the claim: refusing after it would strand the row.
     async with limits.admitted(
         key=key, streaming=True, new_turn=False, user_id=owner.user_id, opening=message_id
     ) as slot:
-        claimed = await services.turn_claim(owner=owner, message_id=message_id)
+        claimed = await turn_claim(owner=owner, message_id=message_id)
     if isinstance(claimed, Turn):
-        return sse_response(await turn_events(claimed, key=key, slot=slot, user_id=owner.user_id))
-    if slot:
-        await limits.stream_release(key)
+        log = await turn_detach(turn=claimed, key=key, slot=slot, user_id=owner.user_id)
+    else:
+        if slot:
+            await limits.stream_release(key)
+        log = await turn_log_find(message=claimed)
+    if log is not None:
+        return sse_frames(log.frames_after(after, ping_every=settings.CHAT_SSE_PING_SECONDS))
+    # No log (it expired, or a direct request streams the turn): from the stored row.
     if claimed.status in claimed.FINAL_STATUSES:
-        return sse_response(_aiter(services.turn_replay(claimed)))
-    return sse_response(services.turn_follow(message=claimed))
+        return sse_response(_aiter(turn_replay(claimed)))
+    return sse_response(turn_follow(message=claimed))
+
+
+def last_event_id(request: HttpRequest) -> int:
+    """Where a resuming reader left off: `Last-Event-ID` (EventSource sends it when it
+    reconnects) or `?last_event_id=`; 0, the start, without either."""
+    raw = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        after = -1
+    if after < 0:
+        raise ChatError(400, "invalid_request", "Last-Event-ID must be a whole number.")
+    return after
 
 
 @api_view("POST")
 async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
-    message = await services.turn_cancel(owner=owner, message_id=message_id)
+    message = await turn_cancel(owner=owner, message_id=message_id)
     return JsonResponse({"message": message.pk, "status": message.status}, status=202)
 
 
@@ -164,7 +200,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     if request.method == "DELETE":
         await conversations.conversation_delete(owner=owner, conversation_id=conversation_id)
         return HttpResponse(status=204)
-    detail = await services.conversation_detail(owner=owner, conversation_id=conversation_id)
+    detail = await selectors.conversation_detail(owner=owner, conversation_id=conversation_id)
     return JsonResponse(detail)
 
 
@@ -189,7 +225,7 @@ async def turn_events(
     """The turn's events for a response body, its slot, quota and budget settled at the end."""
     return await started(
         limits.guarded(
-            services.turn_stream(turn=turn),
+            turn_stream(turn=turn),
             key=key,
             message_id=turn.message_id,
             slot=slot,
@@ -229,6 +265,19 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
                 yield encode_sse(event, id=n)
 
     return _streaming(frames(), f"{SSE}; charset=utf-8")
+
+
+def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    """A detached turn's log as SSE: its frames as stored, so a resumed reader gets the
+    same bytes as the first."""
+
+    async def body() -> AsyncIterator[bytes]:
+        async with aclosing(frames), metrics.stream_open():
+            yield sse_retry(SSE_RETRY_MS)
+            async for frame in frames:
+                yield frame
+
+    return _streaming(body(), f"{SSE}; charset=utf-8")
 
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:

@@ -76,7 +76,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def expire_stale(when: str) -> None:
-    from chat.services import turns_expire_stale
+    from chat.turns.control import turns_expire_stale
 
     try:
         older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
@@ -97,7 +97,7 @@ async def sweep_stale_forever() -> None:
 
 async def lifespan(receive: Any, send: Any) -> None:
     from chat import batching, metrics
-    from chat.services import turns_drain
+    from chat.turns.control import turns_drain
 
     sweeper: asyncio.Task[None] | None = None
     while True:

@@ -252,6 +252,10 @@ if CHAT_MAX_CONTEXT_MESSAGES < 0:
     raise ImproperlyConfigured("CHAT_MAX_CONTEXT_MESSAGES must be 0 or more.")
 # How long a second reader of a turn that is still streaming waits for its stored result.
 CHAT_STREAM_WAIT_SECONDS = env.float("CHAT_STREAM_WAIT_SECONDS", default=120.0)
+# A detached turn nobody has been reading for this long is stopped (0: when the last
+# reader leaves); its event log is kept this long after it ends, for resuming readers.
+CHAT_RESUME_GRACE_SECONDS = env.float("CHAT_RESUME_GRACE_SECONDS", default=60.0)
+CHAT_RESUME_TTL_SECONDS = env.int("CHAT_RESUME_TTL_SECONDS", default=600)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CHAT_MAX_BODY_BYTES", default=256 * 1024)

@@ -9,12 +9,14 @@ import uuid
 
 import pytest
 
-from chat import batching, services
+from chat import batching
 from chat.batching import Batcher
 from chat.errors import ChatError
 from chat.models import Conversation, Message
+from chat.owners import Owner
 from chat.provider import Finished, Usage
-from chat.services import Owner
+from chat.turns.finish import turn_finish
+from chat.turns.start import Turn, turn_start
 
 pytestmark = pytest.mark.asyncio
 
@@ -134,15 +136,13 @@ async def test_turns_started_together_are_stored_together_and_a_refusal_stays_it
     upstream,
 ):
     owner = Owner(anonymous_key="batch")
-    existing = await services.turn_start(owner=owner, message="earlier")
+    existing = await turn_start(owner=owner, message="earlier")
     starts = [
-        services.turn_start(owner=owner, message="new one"),
-        services.turn_start(owner=owner, message="unknown", conversation_id=uuid.uuid4()),
-        services.turn_start(owner=owner, message="model?", model="not-allowed"),
-        services.turn_start(
-            owner=owner, message="follow-up", conversation_id=existing.conversation_id
-        ),
-        services.turn_start(owner=owner, message="later", defer=True),
+        turn_start(owner=owner, message="new one"),
+        turn_start(owner=owner, message="unknown", conversation_id=uuid.uuid4()),
+        turn_start(owner=owner, message="model?", model="not-allowed"),
+        turn_start(owner=owner, message="follow-up", conversation_id=existing.conversation_id),
+        turn_start(owner=owner, message="later", defer=True),
     ]
     new, unknown, bad_model, follow_up, deferred = await asyncio.gather(
         *starts, return_exceptions=True
@@ -166,11 +166,11 @@ async def test_turns_started_together_are_stored_together_and_a_refusal_stays_it
 @pytest.mark.django_db(transaction=True)
 async def test_turns_finished_together_each_keep_their_own_outcome_exactly_once(upstream):
     owner = Owner(anonymous_key="batch")
-    turns = [await services.turn_start(owner=owner, message=f"q{i}") for i in range(3)]
+    turns = [await turn_start(owner=owner, message=f"q{i}") for i in range(3)]
     usage = [Usage(input_tokens=i + 1, output_tokens=10 * (i + 1)) for i in range(3)]
 
-    def finish(turn: services.Turn, text: str, usage: Usage | None) -> asyncio.Future:
-        return services.turn_finish(
+    def finish(turn: Turn, text: str, usage: Usage | None) -> asyncio.Future:
+        return turn_finish(
             turn=turn,
             text=text,
             finished=Finished("completed", "stop", usage) if usage else None,
@@ -199,8 +199,8 @@ async def test_turns_finished_together_each_keep_their_own_outcome_exactly_once(
 @pytest.mark.django_db(transaction=True)
 async def test_a_reply_no_database_can_store_is_recorded_cleaned(upstream):
     """NUL (PostgreSQL refuses it) and a lone surrogate (not UTF-8) from the model."""
-    turn = await services.turn_start(owner=Owner(anonymous_key="odd"), message="hi")
-    end = await services.turn_finish(
+    turn = await turn_start(owner=Owner(anonymous_key="odd"), message="hi")
+    end = await turn_finish(
         turn=turn,
         text="a\x00b\ud800c",
         finished=Finished("completed", "stop", Usage(input_tokens=1, output_tokens=3)),

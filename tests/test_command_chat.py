@@ -22,7 +22,7 @@ from django.utils import timezone
 from chat.demo import demo_reply
 from chat.management.commands.chat import CLI_OWNER_KEY, Command, TurnOptions
 from chat.models import Conversation, Message, ModelPrice
-from chat.services import Owner
+from chat.owners import Owner
 from tests.servers import database_url
 from tests.upstream import Reply, chat_script
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,10 +17,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from chat import services
 from chat.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.models import Message
-from chat.services import Owner
+from chat.owners import Owner
+from chat.turns.start import turn_start
 from tests.asgi import parse_sse
 from tests.servers import HOST, database_url, free_port, start_worker
 
@@ -96,7 +98,7 @@ async def test_two_workers_racing_for_one_turn_make_one_upstream_call(
     for _ in range(3):
         await upstream_control(fake_upstream, "/_reset")
         cookie, owner = anonymous_visitor()
-        turn = await services.turn_start(owner=owner, message="hi", defer=True)
+        turn = await turn_start(owner=owner, message="hi", defer=True)
         path = f"/api/messages/{turn.message_id}/stream"
 
         first, second = await asyncio.gather(
@@ -179,7 +181,7 @@ async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, 
         fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 200, "tokens": 100}
     )
     cookie, owner = anonymous_visitor()
-    turn = await services.turn_start(owner=owner, message="hi", defer=True)
+    turn = await turn_start(owner=owner, message="hi", defer=True)
     stream = asyncio.create_task(
         read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", cookie)
     )
@@ -198,3 +200,127 @@ async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, 
     row = await Message.objects.aget(pk=turn.message_id)
     assert row.status == Message.Status.CANCELLED
     assert 0 < row.output_tokens < 100  # the partial reply is kept and counted
+
+
+def needs_redis() -> None:
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("workers share turn logs through Redis (REDIS_URL)")
+
+
+def turn_frames(body: bytes) -> bytes:
+    """An SSE body without its `retry:` line and pings: the turn's own frames."""
+    return body.replace(b"retry: 3000\n\n", b"").replace(b": ping\n\n", b"")
+
+
+async def read_until(url: str, cookie: str, *, frames: int, last_event_id: int = 0) -> bytes:
+    """Read a stream until `frames` frames with an `id:` have arrived, then hang up."""
+    headers = {"Accept": "text/event-stream", "Cookie": cookie}
+    if last_event_id:
+        headers["Last-Event-ID"] = str(last_event_id)
+    body = bytearray()
+    async with (
+        httpx2.AsyncClient(timeout=60) as client,
+        client.stream("GET", url, headers=headers) as response,
+    ):
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if body.count(b"\nid: ") + body.startswith(b"id: ") >= frames:
+                break
+    return bytes(body)
+
+
+async def wait_streaming(message_id: int) -> None:
+    while (await Message.objects.aget(pk=message_id)).status != Message.Status.STREAMING:
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_a_reader_on_another_worker_resumes_exactly_from_redis(workers, fake_upstream):
+    needs_redis()
+    await upstream_control(fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 60, "tokens": 30})
+    await upstream_control(fake_upstream, "/_reset")
+    cookie, owner = anonymous_visitor()
+    turn = await turn_start(owner=owner, message="hi", defer=True)
+    path = f"/api/messages/{turn.message_id}/stream"
+    producer = asyncio.create_task(
+        read_stream(workers[0] + path, cookie)  # claims it: worker 0 produces
+    )
+    await wait_streaming(turn.message_id)
+
+    left = await read_until(workers[1] + path, cookie, frames=5)  # then a phone blips
+    left = left[: left.rindex(b"\n\n") + 2]  # what a reader has: whole frames
+    seen = int(re.findall(rb"^id: (\d+)$", left, re.M)[-1])
+    async with httpx2.AsyncClient(timeout=60) as client:
+        resumed = await client.get(
+            workers[1] + path,
+            headers={"Accept": "text/event-stream", "Cookie": cookie, "Last-Event-ID": str(seen)},
+        )
+        reloaded = await client.get(
+            workers[1] + path, headers={"Accept": "text/event-stream", "Cookie": cookie}
+        )
+    await producer
+    async with httpx2.AsyncClient(timeout=60) as client:
+        whole = await client.get(
+            workers[0] + path, headers={"Accept": "text/event-stream", "Cookie": cookie}
+        )
+
+    expected = turn_frames(whole.content)
+    assert parse_sse(expected)[-1][0] == "end"
+    assert turn_frames(left) + turn_frames(resumed.content) == expected
+    assert turn_frames(reloaded.content) == expected
+    assert await upstream_calls(fake_upstream) == 1
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert row.status == Message.Status.COMPLETED and row.output_tokens == 30
+
+
+@pytest.fixture
+def two_fresh_workers(django_db_blocker, fake_upstream) -> Iterator[list[Any]]:
+    """Two workers of their own, for a test that kills one."""
+    with django_db_blocker.unblock():
+        url = database_url()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
+        "OPENAI_API_KEY": "x",
+        "CHAT_PROVIDER": "openai",
+        "CHAT_API": "chat",
+        "CHAT_MODEL": MODEL,
+        "CHAT_MAX_RETRIES": "0",
+        "CHAT_ALLOW_ANONYMOUS": "true",
+    }
+    ports = [free_port(), free_port()]
+    procs = [start_worker(env, port, "--log-level", "warning") for port in ports]
+    yield [(f"http://{HOST}:{port}", proc) for port, proc in zip(ports, procs, strict=True)]
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.mark.asyncio
+async def test_readers_of_a_killed_worker_get_interrupted(two_fresh_workers, fake_upstream):
+    needs_redis()
+    (first, producer_proc), (second, _) = two_fresh_workers
+    await upstream_control(
+        fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 200, "tokens": 100}
+    )
+    cookie, owner = anonymous_visitor()
+    turn = await turn_start(owner=owner, message="hi", defer=True)
+    path = f"/api/messages/{turn.message_id}/stream"
+    claimer = asyncio.create_task(read_until(first + path, cookie, frames=1000))
+    await wait_streaming(turn.message_id)
+    follower = asyncio.create_task(read_stream(second + path, cookie))
+    await asyncio.sleep(1.0)  # a few tokens in
+
+    producer_proc.send_signal(signal.SIGKILL)  # no finally runs there
+    producer_proc.wait(10)
+    events = await asyncio.wait_for(follower, 20)  # the reply would take 20 s
+
+    assert events[-1][0] == "error"
+    assert events[-1][1]["error"]["type"] == "interrupted"
+    assert any(name == "delta" for name, _ in events)
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert row.status == Message.Status.INCOMPLETE
+    assert row.content and row.content == text_of(events)
+    claimer.cancel()

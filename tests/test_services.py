@@ -1,4 +1,4 @@
-"""The turn lifecycle in chat/services.py at its edges: every claimed row gets finished,
+"""The turn lifecycle in chat/py at its edges: every claimed row gets finished,
 whenever the client leaves."""
 
 import asyncio
@@ -8,9 +8,12 @@ import uuid
 import pytest
 from django.core.cache import cache
 
-from chat import limits, relay, services
+from chat import limits, relay
 from chat.models import Message
-from chat.services import Owner
+from chat.owners import Owner
+from chat.turns.control import cancel_key, turn_cancel, turns_expire_stale
+from chat.turns.start import turn_claim, turn_start
+from chat.turns.stream import turn_stream
 from chat.views import started
 from tests.upstream import Reply, chat_script
 
@@ -34,8 +37,8 @@ async def wait_until_finished(message_id: int) -> Message:
 
 
 async def test_consumer_leaving_at_the_start_event_still_finishes_the_row(upstream):
-    turn = await services.turn_start(owner=OWNER, message="hi")
-    events = services.turn_stream(turn=turn)
+    turn = await turn_start(owner=OWNER, message="hi")
+    events = turn_stream(turn=turn)
     first = await anext(events)
     assert first.type == "start"
     await events.aclose()
@@ -45,7 +48,7 @@ async def test_consumer_leaving_at_the_start_event_still_finishes_the_row(upstre
 
 
 async def test_client_leaving_during_turn_start_leaves_no_claimed_row(upstream):
-    start = asyncio.ensure_future(services.turn_start(owner=OWNER, message="hi"))
+    start = asyncio.ensure_future(turn_start(owner=OWNER, message="hi"))
     await asyncio.sleep(0)  # the insert is on its way to the database thread
     start.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -56,8 +59,8 @@ async def test_client_leaving_during_turn_start_leaves_no_claimed_row(upstream):
 
 
 async def test_client_leaving_during_the_claim_leaves_no_claimed_row(upstream):
-    turn = await services.turn_start(owner=OWNER, message="hi", defer=True)
-    claim = asyncio.ensure_future(services.turn_claim(owner=OWNER, message_id=turn.message_id))
+    turn = await turn_start(owner=OWNER, message="hi", defer=True)
+    claim = asyncio.ensure_future(turn_claim(owner=OWNER, message_id=turn.message_id))
     await asyncio.sleep(0.001)
     claim.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -73,12 +76,10 @@ async def test_a_response_dropped_before_its_body_is_read_still_settles(upstream
     returns: the started turn is closed by the loop's async-generator finaliser."""
     settings.CHAT_MAX_CONCURRENT_STREAMS = 1
     key = f"dropped-{id(upstream)}"
-    turn = await services.turn_start(owner=OWNER, message="hi")
+    turn = await turn_start(owner=OWNER, message="hi")
     slot = await limits.stream_acquire(key)
     events = await started(
-        limits.guarded(
-            services.turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot
-        )
+        limits.guarded(turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot)
     )
     del events
     gc.collect()
@@ -95,9 +96,9 @@ async def test_stop_that_loses_the_race_with_the_claim_still_stops_the_stream(up
     script = chat_script(["one ", "two"], usage=USAGE)
     script.insert(2, 30.0)
     upstream.queue(Reply(script=script))
-    turn = await services.turn_start(owner=OWNER, message="hi", defer=True)
-    claimed = await services.turn_claim(owner=OWNER, message_id=turn.message_id)
-    stream = services.turn_stream(turn=claimed)
+    turn = await turn_start(owner=OWNER, message="hi", defer=True)
+    claimed = await turn_claim(owner=OWNER, message_id=turn.message_id)
+    stream = turn_stream(turn=claimed)
     events = [await anext(stream), await anext(stream)]  # start, "one "
     # The canceller read the row while it was still pending, then lost the race.
     stale = await Message.objects.aget(pk=turn.message_id)
@@ -114,7 +115,7 @@ async def test_stop_that_loses_the_race_with_the_claim_still_stops_the_stream(up
         def messages(self):
             return StaleRead()
 
-    await services.turn_cancel(owner=StaleOwner(), message_id=turn.message_id)
+    await turn_cancel(owner=StaleOwner(), message_id=turn.message_id)
     events += [event async for event in stream]
     assert events[-1].type == "end" and events[-1].data["status"] == "cancelled"
     row = await Message.objects.aget(pk=turn.message_id)
@@ -123,8 +124,8 @@ async def test_stop_that_loses_the_race_with_the_claim_still_stops_the_stream(up
 
 async def test_an_unexpected_failure_is_recorded_as_failed_with_an_error_event(upstream):
     upstream.queue(Reply(script=[*chat_script(["par"])[:2], RuntimeError("surprise")]))
-    turn = await services.turn_start(owner=OWNER, message="hi")
-    events = [event async for event in services.turn_stream(turn=turn)]
+    turn = await turn_start(owner=OWNER, message="hi")
+    events = [event async for event in turn_stream(turn=turn)]
     assert events[-1].type == "error"
     assert "surprise" not in str(events[-1].data)
     row = await assistant()
@@ -140,16 +141,16 @@ async def test_a_turn_claimed_late_is_not_swept_while_it_streams(upstream):
     from asgiref.sync import sync_to_async
     from django.utils import timezone
 
-    turn = await services.turn_start(owner=OWNER, message="hi", defer=True)
+    turn = await turn_start(owner=OWNER, message="hi", defer=True)
     two_hours_ago = timezone.now() - timedelta(hours=2)
     await Message.objects.filter(pk=turn.message_id).aupdate(created_at=two_hours_ago)
-    await services.turn_claim(owner=OWNER, message_id=turn.message_id)
-    swept = await sync_to_async(services.turns_expire_stale)(older_than=timedelta(hours=1))
+    await turn_claim(owner=OWNER, message_id=turn.message_id)
+    swept = await sync_to_async(turns_expire_stale)(older_than=timedelta(hours=1))
     assert swept == 0
     assert (await Message.objects.aget(pk=turn.message_id)).status == "streaming"
 
     await Message.objects.filter(pk=turn.message_id).aupdate(claimed_at=two_hours_ago)
-    swept = await sync_to_async(services.turns_expire_stale)(older_than=timedelta(hours=1))
+    swept = await sync_to_async(turns_expire_stale)(older_than=timedelta(hours=1))
     assert swept == 1
     assert (await Message.objects.aget(pk=turn.message_id)).status == "incomplete"
 
@@ -162,10 +163,10 @@ async def test_a_stop_left_in_the_cache_for_a_namesake_turn_does_not_stop_this_o
         script = chat_script(["all ", "of ", "it"], usage=USAGE)
         script.insert(2, relay.CANCEL_POLL_SECONDS * 2.5)  # long enough to be polled
         upstream.queue(Reply(script=script))
-        turn = await services.turn_start(owner=OWNER, message="hi")
+        turn = await turn_start(owner=OWNER, message="hi")
         conversation = uuid.uuid4() if stop_for_namesake else turn.conversation_id
-        await cache.aset(services.cancel_key(conversation, turn.message_id), True, timeout=60)
-        events = [event async for event in services.turn_stream(turn=turn)]
+        await cache.aset(cancel_key(conversation, turn.message_id), True, timeout=60)
+        events = [event async for event in turn_stream(turn=turn)]
         return events, await Message.objects.aget(pk=turn.message_id)
 
     events, row = await streamed(stop_for_namesake=True)

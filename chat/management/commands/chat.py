@@ -1,6 +1,6 @@
 """`manage.py chat "prompt"`: one chat turn from the terminal, through the web's services.
 
-The turn is started, streamed and recorded by `services.turn_start` / `turn_stream`, so it
+The turn is started, streamed and recorded by `turn_start` / `turn_stream`, so it
 is stored, billed and shown in the admin exactly like a turn from the page. Conversations
 belong to `--user`, or without it to the anonymous owner key `cli`.
 
@@ -29,10 +29,13 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import provider, services
+from chat import provider
 from chat.errors import ChatError
 from chat.models import Message
-from chat.services import Owner
+from chat.owners import Owner
+from chat.turns.selectors import end_event_data, message_usage
+from chat.turns.start import choose_model, turn_start
+from chat.turns.stream import turn_stream
 
 # Anonymous web keys are random 32-character tokens, so this one can never collide.
 CLI_OWNER_KEY = "cli"
@@ -120,7 +123,7 @@ class Command(BaseCommand):
                 as_json=options["as_json"],
             )
             # Refuse a bad --model before anything is stored or sent.
-            services.choose_model(options["model"])
+            choose_model(options["model"])
             with quiet_turn_log(options["verbosity"]):
                 records = asyncio.run(self.send_all(prompts, turn_options))
         except KeyboardInterrupt:
@@ -192,7 +195,7 @@ class Command(BaseCommand):
     async def send(self, prompt: str, options: TurnOptions) -> dict[str, Any]:
         """Run one turn, writing the reply as it arrives; returns the stored record."""
         # turn_start leaves no row claimed if Ctrl-C lands while it writes.
-        turn = await services.turn_start(
+        turn = await turn_start(
             owner=options.owner,
             message=prompt,
             conversation_id=options.conversation_id,
@@ -210,7 +213,7 @@ class Command(BaseCommand):
         parts: list[str] = []
         try:
             # Closed here, not by the garbage collector, if writing fails (a closed pipe).
-            async with contextlib.aclosing(services.turn_stream(turn=turn)) as events:
+            async with contextlib.aclosing(turn_stream(turn=turn)) as events:
                 async for event in events:
                     if event.type != "delta":
                         continue
@@ -280,10 +283,10 @@ def stored_record(message: Message) -> dict[str, Any]:
         "message": message.pk,
         "model": message.model,
         "reply": message.content,
-        **services.end_event_data(
+        **end_event_data(
             status=message.status,
             finish_reason=message.finish_reason,
-            usage=services.message_usage(message),
+            usage=message_usage(message),
             usage_estimated=message.usage_estimated,
             cost=message.cost,
             ttft_ms=message.ttft_ms,

@@ -1,15 +1,16 @@
 // The chat page: a small module with no framework, talking only to the documented API.
 //
 //   POST /api/chat?stream=defer      stores the turn, returns {conversation, message, stream_url}
-//   new EventSource(stream_url)      start, delta…, then end | error (closed on both, so the
-//                                    browser never reconnects into a finished turn)
+//   new EventSource(stream_url)      start, delta…, then end | error (closed on both; on a
+//                                    network error the browser reconnects with Last-Event-ID
+//                                    and the reply goes on where it was)
 //   POST /api/messages/<id>/cancel   Stop
 //   GET  /api/conversations[/<id>]   the sidebar and a conversation's history
 //   GET  /api/account                 who is signed in, their spend and budget (account.js)
 //
-// Opening a stream URL again never calls the model a second time (the server replays or
-// waits for the stored reply), so after a reload or a lost connection the page may reopen it;
-// it never re-posts a message on its own.
+// The reply is written on the server whether or not this page is open: closing or reloading
+// the page never stops it (only Stop does), and opening its stream URL again follows it on,
+// never calling the model a second time. The page never re-posts a message on its own.
 
 import { refreshAccount, showBudget } from "./account.js";
 import DOMPurify from "./vendor/dompurify/purify.es.mjs";
@@ -383,6 +384,7 @@ class ReplyView {
 const state = {
   conversation: null, // the conversation on screen (null: a new chat)
   turns: new Map(), // live turns by a local key
+  lost: new Set(), // turns whose stream the browser gave up on (reopened when the tab shows)
   routeSeq: 0,
 };
 let turnSeq = 0;
@@ -484,33 +486,49 @@ async function send(text) {
   follow(turn, created.stream_url);
 }
 
-function follow(turn, streamUrl) {
+// `resume`: reopened by the page (Reconnect, a tab brought back), so only the events after
+// the last one shown are asked for; otherwise the whole reply so far, then live events.
+function follow(turn, streamUrl, { resume = false } = {}) {
   const { view } = turn;
   turn.streamUrl = streamUrl;
   turn.done = false;
+  state.lost.delete(turn);
   view.clearNotices();
-  if (!view.text) view.thinking(turn.following ? "Finishing the reply…" : "Thinking…");
-  const source = new EventSource(streamUrl);
+  if (!resume) turn.text = "";
+  if (!turn.text) view.thinking(turn.following ? "Finishing the reply…" : "Thinking…");
+  const after = resume && turn.lastEventId;
+  const url = after ? `${streamUrl}?last_event_id=${encodeURIComponent(after)}` : streamUrl;
+  const source = new EventSource(url);
   turn.source = source;
-  let text = "";
+  // The browser reconnects on its own after a network error, sending Last-Event-ID, and
+  // the server sends only what came after it; the page closes the stream only on its end.
+  const seen = (event) => {
+    if (event.lastEventId) turn.lastEventId = event.lastEventId;
+    if (turn.reconnecting) {
+      turn.reconnecting = false;
+      view.clearNotices();
+    }
+  };
 
   source.addEventListener("start", (event) => {
+    seen(event);
     const data = JSON.parse(event.data);
     // A replay starts from the beginning: its text replaces what was shown.
-    text = "";
+    turn.text = "";
     view.model = data.model;
   });
   source.addEventListener("delta", (event) => {
-    const first = !text;
-    text += JSON.parse(event.data).text;
-    view.update(text);
+    seen(event);
+    const first = !turn.text;
+    turn.text += JSON.parse(event.data).text;
+    view.update(turn.text);
     if (first) announce("The assistant is replying.");
   });
   source.addEventListener("end", (event) => {
     const data = JSON.parse(event.data);
     turn.done = true;
     endTurn(turn);
-    view.text = text;
+    view.text = turn.text;
     view.finish(data);
     announce(data.status === "cancelled" ? "Reply stopped." : "Reply finished.");
     refreshList();
@@ -519,10 +537,10 @@ function follow(turn, streamUrl) {
   // The stream's own `error` event (a MessageEvent with data) and EventSource's connection
   // error share the name; only the first carries data.
   source.addEventListener("error", (event) => {
-    turn.done = true;
-    endTurn(turn);
-    view.text = text;
     if (event instanceof MessageEvent && event.data) {
+      turn.done = true;
+      endTurn(turn);
+      view.text = turn.text;
       const data = JSON.parse(event.data);
       const failure = {
         status: statusForType(data.error?.type),
@@ -536,12 +554,20 @@ function follow(turn, streamUrl) {
       refreshAccount();
       return;
     }
-    // Connection lost: say so and let the person reopen the stream (which replays the stored
-    // reply, never re-running it). Closing stops the browser's own silent reconnects.
+    if (turn.source !== source) return; // an old connection, already replaced
+    const retrying = source.readyState === EventSource.CONNECTING;
+    if (!retrying) {
+      // The browser gave up (the server refused the stream): the person may try again.
+      endTurn(turn);
+      state.lost.add(turn);
+    }
+    if (turn.reconnecting) return;
+    turn.reconnecting = retrying;
     view.setState("disconnected");
     view.paint();
-    const lost = text ? "What arrived is shown above." : "No reply has arrived yet.";
-    view.notice(`${lost} Reconnecting shows the stored reply; it does not send again.`, {
+    const lost = turn.text ? "What arrived is shown above." : "No reply has arrived yet.";
+    const next = retrying ? "Reconnecting; the reply goes on meanwhile." : "Reconnect to follow it.";
+    view.notice(`${lost} ${next} It is never sent again.`, {
       headline: "Connection lost.",
       error: true,
       actions: [["Reconnect", () => reconnect(turn)]],
@@ -550,13 +576,26 @@ function follow(turn, streamUrl) {
   });
 }
 
+// Follow a turn again from the last event shown (never re-running it).
 function reconnect(turn) {
-  if (state.turns.has(turn.key)) return;
+  if (turn.done) return;
+  turn.source?.close();
   turn.following = true;
+  turn.reconnecting = false;
   state.turns.set(turn.key, turn);
   syncComposer();
-  follow(turn, turn.streamUrl);
+  follow(turn, turn.streamUrl, { resume: true });
 }
+
+// A phone that brings the tab back may have dropped its connections meanwhile; reconnect
+// at once rather than after the browser's backoff.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible") return;
+  for (const turn of [...state.turns.values(), ...state.lost]) {
+    if (turn.done || !turn.streamUrl) continue;
+    if (!turn.source || turn.source.readyState !== EventSource.OPEN) reconnect(turn);
+  }
+});
 
 // A failed turn stays in the history; retrying sends its prompt again as a new turn.
 function retryTurn(turn) {
@@ -582,7 +621,7 @@ async function stop() {
   if (turn.messageId == null) return; // send() cancels as soon as the turn exists
   await requestCancel(turn);
   // The server answers with `end` (status cancelled, partial text, usage). If that does not
-  // arrive soon, close anyway: a closed stream is cancelled by the server too.
+  // arrive soon, show it stopped anyway: the cancel request has reached the server.
   turn.stopTimer = setTimeout(() => {
     if (turn.done) return;
     turn.done = true;

@@ -1,0 +1,45 @@
+"""Who a conversation belongs to, and the rows that selects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chat.models import Conversation, Message
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who a conversation belongs to: a user, or an anonymous visitor's random key."""
+
+    user_id: int | None = None
+    anonymous_key: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.user_id is None) == (not self.anonymous_key):
+            raise ValueError("An owner is either a user or an anonymous key, never both.")
+
+    def conversations(self) -> Any:
+        """The owner's conversations; one they deleted is gone for them (not for reports)."""
+        if self.user_id is not None:
+            mine = Conversation.objects.filter(owner_id=self.user_id)
+        else:
+            mine = Conversation.objects.filter(owner__isnull=True, anonymous_key=self.anonymous_key)
+        return mine.filter(deleted_at__isnull=True)
+
+    def owns(self, conversation: Conversation) -> bool:
+        """What `conversations()` selects, for one row already loaded."""
+        if conversation.deleted_at is not None:
+            return False
+        if self.user_id is not None:
+            return conversation.owner_id == self.user_id
+        return conversation.owner_id is None and conversation.anonymous_key == self.anonymous_key
+
+    def messages(self) -> Any:
+        if self.user_id is not None:
+            mine = Message.objects.filter(conversation__owner_id=self.user_id)
+        else:
+            mine = Message.objects.filter(
+                conversation__owner__isnull=True, conversation__anonymous_key=self.anonymous_key
+            )
+        return mine.filter(conversation__deleted_at__isnull=True)

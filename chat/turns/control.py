@@ -1,0 +1,90 @@
+"""Stopping turns: on request (any worker), at shutdown, and after a worker died."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import timedelta
+
+from django.core.cache import cache
+from django.db.models import Q
+from django.utils import timezone
+
+from chat import relay
+from chat.errors import not_found
+from chat.models import Message
+from chat.owners import Owner
+from chat.turns.finish import release_connection
+
+Status = Message.Status
+
+# Turns being streamed by this process, so shutdown can wait until each row is finished.
+in_flight: set[str] = set()  # the stop keys of the turns this process streams
+
+
+async def turns_drain(*, timeout: float) -> int:
+    """Stop every turn this process is still streaming and wait (up to `timeout` s) until
+    each is recorded (`cancelled`, partial text kept); returns how many are left. For
+    server shutdown, after the server's own grace period: uvicorn cancels only its own
+    task, not the one Django streams in, so without this the event loop would close
+    under a running stream and leave its row `streaming`."""
+    for stop_key in list(in_flight):
+        relay.request_stop(stop_key)
+    deadline = time.monotonic() + timeout
+    while in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return len(in_flight)
+
+
+def cancel_key(conversation_id: uuid.UUID, message_id: int) -> str:
+    """The cache key that asks whichever worker streams this turn to stop. The random
+    conversation id makes it unique to this database: a message id alone comes round
+    again when a database is recreated (tests, a reset dev setup) while the cache keeps
+    a stop asked for its namesake, which would stop a new turn at its first token."""
+    return f"chat:cancel:{conversation_id}:{message_id}"
+
+
+async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
+    """Ask the worker streaming this turn to stop (works across workers via the cache).
+    A turn nobody has claimed yet is cancelled on the spot."""
+    message = await owner.messages().filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    if message is None:
+        raise not_found("message")
+    cancelled_unclaimed = message.status == Status.PENDING and bool(
+        await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+            status=Status.CANCELLED, finished_at=timezone.now()
+        )
+    )
+    if not cancelled_unclaimed:
+        # Streaming, or claimed between our read and our update: stop whoever streams it.
+        await message.arefresh_from_db()
+        if message.status == Status.STREAMING:
+            stop_key = cancel_key(message.conversation_id, message.pk)
+            await cache.aset(stop_key, True, timeout=600)
+            relay.request_stop(stop_key)
+    await message.arefresh_from_db()
+    return message
+
+
+def turns_expire_stale(*, older_than: timedelta) -> int:
+    """Mark turns whose worker died as `incomplete`, keeping whatever they hold: streaming
+    for longer than `older_than` since they were claimed (a turn that waited long as
+    `pending` and was claimed just now is live), or never opened for that long. Returns
+    how many. Idempotent, so every worker may run it at start-up."""
+    now = timezone.now()
+    cutoff = now - older_than
+    claimed_long_ago = Q(status=Status.STREAMING) & (
+        Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, created_at__lt=cutoff)
+    )
+    never_opened = Q(status=Status.PENDING, created_at__lt=cutoff)
+    expired = Message.objects.filter(claimed_long_ago | never_opened).update(
+        status=Status.INCOMPLETE,
+        finish_reason="stale",
+        error_type="stale",
+        error_message="The server stopped before this reply was finished.",
+        finished_at=now,
+    )
+    # Run at start-up, outside any request: nothing else would ever close this connection.
+    release_connection()
+    return expired

@@ -1,0 +1,215 @@
+"""Detached turns: the model call runs in a task of its own, not in the request that
+claimed it, and writes its events to the turn's log (`chat.turns.log`); readers come and
+go. It ends when the model does, on Stop (`turn_cancel`, any worker), or when nobody has
+read it for `CHAT_RESUME_GRACE_SECONDS`. The stream slot, quota and budget are settled
+once, when the producer ends (`limits.guarded`), never when a reader leaves.
+
+One task per event loop ticks once a second for all the turns it produces: it refreshes
+their liveness in Redis (so readers elsewhere notice a dead worker) and stops the ones
+nobody watches, in one round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.utils import timezone
+
+from chat import limits, relay
+from chat.models import Message
+from chat.streams import StreamEvent
+from chat.turns import log as turn_log
+from chat.turns.control import cancel_key
+from chat.turns.finish import storable
+from chat.turns.log import TurnLog, log_key
+from chat.turns.selectors import stream_url
+from chat.turns.start import Turn
+from chat.turns.stream import turn_stream
+
+logger = logging.getLogger("chat")
+TICK_SECONDS = 1.0
+# How long a reader waits for the log of a turn just claimed on another worker to appear.
+LOG_APPEARS_SECONDS = 2.0
+Status = Message.Status
+
+
+@dataclass(slots=True)
+class _Producer:
+    log: TurnLog
+    stop_key: str
+    unwatched_since: float | None = None
+    watched_elsewhere: bool = False  # by a reader on another worker, at the last tick
+
+
+# Per event loop: the turns it produces, and the task that ticks for them.
+_producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Producer]] = (
+    weakref.WeakKeyDictionary()
+)
+_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+_tasks: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+async def turn_detach(
+    *, turn: Turn, key: str, slot: bool, user_id: int | None, resumable_url: bool = False
+) -> TurnLog:
+    """Start producing `turn` in its own task; returns its log, its `start` already in.
+    `resumable_url`: the `start` event names the `stream_url` (a direct POST asked to be
+    resumable; a deferred turn's client has it already)."""
+    events = limits.guarded(
+        turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
+    )
+    log = turn_log.log_open(log_key(turn.conversation_id, turn.message_id))
+    # Taken here, so the turn is inside its `try` (its row will be finished) before the
+    # response leaves, and the first reader finds `start` in the log.
+    first = await anext(events)
+    if resumable_url and first.type == "start":
+        first = StreamEvent("start", {**first.data, "stream_url": stream_url(turn.message_id)})
+    log.append(first)
+    producers = _producers.setdefault(asyncio.get_running_loop(), {})
+    stop_key = cancel_key(turn.conversation_id, turn.message_id)
+    producer = producers[log.key] = _Producer(log, stop_key)
+    turn_log.reader_hooks[log.key] = lambda: _reader_left(producer)
+    # A context of its own: the task outlives the request, and must not be bound to its
+    # thread (asgiref picks the database thread from the context).
+    task = asyncio.get_running_loop().create_task(
+        _produce(events, producer), context=contextvars.Context()
+    )
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+    _tick_soon()
+    with contextlib.suppress(Exception):  # Redis out: the ticker tries again
+        await turn_log.alive_refresh([log.key])
+    return log
+
+
+async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> None:
+    log = producer.log
+    final: StreamEvent | None = None
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if event.type in turn_log.FINAL_TYPES:
+                    # Held back until the slot and counters are settled (the generator's
+                    # end): a reader that gets it may start its next turn at once.
+                    final = event
+                elif event.type != "ping":  # readers ping on their own when idle
+                    log.append(event)
+    except Exception:  # the row is finished by turn_stream; readers must not hang
+        logger.exception("detached turn %s failed", log.key)
+    finally:
+        log.append(final or _interrupted_event())
+        loop_producers = _producers.get(asyncio.get_running_loop(), {})
+        loop_producers.pop(log.key, None)
+        turn_log.reader_hooks.pop(log.key, None)
+        turn_log.log_forget_later(log)
+        with contextlib.suppress(Exception):
+            await turn_log.alive_forget(log.key)
+
+
+def _reader_left(producer: _Producer) -> None:
+    """Grace 0: the turn stops with its last reader, unless the last tick saw one reading
+    it on another worker (then the ticker stops it once that one is gone too)."""
+    log = producer.log
+    if log.readers or log.closed or settings.CHAT_RESUME_GRACE_SECONDS > 0:
+        return
+    if not producer.watched_elsewhere:
+        relay.request_stop(producer.stop_key)
+
+
+def _tick_soon() -> None:
+    loop = asyncio.get_running_loop()
+    ticker = _tickers.get(loop)
+    if ticker is None or ticker.done():
+        _tickers[loop] = loop.create_task(_tick_forever(), context=contextvars.Context())
+
+
+async def _tick_forever() -> None:
+    producers = _producers.setdefault(asyncio.get_running_loop(), {})
+    while producers:
+        try:
+            await _tick(producers)
+        except Exception:  # Redis out: try again next time; the producers go on
+            logger.warning("turn ticker failed", exc_info=True)
+        await asyncio.sleep(TICK_SECONDS)
+
+
+async def _tick(producers: dict[str, _Producer]) -> None:
+    keys = list(producers)
+    await turn_log.alive_refresh(keys)
+    elsewhere = await turn_log.watched_elsewhere(keys)
+    now = time.monotonic()
+    for key in keys:
+        producer = producers.get(key)
+        if producer is None:
+            continue
+        producer.watched_elsewhere = key in elsewhere
+        if producer.log.readers or producer.watched_elsewhere:
+            producer.unwatched_since = None
+            continue
+        if producer.unwatched_since is None:
+            producer.unwatched_since = now
+        if now - producer.unwatched_since >= settings.CHAT_RESUME_GRACE_SECONDS:
+            relay.request_stop(producer.stop_key)
+
+
+def _interrupted_event() -> StreamEvent:
+    return StreamEvent(
+        "error",
+        {
+            "status": str(Status.INCOMPLETE),
+            "error": {
+                "type": "interrupted",
+                "message": "The server writing this reply stopped; what arrived is kept.",
+            },
+        },
+    )
+
+
+async def _interrupted(log: TurnLog) -> None:
+    """The worker producing `log` stopped answering: readers get a final `error`, and the
+    row is kept as far as it got, `incomplete` (the stale sweep would mark it so later)."""
+    message_id = int(log.key.rsplit(":", 1)[1])
+    with contextlib.suppress(Exception):
+        await Message.objects.filter(pk=message_id, status=Status.STREAMING).aupdate(
+            status=Status.INCOMPLETE,
+            content=storable(turn_log.log_text(log)),
+            finish_reason="interrupted",
+            error_type="interrupted",
+            error_message="The server writing this reply stopped before it was finished.",
+            finished_at=timezone.now(),
+        )
+    log.append(_interrupted_event())
+
+
+async def turn_log_find(*, message: Message) -> TurnLog | None:
+    """The log a reader of `message` follows: this process's, or another worker's through
+    Redis; None when there is none (finished long ago, or streamed by a direct request)."""
+    key = log_key(message.conversation_id, message.pk)
+    # A turn claimed a moment ago (here or elsewhere) may not have opened its log yet.
+    deadline = time.monotonic() + LOG_APPEARS_SECONDS
+    while True:
+        found = turn_log.log_local(key)
+        if found is None and settings.REDIS_URL:
+            found = await turn_log.log_remote(key, interrupted=_interrupted)
+        if found is not None or message.status != Status.STREAMING:
+            return found
+        if time.monotonic() >= deadline:
+            return None
+        await asyncio.sleep(0.05)
+    found = await turn_log.log_remote(key, interrupted=_interrupted)
+    # Claimed a moment ago elsewhere: its producer may not have written to Redis yet.
+    deadline = time.monotonic() + LOG_APPEARS_SECONDS
+    while found is None and message.status == Status.STREAMING and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        found = await turn_log.log_remote(key, interrupted=_interrupted)
+    return found

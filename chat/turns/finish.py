@@ -1,0 +1,182 @@
+"""Recording a turn's outcome, usage and cost: once per turn, in a group-committed
+transaction (`chat.batching`) shared by the turns that end together."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from chat import metrics, provider
+from chat.batching import Batcher
+from chat.models import Message
+from chat.pricing import cost_of, price_now
+from chat.provider import Finished, ProviderError, Usage
+from chat.turns.selectors import end_event_data, turn_replay
+from chat.turns.start import Turn
+
+logger = logging.getLogger("chat")
+Status = Message.Status
+
+
+def release_connection() -> None:
+    """Close this thread's database connection unless a transaction holds it. Streams wait
+    on the upstream for long: with the connection closed meanwhile, a thousand open
+    streams do not hold a thousand connections (CONN_MAX_AGE=0 alone closes it only when
+    the response ends). SQLite's are kept: a file handle, no server slot, and reopening
+    one costs more than the rest of a turn's database work."""
+    if connection.vendor != "sqlite" and not connection.in_atomic_block:
+        connection.close()
+
+
+async def turn_finish(
+    *,
+    turn: Turn,
+    text: str,
+    finished: Finished | None,
+    error: ProviderError | None,
+    stopped: bool,
+    ttft_ms: int | None,
+    duration_ms: int,
+) -> dict[str, Any]:
+    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data."""
+    if error is not None:
+        status = Status.FAILED
+    elif finished is not None:
+        status = Status(finished.status)
+    else:
+        status = Status.CANCELLED if stopped else Status.FAILED
+    usage = finished.usage if finished is not None else None
+    if usage is None and (text or status == Status.COMPLETED):
+        prompt = turn.system + "".join(m["content"] for m in turn.context)
+        usage = provider.estimate_usage(prompt=prompt, reply=text)
+    result = await _finishes.submit(
+        _Finish(
+            turn=turn,
+            text=text,
+            status=status,
+            usage=usage,
+            finished=finished,
+            error=error,
+            ttft_ms=ttft_ms,
+            duration_ms=duration_ms,
+        )
+    )
+    upstream_request_id = (finished.request_id if finished else "") or (
+        error.request_id if error else ""
+    )
+    logger.info(
+        "turn finished message=%s status=%s model=%s api=%s in=%s out=%s ttft_ms=%s "
+        "duration_ms=%s request_id=%s",
+        turn.message_id,
+        status,
+        turn.model,
+        turn.api,
+        usage.input_tokens if usage else None,
+        usage.output_tokens if usage else None,
+        ttft_ms,
+        duration_ms,
+        upstream_request_id,
+        extra={
+            "message_id": turn.message_id,
+            "status": str(status),
+            "model": turn.model,
+            "api": turn.api,
+            "input_tokens": usage.input_tokens if usage else None,
+            "output_tokens": usage.output_tokens if usage else None,
+            "ttft_ms": ttft_ms,
+            "duration_ms": duration_ms,
+            "upstream_request_id": upstream_request_id,
+        },
+    )
+    # From `result`, what was stored: the counters add up to the rows.
+    metrics.turn_recorded(model=turn.model, outcome=result)
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Finish:
+    turn: Turn
+    text: str
+    status: Status
+    usage: Usage | None
+    finished: Finished | None
+    error: ProviderError | None
+    ttft_ms: int | None
+    duration_ms: int
+
+
+def _turns_finish(finishes: list[_Finish]) -> list[dict[str, Any] | Exception]:
+    """One transaction for a batch of finished turns (turns that end together, e.g. a
+    burst's, are recorded together); returns each one's `end`/`error` event data. Only
+    message rows are written (a conversation's `updated_at` is its last turn's start),
+    so a batch locks no row another batch could be waiting for in turn."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            return [_finish(f, now) for f in finishes]
+    finally:
+        release_connection()
+
+
+def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
+    usage, finished, error = finish.usage, finish.finished, finish.error
+    price = price_now(finish.turn.model, now) if usage is not None else None
+    cost = cost_of(usage, price) if usage is not None and price is not None else None
+    fields: dict[str, Any] = {
+        "content": storable(finish.text),
+        "status": finish.status,
+        "finish_reason": finished.finish_reason if finished else "",
+        "response_id": finished.response_id if finished else "",
+        "ttft_ms": finish.ttft_ms,
+        "duration_ms": finish.duration_ms,
+        "cost": cost,
+        "finished_at": now,
+        "error_type": error.error_type if error else "",
+        "error_message": storable(error.message) if error else "",
+    }
+    if usage is not None:
+        fields.update(usage.as_dict(), usage_estimated=usage.estimated)
+    # Only an unfinished row is written: a turn is recorded exactly once.
+    written = Message.objects.filter(
+        pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
+    ).update(**fields)
+    if not written:  # recorded already (by whoever finished it first): say what is stored
+        return turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data
+    return end_event_data(
+        status=finish.status,
+        finish_reason=fields["finish_reason"],
+        usage=usage.as_dict() if usage else None,
+        usage_estimated=usage.estimated if usage else False,
+        cost=cost,
+        ttft_ms=finish.ttft_ms,
+        duration_ms=finish.duration_ms,
+        error=error and {"type": error.error_type, "message": error.message},
+        retry_after=error.retry_after if error else None,
+    )
+
+
+_finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
+
+
+def storable(text: str) -> str:
+    """`text` as every database stores it: JSON can carry NUL, which PostgreSQL refuses
+    in text, and lone surrogates like "\\ud800", which are not UTF-8 at all; they become
+    U+FFFD. Model replies are mended so (refusing the row would leave the turn
+    unrecorded); requests carrying them are refused (`payloads`)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def ms_since(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,276 @@
+"""Starting turns: the rows exist before any upstream call (`turn_start`), and a deferred
+turn is claimed exactly once (`turn_claim`), so only one caller ever reaches the model."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat import provider
+from chat.batching import Batcher
+from chat.errors import ChatError, not_found
+from chat.models import Conversation, Message
+from chat.owners import Owner
+from chat.shielding import committed
+
+Status = Message.Status
+
+
+@dataclass(slots=True)
+class Turn:
+    """One assistant reply being produced, and everything needed to produce it."""
+
+    conversation_id: uuid.UUID
+    message_id: int
+    model: str
+    api: provider.Api
+    provider: str
+    system: str
+    context: list[dict[str, str]] = field(default_factory=list)
+
+
+def choose_model(requested: str | None, conversation_model: str = "") -> str:
+    allowed = provider.backend().models
+    model = requested or conversation_model or provider.backend().default_model
+    if model not in allowed:
+        if requested:
+            raise ChatError(
+                400,
+                "invalid_model",
+                f"Model {requested!r} is not allowed here; choose one of {', '.join(allowed)}.",
+            )
+        model = provider.backend().default_model  # the allow-list changed since
+    return model
+
+
+def choose_api(requested: str | None) -> provider.Api:
+    api = requested or provider.backend().api
+    if api not in provider.APIS:
+        raise ChatError(400, "invalid_api", "api must be 'responses' or 'chat'.")
+    return api  # type: ignore[return-value]
+
+
+async def turn_start(
+    *,
+    owner: Owner,
+    message: str,
+    conversation_id: uuid.UUID | None = None,
+    model: str | None = None,
+    system: str | None = None,
+    api: str | None = None,
+    defer: bool = False,
+) -> Turn:
+    """Store the user's message and the assistant row (`pending` when deferred, else
+    already claimed as `streaming`) before any upstream call. Turns started at the same
+    moment are written together, in one transaction (`chat.batching`)."""
+    start = _Start(
+        owner=owner,
+        message=message,
+        conversation_id=conversation_id,
+        model=model,
+        system=system,
+        api=choose_api(api),
+        defer=defer,
+    )
+    return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
+
+
+async def _abandon(message_id: int) -> None:
+    """A turn whose client left before it started: cancelled, never sent to the model."""
+    await Message.objects.filter(
+        pk=message_id, status__in=[Status.PENDING, Status.STREAMING]
+    ).aupdate(status=Status.CANCELLED, finished_at=timezone.now())
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    owner: Owner
+    message: str
+    conversation_id: uuid.UUID | None
+    model: str | None
+    system: str | None
+    api: provider.Api
+    defer: bool
+
+
+def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
+    """One transaction for a batch of turn starts: new conversations and all messages in
+    bulk INSERTs (as many rows per statement as the database takes). A start that is
+    refused (unknown conversation, model not allowed) gets its `ChatError` and writes
+    nothing; the others go on."""
+    backend = provider.backend()
+    with transaction.atomic():
+        locked = _lock_conversations(starts)
+        plans = [_plan(start, locked) for start in starts]
+        Conversation.objects.bulk_create(
+            plan.conversation for plan in plans if isinstance(plan, _Plan) and plan.is_new
+        )
+        rows: list[Message] = []
+        for plan in plans:
+            if isinstance(plan, _Plan):
+                rows += _messages(plan, backend.name)
+        # Their ids come back from the INSERT (RETURNING), in order.
+        Message.objects.bulk_create(rows)
+        assistants = iter(rows[1::2])
+        return [
+            _turn(plan, next(assistants), backend.name) if isinstance(plan, _Plan) else plan
+            for plan in plans
+        ]
+
+
+@dataclass(slots=True)
+class _Plan:
+    start: _Start
+    conversation: Conversation
+    model: str
+    is_new: bool
+
+
+def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
+    """The batch's existing conversations, row-locked (PostgreSQL) in one query: the lock
+    serialises turns of one conversation across workers, and taking all of a batch's
+    locks in primary-key order means two workers' batches never wait on each other in a
+    cycle."""
+    ids = {start.conversation_id for start in starts if start.conversation_id is not None}
+    if not ids:
+        return {}
+    rows = Conversation.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return {conversation.pk: conversation for conversation in rows}
+
+
+def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
+    try:
+        if start.conversation_id is None:
+            chosen = choose_model(start.model)
+            conversation = Conversation(
+                owner_id=start.owner.user_id,
+                anonymous_key=start.owner.anonymous_key,
+                title=_title_from(start.message),
+                model=chosen,
+                system_prompt=start.system or "",
+            )
+            return _Plan(start, conversation, chosen, is_new=True)
+        found = locked.get(start.conversation_id)
+        if found is None or not start.owner.owns(found):
+            raise not_found("conversation")
+        chosen = choose_model(start.model, found.model)
+    except ChatError as exc:
+        return exc
+    changes = {"updated_at": timezone.now(), "model": chosen}
+    if start.system is not None:
+        changes["system_prompt"] = start.system
+    Conversation.objects.filter(pk=found.pk).update(**changes)
+    found.system_prompt = changes.get("system_prompt", found.system_prompt)
+    return _Plan(start, found, chosen, is_new=False)
+
+
+def _messages(plan: _Plan, provider_name: str) -> list[Message]:
+    start = plan.start
+    return [
+        Message(
+            conversation=plan.conversation,
+            role=Message.Role.USER,
+            content=start.message,
+            model=plan.model,
+        ),
+        Message(
+            conversation=plan.conversation,
+            role=Message.Role.ASSISTANT,
+            status=Status.PENDING if start.defer else Status.STREAMING,
+            claimed_at=None if start.defer else timezone.now(),
+            provider=provider_name,
+            api=start.api,
+            model=plan.model,
+        ),
+    ]
+
+
+def _turn(plan: _Plan, assistant: Message, provider_name: str) -> Turn:
+    start = plan.start
+    turn = Turn(
+        conversation_id=plan.conversation.pk,
+        message_id=assistant.pk,
+        model=plan.model,
+        api=start.api,
+        provider=provider_name,
+        system=plan.conversation.system_prompt,
+    )
+    if not start.defer:  # a deferred turn's context is read when it is claimed
+        turn.context = (
+            [{"role": "user", "content": start.message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
+            # A new conversation's context is the message just stored: no query.
+            if plan.is_new
+            else _context(plan.conversation.pk, before=assistant.pk)
+        )
+    return turn
+
+
+_starts: Batcher[_Start, Turn] = Batcher(_turns_start)
+
+
+def _title_from(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= 80 else line[:79] + "…"
+
+
+def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:
+    """Earlier messages sent to the model, oldest first, capped to the newest N."""
+    rows = (
+        Message.objects.filter(conversation_id=conversation_id, pk__lt=before)
+        .exclude(role=Message.Role.ASSISTANT, content="")
+        .exclude(status__in=[Status.PENDING, Status.STREAMING])
+        .order_by("-pk")
+        .values_list("role", "content")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+    )
+    return [{"role": role, "content": content} for role, content in reversed(rows)]
+
+
+async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
+    """Claim a deferred turn (`pending → streaming`) atomically.
+
+    Returns the `Turn` to stream when this caller won the claim; otherwise the stored
+    `Message` (finished, or streaming for someone else). Only a won claim ever reaches
+    the model, so a reconnecting browser can never cause a second call or bill.
+    """
+    message = (
+        await owner.messages()
+        .select_related("conversation")
+        .filter(pk=message_id, role=Message.Role.ASSISTANT)
+        .afirst()
+    )
+    if message is None:
+        raise not_found("message")
+    if message.status == Status.PENDING:
+        turn = await committed(_claim(message), undo=_abandon_claim)
+        if turn is not None:
+            return turn
+        await message.arefresh_from_db()
+    return message
+
+
+async def _claim(message: Message) -> Turn | None:
+    won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+        status=Status.STREAMING, claimed_at=timezone.now()
+    )
+    if not won:
+        return None
+    context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
+    return Turn(
+        conversation_id=message.conversation_id,
+        message_id=message.pk,
+        model=message.model,
+        api=message.api,  # type: ignore[arg-type]
+        provider=message.provider,
+        system=message.conversation.system_prompt,
+        context=context,
+    )
+
+
+async def _abandon_claim(turn: Turn | None) -> None:
+    if turn is not None:
+        await _abandon(turn.message_id)

@@ -1,0 +1,150 @@
+"""Producing a turn: call the model and yield its events; the row is finished in a
+shielded `finally` whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+
+from chat import provider, relay
+from chat.models import Message
+from chat.provider import Finished, ProviderError, TextDelta
+from chat.shielding import shielded
+from chat.streams import StreamEvent
+from chat.turns.control import cancel_key, in_flight
+from chat.turns.finish import ms_since, release_connection, turn_finish
+from chat.turns.selectors import turn_replay
+from chat.turns.start import Turn
+
+logger = logging.getLogger("chat")
+PING = StreamEvent("ping")
+
+
+_background: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
+
+
+async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
+    """Call the model and yield `start`, `delta`…, then `end` or `error`.
+
+    The row is finished exactly once, in a shielded `finally`, for every outcome:
+    completed, upstream error, timeout, stop request, or the consumer going away.
+    """
+    started = time.monotonic()
+    parts: list[str] = []
+    ttft_ms: int | None = None
+    finished: Finished | None = None
+    error: ProviderError | None = None
+    stopped = False
+    outcome: dict[str, Any] | None = None
+    stop_key = cancel_key(turn.conversation_id, turn.message_id)
+    in_flight.add(stop_key)
+    try:
+        # Inside the `try`: a consumer that leaves at this very first event still gets
+        # the row finished.
+        yield StreamEvent(
+            "start",
+            {
+                "conversation": str(turn.conversation_id),
+                "message": turn.message_id,
+                "model": turn.model,
+            },
+        )
+        # Resumed once the response has started, so the rows are written (turn_start or
+        # claim, and a session the middleware saved): seconds to minutes of waiting on
+        # the model follow, so give the database connection back rather than pin it. Not
+        # awaited, so the upstream call does not wait for it; it runs in this request's
+        # DB thread, before turn_finish's write queued behind it there.
+        if connection.vendor != "sqlite":
+            release = asyncio.ensure_future(sync_to_async(release_connection)())
+            _background.add(release)
+            release.add_done_callback(_background.discard)
+        upstream = provider.stream_reply(
+            messages=turn.context, model=turn.model, api=turn.api, system=turn.system
+        )
+        relayed = relay.relay(
+            upstream,
+            cancel_key=stop_key,
+            ping_every=settings.CHAT_SSE_PING_SECONDS,
+        )
+        # aclosing: when our consumer closes us at a `yield`, the upstream is closed
+        # before the row is finished, not whenever the garbage collector gets to it.
+        async with aclosing(relayed):
+            async for event in relayed:
+                if isinstance(event, TextDelta):
+                    if not event.text:
+                        continue
+                    if ttft_ms is None:
+                        ttft_ms = ms_since(started)
+                    parts.append(event.text)
+                    yield StreamEvent("delta", {"text": event.text})
+                elif isinstance(event, Finished):
+                    finished = event
+                else:
+                    yield PING
+    except ProviderError as exc:
+        error = exc
+    except relay.StopRequested:
+        stopped = True
+    except Exception:
+        # A bug or an upstream that breaks the protocol in a way we did not foresee: the
+        # turn failed (not "cancelled") and the client gets a final error event.
+        logger.exception("turn %s failed unexpectedly", turn.message_id)
+        error = ProviderError("upstream", "The model's reply could not be read.")
+    finally:
+        # Shielded: the client may be gone, but the row must still be finished.
+        try:
+            outcome = await shielded(
+                turn_finish(
+                    turn=turn,
+                    text="".join(parts),
+                    finished=finished,
+                    error=error,
+                    stopped=stopped or (finished is None and error is None),
+                    ttft_ms=ttft_ms,
+                    duration_ms=ms_since(started),
+                )
+            )
+        finally:
+            in_flight.discard(stop_key)
+    if error is not None:
+        yield StreamEvent("error", outcome)
+    else:
+        yield StreamEvent("end", outcome)
+
+
+# Turns being streamed by this process, so shutdown can wait until each row is finished.
+
+
+async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
+    """For a second reader of a turn: wait for the stored result, never call the model."""
+    deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
+    last_ping = time.monotonic()
+    while message.status not in Message.FINAL_STATUSES:
+        if time.monotonic() >= deadline:
+            yield StreamEvent(
+                "error",
+                {
+                    "status": str(message.status),
+                    "error": {
+                        "type": "still_streaming",
+                        "message": "This reply is still being written elsewhere; "
+                        "reload to see it when it is done.",
+                    },
+                },
+            )
+            return
+        await asyncio.sleep(0.5)
+        if time.monotonic() - last_ping >= settings.CHAT_SSE_PING_SECONDS:
+            last_ping = time.monotonic()
+            yield PING
+        await message.arefresh_from_db()
+    for event in turn_replay(message):
+        yield event
