@@ -229,7 +229,13 @@ def test_limits_hold_across_processes(settings):
             pytest.fail(f"Redis at {REDIS_URL} is not reachable (CI must test it).")
         pytest.skip(f"Redis at {REDIS_URL} is not reachable.")
     key = f"user:cross-process-{uuid.uuid4().hex}"
-    env = {**os.environ, "REDIS_URL": REDIS_URL, "CHAT_RATE_LIMIT": "3/hour"}
+    prefix = f"test-limits-{uuid.uuid4().hex}"
+    env = {
+        **os.environ,
+        "REDIS_URL": REDIS_URL,
+        "CHAT_CACHE_PREFIX": prefix,
+        "CHAT_RATE_LIMIT": "3/hour",
+    }
     code = f"import asyncio; from chat import limits; asyncio.run(limits.rate_hit({key!r}))"
     for _ in range(2):  # two "workers" take two of the three
         worker = subprocess.run(
@@ -246,7 +252,7 @@ def test_limits_hold_across_processes(settings):
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": "chatsite",  # what chatsite/settings.py uses with REDIS_URL
+            "KEY_PREFIX": prefix,  # what chatsite/settings.py makes of CHAT_CACHE_PREFIX
         }
     }
     asyncio.run(limits.rate_hit(key))  # the third, in this process
@@ -254,4 +260,4 @@ def test_limits_hold_across_processes(settings):
         asyncio.run(limits.rate_hit(key))
     assert refused.value.status == 429 and refused.value.retry_after <= 3600
     server = redis.Redis.from_url(REDIS_URL)
-    server.delete(*server.scan_iter(match=f"chatsite:*{key}*"))
+    server.delete(*server.scan_iter(match=f"{prefix}:*"))
