@@ -143,3 +143,10 @@ def fake_upstream():
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture
+def production(settings):
+    """Anonymous use off, as with DEBUG=false by default: people sign in."""
+    settings.CHAT_ALLOW_ANONYMOUS = False
+    return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -64,3 +65,19 @@ def database_url() -> str:
         auth = quote(db["USER"]) + (f":{quote(db['PASSWORD'])}" if db["PASSWORD"] else "")
         return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
     pytest.skip(f"no URL for {db['ENGINE']}")
+
+
+def fake_model_env(fake_upstream: str, **overrides: str) -> dict[str, str]:
+    """A worker's environment: the test database, and the benchmark's fake upstream as
+    an OpenAI-compatible model (`fake-model`)."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
+        "OPENAI_API_KEY": "x",
+        "CHAT_PROVIDER": "openai",
+        "CHAT_API": "chat",
+        "CHAT_MODEL": "fake-model",
+        "CHAT_MAX_RETRIES": "0",
+        **overrides,
+    }

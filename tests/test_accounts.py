@@ -23,13 +23,6 @@ PASSWORD = "a long, unusual passphrase 42"
 
 
 @pytest.fixture
-def production(settings):
-    """Anonymous use off, as with DEBUG=false by default."""
-    settings.CHAT_ALLOW_ANONYMOUS = False
-    return settings
-
-
-@pytest.fixture
 def alice(transactional_db):
     return User.objects.create_user("alice", "alice@example.com", PASSWORD)
 

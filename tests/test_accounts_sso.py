@@ -11,12 +11,6 @@ User = get_user_model()
 PASSWORD = "a long, unusual passphrase 42"
 
 
-@pytest.fixture
-def production(settings):
-    settings.CHAT_ALLOW_ANONYMOUS = False
-    return settings
-
-
 def _sso_login(email: str, *, verified: bool = True):
     """What allauth builds from an OpenID Connect provider's answer, before it decides
     which account the identity signs in to."""

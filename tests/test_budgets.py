@@ -240,19 +240,9 @@ def budget_workers(request, django_db_setup, django_db_blocker, fake_upstream):
     """Two server processes on one database, as `uvicorn --workers 2` runs: sharing only
     the database, or the database and Redis (a fresh key prefix, so no counter of an
     earlier run is seen)."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": servers.database_url(),
-        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
-        "OPENAI_API_KEY": "x",
-        "CHAT_PROVIDER": "openai",
-        "CHAT_API": "chat",
-        "CHAT_MODEL": "fake-model",
-        "CHAT_MAX_RETRIES": "0",
-        "CHAT_ALLOW_ANONYMOUS": "false",
-        "CHAT_BUDGET_USD": "0.05",
-        "CHAT_RATE_LIMIT": "",
-    }
+    env = servers.fake_model_env(
+        fake_upstream, CHAT_ALLOW_ANONYMOUS="false", CHAT_BUDGET_USD="0.05", CHAT_RATE_LIMIT=""
+    )
     env.pop("REDIS_URL", None)
     if request.param == "redis":
         if not redis_reachable():

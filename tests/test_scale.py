@@ -22,7 +22,7 @@ from chat.models import Message
 from chat.owners import Owner
 from chat.turns.start import turn_start
 from tests.asgi import parse_sse
-from tests.servers import HOST, database_url, free_port, start_worker
+from tests.servers import HOST, fake_model_env, free_port, start_worker
 
 WORKER_APP_NAME = "chat-scale-test-worker"
 MODEL = "fake-model"
@@ -35,20 +35,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def workers(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[list[str]]:
     """Two separate server processes on one database, as `uvicorn --workers 2` runs."""
     with django_db_blocker.unblock():
-        url = database_url()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
-        "OPENAI_API_KEY": "x",
-        "CHAT_PROVIDER": "openai",
-        "CHAT_API": "chat",
-        "CHAT_MODEL": MODEL,
-        "CHAT_MAX_RETRIES": "0",
-        "CHAT_ALLOW_ANONYMOUS": "true",
-        "PGAPPNAME": WORKER_APP_NAME,  # libpq names the workers' connections
-        "DATABASE_POOL_SIZE": str(POOL_SIZE),
-    }
+        env = fake_model_env(
+            fake_upstream,
+            CHAT_ALLOW_ANONYMOUS="true",
+            PGAPPNAME=WORKER_APP_NAME,  # libpq names the workers' connections
+            DATABASE_POOL_SIZE=str(POOL_SIZE),
+        )
     ports = [free_port(), free_port()]
     procs = [start_worker(env, port, "--log-level", "warning") for port in ports]
     yield [f"http://{HOST}:{port}" for port in ports]
@@ -277,18 +269,7 @@ async def test_a_reader_on_another_worker_resumes_exactly_from_redis(workers, fa
 def two_fresh_workers(django_db_blocker, fake_upstream) -> Iterator[list[Any]]:
     """Two workers of their own, for a test that kills one."""
     with django_db_blocker.unblock():
-        url = database_url()
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "OPENAI_BASE_URL": f"{fake_upstream}/v1",
-        "OPENAI_API_KEY": "x",
-        "CHAT_PROVIDER": "openai",
-        "CHAT_API": "chat",
-        "CHAT_MODEL": MODEL,
-        "CHAT_MAX_RETRIES": "0",
-        "CHAT_ALLOW_ANONYMOUS": "true",
-    }
+        env = fake_model_env(fake_upstream, CHAT_ALLOW_ANONYMOUS="true")
     ports = [free_port(), free_port()]
     procs = [start_worker(env, port, "--log-level", "warning") for port in ports]
     yield [(f"http://{HOST}:{port}", proc) for port, proc in zip(ports, procs, strict=True)]

@@ -76,7 +76,14 @@ def turn_replay(message: Message) -> list[StreamEvent]:
     ]
     if message.content:
         events.append(StreamEvent("delta", {"text": message.content}))
-    data = end_event_data(
+    kind = "error" if message.status == Status.FAILED else "end"
+    events.append(StreamEvent(kind, stored_end_data(message)))
+    return events
+
+
+def stored_end_data(message: Message) -> dict[str, Any]:
+    """The `end` (or, for a failed turn, `error`) event's data, read back from the row."""
+    return end_event_data(
         status=message.status,
         finish_reason=message.finish_reason,
         usage=message_usage(message),
@@ -88,8 +95,6 @@ def turn_replay(message: Message) -> list[StreamEvent]:
         if message.status == Status.FAILED
         else None,
     )
-    events.append(StreamEvent("error" if message.status == Status.FAILED else "end", data))
-    return events
 
 
 async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from chat import provider
 from chat.errors import ChatError
 from chat.models import Message
 from chat.owners import Owner
-from chat.turns.selectors import end_event_data, message_usage
+from chat.turns.selectors import stored_end_data
 from chat.turns.start import choose_model, turn_start
 from chat.turns.stream import turn_stream
 
@@ -277,24 +277,12 @@ def quiet_turn_log(verbosity: int) -> Iterator[None]:
 
 def stored_record(message: Message) -> dict[str, Any]:
     """The turn as stored: the web's JSON reply fields, read back from the row."""
-    failed = message.status == Message.Status.FAILED
     return {
         "conversation": str(message.conversation_id),
         "message": message.pk,
         "model": message.model,
         "reply": message.content,
-        **end_event_data(
-            status=message.status,
-            finish_reason=message.finish_reason,
-            usage=message_usage(message),
-            usage_estimated=message.usage_estimated,
-            cost=message.cost,
-            ttft_ms=message.ttft_ms,
-            duration_ms=message.duration_ms,
-            error={"type": message.error_type, "message": message.error_message}
-            if failed
-            else None,
-        ),
+        **stored_end_data(message),
     }
 
 
