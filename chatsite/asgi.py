@@ -67,12 +67,59 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await lifespan(receive, send)
         return
     if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
+        if scope["path"].startswith("/api/"):
+            send = json_errors(send)
         with on_chat_thread():
             await django_application(scope, receive, send)
         return
     # Admin, sign-in and other pages: Django's own thread per request, so a slow report
     # never holds up a chat turn's database work.
     await django_application(scope, receive, send)
+
+
+def json_errors(send: Any) -> Any:
+    """`send`, with an error Django answered itself before any middleware ran (its request
+    building: 400 for a query string that is not UTF-8, 413) rewritten as the API's JSON
+    error. Everything else, JSON errors included, passes through untouched."""
+    held: dict[str, Any] | None = None
+
+    async def sending(message: dict[str, Any]) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+            if message["status"] >= 400 and not is_json:
+                held = message  # its body is replaced, so its start waits for it
+                return
+        elif held is not None and message["type"] == "http.response.body":
+            if message.get("more_body"):
+                return  # the rest of Django's page: dropped
+            start, held = held, None
+            await _send_json_error(send, start)
+            return
+        await send(message)
+
+    return sending
+
+
+async def _send_json_error(send: Any, start: dict[str, Any]) -> None:
+    from chat.middleware import ERROR_TYPES, error_response
+
+    status = start["status"]
+    type, message = ERROR_TYPES.get(status, ERROR_TYPES[500 if status >= 500 else 400])
+    body = error_response(status, type, message).content
+    kept = [
+        (k, v)
+        for k, v in start.get("headers", [])
+        if k.lower() not in (b"content-type", b"content-length")
+    ]
+    headers = [
+        *kept,
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def expire_stale(when: str) -> None:
