@@ -36,12 +36,14 @@ async def asgi_request(
     disconnect_after_chunks: int | None = None,
     client: str = "127.0.0.1",
     raw_path: bytes | None = None,
+    raw_query: bytes | None = None,
     app: Any = None,
 ) -> AsgiResult:
     """Send one request; with `disconnect_after_chunks`, the client goes away after that
     many body chunks (as a browser tab closing), by answering `receive` with a disconnect.
     `raw_path` is the path as sent on the wire, when `path` is its decoded form (as uvicorn
-    gives both); `app` another ASGI application than ours (Django's stock one)."""
+    gives both); `raw_query` the query string's bytes as sent, valid UTF-8 or not; `app`
+    another ASGI application than ours (Django's stock one)."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
         headers = {"content-type": "application/json", **(headers or {})}
@@ -54,7 +56,7 @@ async def asgi_request(
         "scheme": "http",
         "path": path,
         "raw_path": path.encode() if raw_path is None else raw_path,
-        "query_string": query.encode(),
+        "query_string": query.encode() if raw_query is None else raw_query,
         "root_path": "",
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         + [(b"host", b"127.0.0.1")]

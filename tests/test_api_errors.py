@@ -3,7 +3,6 @@ UTF-8), wrong methods, and 500s raised outside our views, in DEBUG and in produc
 
 from __future__ import annotations
 
-import json
 from urllib.parse import unquote
 
 import pytest
@@ -103,43 +102,13 @@ async def test_pages_outside_the_api_keep_django_errors(settings):
 async def test_errors_django_answers_before_any_middleware_are_json_too():
     """A query string that is not UTF-8 fails while Django builds the request, before any
     middleware: its HTML 400 becomes the API's JSON error (chatsite/asgi.py)."""
-    from chatsite.asgi import application
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/api/conversations",
-        "raw_path": b"/api/conversations",
-        "query_string": b"q=\xff\xfe",
-        "root_path": "",
-        "headers": [(b"host", b"127.0.0.1")],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
-    sent: list[dict] = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    await application(scope, receive, send)
-    start, *bodies = sent
-    headers = dict(start["headers"])
-    body = b"".join(m.get("body", b"") for m in bodies)
-    assert start["status"] == 400
-    assert headers[b"content-type"] == b"application/json"
-    assert int(headers[b"content-length"]) == len(body)
-    assert json.loads(body)["error"]["type"] == "bad_request"
+    result = await asgi_request("GET", "/api/conversations", raw_query=b"q=\xff\xfe")
+    assert result.status == 400
+    assert result.headers["content-type"] == "application/json"
+    assert int(result.headers["content-length"]) == len(result.body)
+    assert result.json()["error"]["type"] == "bad_request"
 
     # The same request outside /api/ keeps Django's own answer.
-    sent.clear()
-    await application(
-        {**scope, "path": "/accounts/login/", "raw_path": b"/accounts/login/"}, receive, send
-    )
-    assert sent[0]["status"] == 400
-    assert not dict(sent[0]["headers"]).get(b"content-type", b"").startswith(b"application/json")
+    page = await asgi_request("GET", "/accounts/login/", raw_query=b"q=\xff\xfe")
+    assert page.status == 400
+    assert not page.headers.get("content-type", "").startswith("application/json")
