@@ -106,3 +106,20 @@ def test_every_page_module_is_reached_from_an_entry_point():
         reached.add(name)
         todo += [t.removeprefix("./") for t in imports(folder / name) if "/" not in t[2:]]
     assert {m.name for m in folder.glob("*.js")} == reached
+
+
+def test_the_page_preloads_every_module_chat_js_imports(client):
+    """Without the preloads the browser finds each import level only after the one above,
+    a waterfall; a module missing from the list still works, just later."""
+    folder = Path(finders.find("chat/chat.js")).parent
+    reached: set[str] = set()
+    todo = ["chat.js"]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo += [t.removeprefix("./") for t in imports(folder / name)]
+    html = client.get("/").content.decode()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/chat/([^"]+)">', html))
+    assert preloaded == reached - {"chat.js"}

@@ -9,7 +9,9 @@
 //   replies.js        a user message's and a reply's views
 //   turns.js          replies being written: EventSource, Stop, reconnecting
 //   thread.js         the conversation on screen: history, sending
-//   conversations.js  the sidebar's list
+//   conversations.js  the sidebar: list, search, rename, delete with Undo, export
+//   listing.js        the list's rules without the DOM: paging, debounce, pending deletes
+//   menu.js, rename.js, toasts.js   a menu button's menu, renaming in place, Undo toasts
 //   account.js        who is signed in, their spend and budget
 //
 // The reply is written on the server whether or not this page is open: closing or reloading
@@ -33,6 +35,7 @@ const els = {
   send: $("send"),
   stop: $("stop"),
   announcer: $("announcer"),
+  titleActions: $("title-actions"),
 };
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -48,9 +51,28 @@ function signIn() {
 }
 
 const sidebar = new ConversationList({
-  list: $("conversation-list"),
-  empty: $("conversation-empty"),
-  hooks: { titled: (id, title) => thread.titleChanged(id, title) },
+  elements: {
+    list: $("conversation-list"),
+    empty: $("conversation-empty"),
+    search: $("conversation-search"),
+    more: $("conversation-more"),
+    menu: $("conversation-menu"),
+  },
+  hooks: {
+    announce,
+    titled: (id, title) => thread.titleChanged(id, title),
+    // The open conversation was deleted: a new chat takes its place (focus stays on Undo).
+    deleted() {
+      if (location.hash) history.pushState(null, "", location.pathname + location.search);
+      thread.showNewChat();
+    },
+    restored(id, wasOpen) {
+      if (wasOpen) location.hash = id;
+    },
+    titleTarget: () => $("title"),
+    titleMenuButton: () => els.titleActions,
+    focusAfter: () => els.newChat,
+  },
 });
 
 const thread = new Thread({
@@ -61,7 +83,13 @@ const thread = new Thread({
     announce,
     composerChanged: syncComposer,
     listChanged: () => sidebar.refresh(),
-    shown: (id) => sidebar.markCurrent(id),
+    shown(id) {
+      sidebar.markCurrent(id);
+      els.titleActions.hidden = id === null;
+    },
+    unavailable: () => {
+      els.titleActions.hidden = true;
+    },
     editInComposer(text) {
       els.input.value = text;
       autosize();
@@ -151,12 +179,17 @@ if (banner) {
   });
 }
 els.stop.addEventListener("click", () => thread.stop());
+els.titleActions.addEventListener("click", () => {
+  const title = $("title").textContent;
+  sidebar.openMenu(els.titleActions, thread.conversation, title, "title");
+});
 els.newChat.addEventListener("click", newChat);
 els.sidebarOpen.addEventListener("click", openSidebar);
 els.sidebarClose.addEventListener("click", () => closeSidebar());
 els.scrim.addEventListener("click", () => closeSidebar());
 document.addEventListener("keydown", (event) => {
-  if (event.key !== "Escape") return;
+  // A menu, a rename or an edit box that took this Esc has prevented its default.
+  if (event.key !== "Escape" || event.defaultPrevented) return;
   if (els.app.classList.contains("sidebar-visible")) closeSidebar();
   else if (thread.liveTurn()) thread.stop();
 });
@@ -166,4 +199,5 @@ window.addEventListener("popstate", route);
 showBudget(config.account?.budget);
 sidebar.refresh();
 route();
+els.input.disabled = false;
 if (matchMedia("(pointer: fine)").matches) els.input.focus();

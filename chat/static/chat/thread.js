@@ -14,7 +14,7 @@ import { Turns } from "./turns.js";
 export class Thread {
   // config: the page's settings; model: the model <select> (or null); titleElement: the
   // top bar's title. Hooks: announce(text), composerChanged(), listChanged(),
-  // shown(conversation), editInComposer(text), newChat(), signIn().
+  // shown(conversation), unavailable(), editInComposer(text), newChat(), signIn().
   constructor({ config, model, titleElement, hooks }) {
     this.config = config;
     this.model = model;
@@ -161,6 +161,7 @@ export class Thread {
   }
 
   unavailable(error) {
+    this.hooks.unavailable();
     clearTranscript();
     this.setTitle("Conversation unavailable");
     const view = new ReplyView("");
