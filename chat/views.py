@@ -18,7 +18,13 @@ from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
-from chat.payloads import parse_chat_request, parse_rename_request, request_body
+from chat.payloads import (
+    parse_chat_request,
+    parse_edit_request,
+    parse_regenerate_request,
+    parse_rename_request,
+    request_body,
+)
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 from chat.turns import selectors
 from chat.turns.control import turn_cancel
@@ -26,6 +32,7 @@ from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
+from chat.turns.versions import NewVersion, turn_edit, turn_regenerate
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -174,6 +181,42 @@ async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
     message = await turn_cancel(owner=owner, message_id=message_id)
     return JsonResponse({"message": message.pk, "status": message.status}, status=202)
+
+
+@api_view("POST")
+async def message_regenerate(request: HttpRequest, message_id: int) -> HttpResponse:
+    model = parse_regenerate_request(request_body(request))
+    owner = await request_owner(request)
+    async with limits.admitted(
+        key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
+    ):
+        version = await turn_regenerate(owner=owner, message_id=message_id, model=model)
+    return new_version_response(version)
+
+
+@api_view("POST")
+async def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
+    text = parse_edit_request(
+        request_body(request), max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS
+    )
+    owner = await request_owner(request)
+    async with limits.admitted(
+        key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
+    ):
+        version = await turn_edit(owner=owner, message_id=message_id, message=text)
+    return new_version_response(version)
+
+
+def new_version_response(version: NewVersion) -> JsonResponse:
+    return JsonResponse(
+        {
+            "conversation": str(version.conversation_id),
+            "message": version.message_id,
+            "user_message": version.user_message_id,
+            "stream_url": stream_url(version.message_id),
+        },
+        status=201,
+    )
 
 
 @api_view("GET")
