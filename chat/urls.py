@@ -27,6 +27,7 @@ urlpatterns = [
         name="message-regenerate",
     ),
     path("api/messages/<int:message_id>/edit", views.message_edit, name="message-edit"),
+    path("api/messages/<int:message_id>/select", views.message_select, name="message-select"),
     path("api/<path:rest>", views.api_not_found),
     path("api", views.api_not_found),
 ]

@@ -32,7 +32,7 @@ from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
-from chat.turns.versions import NewVersion, turn_edit, turn_regenerate
+from chat.turns.versions import NewVersion, turn_edit, turn_regenerate, turn_select
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -205,6 +205,19 @@ async def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
     ):
         version = await turn_edit(owner=owner, message_id=message_id, message=text)
     return new_version_response(version)
+
+
+@api_view("POST")
+async def message_select(request: HttpRequest, message_id: int) -> HttpResponse:
+    owner = await request_owner(request)
+    version = await turn_select(owner=owner, message_id=message_id)
+    return JsonResponse(
+        {
+            "conversation": str(version.conversation_id),
+            "message": version.message_id,
+            "user_message": version.user_message_id,
+        }
+    )
 
 
 def new_version_response(version: NewVersion) -> JsonResponse:

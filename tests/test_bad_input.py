@@ -320,6 +320,9 @@ CASES = [
         400,
         "invalid_request",
     ),
+    ("select-get", "GET", "/api/messages/{reply}/select", raw(""), 405, "method_not_allowed"),
+    ("select-foreign", "POST", "/api/messages/{theirs}/select", body({}), 404, "not_found"),
+    ("select-unknown", "POST", "/api/messages/999999/select", body({}), 404, "not_found"),
     ("unknown-path", "GET", "/api/nothing/here", raw(""), 404, "not_found"),
 ]
 

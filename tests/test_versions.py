@@ -296,3 +296,43 @@ async def test_exports_keep_every_version(ada, model):
         ("reply 2", True),
     ]
     assert record["messages"][3]["version_of"] == record["messages"][1]["id"]
+
+
+async def test_choosing_an_earlier_version_makes_it_the_context_again(ada, bob, model):
+    last = await two_turns(ada)
+    created = (await ada.post(f"/api/messages/{last['message']}/regenerate", {})).json()
+    await stream(ada, created)
+    # Someone else cannot choose for ada; a message of an earlier turn cannot be chosen.
+    assert (await bob.post(f"/api/messages/{last['message']}/select", {})).status == 404
+    first_reply = last["message"] - 2
+    refused = await ada.post(f"/api/messages/{first_reply}/select", {})
+    assert refused.status == 409 and refused.json()["error"]["type"] == "not_last_turn"
+
+    chosen = await ada.post(f"/api/messages/{last['message']}/select", {})
+    assert chosen.status == 200, chosen.body
+    assert chosen.json() == {
+        "conversation": last["conversation"],
+        "message": last["message"],
+        "user_message": last["message"] - 1,
+    }
+    user, reply = (await detail(ada, last["conversation"]))["messages"][2:]
+    assert (reply["content"], reply["version"], reply["versions"]) == ("reply 2", 1, 2)
+    assert reply["previous_versions"] == [] and user["previous_versions"] == []
+    assert [v["content"] for v in reply["later_versions"]] == ["reply 3"]
+    await say(ada, "third question", last["conversation"])
+    assert sent_context(model)[-2:] == [("assistant", "reply 2"), ("user", "third question")]
+
+    # Only the last turn's versions can be chosen; choosing the current one changes nothing.
+    stale = await ada.post(f"/api/messages/{created['message']}/select", {})
+    assert stale.status == 409 and stale.json()["error"]["type"] == "not_last_turn"
+    newest = (await detail(ada, last["conversation"]))["messages"][-1]
+    same = await ada.post(f"/api/messages/{newest['id']}/select", {})
+    assert same.status == 200 and same.json()["message"] == newest["id"]
+
+
+async def test_a_version_cannot_be_chosen_while_the_reply_is_written(ada, model):
+    last = await say(ada, "hello")
+    pending = (await ada.post(f"/api/messages/{last['message']}/regenerate", {})).json()
+    refused = await ada.post(f"/api/messages/{last['message']}/select", {})
+    assert refused.status == 409 and refused.json()["error"]["type"] == "turn_in_progress"
+    assert (await Message.objects.aget(pk=pending["message"])).superseded_at is None

@@ -115,6 +115,8 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> di
         item["version"] = index + 1
         item["versions"] = len(turn_versions)
         item["previous_versions"] = [message_data(v) for v in turn_versions[:index]]
+        # Newer ones, when an earlier version was chosen again (`turn_select`).
+        item["later_versions"] = [message_data(v) for v in turn_versions[index + 1 :]]
         messages.append(item)
     return {
         "id": str(conversation.id),

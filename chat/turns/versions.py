@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat import provider
@@ -30,9 +31,11 @@ Role = Message.Role
 
 @dataclass(frozen=True, slots=True)
 class NewVersion:
+    """A version of the last turn: its user message and its reply (pending when new)."""
+
     conversation_id: uuid.UUID
     user_message_id: int
-    message_id: int  # the new reply, pending
+    message_id: int
 
 
 async def turn_regenerate(*, owner: Owner, message_id: int, model: str | None = None) -> NewVersion:
@@ -106,6 +109,44 @@ def _version_write(
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, model=chosen)
     return NewVersion(conversation.pk, new_user.pk, new_reply.pk)
+
+
+async def turn_select(*, owner: Owner, message_id: int) -> NewVersion:
+    """Make the version of the last turn that `message_id` (its user message or its reply)
+    belongs to the current one: what later turns are sent as context. Earlier turns'
+    versions can be looked at but not chosen, since later turns were answered from the
+    version that was current then."""
+    return await sync_to_async(_select_write)(owner=owner, message_id=message_id)
+
+
+def _select_write(*, owner: Owner, message_id: int) -> NewVersion:
+    target = owner.messages().filter(pk=message_id).exclude(role=Role.SYSTEM).first()
+    if target is None:
+        raise not_found("message")
+    with transaction.atomic():
+        conversation = (
+            Conversation.objects.select_for_update().filter(pk=target.conversation_id).get()
+        )
+        user, reply = _last_turn(conversation)
+        users, replies = _versions(user), _versions(reply)
+        pairs = list(zip(users, replies, strict=False))
+        chosen = next((pair for pair in pairs if target.pk in (pair[0].pk, pair[1].pk)), None)
+        if chosen is None:
+            raise ChatError(409, "not_last_turn", "Only a version of the last turn can be chosen.")
+        if reply.status in UNFINISHED:
+            raise ChatError(
+                409, "turn_in_progress", "The reply is still being written; stop it first."
+            )
+        if chosen != (user, reply):
+            Message.objects.filter(pk__in=[user.pk, reply.pk]).update(superseded_at=timezone.now())
+            Message.objects.filter(pk__in=[m.pk for m in chosen]).update(superseded_at=None)
+    return NewVersion(conversation.pk, chosen[0].pk, chosen[1].pk)
+
+
+def _versions(message: Message) -> list[Message]:
+    """Every version of `message`'s place in the turn, oldest first."""
+    root = message.version_of_id or message.pk
+    return list(Message.objects.filter(Q(pk=root) | Q(version_of_id=root)).order_by("pk"))
 
 
 def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
