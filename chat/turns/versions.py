@@ -71,11 +71,7 @@ def _version_write(
     if target is None:
         raise not_found("message")
     with transaction.atomic():
-        # Locked like a new turn's conversation: a turn started meanwhile, or a second
-        # regenerate of the same reply, waits here and then sees this one's rows.
-        conversation = (
-            Conversation.objects.select_for_update().filter(pk=target["conversation_id"]).get()
-        )
+        conversation = _locked(target["conversation_id"])
         user, reply = _last_turn(conversation)
         if message_id not in (user.pk, reply.pk):
             what = "reply can be regenerated" if role == Role.ASSISTANT else "message can be edited"
@@ -124,9 +120,7 @@ def _select_write(*, owner: Owner, message_id: int) -> NewVersion:
     if target is None:
         raise not_found("message")
     with transaction.atomic():
-        conversation = (
-            Conversation.objects.select_for_update().filter(pk=target.conversation_id).get()
-        )
+        conversation = _locked(target.conversation_id)
         user, reply = _last_turn(conversation)
         users, replies = _versions(user), _versions(reply)
         pairs = list(zip(users, replies, strict=False))
@@ -147,6 +141,20 @@ def _versions(message: Message) -> list[Message]:
     """Every version of `message`'s place in the turn, oldest first."""
     root = message.version_of_id or message.pk
     return list(Message.objects.filter(Q(pk=root) | Q(version_of_id=root)).order_by("pk"))
+
+
+def _locked(conversation_id: uuid.UUID) -> Conversation:
+    """The conversation, row-locked like a new turn's (PostgreSQL; SQLite's IMMEDIATE
+    transaction already serialises writers): a turn started meanwhile, or a second
+    regenerate of the same reply, waits here and then sees this one's rows."""
+    conversation = (
+        Conversation.objects.select_for_update()
+        .filter(pk=conversation_id, deleted_at__isnull=True)
+        .first()
+    )
+    if conversation is None:  # deleted since the message was looked up
+        raise not_found("message")
+    return conversation
 
 
 def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
