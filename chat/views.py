@@ -18,6 +18,7 @@ from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
+from chat.owners import Owner
 from chat.payloads import (
     parse_chat_request,
     parse_edit_request,
@@ -186,12 +187,9 @@ async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
 @api_view("POST")
 async def message_regenerate(request: HttpRequest, message_id: int) -> HttpResponse:
     model = parse_regenerate_request(request_body(request))
-    owner = await request_owner(request)
-    async with limits.admitted(
-        key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
-    ):
-        version = await turn_regenerate(owner=owner, message_id=message_id, model=model)
-    return new_version_response(version)
+    return await new_version(
+        request, lambda owner: turn_regenerate(owner=owner, message_id=message_id, model=model)
+    )
 
 
 @api_view("POST")
@@ -199,37 +197,37 @@ async def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
     text = parse_edit_request(
         request_body(request), max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS
     )
+    return await new_version(
+        request, lambda owner: turn_edit(owner=owner, message_id=message_id, message=text)
+    )
+
+
+async def new_version(
+    request: HttpRequest, make: Callable[[Owner], Awaitable[NewVersion]]
+) -> JsonResponse:
+    """A new version of the last turn, admitted like a new turn (it will call the model)."""
     owner = await request_owner(request)
     async with limits.admitted(
         key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
     ):
-        version = await turn_edit(owner=owner, message_id=message_id, message=text)
-    return new_version_response(version)
+        version = await make(owner)
+    return JsonResponse(
+        version_data(version) | {"stream_url": stream_url(version.message_id)}, status=201
+    )
 
 
 @api_view("POST")
 async def message_select(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
-    version = await turn_select(owner=owner, message_id=message_id)
-    return JsonResponse(
-        {
-            "conversation": str(version.conversation_id),
-            "message": version.message_id,
-            "user_message": version.user_message_id,
-        }
-    )
+    return JsonResponse(version_data(await turn_select(owner=owner, message_id=message_id)))
 
 
-def new_version_response(version: NewVersion) -> JsonResponse:
-    return JsonResponse(
-        {
-            "conversation": str(version.conversation_id),
-            "message": version.message_id,
-            "user_message": version.user_message_id,
-            "stream_url": stream_url(version.message_id),
-        },
-        status=201,
-    )
+def version_data(version: NewVersion) -> dict[str, Any]:
+    return {
+        "conversation": str(version.conversation_id),
+        "message": version.message_id,
+        "user_message": version.user_message_id,
+    }
 
 
 @api_view("GET")

@@ -11,7 +11,6 @@ import json
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
@@ -25,16 +24,6 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 SSE = {"accept": "text/event-stream"}
 JSON = {"content-type": "application/json"}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
-
-
-@pytest_asyncio.fixture
-async def ada():
-    return await AsgiClient.logged_in("ada")
-
-
-@pytest_asyncio.fixture
-async def bob():
-    return await AsgiClient.logged_in("bob")
 
 
 @pytest.fixture
