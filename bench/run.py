@@ -288,26 +288,34 @@ class User:
         self.cookies: dict[str, str] = {}
         self.cookie = ""
 
+    def headers(self, **extra: str) -> dict[str, str]:
+        return {**extra, "Cookie": self.cookie} if self.cookie else dict(extra)
+
     def remember(self, response: aiohttp.ClientResponse) -> None:
         for name, morsel in response.cookies.items():
             self.cookies[name] = morsel.value
         self.cookie = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
 
 
+def open_request(gauge: list[int]) -> None:
+    """Count a request in flight: gauge is [open now, most open at once]."""
+    gauge[0] += 1
+    gauge[1] = max(gauge[1], gauge[0])
+
+
 async def chat_once(
     session: aiohttp.ClientSession, url: str, mode: str, user: User, gauge: list[int]
 ) -> Outcome:
-    headers = {
-        "Content-Type": "application/json",
-        "Accept": "text/event-stream" if mode == "sse" else "application/json",
-    }
-    if user.cookie:
-        headers["Cookie"] = user.cookie
+    headers = user.headers(
+        **{
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if mode == "sse" else "application/json",
+        }
+    )
     began = time.perf_counter()
     ttft: float | None = None
     body = bytearray()
-    gauge[0] += 1
-    gauge[1] = max(gauge[1], gauge[0])
+    open_request(gauge)
     try:
         async with session.post(url, json={"message": "Say something."}, headers=headers) as r:
             user.remember(r)
@@ -342,14 +350,11 @@ async def resume_once(
     """A page's turn whose connection drops mid-reply: POST ?stream=defer, open the stream,
     hang up after some frames, reconnect with Last-Event-ID and read to the end. The reply
     must arrive whole, once."""
-    headers = {"Content-Type": "application/json"}
-    if user.cookie:
-        headers["Cookie"] = user.cookie
+    headers = user.headers(**{"Content-Type": "application/json"})
     began = time.perf_counter()
     ttft: float | None = None
     body = bytearray()
-    gauge[0] += 1
-    gauge[1] = max(gauge[1], gauge[0])
+    open_request(gauge)
     try:
         async with session.post(
             f"{url}?stream=defer", json={"message": "Say something."}, headers=headers

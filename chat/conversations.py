@@ -214,8 +214,12 @@ def export_record(conversation: Conversation, messages: list[Message]) -> dict[s
         "deleted": conversation.deleted_at is not None,
         "messages": [
             {
+                "id": m.pk,
                 "role": m.role,
                 "content": m.content,
+                # Regenerated or edited turns keep their earlier versions, not current.
+                "current": m.superseded_at is None,
+                "version_of": m.version_of_id,
                 "status": m.status,
                 "model": m.model,
                 "usage": message_usage(m),

@@ -85,6 +85,19 @@ class Message(models.Model):
     # staleness is measured from here, not from `created_at`.
     claimed_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Regenerate and edit make a new version of the last turn (a user row and its reply).
+    # Earlier versions stay, billed and in the admin, but are never sent as context again.
+    version_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="later_versions",
+        help_text="The first version of this turn's message, when this is a later one.",
+    )
+    superseded_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a newer version of this turn replaced it."
+    )
 
     class Meta:
         ordering = ["id"]

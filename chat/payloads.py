@@ -52,17 +52,8 @@ def parse_chat_request(
 ) -> ChatRequest:
     """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?}`."""
     data = json_object(body, fields={"message", "conversation", "model", "system"})
-
-    message = data.get("message")
-    if not isinstance(message, str):
-        raise bad_request("'message' is required and must be a string.")
-    if not message.strip():
-        raise bad_request("'message' must not be empty.", "empty_message")
-    _check_storable(message, "message")
-    if len(message) > max_message_chars:
-        raise ChatError(
-            413, "message_too_long", f"'message' is longer than {max_message_chars} characters."
-        )
+    message = _message(data, max_chars=max_message_chars)
+    model = _model(data)
 
     conversation = data.get("conversation")
     if conversation is not None:
@@ -72,10 +63,6 @@ def parse_chat_request(
             conversation = uuid.UUID(conversation)
         except ValueError:
             raise bad_request("'conversation' is not a valid UUID.") from None
-
-    model = data.get("model")
-    if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise bad_request("'model' must be a non-empty string.")
 
     system = data.get("system")
     if system is not None:
@@ -101,6 +88,38 @@ def json_object(body: bytes, *, fields: set[str]) -> dict[str, Any]:
     if unknown:
         raise bad_request(f"Unknown field(s): {', '.join(sorted(unknown))}.")
     return data
+
+
+def parse_edit_request(body: bytes, *, max_message_chars: int) -> str:
+    """`{"message": str}`: the new text of the last user message."""
+    data = json_object(body, fields={"message"})
+    return _message(data, max_chars=max_message_chars)
+
+
+def parse_regenerate_request(body: bytes) -> str | None:
+    """`{}` or `{"model": str}` (an empty body is `{}`); the model to regenerate with."""
+    return _model(json_object(body or b"{}", fields={"model"}))
+
+
+def _message(data: dict[str, Any], *, max_chars: int) -> str:
+    message = data.get("message")
+    if not isinstance(message, str):
+        raise bad_request("'message' is required and must be a string.")
+    if not message.strip():
+        raise bad_request("'message' must not be empty.", "empty_message")
+    _check_storable(message, "message")
+    if len(message) > max_chars:
+        raise ChatError(
+            413, "message_too_long", f"'message' is longer than {max_chars} characters."
+        )
+    return message
+
+
+def _model(data: dict[str, Any]) -> str | None:
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model.strip()):
+        raise bad_request("'model' must be a non-empty string.")
+    return model
 
 
 def parse_rename_request(body: bytes) -> str:

@@ -21,6 +21,13 @@ urlpatterns = [
     ),
     path("api/messages/<int:message_id>/stream", views.message_stream, name="message-stream"),
     path("api/messages/<int:message_id>/cancel", views.message_cancel, name="message-cancel"),
+    path(
+        "api/messages/<int:message_id>/regenerate",
+        views.message_regenerate,
+        name="message-regenerate",
+    ),
+    path("api/messages/<int:message_id>/edit", views.message_edit, name="message-edit"),
+    path("api/messages/<int:message_id>/select", views.message_select, name="message-select"),
     path("api/<path:rest>", views.api_not_found),
     path("api", views.api_not_found),
 ]

@@ -18,7 +18,14 @@ from chat.accounts import account_summary
 from chat.errors import ChatError
 from chat.identity import request_owner
 from chat.middleware import error_response
-from chat.payloads import parse_chat_request, parse_rename_request, request_body
+from chat.owners import Owner
+from chat.payloads import (
+    parse_chat_request,
+    parse_edit_request,
+    parse_regenerate_request,
+    parse_rename_request,
+    request_body,
+)
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 from chat.turns import selectors
 from chat.turns.control import turn_cancel
@@ -26,6 +33,7 @@ from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
+from chat.turns.versions import NewVersion, turn_edit, turn_regenerate, turn_select
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -174,6 +182,52 @@ async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
     message = await turn_cancel(owner=owner, message_id=message_id)
     return JsonResponse({"message": message.pk, "status": message.status}, status=202)
+
+
+@api_view("POST")
+async def message_regenerate(request: HttpRequest, message_id: int) -> HttpResponse:
+    model = parse_regenerate_request(request_body(request))
+    return await new_version(
+        request, lambda owner: turn_regenerate(owner=owner, message_id=message_id, model=model)
+    )
+
+
+@api_view("POST")
+async def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
+    text = parse_edit_request(
+        request_body(request), max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS
+    )
+    return await new_version(
+        request, lambda owner: turn_edit(owner=owner, message_id=message_id, message=text)
+    )
+
+
+async def new_version(
+    request: HttpRequest, make: Callable[[Owner], Awaitable[NewVersion]]
+) -> JsonResponse:
+    """A new version of the last turn, admitted like a new turn (it will call the model)."""
+    owner = await request_owner(request)
+    async with limits.admitted(
+        key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
+    ):
+        version = await make(owner)
+    return JsonResponse(
+        version_data(version) | {"stream_url": stream_url(version.message_id)}, status=201
+    )
+
+
+@api_view("POST")
+async def message_select(request: HttpRequest, message_id: int) -> HttpResponse:
+    owner = await request_owner(request)
+    return JsonResponse(version_data(await turn_select(owner=owner, message_id=message_id)))
+
+
+def version_data(version: NewVersion) -> dict[str, Any]:
+    return {
+        "conversation": str(version.conversation_id),
+        "message": version.message_id,
+        "user_message": version.user_message_id,
+    }
 
 
 @api_view("GET")

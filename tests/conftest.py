@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from chat import pricing, provider
 from chat.models import ModelPrice
+from tests.asgi import AsgiClient
 from tests.upstream import FakeUpstream
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -69,6 +70,18 @@ def _fresh_backend():
     pricing.prices_forget()
     yield
     provider.reset()
+
+
+@pytest_asyncio.fixture
+async def ada():
+    """A signed-in person's client (cookie jar) through the ASGI app."""
+    return await AsgiClient.logged_in("ada")
+
+
+@pytest_asyncio.fixture
+async def bob():
+    """Another signed-in person, whose ids ada's requests must never reach."""
+    return await AsgiClient.logged_in("bob")
 
 
 @pytest_asyncio.fixture

@@ -434,3 +434,26 @@ def test_a_conversation_its_owner_deleted_is_shown_as_deleted(admin_client):
     assert list(listing.context["cl"].result_list) == [gone]
     detail = admin_client.get(reverse("admin:chat_conversation_change", args=[gone.pk]))
     assert "Deleted at" in detail.content.decode()
+
+
+def test_earlier_versions_of_a_regenerated_turn_are_shown_and_filtered(admin_client):
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+    replaced_at = timezone.now()
+    Message.objects.filter(pk=reply.pk).update(superseded_at=replaced_at)
+    newer = Message.objects.create(
+        conversation_id=reply.conversation_id,
+        role="assistant",
+        content="A better answer",
+        model="gpt-4.1",
+        version_of=reply,
+    )
+    page = admin_client.get(reverse("admin:chat_conversation_change", args=[newer.conversation_id]))
+    html = page.content.decode()
+    assert "earlier version" in html and "current (regenerated/edited)" in html
+    earlier = admin_client.get(MESSAGES, {"version": "earlier"})
+    assert list(earlier.context["cl"].result_list) == [reply]
+    current = admin_client.get(MESSAGES, {"version": "current"})
+    assert reply not in current.context["cl"].result_list
+    assert newer in current.context["cl"].result_list
+    detail = admin_client.get(reverse("admin:chat_message_change", args=[newer.pk]))
+    assert "A better answer" in detail.content.decode() and "Version of" in detail.content.decode()

@@ -109,6 +109,14 @@ async def test_over_budget_a_new_turn_is_refused_before_anything_is_stored(budge
     # The deferred path (the page's) is refused the same way, before any row.
     deferred = await ada.post("/api/chat?stream=defer", {"message": "later"})
     assert deferred.status == 429 and await rows() == before
+    # So are a regenerate and an edit of the last turn, which would call the model again.
+    last = await Message.objects.filter(role="assistant").alast()
+    regenerate = await ada.post(f"/api/messages/{last.pk}/regenerate", {})
+    edit = await ada.post(f"/api/messages/{last.pk - 1}/edit", {"message": "cheaper?"})
+    assert_budget_refusal(regenerate, max_retry_after=period.seconds_left() + 1)
+    assert_budget_refusal(edit, max_retry_after=period.seconds_left() + 1)
+    assert await rows() == before
+    assert not await Message.objects.filter(superseded_at__isnull=False).aexists()
     # Someone else's budget is their own.
     bob = await AsgiClient.logged_in("bob")
     assert (await bob.post("/api/chat", {"message": "hi"})).status == 200

@@ -10,7 +10,6 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-import pytest_asyncio
 from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
@@ -34,16 +33,6 @@ async def listed(client: AsgiClient, query: str = "") -> list[dict]:
     response = await client.get("/api/conversations" + query)
     assert response.status == 200, response.body
     return response.json()["conversations"]
-
-
-@pytest_asyncio.fixture
-async def ada():
-    return await AsgiClient.logged_in("ada")
-
-
-@pytest_asyncio.fixture
-async def bob():
-    return await AsgiClient.logged_in("bob")
 
 
 async def test_rename_trims_and_keeps_the_list_order(ada, bob):

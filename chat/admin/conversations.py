@@ -10,7 +10,7 @@ from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from chat.admin.display import owner_name, status_badge
+from chat.admin.display import owner_name, status_badge, version_label
 from chat.models import Conversation, Message
 
 
@@ -21,6 +21,7 @@ class MessageInline(admin.TabularInline):
         "badge",
         "model",
         "excerpt",
+        "version",
         "input_tokens",
         "output_tokens",
         "cost",
@@ -42,6 +43,10 @@ class MessageInline(admin.TabularInline):
     @admin.display(description="status")
     def badge(self, message: Message) -> str:
         return "" if message.role != Message.Role.ASSISTANT else status_badge(message.status)
+
+    @admin.display(description="version")
+    def version(self, message: Message) -> str:
+        return version_label(message)
 
     @admin.display(description="content")
     def excerpt(self, message: Message) -> str:

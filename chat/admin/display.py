@@ -1,7 +1,10 @@
-"""What the admin shows for a message's outcome and a conversation's owner."""
+"""What the admin shows for a message's outcome and version, and a conversation's owner."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.contrib import admin
 from django.utils.html import format_html
 
 from chat.models import Conversation, Message
@@ -34,6 +37,28 @@ def message_badge(message: Message) -> str:
     if message.role != Message.Role.ASSISTANT:
         return format_html('<span class="role-label">{}</span>', message.role)
     return status_badge(message.status)
+
+
+def version_label(message: Message) -> str:
+    """Whether the row is its turn's current version or one a regenerate/edit replaced."""
+    if message.superseded_at is not None:
+        return "earlier version"
+    return "current (regenerated/edited)" if message.version_of_id else "current"
+
+
+class VersionFilter(admin.SimpleListFilter):
+    title = "version"
+    parameter_name = "version"
+
+    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+        return [("current", "Current"), ("earlier", "Earlier versions")]
+
+    def queryset(self, request: Any, queryset: Any) -> Any:
+        if self.value() == "current":
+            return queryset.filter(superseded_at__isnull=True)
+        if self.value() == "earlier":
+            return queryset.filter(superseded_at__isnull=False)
+        return queryset
 
 
 def owner_name(conversation: Conversation) -> str:

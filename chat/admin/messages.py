@@ -17,7 +17,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.admin import dashboard
-from chat.admin.display import message_badge, owner_name
+from chat.admin.display import VersionFilter, message_badge, owner_name, version_label
 from chat.admin.export import messages_csv
 from chat.models import Message
 from chat.pricing import messages_recost
@@ -50,6 +50,7 @@ class MessageAdmin(admin.ModelAdmin):
         "provider",
         "api",
         "usage_estimated",
+        VersionFilter,
         "created_at",
     ]
     list_select_related = ["conversation", "conversation__owner"]
@@ -77,6 +78,7 @@ class MessageAdmin(admin.ModelAdmin):
         ),
         ("Timing", {"fields": ["created_at", "finished_at", "ttft_ms", "duration_ms"]}),
         ("Error", {"fields": ["error_type", "error_message"]}),
+        ("Version", {"fields": ["version", "version_of", "superseded_at"]}),
     ]
     readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
 
@@ -96,6 +98,10 @@ class MessageAdmin(admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def badge(self, message: Message) -> str:
         return message_badge(message)
+
+    @admin.display(description="version")
+    def version(self, message: Message) -> str:
+        return version_label(message)
 
     @admin.display(description="in", ordering="input_tokens")
     def tokens_in(self, message: Message) -> int | None:

@@ -219,9 +219,12 @@ def _title_from(message: str) -> str:
 
 
 def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:
-    """Earlier messages sent to the model, oldest first, capped to the newest N."""
+    """Earlier messages sent to the model, oldest first, capped to the newest N; of a
+    regenerated or edited turn only its current version."""
     rows = (
-        Message.objects.filter(conversation_id=conversation_id, pk__lt=before)
+        Message.objects.filter(
+            conversation_id=conversation_id, pk__lt=before, superseded_at__isnull=True
+        )
         .exclude(role=Message.Role.ASSISTANT, content="")
         .exclude(status__in=[Status.PENDING, Status.STREAMING])
         .order_by("-pk")
