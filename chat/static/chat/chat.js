@@ -8,7 +8,9 @@
 //   transcript.js     the transcript's scrolling and contents
 //   replies.js        a user message's and a reply's views
 //   turns.js          replies being written: EventSource, Stop, reconnecting
-//   thread.js         the conversation on screen: history, sending
+//   thread.js         the conversation on screen: its turns, sending
+//   turn-view.js      one turn: its versions (‹ 1/2 ›), Regenerate, Edit
+//   versions.js       turns and versions from the API's detail, without the DOM
 //   conversations.js  the sidebar: list, search, rename, delete with Undo, export
 //   listing.js        the list's rules without the DOM: paging, debounce, pending deletes
 //   menu.js, rename.js, toasts.js   a menu button's menu, renaming in place, Undo toasts
@@ -150,7 +152,7 @@ function autosize() {
 
 function submit() {
   const text = els.input.value;
-  if (!text.trim() || thread.liveTurn()) return;
+  if (!text.trim() || thread.busy()) return;
   els.input.value = "";
   autosize();
   thread.send(text);

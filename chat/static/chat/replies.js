@@ -8,6 +8,16 @@ import { el, formatCost, formatMs } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
 import { keepingBottom } from "./transcript.js";
 
+// `nodes` as parent's children, leaving in place those already there: taking a focused
+// button out and putting it back would lose its focus.
+export function setChildren(parent, nodes) {
+  for (const child of [...parent.children]) if (!nodes.includes(child)) child.remove();
+  nodes.forEach((node, index) => {
+    const there = parent.children[index] ?? null;
+    if (there !== node) parent.insertBefore(node, there);
+  });
+}
+
 export class UserView {
   constructor(text) {
     this.bubble = el("div", { class: "bubble", text });
@@ -27,6 +37,7 @@ export class UserView {
 }
 
 const LIVE = new Set(["thinking", "streaming"]);
+const FINISHED = new Set(["completed", "cancelled", "incomplete", "failed"]);
 
 export class ReplyView {
   constructor(model) {
@@ -48,6 +59,11 @@ export class ReplyView {
 
   get state() {
     return this.item.dataset.state;
+  }
+
+  // Done being written, whichever way it ended (not while reconnecting).
+  get finished() {
+    return FINISHED.has(this.state);
   }
 
   setState(state) {
@@ -141,7 +157,7 @@ export class ReplyView {
   renderActions() {
     const buttons = [...(this.turnActions ?? [])];
     if (this.text && !LIVE.has(this.state)) buttons.push(this.copy);
-    this.actions.replaceChildren(...buttons);
+    setChildren(this.actions, buttons);
   }
 
   failure(failure, actions = []) {

@@ -1,15 +1,18 @@
-// The conversation on screen: its history, the title above it, and sending a message.
+// The conversation on screen: its turns (each a TurnView, with its versions), the title
+// above it, and sending a message.
 //
 //   POST /api/chat?stream=defer      stores the turn, returns {conversation, message, stream_url}
-//   GET  /api/conversations/<id>     a conversation's history
+//   GET  /api/conversations/<id>     a conversation's history, the current version of each turn
 //
 // The page never re-posts a message on its own: Retry after a refused POST is the person's.
 
 import { refreshAccount } from "./account.js";
-import { api, describeFailure, failureOf, statusForType } from "./api.js";
-import { ReplyView, UserView } from "./replies.js";
+import { api, describeFailure, failureOf } from "./api.js";
+import { ReplyView } from "./replies.js";
 import { appendToTranscript, clearTranscript, scrollToEnd } from "./transcript.js";
+import { TurnView } from "./turn-view.js";
 import { Turns } from "./turns.js";
+import { TurnVersions, turnsOf } from "./versions.js";
 
 export class Thread {
   // config: the page's settings; model: the model <select> (or null); titleElement: the
@@ -22,9 +25,11 @@ export class Thread {
     this.hooks = hooks;
     this.conversation = null; // the conversation on screen (null: a new chat)
     this.routeSeq = 0; // bumped whenever the page moves to another conversation
+    this.turnViews = []; // the turns on screen, in order
+    this.announce = hooks.announce;
     this.turns = new Turns({
       announce: hooks.announce,
-      changed: hooks.composerChanged,
+      changed: () => this.controlsChanged(),
       settled: () => {
         hooks.listChanged();
         refreshAccount();
@@ -33,9 +38,31 @@ export class Thread {
     });
   }
 
+  // ---- What the turn views ask of the thread (their host)
+
   liveTurn() {
     return this.turns.in(this.conversation);
   }
+
+  // A reply is being written here, or a new version is being asked for.
+  busy() {
+    return Boolean(this.liveTurn()) || this.turnViews.some((view) => view.requesting);
+  }
+
+  isLast(turnView) {
+    return turnView === this.turnViews.at(-1);
+  }
+
+  chosenModel() {
+    return this.model?.value || undefined;
+  }
+
+  controlsChanged() {
+    for (const view of this.turnViews) view.renderControls();
+    this.hooks.composerChanged();
+  }
+
+  // ----
 
   stop() {
     return this.turns.stop(this.liveTurn());
@@ -51,27 +78,46 @@ export class Thread {
     if (conversation === this.conversation) this.setTitle(title || "Untitled");
   }
 
+  show(turnView) {
+    this.turnViews.push(turnView);
+    appendToTranscript(...turnView.items);
+    this.controlsChanged();
+  }
+
+  clear() {
+    this.turnViews = [];
+    clearTranscript();
+  }
+
   async send(text) {
-    if (this.liveTurn()) return;
+    if (this.busy()) return;
     const seq = this.routeSeq;
-    const model = this.model?.value || undefined;
-    const user = new UserView(text);
+    const model = this.chosenModel();
     const view = new ReplyView(model || this.config.defaultModel);
     view.thinking();
-    appendToTranscript(user.item, view.item);
+    const versions = new TurnVersions([
+      {
+        user: { id: null, role: "user", content: text },
+        reply: { id: null, role: "assistant", status: "pending", model },
+      },
+    ]);
+    const turnView = new TurnView(this, versions, { live: { 0: view }, last: true });
     const turn = this.turns.add({ conversation: this.conversation, prompt: text, view });
-    this.hooks.announce("Sent. The assistant is thinking.");
+    this.show(turnView);
+    this.announce("Sent. The assistant is thinking.");
     let created;
     try {
+      await Promise.all(this.turnViews.map((v) => v.selecting)); // the version to answer from
       created = await api("/api/chat?stream=defer", {
         method: "POST",
         body: { message: text, conversation: this.conversation, ...(model ? { model } : {}) },
       });
     } catch (error) {
       this.turns.end(turn);
-      this.refused(error, { user, view, text });
+      this.refused(error, { turnView, view, text });
       return;
     }
+    versions.versions[0].reply.id = created.message;
     const isNew = turn.conversation === null;
     turn.conversation = created.conversation;
     if (isNew && seq === this.routeSeq) {
@@ -86,11 +132,12 @@ export class Thread {
 
   // The POST was refused, so nothing was stored: retrying re-sends the same text in place
   // of this attempt, and editing puts it back in the message box.
-  refused(error, { user, view, text }) {
+  refused(error, { turnView, view, text }) {
     const failure = failureOf(error);
     const discard = () => {
-      user.item.remove();
-      view.item.remove();
+      turnView.remove();
+      this.turnViews = this.turnViews.filter((v) => v !== turnView);
+      this.controlsChanged();
     };
     const retry = () => {
       discard();
@@ -108,24 +155,30 @@ export class Thread {
       : [["Edit message", edit]];
     if (error.type === "authentication_required") actions = [["Sign in", this.hooks.signIn]];
     if (error.type === "budget_exceeded") refreshAccount();
-    this.hooks.announce(view.failure(failure, actions));
+    this.announce(view.failure(failure, actions));
   }
 
-  // A failed turn stays in the history; retrying sends its prompt again as a new turn.
+  // A reply that failed while being written: on the last turn Retry asks for a new version;
+  // otherwise (a stale view) its prompt is sent again as a new turn.
   retry(turn) {
-    if (this.liveTurn()) return;
-    turn.view.clearNotices();
-    this.send(turn.prompt);
+    const turnView = this.turnViews.find((v) => v.has(turn.view));
+    if (turnView && this.isLast(turnView)) {
+      turn.view.clearNotices();
+      turnView.regenerateReply();
+    } else if (!this.busy()) {
+      turn.view.clearNotices();
+      this.send(turn.prompt);
+    }
   }
 
   showNewChat() {
     this.conversation = null;
     this.routeSeq++;
-    clearTranscript();
+    this.clear();
     this.setTitle("New chat");
     if (this.model) this.model.value = this.config.defaultModel;
     this.hooks.shown(null);
-    this.hooks.composerChanged();
+    this.controlsChanged();
   }
 
   async open(id) {
@@ -142,27 +195,20 @@ export class Thread {
       return;
     }
     if (seq !== this.routeSeq) return; // the person has moved on
-    clearTranscript();
+    this.clear();
     this.setTitle(detail.title || "Untitled");
     if (this.model && this.config.models.includes(detail.model)) this.model.value = detail.model;
-    const assistants = detail.messages.filter((m) => m.role === "assistant");
-    const last = assistants[assistants.length - 1];
-    let prompt = "";
-    for (const message of detail.messages) {
-      if (message.role === "user") {
-        prompt = message.content;
-        appendToTranscript(new UserView(message.content).item);
-      } else if (message.role === "assistant") {
-        appendToTranscript(this.storedReply(message, prompt, message === last));
-      }
-    }
+    const turns = turnsOf(detail.messages);
+    turns.forEach((versions, index) => {
+      this.show(new TurnView(this, versions, { last: index === turns.length - 1 }));
+    });
     scrollToEnd();
-    this.hooks.composerChanged();
+    this.controlsChanged();
   }
 
   unavailable(error) {
     this.hooks.unavailable();
-    clearTranscript();
+    this.clear();
     this.setTitle("Conversation unavailable");
     const view = new ReplyView("");
     appendToTranscript(view.item);
@@ -177,40 +223,5 @@ export class Thread {
       },
       [["Start a new chat", this.hooks.newChat]],
     );
-  }
-
-  // A stored reply's view item; an unfinished one is followed to its end.
-  storedReply(message, prompt, isLast) {
-    const live = this.turns.forMessage(message.id);
-    if (live) return live.view.item; // still streaming in this tab: its live view, in place
-    const view = new ReplyView(message.model);
-    view.text = message.content;
-    if (message.status === "pending" || message.status === "streaming") {
-      // Reopening the stream never re-runs the turn: a pending one is claimed once, a
-      // streaming one (the reply was being written when the page went away) is replayed or
-      // waited for from the stored row.
-      const turn = this.turns.add({
-        conversation: this.conversation,
-        prompt,
-        view,
-        messageId: message.id,
-        following: message.status === "streaming",
-      });
-      this.turns.follow(turn, message.stream_url || `/api/messages/${message.id}/stream`);
-      return view.item;
-    }
-    if (message.status === "failed") {
-      const failure = {
-        status: statusForType(message.error?.type),
-        type: message.error?.type,
-        message: message.error?.message,
-      };
-      const turn = { prompt, view };
-      view.failure(failure, isLast ? [["Retry", () => this.retry(turn)]] : []);
-      view.showDetails(message);
-      return view.item;
-    }
-    view.finish(message);
-    return view.item;
   }
 }

@@ -107,9 +107,9 @@ export class Turns {
     source.addEventListener("end", (event) => {
       const data = JSON.parse(event.data);
       turn.done = true;
-      this.end(turn);
       view.text = turn.text;
       view.finish(data);
+      this.end(turn); // after finish: what listens for the change sees the finished reply
       announce(data.status === "cancelled" ? "Reply stopped." : "Reply finished.");
       this.hooks.settled(turn);
     });
@@ -118,7 +118,6 @@ export class Turns {
     source.addEventListener("error", (event) => {
       if (event instanceof MessageEvent && event.data) {
         turn.done = true;
-        this.end(turn);
         view.text = turn.text;
         const data = JSON.parse(event.data);
         const failure = {
@@ -129,6 +128,7 @@ export class Turns {
         };
         announce(view.failure(failure, [["Retry", () => this.hooks.retry(turn)]]));
         view.showDetails(data);
+        this.end(turn);
         this.hooks.settled(turn);
         return;
       }
@@ -194,8 +194,8 @@ export class Turns {
     turn.stopTimer = setTimeout(() => {
       if (turn.done) return;
       turn.done = true;
-      this.end(turn);
       turn.view.finish({ status: "cancelled" });
+      this.end(turn);
       this.hooks.announce("Reply stopped.");
     }, STOP_GRACE_MS);
   }
