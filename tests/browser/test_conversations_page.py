@@ -13,7 +13,13 @@ from playwright.sync_api import Locator, Page, expect
 
 from chat.demo import demo_reply
 from tests.browser.conftest import LiveServer
-from tests.browser.test_chat_page import conversation_id, eventually, last_reply, send
+from tests.browser.test_chat_page import (
+    conversation_id,
+    eventually,
+    last_reply,
+    partial_reply,
+    send,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -91,6 +97,29 @@ def test_rename_in_the_list_saves_on_enter_and_cancels_on_escape(
     page.reload()
     expect(link).to_contain_text("Pear varieties")
     expect(page.locator("#title")).to_have_text("Pear varieties")
+
+
+def test_a_list_refresh_waits_while_a_title_is_being_typed(
+    page: Page, chat_server: LiveServer
+) -> None:
+    page.goto("/")
+    conversation = chat(page, "Rename during a reply")
+    page.get_by_role("button", name="New chat").click()
+    send(page, "A slow reply elsewhere")
+    partial_reply(page)
+    open_menu(page, "Rename during a reply").get_by_role("menuitem", name="Rename").click()
+    box = page.get_by_role("textbox", name="Conversation title")
+    box.fill("Typed while a reply streams")
+    # The reply's end refreshes the list; the box and what was typed in it stay.
+    with page.expect_response(re.compile(r"/api/conversations$")):
+        expect(last_reply(page)).to_have_attribute("data-state", "completed")
+    expect(box).to_be_focused()
+    expect(box).to_have_value("Typed while a reply streams")
+    box.press("Enter")
+    link = page.locator(f'#conversation-list a[data-id="{conversation}"]')
+    expect(link).to_contain_text("Typed while a reply streams")
+    expect(item(page, "A slow reply elsewhere")).to_have_count(1)
+    assert stored(chat_server, conversation)["title"] == "Typed while a reply streams"
 
 
 def test_a_refused_title_keeps_the_box_open_with_the_reason(

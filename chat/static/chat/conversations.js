@@ -38,6 +38,8 @@ export class ConversationList {
     this.seq = 0; // bumped by every load, so a slow old answer is dropped
     this.menu = new Menu(elements.menu);
     this.menuFor = null; // {id, title, from: "list" | "title"}
+    this.renaming = null; // the id whose title is being typed in the list
+    this.stale = false; // a render waited for that
     this.pending = new PendingDeletes({ commit: (id, entry) => this.commitDelete(id, entry) });
 
     const search = debounce(() => this.searchFor(elements.search.value), SEARCH_DELAY_MS);
@@ -113,8 +115,15 @@ export class ConversationList {
   }
 
   render() {
+    // A list refresh (after any reply) waits while a title is being typed in the list.
+    if (this.renaming) {
+      this.stale = true;
+      return;
+    }
     const visible = this.pending.visible(this.shown);
-    const focusedId = document.activeElement?.closest?.("#conversation-list li")?.dataset.id;
+    const focused = document.activeElement;
+    const focusedId = focused?.closest?.("#conversation-list li")?.dataset.id;
+    const focusedButton = focused?.classList?.contains("conversation-actions");
     this.els.list.replaceChildren(...visible.map((c) => this.item(c)));
     this.els.empty.hidden = visible.length > 0;
     this.els.empty.textContent = this.query
@@ -123,7 +132,15 @@ export class ConversationList {
     this.els.more.hidden = !this.next;
     this.els.more.disabled = false;
     this.markCurrent(this.current);
-    if (focusedId) this.itemFor(focusedId)?.querySelector("a")?.focus();
+    // The same things keep focus and the open menu, in the new items.
+    const again = (id, button) =>
+      this.itemFor(id)?.querySelector(button ? ".conversation-actions" : "a") ?? null;
+    if (focusedId) again(focusedId, focusedButton)?.focus();
+    if (this.menu.isOpen && this.menuFor?.from === "list") {
+      const button = again(this.menuFor.id, true);
+      if (button) this.menu.retarget(button);
+      else this.menu.close({ focusButton: false });
+    }
   }
 
   item(c) {
@@ -194,6 +211,7 @@ export class ConversationList {
     const li = this.itemFor(id);
     const inTitle = from === "title" || !li;
     const target = inTitle ? this.hooks.titleTarget() : li.querySelector("a");
+    if (!inTitle) this.renaming = id;
     const saved = await renameInPlace({
       target,
       title,
@@ -207,7 +225,13 @@ export class ConversationList {
         return renamed.title;
       },
     });
-    if (saved === null) return;
+    const stale = this.stale;
+    this.renaming = null;
+    this.stale = false;
+    if (saved === null) {
+      if (stale) this.render();
+      return;
+    }
     for (const c of this.shown) if (c.id === id) c.title = saved;
     this.render();
     this.hooks.titled(id, saved);

@@ -43,6 +43,12 @@ export class Menu {
     document.addEventListener("pointerdown", this.onPointer, true);
   }
 
+  // The button was drawn again (the list refreshed): the open menu belongs to the new one.
+  retarget(button) {
+    this.button = button;
+    button.setAttribute("aria-expanded", "true");
+  }
+
   close({ focusButton = true } = {}) {
     if (!this.isOpen) return;
     const button = this.button;
