@@ -55,6 +55,8 @@ def test_a_model_allow_list_gets_a_picker(client, upstream):
     [
         "chat/chat.js",
         "chat/account.js",
+        "chat/api.js",
+        "chat/markdown.js",
         "chat/chat.css",
         "chat/vendor/marked/marked.esm.js",
         "chat/vendor/marked/LICENSE",
@@ -66,15 +68,58 @@ def test_static_files_are_vendored_with_their_licences(path):
     assert finders.find(path), f"{path} is missing from chat/static/"
 
 
+# Every static import, also one spread over several lines (`import {\n  a,\n} from "./x.js";`).
+IMPORT = re.compile(r'^import\s[^;]*?\bfrom\s+"([^"]*)";', re.MULTILINE)
+# The page's scripts are loaded by templates; the rest only through chat.js's imports.
+ENTRY_POINTS = {"chat.js", "entrance.js"}
+
+
+def imports(module: Path) -> list[str]:
+    return IMPORT.findall(module.read_text(encoding="utf-8"))
+
+
 def test_page_modules_import_only_files_shipped_beside_them():
     folder = Path(finders.find("chat/chat.js")).parent
     modules = sorted(folder.glob("*.js"))
-    assert {m.name for m in modules} >= {"chat.js", "account.js"}
+    assert {m.name for m in modules} >= {"chat.js", "account.js", "api.js", "markdown.js"}
     for module in modules:
         source = module.read_text(encoding="utf-8")
-        for target in re.findall(r'^import .* from "(.*)";$', source, flags=re.MULTILINE):
+        for target in imports(module):
             assert target.startswith("./"), f"{module.name} imports {target}: not a local file"
             assert (folder / target).is_file(), f"{module.name} imports missing {target}"
+        assert "import(" not in source, f"{module.name}: a dynamic import"
         assert ".innerHTML" not in source, module.name
-    chat = (folder / "chat.js").read_text(encoding="utf-8")
-    assert '"./vendor/dompurify/purify.es.mjs"' in chat
+        assert "insertAdjacentHTML" not in source and "outerHTML" not in source, module.name
+    # Model text becomes DOM in one place, through DOMPurify.
+    users = [m.name for m in modules if "./vendor/dompurify/purify.es.mjs" in imports(m)]
+    assert users == ["markdown.js"]
+
+
+def test_every_page_module_is_reached_from_an_entry_point():
+    folder = Path(finders.find("chat/chat.js")).parent
+    reached: set[str] = set()
+    todo = list(ENTRY_POINTS)
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo += [t.removeprefix("./") for t in imports(folder / name) if "/" not in t[2:]]
+    assert {m.name for m in folder.glob("*.js")} == reached
+
+
+def test_the_page_preloads_every_module_chat_js_imports(client):
+    """Without the preloads the browser finds each import level only after the one above,
+    a waterfall; a module missing from the list still works, just later."""
+    folder = Path(finders.find("chat/chat.js")).parent
+    reached: set[str] = set()
+    todo = ["chat.js"]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo += [t.removeprefix("./") for t in imports(folder / name)]
+    html = client.get("/").content.decode()
+    preloaded = set(re.findall(r'<link rel="modulepreload" href="/static/chat/([^"]+)">', html))
+    assert preloaded == reached - {"chat.js"}

@@ -1,0 +1,104 @@
+// The sidebar list's rules, without the DOM (tested with `node --test`): which page to ask
+// for, waiting for the person to stop typing, folding a fresh first page into a longer
+// list, and deletes that wait for their Undo to expire.
+//
+//   GET /api/conversations?q=words&before=<cursor>   {conversations: [...], next: cursor|null}
+
+export const UNDO_MS = 6000;
+export const SEARCH_DELAY_MS = 250;
+
+export function listPath({ q = "", before = null } = {}) {
+  const params = new URLSearchParams();
+  const words = q.trim();
+  if (words) params.set("q", words);
+  if (before) params.set("before", before);
+  const query = params.toString();
+  return query ? `/api/conversations?${query}` : "/api/conversations";
+}
+
+// `fn` runs once, `ms` after the last call; cancel() drops a waiting call.
+export function debounce(fn, ms, timers = globalThis) {
+  let timer = null;
+  const debounced = (...args) => {
+    timers.clearTimeout(timer);
+    timer = timers.setTimeout(() => {
+      timer = null;
+      fn(...args);
+    }, ms);
+  };
+  debounced.cancel = () => {
+    timers.clearTimeout(timer);
+    timer = null;
+  };
+  return debounced;
+}
+
+// The server's order: newest first, ties by id, largest first.
+function listedAfter(a, b) {
+  const at = Date.parse(a.updated_at);
+  const bt = Date.parse(b.updated_at);
+  return at < bt || (at === bt && a.id < b.id);
+}
+
+// A fresh first page in place of the first page of `shown`, keeping the older conversations
+// "Load more" had brought in (and the cursor after them), so refreshing after a reply does
+// not fold the list back up. `next` is the cursor `shown` had.
+export function mergeFirstPage({ shown, next }, page) {
+  const fresh = page.conversations;
+  if (!page.next || fresh.length === 0) return { conversations: fresh, next: page.next };
+  const ids = new Set(fresh.map((c) => c.id));
+  const last = fresh[fresh.length - 1];
+  const older = shown.filter((c) => !ids.has(c.id) && listedAfter(c, last));
+  if (older.length === 0) return { conversations: fresh, next: page.next };
+  return { conversations: [...fresh, ...older], next };
+}
+
+// A following page after `shown`, without any conversation shown already (one that moved
+// between the two requests would otherwise appear twice).
+export function appendPage(shown, page) {
+  const ids = new Set(shown.map((c) => c.id));
+  return [...shown, ...page.conversations.filter((c) => !ids.has(c.id))];
+}
+
+// Deletes that happen only when their Undo expires, or when flush() is called as the page
+// is left. commit(id, item) sends the delete; undo(id) returns the item and forgets it.
+export class PendingDeletes {
+  constructor({ commit, delay = UNDO_MS, timers = globalThis }) {
+    this.commit = commit;
+    this.delay = delay;
+    this.timers = timers;
+    this.waiting = new Map(); // id → {item, timer}
+  }
+
+  has(id) {
+    return this.waiting.has(id);
+  }
+
+  schedule(id, item) {
+    this.undo(id);
+    const timer = this.timers.setTimeout(() => this.settle(id), this.delay);
+    this.waiting.set(id, { item, timer });
+  }
+
+  undo(id) {
+    const entry = this.waiting.get(id);
+    if (!entry) return null;
+    this.timers.clearTimeout(entry.timer);
+    this.waiting.delete(id);
+    return entry.item;
+  }
+
+  settle(id) {
+    const item = this.undo(id);
+    if (item !== null) this.commit(id, item);
+  }
+
+  flush() {
+    for (const id of [...this.waiting.keys()]) this.settle(id);
+  }
+
+  // What the list should show: everything but what is waiting to be deleted.
+  visible(conversations) {
+    return conversations.filter((c) => !this.waiting.has(c.id));
+  }
+}

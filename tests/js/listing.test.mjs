@@ -1,0 +1,123 @@
+// chat/static/chat/listing.js: the sidebar list's paging, search timing and pending deletes.
+import assert from "node:assert/strict";
+import { mock, test } from "node:test";
+
+import {
+  PendingDeletes,
+  UNDO_MS,
+  appendPage,
+  debounce,
+  listPath,
+  mergeFirstPage,
+} from "../../chat/static/chat/listing.js";
+
+const at = (minute) => new Date(Date.UTC(2026, 0, 1, 12, minute)).toISOString();
+const c = (id, minute) => ({ id, title: id, updated_at: at(minute) });
+
+test("paths: the plain list, a search, and the page after a cursor", () => {
+  assert.equal(listPath(), "/api/conversations");
+  assert.equal(listPath({ q: "   " }), "/api/conversations");
+  assert.equal(listPath({ q: " café & pears " }), "/api/conversations?q=caf%C3%A9+%26+pears");
+  assert.equal(listPath({ before: "abc=" }), "/api/conversations?before=abc%3D");
+  assert.equal(listPath({ q: "pears", before: "x" }), "/api/conversations?q=pears&before=x");
+});
+
+test("debounce: one call, with the last arguments, after the typing stops", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const calls = [];
+  const search = debounce((q) => calls.push(q), 250);
+  search("p");
+  t.mock.timers.tick(100);
+  search("pe");
+  t.mock.timers.tick(100);
+  search("pea");
+  t.mock.timers.tick(249);
+  assert.deepEqual(calls, []);
+  t.mock.timers.tick(1);
+  assert.deepEqual(calls, ["pea"]);
+  search("pear");
+  search.cancel();
+  t.mock.timers.tick(1000);
+  assert.deepEqual(calls, ["pea"]);
+});
+
+test("a first page that holds everything replaces the list", () => {
+  const shown = [c("b", 2), c("a", 1)];
+  const merged = mergeFirstPage({ shown, next: null }, { conversations: [c("c", 3)], next: null });
+  assert.deepEqual(merged, { conversations: [c("c", 3)], next: null });
+});
+
+test("a fresh first page keeps the older conversations Load more brought in", () => {
+  // Shown: two pages of two. A new conversation pushes "b" off the fresh first page.
+  const shown = [c("d", 4), c("c", 3), c("b", 2), c("a", 1)];
+  const page = { conversations: [c("e", 5), c("d", 4)], next: "after-d" };
+  const merged = mergeFirstPage({ shown, next: "after-a" }, page);
+  assert.deepEqual(
+    merged.conversations.map((x) => x.id),
+    ["e", "d", "c", "b", "a"],
+  );
+  assert.equal(merged.next, "after-a");
+});
+
+test("a conversation that moved to the top is not listed twice", () => {
+  const shown = [c("c", 3), c("b", 2), c("a", 1)];
+  const page = { conversations: [c("a", 9), c("c", 3)], next: "after-c" };
+  const merged = mergeFirstPage({ shown, next: "after-a" }, page);
+  assert.deepEqual(
+    merged.conversations.map((x) => x.id),
+    ["a", "c", "b"],
+  );
+});
+
+test("nothing loaded beyond the first page: the fresh page and its cursor", () => {
+  const shown = [c("b", 2), c("a", 1)];
+  const page = { conversations: [c("b", 2), c("a", 1)], next: "after-a" };
+  assert.deepEqual(mergeFirstPage({ shown, next: "after-a" }, page), page);
+});
+
+test("a following page leaves out what is shown already", () => {
+  const shown = [c("c", 3), c("b", 2)];
+  const page = { conversations: [c("b", 2), c("a", 1)], next: null };
+  assert.deepEqual(
+    appendPage(shown, page).map((x) => x.id),
+    ["c", "b", "a"],
+  );
+});
+
+test("a delete is sent only when its undo time is over", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const sent = [];
+  const pending = new PendingDeletes({ commit: (id, item) => sent.push([id, item.title]) });
+  pending.schedule("a", c("a", 1));
+  assert.equal(pending.has("a"), true);
+  assert.deepEqual(pending.visible([c("b", 2), c("a", 1)]).map((x) => x.id), ["b"]);
+  t.mock.timers.tick(UNDO_MS - 1);
+  assert.deepEqual(sent, []);
+  t.mock.timers.tick(1);
+  assert.deepEqual(sent, [["a", "a"]]);
+  assert.equal(pending.has("a"), false);
+});
+
+test("undo gives the conversation back and nothing is sent", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const commit = mock.fn();
+  const pending = new PendingDeletes({ commit });
+  pending.schedule("a", c("a", 1));
+  assert.deepEqual(pending.undo("a"), c("a", 1));
+  assert.equal(pending.undo("a"), null);
+  t.mock.timers.tick(UNDO_MS * 2);
+  assert.equal(commit.mock.callCount(), 0);
+});
+
+test("leaving the page sends every waiting delete at once, each once", (t) => {
+  t.mock.timers.enable({ apis: ["setTimeout"] });
+  const sent = [];
+  const pending = new PendingDeletes({ commit: (id) => sent.push(id) });
+  pending.schedule("a", c("a", 1));
+  pending.schedule("b", c("b", 2));
+  pending.flush();
+  assert.deepEqual(sent.sort(), ["a", "b"]);
+  t.mock.timers.tick(UNDO_MS);
+  pending.flush();
+  assert.deepEqual(sent.sort(), ["a", "b"]);
+});
