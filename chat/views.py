@@ -115,6 +115,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
+                "user_message": turn.user_message_id,
                 "stream_url": stream_url(turn.message_id),
             },
             status=201,

@@ -96,6 +96,12 @@ async def test_deferred_turn_streams_once_and_replays_after(client, upstream):
     assert upstream.calls == 0
     [row] = await assistant_rows()
     assert row.status == "pending"
+    prompt = await Message.objects.aget(pk=info["user_message"])
+    assert (prompt.role, prompt.content, prompt.conversation_id) == (
+        "user",
+        "hi",
+        row.conversation_id,
+    )
 
     first = await client.get(info["stream_url"], headers=SSE)
     assert "".join(d["text"] for n, d in parse_sse(first.body) if n == "delta") == TEXT

@@ -32,6 +32,7 @@ class Turn:
     provider: str
     system: str
     context: list[dict[str, str]] = field(default_factory=list)
+    user_message_id: int | None = None  # the prompt's row, when this turn stored it
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
@@ -116,9 +117,9 @@ def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
                 rows += _messages(plan, backend.name)
         # Their ids come back from the INSERT (RETURNING), in order.
         Message.objects.bulk_create(rows)
-        assistants = iter(rows[1::2])
+        pairs = iter(zip(rows[0::2], rows[1::2], strict=True))
         return [
-            _turn(plan, next(assistants), backend.name) if isinstance(plan, _Plan) else plan
+            _turn(plan, *next(pairs), backend.name) if isinstance(plan, _Plan) else plan
             for plan in plans
         ]
 
@@ -190,11 +191,12 @@ def _messages(plan: _Plan, provider_name: str) -> list[Message]:
     ]
 
 
-def _turn(plan: _Plan, assistant: Message, provider_name: str) -> Turn:
+def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) -> Turn:
     start = plan.start
     turn = Turn(
         conversation_id=plan.conversation.pk,
         message_id=assistant.pk,
+        user_message_id=user.pk,
         model=plan.model,
         api=start.api,
         provider=provider_name,

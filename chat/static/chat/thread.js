@@ -118,6 +118,7 @@ export class Thread {
       return;
     }
     versions.versions[0].reply.id = created.message;
+    versions.versions[0].user.id = created.user_message;
     const isNew = turn.conversation === null;
     turn.conversation = created.conversation;
     if (isNew && seq === this.routeSeq) {

@@ -10,7 +10,7 @@
 // its versions chooses the one the next message is answered from. An earlier turn's other
 // versions can be looked at, not chosen (later turns were answered from the current one).
 
-import { ApiError, api, describeFailure, failureOf, statusForType } from "./api.js";
+import { api, describeFailure, failureOf, statusForType } from "./api.js";
 import { el } from "./format.js";
 import { ReplyView, UserView, setChildren } from "./replies.js";
 
@@ -324,8 +324,7 @@ export class TurnView {
     this.host.controlsChanged();
     let created;
     try {
-      const id = await this.userMessageId(version);
-      created = await api(`/api/messages/${id}/edit`, {
+      created = await api(`/api/messages/${version.user.id}/edit`, {
         method: "POST",
         body: { message: text },
       });
@@ -341,19 +340,5 @@ export class TurnView {
     this.endEdit();
     this.follow(created, { content: text, model: this.host.chosenModel() });
     this.host.announce("Edited. The assistant is thinking.");
-  }
-
-  // A message just sent has no id on the page (POST /api/chat answers with the reply's):
-  // the conversation's current last user message is the one.
-  async userMessageId(version) {
-    if (version.user.id != null) return version.user.id;
-    const detail = await api(`/api/conversations/${this.host.conversation}`);
-    const last = detail.messages.filter((m) => m.role === "user").at(-1);
-    if (!last || last.content !== version.user.content) {
-      // Another tab went on with the conversation: this is no longer its last message.
-      throw new ApiError(409, "not_last_turn", "The conversation has changed; open it again.");
-    }
-    version.user.id = last.id;
-    return last.id;
   }
 }
