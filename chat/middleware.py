@@ -49,12 +49,16 @@ def _is_json(response: HttpResponse) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
 
 
-def _json_error_for(response: HttpResponse) -> JsonResponse:
-    status = response.status_code
+def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResponse:
+    """The API's JSON error for an error status Django answered itself (not a view of ours)."""
     fallback = ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400]
     type, message = ERROR_TYPES.get(status, fallback)
+    return error_response(status, type, message, headers=headers)
+
+
+def _json_error_for(response: HttpResponse) -> JsonResponse:
     kept = {name: response[name] for name in KEPT_ERROR_HEADERS if response.has_header(name)}
-    return error_response(status, type, message, headers=kept)
+    return status_error(response.status_code, headers=kept)
 
 
 class AsyncMiddleware:

@@ -103,11 +103,9 @@ def json_errors(send: Any) -> Any:
 
 
 async def _send_json_error(send: Any, start: dict[str, Any]) -> None:
-    from chat.middleware import ERROR_TYPES, error_response
+    from chat.middleware import status_error
 
-    status = start["status"]
-    type, message = ERROR_TYPES.get(status, ERROR_TYPES[500 if status >= 500 else 400])
-    body = error_response(status, type, message).content
+    body = status_error(start["status"]).content
     kept = [
         (k, v)
         for k, v in start.get("headers", [])
