@@ -67,19 +67,13 @@ async def _abandon(version: NewVersion) -> None:
 def _version_write(
     *, owner: Owner, message_id: int, role: str, text: str | None, model: str | None
 ) -> NewVersion:
-    target = owner.messages().filter(pk=message_id, role=role).values("conversation_id").first()
-    if target is None:
-        raise not_found("message")
     with transaction.atomic():
-        conversation = _locked(target["conversation_id"])
+        conversation = _locked(owner=owner, message_id=message_id, role=role)
         user, reply = _last_turn(conversation)
         if message_id not in (user.pk, reply.pk):
             what = "reply can be regenerated" if role == Role.ASSISTANT else "message can be edited"
             raise ChatError(409, "not_last_turn", f"Only the conversation's last {what}.")
-        if reply.status in UNFINISHED:
-            raise ChatError(
-                409, "turn_in_progress", "The reply is still being written; stop it first."
-            )
+        _check_finished(reply)
         chosen = choose_model(model, conversation.model)
         now = timezone.now()
         Message.objects.filter(pk__in=[user.pk, reply.pk]).update(superseded_at=now)
@@ -116,21 +110,14 @@ async def turn_select(*, owner: Owner, message_id: int) -> NewVersion:
 
 
 def _select_write(*, owner: Owner, message_id: int) -> NewVersion:
-    target = owner.messages().filter(pk=message_id).exclude(role=Role.SYSTEM).first()
-    if target is None:
-        raise not_found("message")
     with transaction.atomic():
-        conversation = _locked(target.conversation_id)
+        conversation = _locked(owner=owner, message_id=message_id)
         user, reply = _last_turn(conversation)
-        users, replies = _versions(user), _versions(reply)
-        pairs = list(zip(users, replies, strict=False))
-        chosen = next((pair for pair in pairs if target.pk in (pair[0].pk, pair[1].pk)), None)
+        pairs = zip(_versions(user), _versions(reply), strict=False)
+        chosen = next((pair for pair in pairs if message_id in (pair[0].pk, pair[1].pk)), None)
         if chosen is None:
             raise ChatError(409, "not_last_turn", "Only a version of the last turn can be chosen.")
-        if reply.status in UNFINISHED:
-            raise ChatError(
-                409, "turn_in_progress", "The reply is still being written; stop it first."
-            )
+        _check_finished(reply)
         if chosen != (user, reply):
             Message.objects.filter(pk__in=[user.pk, reply.pk]).update(superseded_at=timezone.now())
             Message.objects.filter(pk__in=[m.pk for m in chosen]).update(superseded_at=None)
@@ -143,18 +130,26 @@ def _versions(message: Message) -> list[Message]:
     return list(Message.objects.filter(Q(pk=root) | Q(version_of_id=root)).order_by("pk"))
 
 
-def _locked(conversation_id: uuid.UUID) -> Conversation:
-    """The conversation, row-locked like a new turn's (PostgreSQL; SQLite's IMMEDIATE
-    transaction already serialises writers): a turn started meanwhile, or a second
-    regenerate of the same reply, waits here and then sees this one's rows."""
+def _locked(*, owner: Owner, message_id: int, role: str | None = None) -> Conversation:
+    """The conversation of the owner's message `message_id` (of `role`, or user or reply),
+    row-locked like a new turn's (PostgreSQL; SQLite's IMMEDIATE transaction already
+    serialises writers): a turn started meanwhile, or a second regenerate of the same
+    reply, waits here and then sees this one's rows."""
+    mine = owner.messages().filter(pk=message_id)
+    mine = mine.filter(role=role) if role else mine.exclude(role=Role.SYSTEM)
     conversation = (
         Conversation.objects.select_for_update()
-        .filter(pk=conversation_id, deleted_at__isnull=True)
+        .filter(pk__in=mine.values("conversation_id"), deleted_at__isnull=True)
         .first()
     )
-    if conversation is None:  # deleted since the message was looked up
+    if conversation is None:
         raise not_found("message")
     return conversation
+
+
+def _check_finished(reply: Message) -> None:
+    if reply.status in UNFINISHED:
+        raise ChatError(409, "turn_in_progress", "The reply is still being written; stop it first.")
 
 
 def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
