@@ -214,23 +214,31 @@ export class TurnView {
     const version = this.versions.versions[this.versions.current];
     if (version.reply?.id == null || this.host.busy()) return;
     const model = this.host.chosenModel();
-    this.requesting = true;
-    this.host.controlsChanged();
     let created;
     try {
-      created = await api(`/api/messages/${version.reply.id}/regenerate`, {
-        method: "POST",
-        body: model ? { model } : {},
-      });
+      created = await this.requestVersion(
+        `/api/messages/${version.reply.id}/regenerate`,
+        model ? { model } : {},
+      );
     } catch (error) {
-      this.requesting = false;
-      this.host.controlsChanged();
       this.refusedNotice(error);
       return;
     }
-    this.requesting = false;
     this.follow(created, { content: version.user?.content ?? "", model });
     this.host.announce("Regenerating. The assistant is thinking.");
+  }
+
+  // POST for a new version of this turn (regenerate, edit): the turn's controls wait
+  // while it is on its way.
+  async requestVersion(path, body) {
+    this.requesting = true;
+    this.host.controlsChanged();
+    try {
+      return await api(path, { method: "POST", body });
+    } finally {
+      this.requesting = false;
+      this.host.controlsChanged();
+    }
   }
 
   // A new version the server stored: shown at once, its reply followed to its end.
@@ -319,24 +327,18 @@ export class TurnView {
     if (!text.trim()) return this.editFailed("A message needs some text.");
     if (text === version.user.content) return this.endEdit(); // nothing changed
     if (this.requesting || this.host.busy()) return;
-    this.requesting = true;
     save.disabled = true;
-    this.host.controlsChanged();
     let created;
     try {
-      created = await api(`/api/messages/${version.user.id}/edit`, {
-        method: "POST",
-        body: { message: text },
+      created = await this.requestVersion(`/api/messages/${version.user.id}/edit`, {
+        message: text,
       });
     } catch (error) {
-      this.requesting = false;
       save.disabled = false;
-      this.host.controlsChanged();
       const { headline, detail } = describeFailure(failureOf(error));
       this.editFailed(`${headline}. ${detail}`.trim());
       return;
     }
-    this.requesting = false;
     this.endEdit();
     this.follow(created, { content: text, model: this.host.chosenModel() });
     this.host.announce("Edited. The assistant is thinking.");
