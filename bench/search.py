@@ -115,8 +115,8 @@ def seed(conversations: int) -> None:
 async def timings() -> dict[str, dict[str, float]]:
     from django.contrib.auth import get_user_model
 
+    from chat.access.owners import Owner
     from chat.conversations import conversation_page
-    from chat.owners import Owner
 
     ada = await get_user_model().objects.aget(username="ada")
     owner = Owner(user_id=ada.pk)

@@ -7,11 +7,11 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import identity, provider  # noqa: F401 (identity: its logout receiver)
+        from chat import llm  # noqa: F401 (identity: its logout receiver)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.
             if setting.startswith(("CHAT_", "OPENAI_", "AZURE_OPENAI_")):
-                provider.reset()
+                llm.reset()
 
-        setting_changed.connect(forget_backend, weak=False, dispatch_uid="chat.provider.reset")
+        setting_changed.connect(forget_backend, weak=False, dispatch_uid="chat.llm.reset")

@@ -21,25 +21,16 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
+from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
-from chat.owners import Owner
 from chat.search import message_matches, query_words, snippet, title_matches
-from chat.turns.selectors import conversation_detail, message_usage
+from chat.text import one_line
+from chat.turns.selectors import UNFINISHED, message_usage, stream_url
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 MAX_TITLE_CHARS = 200
-
-
-def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
-    """Give the conversations an anonymous visitor started to the account they signed in
-    to, so work begun before signing in is not lost. Returns how many moved."""
-    if not anonymous_key:
-        return 0
-    return Conversation.objects.filter(owner__isnull=True, anonymous_key=anonymous_key).update(
-        owner_id=user_id, anonymous_key="", updated_at=timezone.now()
-    )
 
 
 def conversation_summary(conversation: Conversation) -> dict[str, Any]:
@@ -49,6 +40,57 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
         "model": conversation.model,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> dict[str, Any]:
+    conversation = await owner.conversations().filter(pk=conversation_id).afirst()
+    if conversation is None:
+        raise not_found("conversation")
+    rows = [m async for m in conversation.messages.order_by("pk")]
+    versions: dict[int, list[Message]] = {}
+    for m in rows:
+        versions.setdefault(m.version_of_id or m.pk, []).append(m)
+    messages = []
+    for m in rows:
+        if m.superseded_at is not None:
+            continue
+        turn_versions = versions[m.version_of_id or m.pk]
+        index = turn_versions.index(m)
+        item = message_data(m)
+        item["version"] = index + 1
+        item["versions"] = len(turn_versions)
+        item["previous_versions"] = [message_data(v) for v in turn_versions[:index]]
+        # Newer ones, when an earlier version was chosen again (`turn_select`).
+        item["later_versions"] = [message_data(v) for v in turn_versions[index + 1 :]]
+        messages.append(item)
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "system": conversation.system_prompt,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+        "messages": messages,
+    }
+
+
+def message_data(m: Message) -> dict[str, Any]:
+    return {
+        "id": m.pk,
+        "role": m.role,
+        "content": m.content,
+        "status": m.status,
+        "model": m.model,
+        "finish_reason": m.finish_reason,
+        "usage": message_usage(m),
+        "usage_estimated": m.usage_estimated,
+        "cost": None if m.cost is None else f"{m.cost:f}",
+        "ttft_ms": m.ttft_ms,
+        "duration_ms": m.duration_ms,
+        "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
+        "created_at": m.created_at.isoformat(),
+        "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
     }
 
 
@@ -132,7 +174,7 @@ async def _snippets(ids: list[uuid.UUID], words: list[str]) -> dict[uuid.UUID, s
 async def conversation_rename(
     *, owner: Owner, conversation_id: uuid.UUID, title: str
 ) -> dict[str, Any]:
-    title = " ".join(title.split())
+    title = one_line(title)
     if not 1 <= len(title) <= MAX_TITLE_CHARS:
         raise ChatError(400, "invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
     # An update, not save(): renaming is not activity, so the list order stays.

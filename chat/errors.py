@@ -1,6 +1,10 @@
-"""The refusals a request can meet, each with the HTTP status a view answers it with."""
+"""The API's errors: the refusals a request can meet (each with the HTTP status a view
+answers it with), the one JSON shape every error is sent in, and what an error Django
+answered itself is called."""
 
 from __future__ import annotations
+
+from django.http import JsonResponse
 
 
 class ChatError(Exception):
@@ -26,3 +30,29 @@ class LimitExceeded(ChatError):
 
 def not_found(what: str) -> ChatError:
     return ChatError(404, "not_found", f"No such {what}.")
+
+
+# What an error Django answered for itself (not a view of ours) is called in JSON.
+ERROR_TYPES = {
+    400: ("bad_request", "The request could not be understood."),
+    403: ("forbidden", "This request is not allowed."),
+    404: ("not_found", "No API endpoint at this path."),
+    405: ("method_not_allowed", "This method is not allowed here."),
+    413: ("request_too_large", "The request body is too large."),
+    500: ("server_error", "Something went wrong on our side."),
+}
+
+
+def error_response(
+    status: int, type: str, message: str, headers: dict[str, str] | None = None
+) -> JsonResponse:
+    return JsonResponse(
+        {"error": {"type": type, "message": message}}, status=status, headers=headers
+    )
+
+
+def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResponse:
+    """The API's JSON error for an error status Django answered itself (not a view of ours)."""
+    fallback = ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400]
+    type, message = ERROR_TYPES.get(status, fallback)
+    return error_response(status, type, message, headers=headers)

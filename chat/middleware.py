@@ -13,22 +13,14 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chat import metrics, request_id
-from chat.errors import ChatError
-from chat.identity import settle_cookie
+from chat.access.identity import settle_cookie
+from chat.errors import ChatError, error_response, status_error
+from chat.ops import metrics, request_ids
 
 logger = logging.getLogger("chat")
 
 API_PREFIX = "/api/"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-
-
-def error_response(
-    status: int, type: str, message: str, headers: dict[str, str] | None = None
-) -> JsonResponse:
-    return JsonResponse(
-        {"error": {"type": type, "message": message}}, status=status, headers=headers
-    )
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -49,13 +41,6 @@ def _is_json(response: HttpResponse) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
 
 
-def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResponse:
-    """The API's JSON error for an error status Django answered itself (not a view of ours)."""
-    fallback = ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400]
-    type, message = ERROR_TYPES.get(status, fallback)
-    return error_response(status, type, message, headers=headers)
-
-
 def _json_error_for(response: HttpResponse) -> JsonResponse:
     kept = {name: response[name] for name in KEPT_ERROR_HEADERS if response.has_header(name)}
     return status_error(response.status_code, headers=kept)
@@ -72,17 +57,8 @@ class AsyncMiddleware:
         markcoroutinefunction(self)
 
 
-# What an error Django answered for itself (not a view of ours) is called in JSON.
-ERROR_TYPES = {
-    400: ("bad_request", "The request could not be understood."),
-    403: ("forbidden", "This request is not allowed."),
-    404: ("not_found", "No API endpoint at this path."),
-    405: ("method_not_allowed", "This method is not allowed here."),
-    413: ("request_too_large", "The request body is too large."),
-    500: ("server_error", "Something went wrong on our side."),
-}
 # Headers an error keeps when its body is turned into JSON.
-KEPT_ERROR_HEADERS = ("Allow", "Retry-After", "Vary", request_id.HEADER)
+KEPT_ERROR_HEADERS = ("Allow", "Retry-After", "Vary", request_ids.HEADER)
 
 
 class ApiErrorMiddleware(AsyncMiddleware):
@@ -112,24 +88,24 @@ class ApiErrorMiddleware(AsyncMiddleware):
 
 class RequestIdMiddleware(AsyncMiddleware):
     """`X-Request-ID` from the proxy (if sane) or a new one, in the log records of the
-    request (`chat.request_id`) and in its response. First in MIDDLEWARE, so that every
+    request (`chat.ops.request_ids`) and in its response. First in MIDDLEWARE, so that every
     response has it."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
-        rid = request_id.accepted(request.headers.get(request_id.HEADER)) or uuid.uuid4().hex
-        token = request_id.current.set(rid)
+        rid = request_ids.accepted(request.headers.get(request_ids.HEADER)) or uuid.uuid4().hex
+        token = request_ids.current.set(rid)
         response = await self.get_response(request)
-        response[request_id.HEADER] = rid
+        response[request_ids.HEADER] = rid
         # An async streamed body is sent after this returns and its log lines (the turn it
         # finishes) must still carry the id: kept, in the task Django serves this request
         # in under ASGI. Otherwise reset, so a sync caller's thread does not keep it.
         if not (response.streaming and response.is_async):
-            request_id.current.reset(token)
+            request_ids.current.reset(token)
         return response
 
 
 class AnonymousCookieMiddleware(AsyncMiddleware):
-    """Sends the anonymous visitor's cookie when `chat.identity` issued or renewed it,
+    """Sends the anonymous visitor's cookie when `chat.access.identity` issued or renewed it,
     and deletes it on the response to a logout."""
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:

@@ -13,7 +13,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
 
 from chat.errors import ChatError
-from chat.turns.finish import storable
+from chat.text import storable
 
 
 @dataclass(frozen=True, slots=True)

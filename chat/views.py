@@ -13,12 +13,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import ensure_csrf_cookie
 
-from chat import conversations, limits, metrics, provider
-from chat.accounts import account_summary
-from chat.errors import ChatError
-from chat.identity import request_owner
-from chat.middleware import error_response
-from chat.owners import Owner
+from chat import conversations, llm
+from chat.access.accounts import account_summary
+from chat.access.identity import request_owner
+from chat.access.owners import Owner
+from chat.errors import ChatError, error_response
+from chat.ops import metrics
 from chat.payloads import (
     parse_chat_request,
     parse_edit_request,
@@ -26,8 +26,8 @@ from chat.payloads import (
     parse_rename_request,
     request_body,
 )
+from chat.spend import limits
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
-from chat.turns import selectors
 from chat.turns.control import turn_cancel
 from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.selectors import stream_url, turn_replay
@@ -65,7 +65,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
 @ensure_csrf_cookie
 async def index(request: HttpRequest) -> HttpResponse:
-    backend = provider.backend()
+    backend = llm.backend()
     user = await request.auser()
     account = await account_summary(user_id=user.pk if user.is_authenticated else None)
     # The page's script reads this through json_script, never through inline JS.
@@ -255,7 +255,7 @@ async def conversation_detail(request: HttpRequest, conversation_id: uuid.UUID) 
     if request.method == "DELETE":
         await conversations.conversation_delete(owner=owner, conversation_id=conversation_id)
         return HttpResponse(status=204)
-    detail = await selectors.conversation_detail(owner=owner, conversation_id=conversation_id)
+    detail = await conversations.conversation_detail(owner=owner, conversation_id=conversation_id)
     return JsonResponse(detail)
 
 
@@ -377,7 +377,7 @@ async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
     error = reply.get("error")
     if not error:
         return JsonResponse(reply)
-    status = provider.http_status_for(error["type"])
+    status = llm.http_status_for(error["type"])
     retry_after = reply.pop("retry_after", None)
     headers = {"Retry-After": retry_after} if retry_after else None
     return JsonResponse(reply, status=status, headers=headers)

@@ -1,7 +1,7 @@
 """ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI).
 
 Django's stock ASGI handler answers HTTP (with its own middleware run inline,
-`chatsite.django_overrides`); this wrapper picks the thread its ORM calls run on and
+`chatsite.seams`); this wrapper picks the thread its ORM calls run on and
 handles the ASGI lifespan. At start-up (run once by
 every uvicorn worker, before it accepts requests) and every CHAT_STALE_SWEEP_SECONDS
 after, turns a dead worker left `pending`/`streaming` are marked `incomplete`
@@ -33,7 +33,7 @@ CHAT_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
 # thread per request, so an open stream costs a coroutine, not a thread. Never entered
 # or exited, so it lives as long as the process and tasks a request leaves running (a
 # turn being finished after its client left) keep the same thread. Turn starts and
-# finishes are written by `chat.batching` on asgiref's process-wide thread.
+# finishes are written by `chat.turns.batching` on asgiref's process-wide thread.
 CHAT_THREAD = ThreadSensitiveContext()
 
 
@@ -51,10 +51,10 @@ def on_chat_thread() -> Iterator[None]:
 def _django_application() -> Any:
     # What `django.core.asgi.get_asgi_application` does, with our middleware swapped in.
     django.setup(set_prefix=False)
-    from chatsite import django_overrides  # imports Django's middleware: apps must be ready
+    from chatsite import seams  # imports Django's middleware: apps must be ready
 
-    django_overrides.check_connections_at_request_end_only()
-    return django_overrides.asgi_handler()
+    seams.check_connections_at_request_end_only()
+    return seams.asgi_handler()
 
 
 django_application = _django_application()
@@ -103,7 +103,7 @@ def json_errors(send: Any) -> Any:
 
 
 async def _send_json_error(send: Any, start: dict[str, Any]) -> None:
-    from chat.middleware import status_error
+    from chat.errors import status_error
 
     body = status_error(start["status"]).content
     kept = [
@@ -141,7 +141,8 @@ async def sweep_stale_forever() -> None:
 
 
 async def lifespan(receive: Any, send: Any) -> None:
-    from chat import batching, metrics
+    from chat.ops import metrics
+    from chat.turns import batching
     from chat.turns.control import turns_drain
 
     sweeper: asyncio.Task[None] | None = None
@@ -160,7 +161,7 @@ async def lifespan(receive: Any, send: Any) -> None:
             left = await turns_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
             if left:
                 logger.warning("%s replies still unfinished at shutdown", left)
-            # Starts and finishes still queued for a group write (chat.batching).
+            # Starts and finishes still queued for a group write (chat.turns.batching).
             if not await batching.settled(timeout=SHUTDOWN_DRAIN_SECONDS):
                 logger.warning("database writes still queued at shutdown")
             metrics.worker_exited()

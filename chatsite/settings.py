@@ -75,7 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
-                "chat.accounts.entrance_context",
+                "chat.access.accounts.entrance_context",
             ],
         },
     },
@@ -184,8 +184,8 @@ CHAT_ALLOW_ANONYMOUS = env.bool("CHAT_ALLOW_ANONYMOUS", default=DEBUG)
 LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "/"
 ACCOUNT_LOGOUT_REDIRECT_URL = "/"
-ACCOUNT_ADAPTER = "chat.accounts.AccountAdapter"
-SOCIALACCOUNT_ADAPTER = "chat.accounts.SocialAccountAdapter"
+ACCOUNT_ADAPTER = "chat.access.accounts.AccountAdapter"
+SOCIALACCOUNT_ADAPTER = "chat.access.accounts.SocialAccountAdapter"
 # Self sign-up is off unless asked for; staff create people in the admin, SSO on first use.
 CHAT_SIGNUP = env.bool("CHAT_SIGNUP", default=False)
 # Email domains self sign-up (and a first SSO sign-in) is open to; empty: any.
@@ -298,12 +298,12 @@ if not DEBUG:
 # --- Operations (see README "Deployment") ------------------------------------------------
 # /metrics: this Bearer token, or when empty only direct requests from 127.0.0.1 / ::1.
 CHAT_METRICS_TOKEN = env.str("CHAT_METRICS_TOKEN", default="")
-# "json": one JSON object per log line (chat.log_format), for a log store to search.
+# "json": one JSON object per log line (chat.ops.logs), for a log store to search.
 CHAT_LOG_FORMAT = env.str("CHAT_LOG_FORMAT", default="text")
 if CHAT_LOG_FORMAT not in ("text", "json"):
     raise ImproperlyConfigured("CHAT_LOG_FORMAT must be 'text' or 'json'.")
 if CHAT_LOG_FORMAT == "json":
-    LOGGING["formatters"]["json"] = {"()": "chat.log_format.JsonFormatter"}
+    LOGGING["formatters"]["json"] = {"()": "chat.ops.logs.JsonFormatter"}
     LOGGING["handlers"]["console"]["formatter"] = "json"
     # Django's own errors (a 500's traceback) and the uvicorn worker's lines in the same
     # stream, as JSON too (the uvicorn parent's: `--log-config deploy/uvicorn-log.json`).

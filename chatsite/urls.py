@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 urlpatterns = [
-    path("", include("chat.ops_urls")),  # /healthz, /readyz, /metrics
+    path("", include("chat.ops.urls")),  # /healthz, /readyz, /metrics
     path("admin/", admin.site.urls),
     path("accounts/", include("allauth.urls")),
     path("", include("chat.urls")),

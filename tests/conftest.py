@@ -10,8 +10,9 @@ import pytest_asyncio
 import redis
 from django.utils import timezone
 
-from chat import pricing, provider
+from chat import llm
 from chat.models import ModelPrice
+from chat.spend import prices
 from tests.asgi import AsgiClient
 from tests.upstream import FakeUpstream
 
@@ -58,18 +59,18 @@ def upstream(settings):
     settings.CHAT_MODELS = ["gpt-4.1-mini", "gpt-4.1"]
     settings.CHAT_MAX_RETRIES = 0
     fake = FakeUpstream()
-    provider.use_transport(httpx2.MockTransport(fake))
+    llm.use_transport(httpx2.MockTransport(fake))
     yield fake
-    provider.use_transport(None)
+    llm.use_transport(None)
 
 
 @pytest.fixture(autouse=True)
 def _fresh_backend():
-    provider.reset()
+    llm.reset()
     # A flushed or rolled-back database does not call `ModelPrice.delete`.
-    pricing.prices_forget()
+    prices.prices_forget()
     yield
-    provider.reset()
+    llm.reset()
 
 
 @pytest_asyncio.fixture

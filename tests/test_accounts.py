@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.core import mail
 from django.test import AsyncClient as Client
 
-from chat.identity import ANONYMOUS_COOKIE
+from chat.access.identity import ANONYMOUS_COOKIE
 from chat.models import Conversation
 
 # Django's AsyncClient calls the ASGI handler on the test's event loop, as uvicorn would.

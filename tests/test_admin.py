@@ -377,8 +377,8 @@ async def test_export_streams_chunk_by_chunk_under_asgi():
 def test_people_list_shows_budget_and_spend_and_the_inline_sets_an_own_limit(
     admin_client, settings
 ):
-    from chat import budgets
     from chat.models import Budget
+    from chat.spend import budgets
 
     settings.CHAT_BUDGET_USD = Decimal("5")
     create_turns()

@@ -17,7 +17,7 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
 from chat.admin import dashboard
-from chatsite import django_overrides
+from chatsite import seams
 from chatsite.asgi import on_chat_thread
 from tests.asgi import AsgiClient, asgi_request
 
@@ -29,8 +29,8 @@ def sync_receivers(signal, sender) -> list:
 def test_asgi_requests_check_connections_after_each_request_not_before():
     # Django's test client re-connects the check for every sender after its requests:
     # set the wiring up again as the worker does at start-up (it is idempotent).
-    django_overrides.check_connections_at_request_end_only()
-    django_overrides.check_connections_at_request_end_only()
+    seams.check_connections_at_request_end_only()
+    seams.check_connections_at_request_end_only()
     # No synchronous receiver left at request start: no thread hop before the view.
     assert sync_receivers(request_started, ASGIHandler) == []
     assert close_old_connections in sync_receivers(request_finished, ASGIHandler)

@@ -9,12 +9,12 @@ import uuid
 
 import pytest
 
-from chat import batching
-from chat.batching import Batcher
+from chat.access.owners import Owner
 from chat.errors import ChatError
+from chat.llm import Finished, Usage
 from chat.models import Conversation, Message
-from chat.owners import Owner
-from chat.provider import Finished, Usage
+from chat.turns import batching
+from chat.turns.batching import Batcher
 from chat.turns.finish import turn_finish
 from chat.turns.start import Turn, turn_start
 

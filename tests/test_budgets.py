@@ -16,9 +16,10 @@ import time_machine
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from chat import budgets
-from chat.budgets import budget_period, limit_of
 from chat.models import Budget, Conversation, Message, ModelPrice
+from chat.spend import budgets
+from chat.spend.budgets import limit_of
+from chat.spend.periods import budget_period
 from tests import servers
 from tests.asgi import AsgiClient
 from tests.conftest import REDIS_URL, redis_reachable

@@ -104,8 +104,9 @@ def test_bad_periods_are_one_line_errors(args):
 def test_by_user_shows_each_persons_budget_and_spend_this_period(settings):
     from django.contrib.auth import get_user_model
 
-    from chat.budgets import budget_period, spend_of
     from chat.models import Budget
+    from chat.spend.budgets import spend_of
+    from chat.spend.periods import budget_period
 
     settings.CHAT_BUDGET_USD = Decimal("5")
     create_turns()

@@ -19,10 +19,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
-from chat.demo import demo_reply
+from chat.access.owners import Owner
+from chat.llm.demo import demo_reply
 from chat.management.commands.chat import CLI_OWNER_KEY, Command, TurnOptions
 from chat.models import Conversation, Message, ModelPrice
-from chat.owners import Owner
 from tests.servers import database_url
 from tests.upstream import Reply, chat_script
 

@@ -15,7 +15,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.usage import period_bounds, usage_summary
+from chat.spend.periods import period_bounds
+from chat.spend.reports import usage_summary
 from tests.asgi import AsgiClient
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]

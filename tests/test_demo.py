@@ -4,9 +4,9 @@ import httpx2
 import openai
 import pytest
 
-from chat import provider
-from chat.demo import DEMO_MODEL, DemoTransport, demo_reply, tokenize
-from chat.provider import Finished, TextDelta
+from chat import llm
+from chat.llm import Finished, TextDelta
+from chat.llm.demo import DEMO_MODEL, DemoTransport, demo_reply, tokenize
 
 pytestmark = pytest.mark.asyncio
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.asyncio
 def sdk() -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         api_key="demo",
-        base_url=provider.DEMO_BASE_URL,
+        base_url=llm.DEMO_BASE_URL,
         http_client=httpx2.AsyncClient(transport=DemoTransport(delay=0)),
     )
 
@@ -93,10 +93,10 @@ async def test_demo_is_the_default_backend_and_streams_with_usage(settings, api)
     settings.CHAT_PROVIDER = "auto"
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
-    assert provider.backend().is_demo
+    assert llm.backend().is_demo
     events = [
         e
-        async for e in provider.stream_reply(
+        async for e in llm.stream_reply(
             messages=[{"role": "user", "content": "ping"}], model=DEMO_MODEL, api=api
         )
     ]

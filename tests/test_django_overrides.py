@@ -1,4 +1,4 @@
-"""chatsite/django_overrides.py: Django's middleware run inline must behave exactly like
+"""chatsite/seams.py: Django's middleware run inline must behave exactly like
 Django's own. The same requests go through Django's stock handler and through ours; status,
 headers, cookies and session rows must match. The fingerprint test fails on any Django
 upgrade that changes the code replaced there: re-run this module, then record it."""
@@ -13,11 +13,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.handlers.asgi import ASGIHandler
 
-from chatsite import django_overrides
+from chatsite import seams
 from chatsite.asgi import django_application
 from tests.asgi import asgi_request
 
-# Django 5.2's code that chatsite.django_overrides stands in for.
+# Django 5.2's code that chatsite.seams stands in for.
 FINGERPRINTS = {
     "AuthenticationMiddleware.process_request": "6dd39b90ad6373e2",
     "CommonMiddleware.process_request": "993f4d1f2084e01e",
@@ -41,19 +41,19 @@ VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
 def test_the_replaced_django_code_is_the_code_these_overrides_were_checked_against():
     found = {
         name: hashlib.sha256(source.encode()).hexdigest()[:16]
-        for name, source in django_overrides.replaced_django_code().items()
+        for name, source in seams.replaced_django_code().items()
     }
-    assert found == FINGERPRINTS, "Django changed code chatsite/django_overrides.py replaces"
+    assert found == FINGERPRINTS, "Django changed code chatsite/seams.py replaces"
 
 
 def test_start_up_check_passes_and_ours_are_in_the_built_chain():
-    django_overrides.check_django()
+    seams.check_django()
     built = {type(m) for m in _chain(django_application)}
-    assert set(django_overrides.INLINE.values()) <= built
+    assert set(seams.INLINE.values()) <= built
     django_names = {
         f"{cls.__module__}.{cls.__qualname__}" for cls in built if cls.__module__[:7] == "django."
     }
-    assert not django_names & set(django_overrides.INLINE)
+    assert not django_names & set(seams.INLINE)
 
 
 def test_start_up_check_refuses_a_django_with_its_own_async_path(monkeypatch):
@@ -64,7 +64,7 @@ def test_start_up_check_refuses_a_django_with_its_own_async_path(monkeypatch):
 
     monkeypatch.setattr(security.SecurityMiddleware, "__acall__", acall, raising=False)
     with pytest.raises(Exception, match="SecurityMiddleware now has its own async path"):
-        django_overrides.check_django()
+        seams.check_django()
 
 
 def cookie_shape(header: str) -> tuple[str, ...]:
@@ -138,7 +138,7 @@ async def test_ours_answer_like_djangos_own_middleware():
     await get_user_model().objects.acreate_superuser("boss", password="right-horse")
     stock = ASGIHandler()  # settings.MIDDLEWARE: Django's own classes, with their hops
     assert not any(
-        isinstance(m, tuple(django_overrides.INLINE.values()))
+        isinstance(m, tuple(seams.INLINE.values()))
         for m in _chain(stock)  # really Django's own
     )
     theirs = await conversation(stock)

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
-from chat import provider
+from chat import llm
 from chat.models import Conversation, Message
 from chat.turns.control import turns_expire_stale
 from chatsite.asgi import application
@@ -56,7 +56,7 @@ async def test_chat_completions_content_filter_ends_incomplete_and_is_stored(ups
 
 async def test_responses_content_filter_ends_incomplete_and_is_stored(upstream, settings):
     settings.CHAT_API = "responses"
-    provider.reset()
+    llm.reset()
     usage = {"input_tokens": 4, "output_tokens": 2, "total_tokens": 6}
     upstream.queue(
         Reply(
@@ -95,7 +95,7 @@ async def test_failure_after_some_text_keeps_it_and_ends_with_an_error_event(
     upstream, settings, fault, error_type, accept
 ):
     settings.CHAT_MAX_RETRIES = 2  # the SDK never retries once the body is streaming
-    provider.reset()
+    llm.reset()
     upstream.queue(Reply(script=[*chat_script(["partial ", "text"])[:3], 0.05, fault]))
     response = await asgi_request(
         "POST", "/api/chat", body={"message": "hi"}, headers={"accept": accept}
@@ -115,7 +115,7 @@ async def test_failure_after_some_text_keeps_it_and_ends_with_an_error_event(
 
 async def test_a_500_then_success_is_retried_into_one_turn(upstream, settings):
     settings.CHAT_MAX_RETRIES = 1
-    provider.reset()
+    llm.reset()
     upstream.queue(Reply(status=500, json_body={"error": {"message": "boom"}}))
     upstream.queue(Reply(script=chat_script(["second ", "try"], usage=USAGE)))
     body = (await asgi_request("POST", "/api/chat", body={"message": "hi"})).json()
@@ -127,7 +127,7 @@ async def test_a_500_then_success_is_retried_into_one_turn(upstream, settings):
 
 async def test_retries_exhausted_fail_the_turn_once(upstream, settings):
     settings.CHAT_MAX_RETRIES = 1
-    provider.reset()
+    llm.reset()
     for _ in range(2):
         upstream.queue(Reply(status=503, json_body={"error": {"message": "down"}}))
     response = await asgi_request("POST", "/api/chat", body={"message": "hi"})
@@ -371,7 +371,7 @@ async def test_200_concurrent_streams_with_faults_and_disconnects(upstream, sett
     # A deferred turn whose reader leaves stops at once, as a direct stream does.
     settings.CHAT_RESUME_GRACE_SECONDS = 0
     fake = FaultyUpstream(plan)
-    provider.use_transport(httpx2.MockTransport(fake))
+    llm.use_transport(httpx2.MockTransport(fake))
     gate = asyncio.Semaphore(100)
 
     async def one(turn: str) -> None:

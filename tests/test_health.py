@@ -1,4 +1,4 @@
-"""/healthz and /readyz (chat.health, chat.ops_views)."""
+"""/healthz and /readyz (chat.ops.health, chat.ops.views)."""
 
 from __future__ import annotations
 

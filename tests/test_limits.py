@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from chat import limits
 from chat.errors import LimitExceeded
-from chat.limits import Rate, parse_rate
 from chat.models import Conversation, Message
+from chat.spend import limits
+from chat.spend.limits import Rate, parse_rate
 from tests.asgi import AsgiClient, asgi_request, parse_sse
 from tests.conftest import REDIS_URL, redis_reachable
 from tests.upstream import Reply, chat_script
@@ -236,7 +236,7 @@ def test_limits_hold_across_processes(settings):
         "CHAT_CACHE_PREFIX": prefix,
         "CHAT_RATE_LIMIT": "3/hour",
     }
-    code = f"import asyncio; from chat import limits; asyncio.run(limits.rate_hit({key!r}))"
+    code = f"import asyncio; from chat.spend import limits; asyncio.run(limits.rate_hit({key!r}))"
     for _ in range(2):  # two "workers" take two of the three
         worker = subprocess.run(
             [sys.executable, "manage.py", "shell", "-c", code],

@@ -1,4 +1,4 @@
-"""CHAT_LOG_FORMAT=json (chat.log_format): one JSON object per line, with the request id."""
+"""CHAT_LOG_FORMAT=json (chat.ops.logs): one JSON object per line, with the request id."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from chat import request_id
-from chat.log_format import JsonFormatter
 from chat.models import Message
+from chat.ops import request_ids
+from chat.ops.logs import JsonFormatter
 from tests.asgi import AsgiClient
 from tests.upstream import Reply, chat_script
 
@@ -47,11 +47,11 @@ def test_a_traceback_is_one_field_of_the_same_line():
 
 
 def test_the_request_id_of_the_current_context():
-    token = request_id.current.set("req-42")
+    token = request_ids.current.set("req-42")
     try:
         assert json.loads(JsonFormatter().format(record("hi")))["request_id"] == "req-42"
     finally:
-        request_id.current.reset(token)
+        request_ids.current.reset(token)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""chat.metrics and /metrics: the counters add up to the stored rows; who may scrape."""
+"""chat.ops.metrics and /metrics: the counters add up to the stored rows; who may scrape."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ async def test_with_a_token_the_bearer_token_is_required(settings):
 WORKER = textwrap.dedent(
     """
     import json, sys
-    from chat import metrics
+    from chat.ops import metrics
     outcome = json.loads(sys.argv[1])
     metrics.turn_recorded(model="m", outcome=outcome)
     metrics.streams_open.inc()
@@ -185,7 +185,7 @@ WORKER = textwrap.dedent(
         metrics.worker_exited()  # what the ASGI lifespan shutdown calls
     """
 )
-SCRAPE = "from chat import metrics; print(metrics.exposition()[0].decode())"
+SCRAPE = "from chat.ops import metrics; print(metrics.exposition()[0].decode())"
 
 
 def test_multiprocess_mode_sums_every_worker(tmp_path):

@@ -8,9 +8,9 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 from django.utils import timezone
 
+from chat.llm import Usage
 from chat.models import Message, ModelPrice
-from chat.pricing import cost_of, messages_recost, price_for, price_names
-from chat.provider import Usage
+from chat.spend.prices import cost_of, messages_recost, price_for, price_names
 from tests.asgi import AsgiClient
 from tests.upstream import Reply, chat_script
 from tests.usage_rows import Turn, create_turns

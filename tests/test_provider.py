@@ -1,10 +1,10 @@
-"""chat/provider.py against the real SDK with a scripted upstream at its HTTP boundary."""
+"""chat/llm.py against the real SDK with a scripted upstream at its HTTP boundary."""
 
 import httpx2
 import pytest
 
-from chat import provider
-from chat.provider import Finished, ProviderError, TextDelta
+from chat import llm
+from chat.llm import Finished, ProviderError, TextDelta
 from tests.upstream import Reply, chat_script, responses_script
 
 pytestmark = pytest.mark.asyncio
@@ -28,7 +28,7 @@ PARTS = ["Hi", " there\n", "line two\r\n", '"quoted"', " 🚀"]
 
 async def collect(api, messages=None, system=""):
     events = []
-    async for event in provider.stream_reply(
+    async for event in llm.stream_reply(
         messages=messages or [{"role": "user", "content": "hello"}],
         model="gpt-4.1-mini",
         api=api,
@@ -42,7 +42,7 @@ async def collect_until_error(api):
     """The events streamed before the `ProviderError` that ended the stream, and it."""
     events = []
     with pytest.raises(ProviderError) as caught:
-        async for event in provider.stream_reply(
+        async for event in llm.stream_reply(
             messages=[{"role": "user", "content": "x"}], model="m", api=api
         ):
             events.append(event)
@@ -61,7 +61,7 @@ async def test_responses_api_text_and_full_usage(upstream):
     assert isinstance(finished, Finished)
     assert finished.status == "completed" and finished.finish_reason == "stop"
     assert finished.response_id == "resp_1" and finished.request_id == "req_test"
-    assert finished.usage == provider.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
+    assert finished.usage == llm.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
     request = upstream.requests[0]
     assert request.url.path == "/v1/responses"
     assert request.headers["authorization"] == "Bearer sk-test-secret-key-123456"
@@ -74,7 +74,7 @@ async def test_responses_usage_details_may_be_absent(upstream):
     usage = {"input_tokens": 3, "output_tokens": 4, "total_tokens": 7}
     upstream.queue(Reply(script=responses_script(["x"], usage=usage)))
     finished = (await collect("responses"))[-1]
-    assert finished.usage == provider.Usage(3, 4, 7, 0, 0)
+    assert finished.usage == llm.Usage(3, 4, 7, 0, 0)
 
 
 async def test_responses_incomplete_is_not_an_error(upstream):
@@ -103,7 +103,7 @@ async def test_chat_completions_text_and_usage_wherever_it_arrives(upstream, on_
     events = await collect("chat", system="sys")
     assert text_of(events) == "".join(PARTS)
     finished = events[-1]
-    assert finished.usage == provider.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
+    assert finished.usage == llm.Usage(12, 30, 42, cached_tokens=8, reasoning_tokens=16)
     assert finished.status == "completed" and finished.response_id == "chatcmpl-1"
     body = upstream.bodies[0]
     assert body["stream_options"] == {"include_usage": True}
@@ -206,9 +206,7 @@ async def test_stream_that_stops_without_finishing_is_an_error(upstream):
 
 async def test_upstream_response_is_closed_when_consumer_stops_early(upstream):
     upstream.queue(Reply(script=chat_script(["a", "b", "c"] * 10)))
-    stream = provider.stream_reply(
-        messages=[{"role": "user", "content": "x"}], model="m", api="chat"
-    )
+    stream = llm.stream_reply(messages=[{"role": "user", "content": "x"}], model="m", api="chat")
     first = await anext(stream)
     assert first == TextDelta("a")
     await stream.aclose()
@@ -216,7 +214,7 @@ async def test_upstream_response_is_closed_when_consumer_stops_early(upstream):
 
 
 async def test_one_client_per_event_loop(upstream):
-    assert provider.client() is provider.client()
+    assert llm.sdk_client() is llm.sdk_client()
 
 
 async def test_backend_resolution(settings):
@@ -224,17 +222,17 @@ async def test_backend_resolution(settings):
     settings.OPENAI_API_KEY = ""
     settings.OPENAI_BASE_URL = ""
     settings.AZURE_OPENAI_ENDPOINT = ""
-    assert provider.backend().name == "demo" and provider.backend().api == "chat"
-    assert "offline demo" in provider.backend().label
+    assert llm.backend().name == "demo" and llm.backend().api == "chat"
+    assert "offline demo" in llm.backend().label
     settings.OPENAI_API_KEY = "sk-abc"
-    assert provider.backend().name == "openai" and provider.backend().api == "responses"
-    assert "sk-abc" not in provider.backend().label
+    assert llm.backend().name == "openai" and llm.backend().api == "responses"
+    assert "sk-abc" not in llm.backend().label
     settings.OPENAI_BASE_URL = "http://127.0.0.1:11434/v1"
     settings.CHAT_MODEL = "llama3.2"
-    assert provider.backend().name == "compatible" and provider.backend().api == "chat"
-    assert provider.backend().default_model == "llama3.2"
+    assert llm.backend().name == "compatible" and llm.backend().api == "chat"
+    assert llm.backend().default_model == "llama3.2"
     settings.AZURE_OPENAI_ENDPOINT = "https://x.openai.azure.com"
-    assert provider.backend().name == "azure"
+    assert llm.backend().name == "azure"
 
 
 @pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
@@ -251,7 +249,7 @@ async def test_sse_lines_split_on_cr_lf_and_crlf_even_across_chunks():
         for part in [b"data: 1\r", b"\ndata: 2\r\r", b"data: 3\n", b"\nda", b"ta: 4\n\n"]:
             yield part
 
-    lines = [line async for line in provider._sse_lines(chunks())]
+    lines = [line async for line in llm.parsers.sse_lines(chunks())]
     assert lines == ["data: 1", "data: 2", "", "data: 3", "", "data: 4", ""]
 
 

@@ -1,4 +1,4 @@
-"""X-Request-ID (chat.request_id, chat.middleware.RequestIdMiddleware)."""
+"""X-Request-ID (chat.ops.request_ids, chat.middleware.RequestIdMiddleware)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from chat.request_id import accepted
+from chat.ops.request_ids import accepted
 from tests.asgi import asgi_request
 
 pytestmark = pytest.mark.django_db(transaction=True)

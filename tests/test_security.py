@@ -12,8 +12,8 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from chat.access.tokens import token_create, token_revoke
 from chat.models import ApiToken, Conversation, Message
-from chat.tokens import token_create, token_revoke
 from tests.asgi import AsgiClient, asgi_request, parse_sse
 
 SSE = {"accept": "text/event-stream"}

@@ -8,9 +8,10 @@ import uuid
 import pytest
 from django.core.cache import cache
 
-from chat import limits, relay
+from chat.access.owners import Owner
 from chat.models import Message
-from chat.owners import Owner
+from chat.spend import limits
+from chat.turns import relay
 from chat.turns.control import cancel_key, turn_cancel, turns_expire_stale
 from chat.turns.start import turn_claim, turn_start
 from chat.turns.stream import turn_stream

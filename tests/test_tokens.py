@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.utils import timezone
 
+from chat.access.tokens import token_create, token_revoke, token_verify
 from chat.models import ApiToken
-from chat.tokens import token_create, token_revoke, token_verify
 
 
 @pytest.fixture

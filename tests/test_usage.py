@@ -5,7 +5,8 @@ from datetime import date, datetime
 import pytest
 from django.utils import timezone
 
-from chat.usage import percentile, period_bounds, usage_json, usage_summary, usage_table
+from chat.spend.periods import period_bounds
+from chat.spend.reports import percentile, usage_json, usage_summary, usage_table
 from tests.usage_rows import TURNS, Turn, create_turns, expected
 
 pytestmark = pytest.mark.django_db

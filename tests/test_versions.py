@@ -15,7 +15,8 @@ from asgiref.sync import sync_to_async
 from django.core.management import call_command
 
 from chat.models import Message
-from chat.usage import period_bounds, usage_summary
+from chat.spend.periods import period_bounds
+from chat.spend.reports import usage_summary
 from tests.asgi import AsgiClient, parse_sse
 from tests.upstream import Reply, chat_script
 

@@ -1,5 +1,5 @@
 """The usage dashboard: totals, tables by day, model and user, and charts, for a period;
-a CSV download per table. One aggregate query per table (`chat.usage`)."""
+a CSV download per table. One aggregate query per table (`chat.spend.reports`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
-from chat.csv_export import csv_response
+from chat.admin.charts import day_chart
+from chat.admin.csv_files import csv_response
 from chat.models import Message
-from chat.usage import GROUPS, Group, UsageReport, period_bounds, usage_summary, usage_table
-from chat.usage_chart import day_chart
+from chat.spend.periods import period_bounds
+from chat.spend.reports import GROUPS, Group, UsageReport, usage_summary, usage_table
 
 PERIODS = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
 

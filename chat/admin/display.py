@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.utils.html import format_html
 
 from chat.models import Conversation, Message
-from chat.usage import ANONYMOUS
+from chat.spend.reports import ANONYMOUS
 
 Status = Message.Status
 

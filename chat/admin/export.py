@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
-from chat.csv_export import csv_response
+from chat.admin.csv_files import csv_response
 from chat.models import Message
-from chat.usage import ANONYMOUS
+from chat.spend.reports import ANONYMOUS
 
 EXPORT_COLUMNS: list[tuple[str, str]] = [
     ("id", "pk"),

@@ -20,7 +20,7 @@ from chat.admin import dashboard
 from chat.admin.display import VersionFilter, message_badge, owner_name, version_label
 from chat.admin.export import messages_csv
 from chat.models import Message
-from chat.pricing import messages_recost
+from chat.spend.prices import messages_recost
 
 
 @admin.register(Message)

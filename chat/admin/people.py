@@ -13,8 +13,9 @@ from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
-from chat.budgets import budget_forget, budget_period, limit_of, spend_filter
 from chat.models import Budget, Message
+from chat.spend.budgets import budget_forget, limit_of, spend_filter
+from chat.spend.periods import budget_period
 
 User = get_user_model()
 _MONEY = DecimalField(max_digits=14, decimal_places=8)

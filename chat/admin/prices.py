@@ -8,8 +8,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from chat import pricing
 from chat.models import ModelPrice
+from chat.spend import prices
 
 
 @admin.register(ModelPrice)
@@ -26,15 +26,15 @@ class ModelPriceAdmin(admin.ModelAdmin):
     ordering = ["model", "-valid_from"]
 
     # Turns are priced from a per-process copy of this list: an edit here counts at once
-    # in this process (other workers pick it up within pricing.PRICES_TTL_SECONDS).
+    # in this process (other workers pick it up within prices.PRICES_TTL_SECONDS).
     def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        pricing.prices_forget()
+        prices.prices_forget()
 
     def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
         super().delete_model(request, obj)
-        pricing.prices_forget()
+        prices.prices_forget()
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
         super().delete_queryset(request, queryset)
-        pricing.prices_forget()
+        prices.prices_forget()

@@ -10,8 +10,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
+from chat.access.tokens import token_fill
 from chat.models import ApiToken
-from chat.tokens import token_fill
 
 DETAIL_FIELDS = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
 

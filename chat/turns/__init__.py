@@ -9,5 +9,5 @@
 `control.py` stops turns (Stop, shutdown, stale sweep); `selectors.py` reads them back.
 Database work is O(1) per turn: one transaction to start, one to claim (deferred turns),
 one to finish; turns that start or finish at the same moment share their start or finish
-transaction (`chat.batching`). Nothing touches the database per token.
+transaction (`chat.turns.batching`). Nothing touches the database per token.
 """

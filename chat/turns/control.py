@@ -11,10 +11,10 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from chat import relay
+from chat.access.owners import Owner
 from chat.errors import not_found
 from chat.models import Message
-from chat.owners import Owner
+from chat.turns import relay
 from chat.turns.finish import release_connection
 
 Status = Message.Status

@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
-from chat import limits, relay
 from chat.models import Message
+from chat.spend import limits
 from chat.streams import StreamEvent
+from chat.text import storable
 from chat.turns import log as turn_log
+from chat.turns import relay
 from chat.turns.control import cancel_key
-from chat.turns.finish import storable
 from chat.turns.log import TurnLog, log_key
 from chat.turns.selectors import stream_url
 from chat.turns.start import Turn

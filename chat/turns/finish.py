@@ -1,5 +1,5 @@
 """Recording a turn's outcome, usage and cost: once per turn, in a group-committed
-transaction (`chat.batching`) shared by the turns that end together."""
+transaction (`chat.turns.batching`) shared by the turns that end together."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from chat import metrics, provider
-from chat.batching import Batcher
+from chat import llm
+from chat.llm import Finished, ProviderError, Usage
 from chat.models import Message
-from chat.pricing import cost_of, price_now
-from chat.provider import Finished, ProviderError, Usage
+from chat.ops import metrics
+from chat.spend.prices import cost_of, price_now
+from chat.text import storable
+from chat.turns.batching import Batcher
 from chat.turns.selectors import end_event_data, turn_replay
 from chat.turns.start import Turn
 
@@ -54,7 +56,7 @@ async def turn_finish(
     usage = finished.usage if finished is not None else None
     if usage is None and (text or status == Status.COMPLETED):
         prompt = turn.system + "".join(m["content"] for m in turn.context)
-        usage = provider.estimate_usage(prompt=prompt, reply=text)
+        usage = llm.estimate_usage(prompt=prompt, reply=text)
     result = await _finishes.submit(
         _Finish(
             turn=turn,
@@ -162,20 +164,6 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
 
 
 _finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
-
-
-def storable(text: str) -> str:
-    """`text` as every database stores it: JSON can carry NUL, which PostgreSQL refuses
-    in text, and lone surrogates like "\\ud800", which are not UTF-8 at all; they become
-    U+FFFD. Model replies are mended so (refusing the row would leave the turn
-    unrecorded); requests carrying them are refused (`payloads`)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
-    return text
 
 
 def ms_since(started: float) -> int:

@@ -1,15 +1,13 @@
-"""Reads: a turn's stored events, a person's conversations and their messages."""
+"""Reads of a turn: where it streams, its stored events, and its `end` event rebuilt
+from the row."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from django.urls import reverse
 
-from chat.errors import not_found
 from chat.models import Message
-from chat.owners import Owner
 from chat.streams import StreamEvent
 
 Status = Message.Status
@@ -95,54 +93,3 @@ def stored_end_data(message: Message) -> dict[str, Any]:
         if message.status == Status.FAILED
         else None,
     )
-
-
-async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> dict[str, Any]:
-    conversation = await owner.conversations().filter(pk=conversation_id).afirst()
-    if conversation is None:
-        raise not_found("conversation")
-    rows = [m async for m in conversation.messages.order_by("pk")]
-    versions: dict[int, list[Message]] = {}
-    for m in rows:
-        versions.setdefault(m.version_of_id or m.pk, []).append(m)
-    messages = []
-    for m in rows:
-        if m.superseded_at is not None:
-            continue
-        turn_versions = versions[m.version_of_id or m.pk]
-        index = turn_versions.index(m)
-        item = message_data(m)
-        item["version"] = index + 1
-        item["versions"] = len(turn_versions)
-        item["previous_versions"] = [message_data(v) for v in turn_versions[:index]]
-        # Newer ones, when an earlier version was chosen again (`turn_select`).
-        item["later_versions"] = [message_data(v) for v in turn_versions[index + 1 :]]
-        messages.append(item)
-    return {
-        "id": str(conversation.id),
-        "title": conversation.title,
-        "model": conversation.model,
-        "system": conversation.system_prompt,
-        "created_at": conversation.created_at.isoformat(),
-        "updated_at": conversation.updated_at.isoformat(),
-        "messages": messages,
-    }
-
-
-def message_data(m: Message) -> dict[str, Any]:
-    return {
-        "id": m.pk,
-        "role": m.role,
-        "content": m.content,
-        "status": m.status,
-        "model": m.model,
-        "finish_reason": m.finish_reason,
-        "usage": message_usage(m),
-        "usage_estimated": m.usage_estimated,
-        "cost": None if m.cost is None else f"{m.cost:f}",
-        "ttft_ms": m.ttft_ms,
-        "duration_ms": m.duration_ms,
-        "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
-        "created_at": m.created_at.isoformat(),
-        "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
-    }

@@ -11,12 +11,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from chat import provider
-from chat.batching import Batcher
+from chat import llm
+from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
-from chat.owners import Owner
-from chat.shielding import committed
+from chat.runtime import committed
+from chat.text import title_from
+from chat.turns.batching import Batcher
 
 Status = Message.Status
 
@@ -28,7 +29,7 @@ class Turn:
     conversation_id: uuid.UUID
     message_id: int
     model: str
-    api: provider.Api
+    api: llm.Api
     provider: str
     system: str
     context: list[dict[str, str]] = field(default_factory=list)
@@ -36,8 +37,8 @@ class Turn:
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
-    allowed = provider.backend().models
-    model = requested or conversation_model or provider.backend().default_model
+    allowed = llm.backend().models
+    model = requested or conversation_model or llm.backend().default_model
     if model not in allowed:
         if requested:
             raise ChatError(
@@ -45,13 +46,13 @@ def choose_model(requested: str | None, conversation_model: str = "") -> str:
                 "invalid_model",
                 f"Model {requested!r} is not allowed here; choose one of {', '.join(allowed)}.",
             )
-        model = provider.backend().default_model  # the allow-list changed since
+        model = llm.backend().default_model  # the allow-list changed since
     return model
 
 
-def choose_api(requested: str | None) -> provider.Api:
-    api = requested or provider.backend().api
-    if api not in provider.APIS:
+def choose_api(requested: str | None) -> llm.Api:
+    api = requested or llm.backend().api
+    if api not in llm.APIS:
         raise ChatError(400, "invalid_api", "api must be 'responses' or 'chat'.")
     return api  # type: ignore[return-value]
 
@@ -68,7 +69,7 @@ async def turn_start(
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
     already claimed as `streaming`) before any upstream call. Turns started at the same
-    moment are written together, in one transaction (`chat.batching`)."""
+    moment are written together, in one transaction (`chat.turns.batching`)."""
     start = _Start(
         owner=owner,
         message=message,
@@ -95,7 +96,7 @@ class _Start:
     conversation_id: uuid.UUID | None
     model: str | None
     system: str | None
-    api: provider.Api
+    api: llm.Api
     defer: bool
 
 
@@ -104,7 +105,7 @@ def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
     bulk INSERTs (as many rows per statement as the database takes). A start that is
     refused (unknown conversation, model not allowed) gets its `ChatError` and writes
     nothing; the others go on."""
-    backend = provider.backend()
+    backend = llm.backend()
     with transaction.atomic():
         locked = _lock_conversations(starts)
         plans = [_plan(start, locked) for start in starts]
@@ -151,7 +152,7 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
             conversation = Conversation(
                 owner_id=start.owner.user_id,
                 anonymous_key=start.owner.anonymous_key,
-                title=_title_from(start.message),
+                title=title_from(start.message),
                 model=chosen,
                 system_prompt=start.system or "",
             )
@@ -213,11 +214,6 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
 
 
 _starts: Batcher[_Start, Turn] = Batcher(_turns_start)
-
-
-def _title_from(message: str) -> str:
-    line = " ".join(message.split())
-    return line if len(line) <= 80 else line[:79] + "…"
 
 
 def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:

@@ -14,11 +14,12 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
 
-from chat import provider, relay
+from chat import llm
+from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
-from chat.provider import Finished, ProviderError, TextDelta
-from chat.shielding import shielded
+from chat.runtime import shielded
 from chat.streams import StreamEvent
+from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
 from chat.turns.selectors import turn_replay
@@ -66,7 +67,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
             release = asyncio.ensure_future(sync_to_async(release_connection)())
             _background.add(release)
             release.add_done_callback(_background.discard)
-        upstream = provider.stream_reply(
+        upstream = llm.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
         relayed = relay.relay(

@@ -18,11 +18,11 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from chat import provider
+from chat import llm
+from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
-from chat.owners import Owner
-from chat.shielding import committed
+from chat.runtime import committed
 from chat.turns.selectors import UNFINISHED
 from chat.turns.start import choose_api, choose_model
 
@@ -90,7 +90,7 @@ def _version_write(
                     conversation=conversation,
                     role=Role.ASSISTANT,
                     status=Message.Status.PENDING,
-                    provider=provider.backend().name,
+                    provider=llm.backend().name,
                     api=choose_api(None),
                     model=chosen,
                     version_of_id=reply.version_of_id or reply.pk,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from chat.demo import demo_reply
+from chat.llm.demo import demo_reply
 from tests.browser.conftest import MAX_MESSAGE_CHARS, LiveServer
 
 pytestmark = pytest.mark.browser

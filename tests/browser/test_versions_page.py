@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from chat.demo import demo_reply
+from chat.llm.demo import demo_reply
 from tests.browser.conftest import LiveServer
 from tests.browser.test_chat_page import (
     conversation_id,

@@ -29,10 +29,10 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import provider
+from chat import llm
+from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
-from chat.owners import Owner
 from chat.turns.selectors import stored_end_data
 from chat.turns.start import choose_model, turn_start
 from chat.turns.stream import turn_stream
@@ -78,7 +78,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--model", help="a model from the allow-list (CHAT_MODELS)")
         parser.add_argument("--system", help="system prompt for a new conversation")
-        parser.add_argument("--api", choices=provider.APIS, help="Responses or Chat Completions")
+        parser.add_argument("--api", choices=llm.APIS, help="Responses or Chat Completions")
         parser.add_argument(
             "--conversation", type=uuid.UUID, metavar="UUID", help="continue this conversation"
         )

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import provider
-from chat.provider import Backend, Finished, ProviderError, TextDelta
+from chat import llm
+from chat.llm import Backend, Finished, ProviderError, TextDelta
 
 CHECK_PROMPT = "Reply with the single word: ok"
 LABEL_WIDTH = 12
@@ -45,9 +45,9 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        provider.reset()  # resolve from the settings as they are now
+        llm.reset()  # resolve from the settings as they are now
         try:
-            config = provider.backend()
+            config = llm.backend()
         except ImproperlyConfigured as exc:
             raise CommandError(f"The model backend is misconfigured: {exc}") from None
         for label, value in describe(config):
@@ -61,7 +61,7 @@ class Command(BaseCommand):
     async def probe(self, config: Backend, *, reply: bool) -> str | None:
         """Run the checks, printing each outcome; returns the first failure, if any."""
         try:
-            models = await provider.list_models()
+            models = await llm.list_models()
         except ProviderError as exc:
             self.line("Models", f"FAILED: {exc.message} ({exc.error_type})")
             return f"{exc.message} ({exc.error_type})"
@@ -120,7 +120,7 @@ async def reply_check(config: Backend) -> tuple[str, Finished, int]:
     started = time.monotonic()
     ttft_ms: int | None = None
     parts: list[str] = []
-    stream = provider.stream_reply(
+    stream = llm.stream_reply(
         messages=[{"role": "user", "content": CHECK_PROMPT}],
         model=config.default_model,
         api=config.api,

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.conversations import conversations_export
-from chat.usage import period_bounds
+from chat.spend.periods import period_bounds
 
 
 class Command(BaseCommand):

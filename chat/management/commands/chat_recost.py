@@ -11,8 +11,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.models import Message
-from chat.pricing import messages_recost
-from chat.usage import period_bounds
+from chat.spend.periods import period_bounds
+from chat.spend.prices import messages_recost
 
 
 class Command(BaseCommand):

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat.usage import DEFAULT_SINCE, GROUPS, period_bounds, usage_json, usage_summary, usage_table
+from chat.spend.periods import DEFAULT_SINCE, period_bounds
+from chat.spend.reports import GROUPS, usage_json, usage_summary, usage_table
 
 
 class Command(BaseCommand):

@@ -1,4 +1,4 @@
-"""Prometheus metrics for operators, served at /metrics (`chat.ops_views`).
+"""Prometheus metrics for operators, served at /metrics (`chat.ops.views`).
 
 Turns are counted once, when `chat.turns.finish.turn_finish` has recorded them, from the same
 outcome that was stored (so the counters add up to what the admin shows); nothing is

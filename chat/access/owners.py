@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils import timezone
+
 from chat.models import Conversation, Message
 
 
@@ -43,3 +45,13 @@ class Owner:
                 conversation__owner__isnull=True, conversation__anonymous_key=self.anonymous_key
             )
         return mine.filter(conversation__deleted_at__isnull=True)
+
+
+def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
+    """Give the conversations an anonymous visitor started to the account they signed in
+    to, so work begun before signing in is not lost. Returns how many moved."""
+    if not anonymous_key:
+        return 0
+    return Conversation.objects.filter(owner__isnull=True, anonymous_key=anonymous_key).update(
+        owner_id=user_id, anonymous_key="", updated_at=timezone.now()
+    )

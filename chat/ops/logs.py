@@ -1,7 +1,7 @@
 """`CHAT_LOG_FORMAT=json`: one JSON object per log line, for log stores to search.
 
 Each line has `time` (UTC, ISO 8601), `level`, `logger`, `message`, `request_id` (of the
-request being served, `chat.request_id`; empty outside requests) and whatever the call
+request being served, `chat.ops.request_ids`; empty outside requests) and whatever the call
 passed as `extra` (e.g. "turn finished": `message_id`, `model`, `status`, tokens,
 `ttft_ms`), plus `exc` for a traceback.
 """
@@ -12,7 +12,7 @@ import json
 import logging
 from datetime import UTC, datetime
 
-from chat import request_id
+from chat.ops import request_ids
 
 # Attributes every LogRecord has: anything else on a record came from `extra`.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -30,7 +30,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
-            "request_id": request_id.current.get(),
+            "request_id": request_ids.current.get(),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):

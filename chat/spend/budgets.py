@@ -18,9 +18,7 @@ apply to them).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -31,11 +29,11 @@ from django.core.cache import cache
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
-from chat.counters import cache_is_shared, run_cache_ops
 from chat.errors import LimitExceeded
 from chat.models import Budget, Message
+from chat.spend.counters import cache_is_shared, run_cache_ops
+from chat.spend.periods import Period, budget_period
 
-PERIODS = ("day", "week", "month")
 # A cached limit is re-read this often, so an admin's change reaches every worker.
 LIMIT_CACHE_SECONDS = 60
 # A cached sum is read again from the database at least this often: a turn recorded
@@ -43,16 +41,6 @@ LIMIT_CACHE_SECONDS = 60
 SPEND_CACHE_SECONDS = 60
 _NO_LIMIT = "none"
 _MISSING = object()
-
-
-@dataclass(frozen=True, slots=True)
-class Period:
-    name: str
-    start: datetime
-    end: datetime
-
-    def seconds_left(self, now: datetime | None = None) -> int:
-        return max(1, math.ceil((self.end - (now or timezone.now())).total_seconds()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,26 +65,6 @@ class BudgetStatus:
             "resets_at": self.period.end.isoformat(),
             "exceeded": self.exceeded,
         }
-
-
-def budget_period(now: datetime | None = None) -> Period:
-    """The current `CHAT_BUDGET_PERIOD` in the current time zone: today, this week (from
-    Monday), or this calendar month."""
-    name = settings.CHAT_BUDGET_PERIOD
-    today = timezone.localtime(now).date()
-    if name == "day":
-        first, after = today, today + timedelta(days=1)
-    elif name == "week":
-        first = today - timedelta(days=today.weekday())
-        after = first + timedelta(days=7)
-    else:
-        first = today.replace(day=1)
-        after = (first + timedelta(days=32)).replace(day=1)
-    return Period(name=name, start=_midnight(first), end=_midnight(after))
-
-
-def _midnight(day: Any) -> datetime:
-    return timezone.make_aware(datetime.combine(day, datetime.min.time()))
 
 
 def default_limit() -> Decimal | None:

@@ -168,7 +168,7 @@ def check_django() -> None:
             problems.append(f"{name} has no process_request/process_response")
     if problems:
         raise ImproperlyConfigured(
-            "chatsite.django_overrides no longer matches this Django: "
+            "chatsite.seams no longer matches this Django: "
             + "; ".join(problems)
             + ". Re-check it against Django's middleware (tests/test_django_overrides.py)."
         )

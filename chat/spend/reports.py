@@ -6,9 +6,8 @@ page and the command always show the same numbers.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -27,15 +26,12 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
-from chat.budgets import BudgetStatus, budgets_by_username
 from chat.models import Message
+from chat.spend.budgets import BudgetStatus, budgets_by_username
 
 Group = Literal["day", "model", "user"]
 GROUPS: tuple[Group, ...] = ("day", "model", "user")
 ANONYMOUS = "anonymous"
-DEFAULT_SINCE = "7d"
-
-_RELATIVE = re.compile(r"^(\d{1,4})d$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,47 +184,6 @@ def _key(group: Any) -> str:
     if isinstance(group, date):
         return group.isoformat()
     return str(group) if group else "(none)"
-
-
-# --- Periods ---------------------------------------------------------------------------
-
-
-def period_bounds(
-    *, since: str | date | None = None, until: str | date | None = None, now: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """[since, until) in the current time zone from `7d` / `30d` (the last N days including
-    today) or `YYYY-MM-DD` (from that day's midnight); `until` is an inclusive day and
-    defaults to today."""
-    today = timezone.localdate(now)
-    first = _since_day(since or DEFAULT_SINCE, today)
-    last = _day(until) if until else today
-    if first > last:
-        raise ValueError("since is after until")
-    return _midnight(first), _midnight(last + timedelta(days=1))
-
-
-def _since_day(value: str | date, today: date) -> date:
-    if isinstance(value, str) and (match := _RELATIVE.match(value.strip())):
-        days = int(match.group(1))
-        if days < 1:
-            raise ValueError("a relative period is at least 1d")
-        return today - timedelta(days=days - 1)
-    if value == "today":
-        return today
-    return _day(value)
-
-
-def _day(value: str | date) -> date:
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(f"{value!r} is not YYYY-MM-DD or a number of days such as 7d") from None
-
-
-def _midnight(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
 
 
 # --- Tables ----------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
-from chat import health, metrics
-from chat.middleware import error_response
+from chat.errors import error_response
+from chat.ops import health, metrics
 
 LOOPBACK = frozenset({"127.0.0.1", "::1"})
 # A request that came through a proxy arrives from the proxy's loopback address: without

@@ -2,7 +2,7 @@
 proxy's log, ours and the response: taken from `X-Request-ID` when the proxy (or client)
 sent a sane one, otherwise generated; returned in the response's `X-Request-ID`.
 
-It lives in a context variable, which log records read (`chat.log_format`). Under ASGI
+It lives in a context variable, which log records read (`chat.ops.logs`). Under ASGI
 Django runs each request in a task of its own, so the value set here is seen by
 everything the request does, its streamed body and the turn it finishes included, and by
 nothing else. `chat.middleware.RequestIdMiddleware` sets it. No Django imports here:

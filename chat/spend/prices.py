@@ -15,8 +15,8 @@ from decimal import Decimal
 
 from django.db.models import QuerySet
 
+from chat.llm import Usage
 from chat.models import Message, ModelPrice
-from chat.provider import Usage
 
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _MILLION = Decimal(1_000_000)

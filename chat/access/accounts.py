@@ -16,9 +16,9 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
-from chat.budgets import budget_status
-from chat.conversations import conversations_adopt
-from chat.identity import anonymous_key_from_cookie, forget_anonymous
+from chat.access.identity import anonymous_key_from_cookie, forget_anonymous
+from chat.access.owners import conversations_adopt
+from chat.spend.budgets import budget_status
 
 
 def email_domain_allowed(email: str) -> bool:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
-from chat.usage import UsageReport
+from chat.spend.reports import UsageReport
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,14 +18,14 @@ from django.core import signing
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 
+from chat.access.owners import Owner
+from chat.access.tokens import token_verify
 from chat.errors import ChatError
-from chat.owners import Owner
-from chat.tokens import token_verify
 
 ANONYMOUS_COOKIE = "chat_anonymous"
 # Where anonymous keys lived before the cookie: adopted once from an existing session.
 SESSION_ANONYMOUS_KEY = "chat_anonymous_key"
-_SALT = "chat.identity.anonymous"
+_SALT = "chat.access.identity.anonymous"
 # A cookie older than this is re-sent with a fresh date, so an active visitor keeps it.
 RENEW_AFTER_SECONDS = 24 * 3600
 BEARER = "bearer"
@@ -128,7 +128,7 @@ def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
     )
 
 
-@receiver(user_logged_out, dispatch_uid="chat.identity.forget_anonymous")
+@receiver(user_logged_out, dispatch_uid="chat.access.identity.forget_anonymous")
 def _forget_anonymous(*, request: HttpRequest | None = None, **kwargs: object) -> None:
     # A logout ends the browser's identity, anonymous one included, as it ends the session.
     if request is not None:

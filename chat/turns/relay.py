@@ -20,7 +20,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.provider import TextDelta
+from chat.llm import TextDelta
 
 PING = object()
 CANCEL_POLL_SECONDS = 1.0

@@ -1,7 +1,7 @@
 """Per-owner limits that hold across workers: request rate, daily tokens, concurrent streams.
 
-Counters live in Django's cache (`chat.counters`: Redis when `REDIS_URL` is set, so every
-worker sees the same numbers). Money budgets are `chat.budgets`, checked here too.
+Counters live in Django's cache (`chat.spend.counters`: Redis when `REDIS_URL` is set, so every
+worker sees the same numbers). Money budgets are `chat.spend.budgets`, checked here too.
 
 Who is counted: a user (session or API token) by id; an anonymous caller by client IP,
 since dropping the identity cookie must not reset the limits.
@@ -23,12 +23,12 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chat.budgets import budget_check, budget_spent_changed
-from chat.counters import count, run_cache_ops
+from chat.access.owners import Owner
 from chat.errors import LimitExceeded
 from chat.models import Message
-from chat.owners import Owner
-from chat.shielding import shielded
+from chat.runtime import shielded
+from chat.spend.budgets import budget_check, budget_spent_changed
+from chat.spend.counters import count, run_cache_ops
 
 T = TypeVar("T")
 

@@ -1,0 +1,42 @@
+"""The only package that knows the openai SDK.
+
+`client` builds one SDK client per event loop from settings (`backends`) and streams a
+reply through either the Responses API or Chat Completions; `parsers` turns both stream
+formats into the same small events (`TextDelta`, then one `Finished`) and one `Usage`
+type (`events`); `errors` turns failures into a `ProviderError` whose message is safe to
+show. `demo` is the offline model, and `wire` writes both stream formats for it, the
+bench's fake upstream and the tests' fake upstream. Everything else imports from here.
+"""
+
+from chat.llm.backends import APIS, DEMO_BASE_URL, Api, Backend, backend
+from chat.llm.client import list_models, reset, sdk_client, stream_reply, use_transport
+from chat.llm.errors import ProviderError, http_status_for
+from chat.llm.events import (
+    Finished,
+    ProviderEvent,
+    TextDelta,
+    Usage,
+    estimate_tokens,
+    estimate_usage,
+)
+
+__all__ = [
+    "APIS",
+    "DEMO_BASE_URL",
+    "Api",
+    "Backend",
+    "Finished",
+    "ProviderError",
+    "ProviderEvent",
+    "TextDelta",
+    "Usage",
+    "backend",
+    "estimate_tokens",
+    "estimate_usage",
+    "http_status_for",
+    "list_models",
+    "reset",
+    "sdk_client",
+    "stream_reply",
+    "use_transport",
+]
