@@ -1,4 +1,4 @@
-"""People signing in, out and up (django-allauth behind chat/accounts.py), as a browser
+"""People signing in, out and up (django-allauth behind chat/access/accounts.py), as a browser
 does it: forms posted with the session cookie, redirects followed."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Single sign-on rules of chat/accounts.py: which existing person an SSO identity may
+"""Single sign-on rules of chat/access/accounts.py: which existing person an SSO identity may
 sign in as, and whom a first SSO sign-in may create (the browser test signs in through a
 real OpenID Connect provider; these pin the rules allauth asks our adapter about)."""
 

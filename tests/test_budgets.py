@@ -1,4 +1,4 @@
-"""Spending budgets (chat/budgets.py): periods, limits, refusal before anything is stored,
+"""Spending budgets (chat/spend/budgets.py): periods, limits, refusal before anything is stored,
 the period's reset, per-person overrides, and what counts as spend; on the in-process
 cache (the database decides) and on Redis (a shared counter)."""
 

@@ -1,4 +1,4 @@
-"""chat/limits.py: rate limit, daily token quota and concurrent-stream cap, checked
+"""chat/spend/limits.py: rate limit, daily token quota and concurrent-stream cap, checked
 against the local-memory cache and against the local Redis (what production workers
 share). Over a limit: 429, Retry-After, a JSON error, and no row written."""
 

@@ -1,4 +1,4 @@
-"""chat/tokens.py and the API-token admin: hashed at rest, shown once, revocable."""
+"""chat/access/tokens.py and the API-token admin: hashed at rest, shown once, revocable."""
 
 import re
 from datetime import timedelta

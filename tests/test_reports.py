@@ -1,4 +1,4 @@
-"""chat/usage.py: the report equals a direct computation over the fixture rows."""
+"""chat.spend.reports: the report equals a direct computation over the fixture rows."""
 
 from datetime import date, datetime
 

@@ -1,4 +1,4 @@
-"""chat/pricing.py: which price applies, what a turn costs, and that stored costs stay put."""
+"""chat.spend.prices: which price applies, what a turn costs, and that stored costs stay put."""
 
 from datetime import timedelta
 from decimal import Decimal

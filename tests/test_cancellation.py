@@ -1,4 +1,4 @@
-"""The turn lifecycle in chat/py at its edges: every claimed row gets finished,
+"""Cancellation at the turn's edges: every claimed row gets finished,
 whenever the client leaves."""
 
 import asyncio

@@ -1,4 +1,4 @@
-"""chat/llm.py against the real SDK with a scripted upstream at its HTTP boundary."""
+"""chat.llm against the real SDK with a scripted upstream at its HTTP boundary."""
 
 import httpx2
 import pytest
