@@ -1,0 +1,123 @@
+"""The shape of the code, as the README's Layout promises it: every module is named there,
+and imports between the packages run one way."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Layers from the top of the README's picture down; a module may import its own layer
+# and those below it, never one above.
+LAYERS: list[set[str]] = [
+    {"chatsite"},
+    {
+        "chat.views",
+        "chat.middleware",
+        "chat.admin",
+        "chat.management",
+        "chat.urls",
+        "chat.apps",
+        "chat.conversations",
+    },
+    {"chat.turns"},
+    {"chat.spend", "chat.access", "chat.ops"},
+    {"chat.llm"},
+    {
+        "chat.models",
+        "chat.errors",
+        "chat.streams",
+        "chat.payloads",
+        "chat.search",
+        "chat.text",
+        "chat.runtime",
+        "chat.migrations",
+    },
+]
+
+
+def _modules() -> list[Path]:
+    found = []
+    for top in ("chat", "chatsite"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            found.append(path)
+    return found
+
+
+def _dotted(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(dotted: str) -> int:
+    if dotted in ("chat", "chatsite"):  # the packages' own __init__: nothing in them
+        return len(LAYERS) - 1
+    for index, layer in enumerate(LAYERS):
+        if any(dotted == name or dotted.startswith(name + ".") for name in layer):
+            return index
+    raise AssertionError(f"{dotted} is in no layer of tests/test_layout.py")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every chat/chatsite module `path` imports, at any depth of its code."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    # `from chat import llm` names `chat.llm`; the bare package adds nothing.
+    return {n for n in names if n.split(".")[0] in ("chat", "chatsite") and "." in n}
+
+
+def _known(name: str) -> str | None:
+    """`name` as a module of ours (`from chat.x import func` names `chat.x.func`)."""
+    while name:
+        path = ROOT / name.replace(".", "/")
+        if path.with_suffix(".py").exists() or (path / "__init__.py").exists():
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_imports_run_down_the_layers(path):
+    here = _dotted(path)
+    upward = sorted(
+        f"{here} imports {target}"
+        for name in _imports(path)
+        if (target := _known(name)) and _layer(target) < _layer(here)
+    )
+    assert not upward, "imports against the README's picture: " + "; ".join(upward)
+
+
+def test_only_llm_imports_openai():
+    importers = sorted(
+        _dotted(path)
+        for path in _modules()
+        if re.search(r"^\s*(import openai|from openai)", path.read_text(), re.M)
+    )
+    assert importers and all(name.startswith("chat.llm") for name in importers), importers
+
+
+def test_every_module_is_named_in_the_readme_layout():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout") :]
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in _modules()
+        if path.name != "__init__.py" and not re.search(rf"\b{path.stem}\b", layout)
+    ]
+    packages = [
+        str(path.parent.relative_to(ROOT))
+        for path in _modules()
+        if path.name == "__init__.py" and f"{path.parent.name}/" not in layout
+    ]
+    assert not missing + packages, f"not in the README's Layout: {missing + packages}"
