@@ -24,6 +24,12 @@ ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
 
 DONE = "[DONE]"
 
+# Built once: `json.dumps` with arguments builds an encoder per call, which the bench's
+# fake upstream would pay per token. Payloads are trees this module builds, never cyclic.
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+
 
 @dataclass(frozen=True, slots=True)
 class Stream:
@@ -48,7 +54,7 @@ def sse_frame(payload: Payload) -> bytes:
     U+2028 unescaped; `json.dumps` escapes CR and LF, so one `data:` line always holds it."""
     if isinstance(payload, str):
         return b"data: %s\n\n" % payload.encode()
-    data = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    data = _encode_json(payload).encode()
     kind = payload.get("type")
     if isinstance(kind, str):
         return b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
