@@ -15,7 +15,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
 
@@ -120,6 +120,20 @@ def _error(status: int, message: str) -> httpx2.Response:
     return httpx2.Response(status, json=wire.api_error(message, error_type="invalid_request_error"))
 
 
+class _ResponsesFields(TypedDict):
+    response_id: str
+    model: str
+    created_at: int
+    usage: wire.JsonObject
+
+
+class _ChatFields(TypedDict):
+    completion_id: str
+    model: str
+    created: int
+    usage: wire.JsonObject | None
+
+
 class _Answer:
     """The demo's reply to one request, written as the request's API and `stream` ask."""
 
@@ -132,41 +146,30 @@ class _Answer:
         self.key = uuid.uuid4().hex[:16]
 
     def responses(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
-        response_id = f"resp_demo_{self.key}"
-        usage = wire.responses_usage(input_tokens=self.input_tokens, output_tokens=len(self.parts))
+        fields: _ResponsesFields = {
+            "response_id": f"resp_demo_{self.key}",
+            "model": self.model,
+            "created_at": self.created,
+            "usage": wire.responses_usage(
+                input_tokens=self.input_tokens, output_tokens=len(self.parts)
+            ),
+        }
         if body.get("stream"):
-            return wire.responses_stream(
-                self.parts,
-                response_id=response_id,
-                model=self.model,
-                created_at=self.created,
-                usage=usage,
-            )
-        return wire.responses_body(
-            self.reply,
-            response_id=response_id,
-            model=self.model,
-            created_at=self.created,
-            usage=usage,
-        )
+            return wire.responses_stream(self.parts, **fields)
+        return wire.responses_body(self.reply, **fields)
 
     def chat(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
-        completion_id = f"chatcmpl-demo-{self.key}"
-        usage = wire.chat_usage(prompt_tokens=self.input_tokens, completion_tokens=len(self.parts))
+        fields: _ChatFields = {
+            "completion_id": f"chatcmpl-demo-{self.key}",
+            "model": self.model,
+            "created": self.created,
+            "usage": wire.chat_usage(
+                prompt_tokens=self.input_tokens, completion_tokens=len(self.parts)
+            ),
+        }
         if not body.get("stream"):
-            return wire.chat_body(
-                self.reply,
-                completion_id=completion_id,
-                model=self.model,
-                created=self.created,
-                usage=usage,
-            )
+            return wire.chat_body(self.reply, **fields)
         # Streamed, OpenAI sends usage only when the request asks for it.
-        asked = bool((body.get("stream_options") or {}).get("include_usage"))
-        return wire.chat_stream(
-            self.parts,
-            completion_id=completion_id,
-            model=self.model,
-            created=self.created,
-            usage=usage if asked else None,
-        )
+        if not (body.get("stream_options") or {}).get("include_usage"):
+            fields["usage"] = None
+        return wire.chat_stream(self.parts, **fields)
