@@ -6,7 +6,7 @@ The offline demo model, the bench's fake upstream and the tests' scripted upstre
 speak through this module, and `parsers` reads what it writes, so a change to either
 format is made once. Pure functions and no I/O: each caller adds its own transport and
 pacing (a `Stream` keeps the text deltas apart from what comes before and after them).
-Imports nothing of Django's, so the bench runs it without settings.
+Nothing here reads Django settings, so the bench runs it without any.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
 DONE = "[DONE]"
 
 # Built once: `json.dumps` with arguments builds an encoder per call, which the bench's
-# fake upstream would pay per token. Payloads are trees this module builds, never cyclic.
+# fake upstream would pay per token. Payloads are plain JSON trees, never cyclic.
 _encode_json = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), check_circular=False
 ).encode
@@ -51,7 +51,7 @@ def sse_frame(payload: Payload) -> bytes:
     """One SSE event: `data: <payload>` and a blank line. A Responses event (an object with
     a `type`) is also named on an `event:` line, as OpenAI names them; Chat Completions
     chunks are not. JSON is compact with non-ASCII left raw, so readers meet emoji and
-    U+2028 unescaped; `json.dumps` escapes CR and LF, so one `data:` line always holds it."""
+    U+2028 unescaped; JSON escapes CR and LF, so one `data:` line always holds it."""
     if isinstance(payload, str):
         return b"data: %s\n\n" % payload.encode()
     data = _encode_json(payload).encode()
