@@ -2,8 +2,8 @@
 
     python -m bench.fake_upstream --port 8911 --ttft-ms 50 --delay-ms 10 --tokens 100
 
-Serves `POST /v1/chat/completions` (streamed with `include_usage`, or a JSON completion)
-and `POST /v1/responses` (streamed), over HTTP/1.1 keep-alive with chunked bodies.
+Serves `POST /v1/chat/completions` and `POST /v1/responses`, streamed or not, over
+HTTP/1.1 keep-alive with chunked bodies; `chat.llm.wire` writes what they answer.
 `POST /_config` changes the timing (JSON body with any of `ttft_ms`, `delay_ms`,
 `tokens`, `error_rate`); `GET /_stats` counts the model calls answered so far. It is a
 hand-written server, not an ASGI app, so that it spends as little as possible of the
@@ -20,7 +20,12 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chat.llm import wire
+
 IDLE_TIMEOUT_SECONDS = 30.0  # keep-alive clients must expire idle connections before this
+PROMPT_TOKENS = 12
+CHAT_ID = "chatcmpl-fake"
+RESPONSE_ID = "resp_fake"
 
 
 @dataclass
@@ -40,7 +45,7 @@ class Stats:
     open_streams: int = 0
 
 
-class FakeUpstream:
+class FakeUpstreamServer:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.stats = Stats()
@@ -76,18 +81,25 @@ class FakeUpstream:
             return _send_json(writer, 200, asdict(self.stats))
         api = {"/v1/chat/completions": "chat", "/v1/responses": "responses"}.get(path)
         if api is None or method != "POST":
-            return _send_json(writer, 404, {"error": {"message": f"no route {path}"}})
+            error = wire.api_error(f"no route {path}", error_type="invalid_request_error")
+            return _send_json(writer, 404, error)
         self.stats.calls += 1
         setattr(self.stats, api, getattr(self.stats, api) + 1)
         config = self.config
         if config.error_rate and random.random() < config.error_rate:
             self.stats.errors += 1
-            return _send_json(writer, 500, {"error": {"message": "fake upstream failure"}})
+            return _send_json(writer, 500, wire.api_error("fake upstream failure"))
         model = str(body.get("model") or "fake-model")
-        if api == "chat" and not body.get("stream"):
+        if not body.get("stream"):
             await asyncio.sleep((config.ttft_ms + config.delay_ms * config.tokens) / 1000)
-            return _send_json(writer, 200, _chat_completion(model, config.tokens))
-        frames = _chat_frames(model, config) if api == "chat" else _responses_frames(model, config)
+            whole = _chat_body(model, config) if api == "chat" else _responses_body(model, config)
+            return _send_json(writer, 200, whole)
+        # Written whole before the first byte goes out, so pacing costs no CPU per token.
+        if api == "chat":
+            stream = _chat_stream(model, config, body)
+        else:
+            stream = _responses_stream(model, config)
+        head, tokens, tail = _chunks(stream.head), _chunks(stream.deltas), _chunks(stream.tail)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
             b"transfer-encoding: chunked\r\nx-request-id: req_fake\r\n\r\n"
@@ -95,125 +107,58 @@ class FakeUpstream:
         self.stats.open_streams += 1
         try:
             await asyncio.sleep(config.ttft_ms / 1000)
-            for i, frame in enumerate(frames):
-                if i and config.delay_ms and frame.kind == "token":
+            writer.writelines(head)
+            for chunk in tokens:
+                if config.delay_ms:
                     await asyncio.sleep(config.delay_ms / 1000)
-                writer.write(frame.chunk)
+                writer.write(chunk)
                 await writer.drain()
+            writer.writelines(tail)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         finally:
             self.stats.open_streams -= 1
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
-    kind: str  # "token" frames are paced by delay_ms; the rest go out at once
-    chunk: bytes
+def _chunks(payloads: list[wire.Payload]) -> list[bytes]:
+    """Each payload as one SSE event in one HTTP/1.1 chunk."""
+    events = map(wire.sse_frame, payloads)
+    return [b"%x\r\n%s\r\n" % (len(event), event) for event in events]
 
 
-def _frame(kind: str, payload: Any) -> Frame:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    event = f"data: {data}\n\n".encode()
-    return Frame(kind, b"%x\r\n%s\r\n" % (len(event), event))
+def _parts(config: Config) -> list[str]:
+    return [f" word{i}" for i in range(config.tokens)]
 
 
-def _token(i: int) -> str:
-    return f" word{i}"
+def _chat_usage(config: Config) -> wire.JsonObject:
+    return wire.chat_usage(prompt_tokens=PROMPT_TOKENS, completion_tokens=config.tokens)
 
 
-def _usage(tokens: int) -> tuple[int, int]:
-    return 12, tokens
+def _responses_usage(config: Config) -> wire.JsonObject:
+    return wire.responses_usage(input_tokens=PROMPT_TOKENS, output_tokens=config.tokens)
 
 
-def _chat_frames(model: str, config: Config) -> list[Frame]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-
-    prompt, completion = _usage(config.tokens)
-    usage = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
-    frames = [_frame("head", chunk({"role": "assistant", "content": ""}))]
-    frames += [_frame("token", chunk({"content": _token(i)})) for i in range(config.tokens)]
-    frames.append(_frame("tail", chunk({}, "stop")))
-    frames.append(
-        _frame(
-            "tail",
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion.chunk",
-                "created": 0,
-                "model": model,
-                "choices": [],
-                "usage": usage,
-            },
-        )
-    )
-    frames.append(_frame("tail", "[DONE]"))
-    return frames
+def _chat_stream(model: str, config: Config, body: dict[str, Any]) -> wire.Stream:
+    # Streamed, OpenAI sends usage only when the request asks for it.
+    asked = bool((body.get("stream_options") or {}).get("include_usage"))
+    usage = _chat_usage(config) if asked else None
+    return wire.chat_stream(_parts(config), completion_id=CHAT_ID, model=model, usage=usage)
 
 
-def _responses_frames(model: str, config: Config) -> list[Frame]:
-    prompt, completion = _usage(config.tokens)
-    response = {"id": "resp_fake", "object": "response", "model": model, "status": "in_progress"}
-    frames = [_frame("head", {"type": "response.created", "response": response})]
-    frames += [
-        _frame(
-            "token",
-            {
-                "type": "response.output_text.delta",
-                "item_id": "msg_fake",
-                "output_index": 0,
-                "content_index": 0,
-                "delta": _token(i),
-            },
-        )
-        for i in range(config.tokens)
-    ]
-    done = {
-        **response,
-        "status": "completed",
-        "usage": {
-            "input_tokens": prompt,
-            "output_tokens": completion,
-            "total_tokens": prompt + completion,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        },
-    }
-    frames.append(_frame("tail", {"type": "response.completed", "response": done}))
-    return frames
+def _chat_body(model: str, config: Config) -> wire.JsonObject:
+    text = "".join(_parts(config))
+    return wire.chat_body(text, completion_id=CHAT_ID, model=model, usage=_chat_usage(config))
 
 
-def _chat_completion(model: str, tokens: int) -> dict[str, Any]:
-    prompt, completion = _usage(tokens)
-    return {
-        "id": "chatcmpl-fake",
-        "object": "chat.completion",
-        "created": 0,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "".join(map(_token, range(tokens)))},
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        },
-    }
+def _responses_stream(model: str, config: Config) -> wire.Stream:
+    usage = _responses_usage(config)
+    return wire.responses_stream(_parts(config), response_id=RESPONSE_ID, model=model, usage=usage)
+
+
+def _responses_body(model: str, config: Config) -> wire.JsonObject:
+    text = "".join(_parts(config))
+    usage = _responses_usage(config)
+    return wire.responses_body(text, response_id=RESPONSE_ID, model=model, usage=usage)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, Any]] | None:
@@ -266,7 +211,7 @@ def main() -> None:
     config = Config(args.ttft_ms, args.delay_ms, args.tokens, args.error_rate)
 
     async def run() -> None:
-        server = await FakeUpstream(config).serve(args.host, args.port)
+        server = await FakeUpstreamServer(config).serve(args.host, args.port)
         async with server:
             await server.serve_forever()
 

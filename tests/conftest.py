@@ -14,7 +14,7 @@ from chat import llm
 from chat.models import ModelPrice
 from chat.spend import prices
 from tests.asgi import AsgiClient
-from tests.upstream import FakeUpstream
+from tests.upstream import ScriptedUpstream
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
@@ -58,7 +58,7 @@ def upstream(settings):
     settings.CHAT_MODEL = "gpt-4.1-mini"
     settings.CHAT_MODELS = ["gpt-4.1-mini", "gpt-4.1"]
     settings.CHAT_MAX_RETRIES = 0
-    fake = FakeUpstream()
+    fake = ScriptedUpstream()
     llm.use_transport(httpx2.MockTransport(fake))
     yield fake
     llm.use_transport(None)

@@ -20,6 +20,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from chat.access.owners import Owner
+from chat.llm import wire
 from chat.llm.demo import demo_reply
 from chat.management.commands.chat import CLI_OWNER_KEY, Command, TurnOptions
 from chat.models import Conversation, Message, ModelPrice
@@ -259,7 +260,7 @@ def test_upstream_failure_exits_1_with_one_line_and_no_key(upstream):
 
 
 def test_mid_stream_failure_keeps_partial_text(upstream):
-    script = chat_script(["partial ", "text"])[:3] + [{"error": {"message": "overloaded"}}]
+    script = [*chat_script(["partial ", "text"])[:3], wire.api_error("overloaded")]
     upstream.queue(Reply(script=script))
     out, err = io.StringIO(), io.StringIO()
     with pytest.raises(CommandError, match="overloaded"):

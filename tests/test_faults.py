@@ -16,11 +16,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from chat import llm
+from chat.llm import wire
 from chat.models import Conversation, Message
 from chat.turns.control import turns_expire_stale
 from chatsite.asgi import application
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
-from tests.upstream import FakeUpstream, Reply, TrackedStream, chat_script, responses_script
+from tests.upstream import Reply, ScriptedUpstream, TrackedStream, chat_script, responses_script
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -63,7 +64,7 @@ async def test_responses_content_filter_ends_incomplete_and_is_stored(upstream, 
             script=responses_script(
                 ["Partly"],
                 usage=usage,
-                final="response.incomplete",
+                status="incomplete",
                 incomplete_reason="content_filter",
             )
         )
@@ -87,7 +88,7 @@ async def test_responses_content_filter_ends_incomplete_and_is_stored(upstream, 
     [
         (httpx2.RemoteProtocolError("peer closed connection"), "upstream_unreachable"),
         (httpx2.ReadTimeout("stalled"), "upstream_timeout"),
-        ({"error": {"message": "overloaded"}}, "upstream_error"),
+        (wire.api_error("overloaded"), "upstream_error"),
     ],
 )
 @pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
@@ -334,7 +335,7 @@ class StallingStream(TrackedStream):
                 yield chunk
 
 
-class FaultyUpstream(FakeUpstream):
+class FaultyUpstream(ScriptedUpstream):
     """Answers each turn by its plan (the prompt names the turn): fine, HTTP 500, stall
     past CHAT_TIMEOUT, or drop the connection mid-stream."""
 

@@ -4,8 +4,8 @@ import httpx2
 import pytest
 
 from chat import llm
-from chat.llm import Finished, ProviderError, TextDelta
-from tests.upstream import Reply, chat_script, responses_script
+from chat.llm import Finished, ProviderError, TextDelta, wire
+from tests.upstream import Reply, chat_script, responses_broken_script, responses_script
 
 pytestmark = pytest.mark.asyncio
 
@@ -81,7 +81,7 @@ async def test_responses_incomplete_is_not_an_error(upstream):
     upstream.queue(
         Reply(
             script=responses_script(
-                ["cut"], final="response.incomplete", incomplete_reason="max_output_tokens"
+                ["cut"], status="incomplete", incomplete_reason="max_output_tokens"
             )
         )
     )
@@ -91,14 +91,10 @@ async def test_responses_incomplete_is_not_an_error(upstream):
     assert finished.usage is None
 
 
-@pytest.mark.parametrize("on_last_content_chunk", [False, True])
-async def test_chat_completions_text_and_usage_wherever_it_arrives(upstream, on_last_content_chunk):
+@pytest.mark.parametrize("on_finish_chunk", [False, True])
+async def test_chat_completions_text_and_usage_wherever_it_arrives(upstream, on_finish_chunk):
     upstream.queue(
-        Reply(
-            script=chat_script(
-                PARTS, usage=CHAT_USAGE, usage_on_last_content_chunk=on_last_content_chunk
-            )
-        )
+        Reply(script=chat_script(PARTS, usage=CHAT_USAGE, usage_on_finish_chunk=on_finish_chunk))
     )
     events = await collect("chat", system="sys")
     assert text_of(events) == "".join(PARTS)
@@ -171,35 +167,23 @@ async def test_timeout_mid_stream(upstream):
     assert error.kind == "timeout"
 
 
-@pytest.mark.parametrize(
-    "script",
-    [
-        [
-            {"type": "response.output_text.delta", "delta": "par"},
-            {"type": "error", "code": "server_error", "message": "boom"},
-        ],
-        [
-            {"type": "response.output_text.delta", "delta": "par"},
-            {"type": "response.failed", "response": {"error": {"message": "boom"}}},
-        ],
-    ],
-)
-async def test_responses_mid_stream_error_event(upstream, script):
-    upstream.queue(Reply(script=script))
+@pytest.mark.parametrize("then", ["error", "response.failed"])
+async def test_responses_mid_stream_error_event(upstream, then):
+    upstream.queue(Reply(script=responses_broken_script(["par"], then=then, message="boom")))
     events, error = await collect_until_error("responses")
     assert text_of(events) == "par"
     assert error.message == "boom" and error.status == 502
 
 
 async def test_chat_mid_stream_error_chunk(upstream):
-    upstream.queue(Reply(script=[*chat_script(["par"])[:2], {"error": {"message": "overloaded"}}]))
+    upstream.queue(Reply(script=[*chat_script(["par"])[:2], wire.api_error("overloaded")]))
     with pytest.raises(ProviderError) as caught:
         await collect("chat")
     assert caught.value.message == "overloaded"
 
 
 async def test_stream_that_stops_without_finishing_is_an_error(upstream):
-    upstream.queue(Reply(script=[{"type": "response.output_text.delta", "delta": "x"}]))
+    upstream.queue(Reply(script=responses_broken_script(["x"], then=None)))
     with pytest.raises(ProviderError, match="ended before it finished"):
         await collect("responses")
 

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from chat.llm import wire
 from chat.models import Conversation, Message
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
 from tests.upstream import Reply, chat_script
@@ -205,7 +206,7 @@ async def test_upstream_rate_limit_passes_retry_after(client, upstream):
 
 
 async def test_mid_stream_failure_keeps_partial_text(client, upstream):
-    script = chat_script(["partial ", "text"])[:3] + [{"error": {"message": "overloaded"}}]
+    script = [*chat_script(["partial ", "text"])[:3], wire.api_error("overloaded")]
     upstream.queue(Reply(script=script))
     events = parse_sse((await client.post("/api/chat", {"message": "hi"}, headers=SSE)).body)
     assert events[-1][0] == "error"

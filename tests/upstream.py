@@ -1,8 +1,9 @@
-"""A scriptable fake OpenAI upstream, mounted at the SDK's HTTP boundary.
+"""The tests' scripted OpenAI upstream, mounted at the SDK's HTTP boundary.
 
-`FakeUpstream` is an `httpx2.MockTransport` handler: the real `AsyncOpenAI` client sends
-real requests to it and parses what it answers. Scripts are lists of SSE payloads
-(dicts, or raw strings such as "[DONE]"), optionally with pauses (floats, seconds).
+`ScriptedUpstream` is an `httpx2.MockTransport` handler: the real `AsyncOpenAI` client
+sends real requests to it and parses what it answers. A script is a list of frames: wire
+payloads (written by `chat.llm.wire`; a string goes out as it is), pauses (seconds) and
+exceptions (raised mid-body, as a broken connection would be).
 """
 
 from __future__ import annotations
@@ -11,71 +12,91 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
+
+from chat.llm import wire
+
+RESPONSE_ID = "resp_1"
+COMPLETION_ID = "chatcmpl-1"
+MODEL = "gpt-4.1-mini"
+
+Frame = wire.Payload | float | Exception
 
 
 def responses_script(
     text_parts: list[str],
     *,
-    usage: dict[str, Any] | None = None,
-    final: str = "response.completed",
+    usage: wire.JsonObject | None = None,
+    status: Literal["completed", "incomplete"] = "completed",
     incomplete_reason: str | None = None,
-) -> list[Any]:
-    events: list[Any] = [{"type": "response.created", "response": {"id": "resp_1"}}]
-    events += [{"type": "response.output_text.delta", "delta": part} for part in text_parts]
-    response: dict[str, Any] = {"id": "resp_1", "usage": usage}
-    if incomplete_reason:
-        response["incomplete_details"] = {"reason": incomplete_reason}
-    events.append({"type": final, "response": response})
-    return events
+) -> list[Frame]:
+    stream = wire.responses_stream(
+        text_parts,
+        response_id=RESPONSE_ID,
+        model=MODEL,
+        usage=usage,
+        status=status,
+        incomplete_reason=incomplete_reason,
+    )
+    return list(stream)
+
+
+def responses_broken_script(
+    text_parts: list[str], *, then: Literal["error", "response.failed"] | None, message: str = ""
+) -> list[Frame]:
+    """The text, then instead of the rest an `error` or `response.failed` event, or
+    nothing (the stream just stops)."""
+    stream = wire.responses_stream(text_parts, response_id=RESPONSE_ID, model=MODEL)
+    sent: list[Frame] = [*stream.head, *stream.deltas]
+    if then == "error":
+        sent.append(wire.responses_error(message, sequence_number=len(sent)))
+    elif then == "response.failed":
+        failed = wire.responses_failed(
+            message, sequence_number=len(sent), response_id=RESPONSE_ID, model=MODEL
+        )
+        sent.append(failed)
+    return sent
 
 
 def chat_script(
     text_parts: list[str],
     *,
-    usage: dict[str, Any] | None = None,
-    usage_on_last_content_chunk: bool = False,
+    usage: wire.JsonObject | None = None,
+    usage_on_finish_chunk: bool = False,
     finish_reason: str = "stop",
-) -> list[Any]:
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {
-            "id": "chatcmpl-1",
-            "object": "chat.completion.chunk",
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
-
-    events: list[Any] = [chunk({"role": "assistant"})]
-    events += [chunk({"content": part}) for part in text_parts]
-    last = chunk({}, finish_reason)
-    if usage and usage_on_last_content_chunk:
-        last["usage"] = usage
-    events.append(last)
-    if usage and not usage_on_last_content_chunk:
-        events.append({"id": "chatcmpl-1", "choices": [], "usage": usage})
-    events.append("[DONE]")
-    return events
+) -> list[Frame]:
+    """Chunks indexed as OpenAI sends them: [0] the role, [1:n+1] the text parts, then the
+    finish reason, the usage-only chunk (with `usage`) and `[DONE]`."""
+    stream = wire.chat_stream(
+        text_parts,
+        completion_id=COMPLETION_ID,
+        model=MODEL,
+        usage=usage or None,
+        usage_on_finish_chunk=usage_on_finish_chunk,
+        finish_reason=finish_reason,
+    )
+    return list(stream)
 
 
 class TrackedStream(httpx2.AsyncByteStream):
     """A response body that records whether the SDK closed it."""
 
-    def __init__(self, frames: list[Any]) -> None:
+    def __init__(self, frames: list[Frame]) -> None:
         self.frames = frames
         self.closed = False
         self.sent = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         for frame in self.frames:
-            if isinstance(frame, int | float) and not isinstance(frame, bool):
+            if isinstance(frame, int | float):
                 await asyncio.sleep(frame)
                 continue
             if isinstance(frame, Exception):
                 raise frame
             self.sent += 1
-            payload = frame if isinstance(frame, str) else json.dumps(frame)
-            yield f"data: {payload}\n\n".encode()
+            yield wire.sse_frame(frame)
 
     async def aclose(self) -> None:
         self.closed = True
@@ -84,13 +105,16 @@ class TrackedStream(httpx2.AsyncByteStream):
 @dataclass
 class Reply:
     status: int = 200
-    script: list[Any] = field(default_factory=list)
+    script: list[Frame] = field(default_factory=list)
     json_body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     raise_exc: Exception | None = None
 
 
-class FakeUpstream:
+class ScriptedUpstream:
+    """Answers each request with the next queued `Reply` (or `default`), and keeps the
+    requests, their JSON bodies and the bodies it streamed for the test to inspect."""
+
     def __init__(self) -> None:
         self.requests: list[httpx2.Request] = []
         self.bodies: list[dict[str, Any]] = []

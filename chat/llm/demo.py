@@ -4,21 +4,23 @@ It is handed to the real `AsyncOpenAI` client when no key is configured, so the 
 path (SDK, SSE parsing, usage, storage) runs on a fresh machine. It speaks both wire
 formats, streamed and not: `POST /responses`, `POST /chat/completions`, `GET /models`.
 Replies are labelled as the demo, span several lines with markdown and non-ASCII text,
-echo the prompt, stream a token at a time and report usage.
+echo the prompt, stream a token at a time and report usage; `chat.llm.wire` writes them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
+
+from chat.llm import wire
+from chat.llm.events import estimate_tokens
 
 DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -47,10 +49,6 @@ def demo_reply(prompt: str) -> str:
 def tokenize(text: str) -> list[str]:
     """Word-sized pieces that join back to exactly `text`."""
     return _TOKEN.findall(text)
-
-
-def count_tokens(text: str) -> int:
-    return math.ceil(len(text) / 4)
 
 
 class DemoTransport(httpx2.AsyncBaseTransport):
@@ -84,23 +82,29 @@ class DemoTransport(httpx2.AsyncBaseTransport):
             return _error(400, "No messages were sent.")
         prompt_text = "\n".join(_text_of(m) for m in messages) + str(body.get("instructions", ""))
         last_user = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
-        reply = demo_reply(last_user)
-        answer = _ChatAnswer if chat else _ResponsesAnswer
-        turn = answer(body.get("model") or DEMO_MODEL, reply, count_tokens(prompt_text))
-        if body.get("stream"):
-            return httpx2.Response(
-                200,
-                headers={"content-type": "text/event-stream", "x-request-id": turn.request_id},
-                content=self._sse(turn),
-            )
-        return httpx2.Response(200, headers={"x-request-id": turn.request_id}, json=turn.whole())
+        answer = _Answer(
+            model=body.get("model") or DEMO_MODEL,
+            reply=demo_reply(last_user),
+            input_tokens=estimate_tokens(prompt_text),
+        )
+        headers = {"x-request-id": f"req_demo_{answer.key}"}
+        written = answer.chat(body) if chat else answer.responses(body)
+        if isinstance(written, dict):
+            return httpx2.Response(200, headers=headers, json=written)
+        return httpx2.Response(
+            200,
+            headers={**headers, "content-type": "text/event-stream"},
+            content=self._paced(written),
+        )
 
-    async def _sse(self, turn: _Answer) -> AsyncIterator[bytes]:
-        for payload in turn.events(tokenize(turn.reply), self.delay):
-            if isinstance(payload, bytes):
-                yield payload
-            elif payload:
-                await asyncio.sleep(payload)
+    async def _paced(self, stream: wire.Stream) -> AsyncIterator[bytes]:
+        for payload in stream.head:
+            yield wire.sse_frame(payload)
+        for payload in stream.deltas:
+            await asyncio.sleep(self.delay)
+            yield wire.sse_frame(payload)
+        for payload in stream.tail:
+            yield wire.sse_frame(payload)
 
 
 def _text_of(message: Any) -> str:
@@ -113,128 +117,59 @@ def _text_of(message: Any) -> str:
 
 
 def _error(status: int, message: str) -> httpx2.Response:
-    return httpx2.Response(
-        status, json={"error": {"message": message, "type": "invalid_request_error"}}
-    )
+    return httpx2.Response(status, json=wire.api_error(message, error_type="invalid_request_error"))
 
 
-def _sse_frame(data: Any) -> bytes:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+class _ResponsesFields(TypedDict):
+    response_id: str
+    model: str
+    created_at: int
+    usage: wire.JsonObject
+
+
+class _ChatFields(TypedDict):
+    completion_id: str
+    model: str
+    created: int
+    usage: wire.JsonObject | None
 
 
 class _Answer:
-    def __init__(self, model: str, reply: str, input_tokens: int) -> None:
+    """The demo's reply to one request, written as the request's API and `stream` ask."""
+
+    def __init__(self, *, model: str, reply: str, input_tokens: int) -> None:
         self.model = model
         self.reply = reply
+        self.parts = tokenize(reply)
         self.input_tokens = input_tokens
-        self.output_tokens = len(tokenize(reply))
         self.created = int(time.time())
-        self.request_id = f"req_demo_{uuid.uuid4().hex[:16]}"
+        self.key = uuid.uuid4().hex[:16]
 
-    def whole(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def events(self, tokens: list[str], delay: float) -> list[bytes | float]:
-        raise NotImplementedError
-
-
-class _ResponsesAnswer(_Answer):
-    def _response(self, status: str, output_text: str) -> dict[str, Any]:
-        return {
-            "id": f"resp_demo_{self.request_id[9:]}",
-            "object": "response",
+    def responses(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
+        fields: _ResponsesFields = {
+            "response_id": f"resp_demo_{self.key}",
+            "model": self.model,
             "created_at": self.created,
-            "model": self.model,
-            "status": status,
-            "output": [
-                {
-                    "id": "msg_demo",
-                    "type": "message",
-                    "role": "assistant",
-                    "status": status,
-                    "content": [{"type": "output_text", "text": output_text, "annotations": []}],
-                }
-            ]
-            if output_text
-            else [],
-            "usage": {
-                "input_tokens": self.input_tokens,
-                "input_tokens_details": {"cached_tokens": 0},
-                "output_tokens": self.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": self.input_tokens + self.output_tokens,
-            }
-            if status == "completed"
-            else None,
+            "usage": wire.responses_usage(
+                input_tokens=self.input_tokens, output_tokens=len(self.parts)
+            ),
         }
+        if body.get("stream"):
+            return wire.responses_stream(self.parts, **fields)
+        return wire.responses_body(self.reply, **fields)
 
-    def whole(self) -> dict[str, Any]:
-        return self._response("completed", self.reply)
-
-    def events(self, tokens: list[str], delay: float) -> list[bytes | float]:
-        frames: list[bytes | float] = [
-            _sse_frame({"type": "response.created", "response": self._response("in_progress", "")})
-        ]
-        for n, token in enumerate(tokens):
-            frames.append(delay)
-            frames.append(
-                _sse_frame(
-                    {
-                        "type": "response.output_text.delta",
-                        "item_id": "msg_demo",
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": token,
-                        "sequence_number": n + 1,
-                    }
-                )
-            )
-        frames.append(_sse_frame({"type": "response.completed", "response": self.whole()}))
-        return frames
-
-
-class _ChatAnswer(_Answer):
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-demo-{self.request_id[9:]}",
-            "object": "chat.completion.chunk",
+    def chat(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
+        fields: _ChatFields = {
+            "completion_id": f"chatcmpl-demo-{self.key}",
+            "model": self.model,
             "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            "usage": wire.chat_usage(
+                prompt_tokens=self.input_tokens, completion_tokens=len(self.parts)
+            ),
         }
-
-    def _usage(self) -> dict[str, Any]:
-        return {
-            "prompt_tokens": self.input_tokens,
-            "completion_tokens": self.output_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        }
-
-    def whole(self) -> dict[str, Any]:
-        return {
-            "id": f"chatcmpl-demo-{self.request_id[9:]}",
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": self.reply},
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": self._usage(),
-        }
-
-    def events(self, tokens: list[str], delay: float) -> list[bytes | float]:
-        frames: list[bytes | float] = [_sse_frame(self._chunk({"role": "assistant"}, None))]
-        for token in tokens:
-            frames.append(delay)
-            frames.append(_sse_frame(self._chunk({"content": token}, None)))
-        frames.append(_sse_frame(self._chunk({}, "stop")))
-        # As OpenAI does with stream_options.include_usage: a last chunk with no choices.
-        frames.append(_sse_frame({**self._chunk({}, None), "choices": [], "usage": self._usage()}))
-        frames.append(b"data: [DONE]\n\n")
-        return frames
+        if not body.get("stream"):
+            return wire.chat_body(self.reply, **fields)
+        # Streamed, OpenAI sends usage only when the request asks for it.
+        if not (body.get("stream_options") or {}).get("include_usage"):
+            fields["usage"] = None
+        return wire.chat_stream(self.parts, **fields)

@@ -90,7 +90,9 @@ class ResponsesParser:
             error = (data.get("response") or {}).get("error") or {}
             raise ProviderError("upstream", redact(error.get("message") or "The model failed."))
         if kind == "error":
-            error = data.get("error") if isinstance(data.get("error"), dict) else data
+            # OpenAI sends the error's fields at the top level; some servers nest them.
+            nested = data.get("error")
+            error = nested if isinstance(nested, dict) else data
             raise ProviderError("upstream", redact(error.get("message") or "The model failed."))
         return []
 

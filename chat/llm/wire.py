@@ -1,0 +1,302 @@
+"""The two OpenAI stream formats, written: Responses API events and Chat Completions
+chunks, the usage object of each API, the bodies of replies that are not streamed, the
+error body, and the SSE framing of one payload.
+
+The offline demo model, the bench's fake upstream and the tests' scripted upstream all
+speak through this module, and `parsers` reads what it writes, so a change to either
+format is made once. Pure functions and no I/O: each caller adds its own transport and
+pacing (a `Stream` keeps the text deltas apart from what comes before and after them).
+Nothing here reads Django settings, so the bench runs it without any.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import count
+from typing import Any, Literal
+
+JsonObject = dict[str, Any]
+# A string goes out as it is: `DONE`, or (in tests) JSON written by hand.
+Payload = JsonObject | str
+ResponseStatus = Literal["in_progress", "completed", "incomplete", "failed"]
+
+DONE = "[DONE]"
+
+# Built once: `json.dumps` with arguments builds an encoder per call, which the bench's
+# fake upstream would pay per token. Payloads are plain JSON trees, never cyclic.
+_encode_json = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), check_circular=False
+).encode
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """One streamed reply in the order its API sends it: the payloads before the text,
+    one per text part, and the ones after it. Callers pace the deltas (the demo, the
+    bench) or cut the stream anywhere (tests)."""
+
+    head: list[Payload]
+    deltas: list[Payload]
+    tail: list[Payload]
+
+    def __iter__(self) -> Iterator[Payload]:
+        yield from self.head
+        yield from self.deltas
+        yield from self.tail
+
+
+def sse_frame(payload: Payload) -> bytes:
+    """One SSE event: `data: <payload>` and a blank line. A Responses event (an object with
+    a `type`) is also named on an `event:` line, as OpenAI names them; Chat Completions
+    chunks are not. JSON is compact with non-ASCII left raw, so readers meet emoji and
+    U+2028 unescaped; JSON escapes CR and LF, so one `data:` line always holds it."""
+    if isinstance(payload, str):
+        return b"data: %s\n\n" % payload.encode()
+    data = _encode_json(payload).encode()
+    kind = payload.get("type")
+    if isinstance(kind, str):
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), data)
+    return b"data: %s\n\n" % data
+
+
+def api_error(
+    message: str, *, error_type: str = "server_error", code: str | None = None
+) -> JsonObject:
+    """OpenAI's error object: the body of a failed request, and also the chunk that ends a
+    Chat Completions stream that fails after it started."""
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+# --- Responses API ---------------------------------------------------------------------
+
+
+def responses_usage(
+    *, input_tokens: int, output_tokens: int, cached_tokens: int = 0, reasoning_tokens: int = 0
+) -> JsonObject:
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached_tokens},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def responses_body(
+    text: str | None,
+    *,
+    response_id: str,
+    model: str,
+    created_at: int = 0,
+    status: ResponseStatus = "completed",
+    usage: JsonObject | None = None,
+    incomplete_reason: str | None = None,
+    error: JsonObject | None = None,
+) -> JsonObject:
+    """A `response` object: the body of a reply that is not streamed, and what a stream's
+    first and last events carry. `text=None` is a response with no output item yet."""
+    output = [] if text is None else [_message(_item_id(response_id), status, text)]
+    return {
+        "id": response_id,
+        "object": "response",
+        "created_at": created_at,
+        "status": status,
+        "error": error,
+        "incomplete_details": {"reason": incomplete_reason} if incomplete_reason else None,
+        "model": model,
+        "output": output,
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": usage,
+    }
+
+
+def responses_stream(
+    parts: Sequence[str],
+    *,
+    response_id: str,
+    model: str,
+    created_at: int = 0,
+    usage: JsonObject | None = None,
+    status: Literal["completed", "incomplete"] = "completed",
+    incomplete_reason: str | None = None,
+) -> Stream:
+    """The events of a streamed reply whose text arrives as `parts`: the response created
+    and in progress, its message and content part opened, a delta per part, the text and
+    part and message done, then `response.completed` or `response.incomplete` with usage."""
+    numbers = count()
+    item_id = _item_id(response_id)
+    place = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    text = "".join(parts)
+
+    def event(kind: str, **fields: Any) -> JsonObject:
+        return {"type": kind, "sequence_number": next(numbers), **fields}
+
+    started = responses_body(
+        None, response_id=response_id, model=model, created_at=created_at, status="in_progress"
+    )
+    head: list[Payload] = [
+        event("response.created", response=started),
+        event("response.in_progress", response=started),
+        event("response.output_item.added", output_index=0, item=_message(item_id, "in_progress")),
+        event("response.content_part.added", **place, part=_output_text("")),
+    ]
+    deltas: list[Payload] = [
+        event("response.output_text.delta", **place, delta=part, logprobs=[]) for part in parts
+    ]
+    finished = responses_body(
+        text,
+        response_id=response_id,
+        model=model,
+        created_at=created_at,
+        status=status,
+        usage=usage,
+        incomplete_reason=incomplete_reason,
+    )
+    tail: list[Payload] = [
+        event("response.output_text.done", **place, text=text, logprobs=[]),
+        event("response.content_part.done", **place, part=_output_text(text)),
+        event("response.output_item.done", output_index=0, item=finished["output"][0]),
+        event(f"response.{status}", response=finished),
+    ]
+    return Stream(head, deltas, tail)
+
+
+def responses_error(
+    message: str, *, sequence_number: int, code: str = "server_error"
+) -> JsonObject:
+    """The `error` event: the stream fails without a response object."""
+    return {
+        "type": "error",
+        "sequence_number": sequence_number,
+        "code": code,
+        "message": message,
+        "param": None,
+    }
+
+
+def responses_failed(
+    message: str,
+    *,
+    sequence_number: int,
+    response_id: str,
+    model: str,
+    created_at: int = 0,
+    code: str = "server_error",
+) -> JsonObject:
+    """The `response.failed` event: the response ends with an error instead of output."""
+    response = responses_body(
+        None,
+        response_id=response_id,
+        model=model,
+        created_at=created_at,
+        status="failed",
+        error={"code": code, "message": message},
+    )
+    return {"type": "response.failed", "sequence_number": sequence_number, "response": response}
+
+
+def _item_id(response_id: str) -> str:
+    return "msg_" + response_id.removeprefix("resp_")
+
+
+def _message(item_id: str, status: ResponseStatus, text: str | None = None) -> JsonObject:
+    content = [] if text is None else [_output_text(text)]
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "content": content,
+        "role": "assistant",
+    }
+
+
+def _output_text(text: str) -> JsonObject:
+    return {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+
+
+# --- Chat Completions -----------------------------------------------------------------
+
+
+def chat_usage(
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> JsonObject:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": reasoning_tokens},
+    }
+
+
+def chat_body(
+    text: str,
+    *,
+    completion_id: str,
+    model: str,
+    created: int = 0,
+    usage: JsonObject | None = None,
+    finish_reason: str = "stop",
+) -> JsonObject:
+    """A `chat.completion`: the body of a reply that is not streamed."""
+    message = {"role": "assistant", "content": text, "refusal": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ],
+        "usage": usage,
+    }
+
+
+def chat_stream(
+    parts: Sequence[str],
+    *,
+    completion_id: str,
+    model: str,
+    created: int = 0,
+    usage: JsonObject | None = None,
+    usage_on_finish_chunk: bool = False,
+    finish_reason: str = "stop",
+) -> Stream:
+    """The chunks of a streamed reply whose text arrives as `parts`: the role, a chunk per
+    part, the finish reason, then `[DONE]`. With `usage`, as OpenAI answers
+    `stream_options.include_usage`: every chunk carries `"usage": null` and one more chunk
+    with no choices carries the usage, just before `[DONE]`. Some compatible servers put
+    it on the finish chunk instead (`usage_on_finish_chunk`)."""
+    usage_alone = usage is not None and not usage_on_finish_chunk
+
+    def chunk(delta: JsonObject, finish: str | None = None) -> JsonObject:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+        }
+        if usage_alone:
+            data["usage"] = None
+        return data
+
+    head: list[Payload] = [chunk({"role": "assistant", "content": "", "refusal": None})]
+    deltas: list[Payload] = [chunk({"content": part}) for part in parts]
+    finish = chunk({}, finish_reason)
+    if usage is not None and usage_on_finish_chunk:
+        finish["usage"] = usage
+    tail: list[Payload] = [finish]
+    if usage_alone:
+        tail.append({**chunk({}), "choices": [], "usage": usage})
+    tail.append(DONE)
+    return Stream(head, deltas, tail)
