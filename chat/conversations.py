@@ -109,7 +109,7 @@ def _after_cursor(cursor: str) -> Q:
         when, _, pk = raw.partition("|")
         updated_at, conversation_id = datetime.fromisoformat(when), uuid.UUID(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ChatError(400, "invalid_cursor", "`before` is not a cursor this API gave.") from None
+        raise ChatError("invalid_cursor", "`before` is not a cursor this API gave.") from None
     return Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=conversation_id)
 
 
@@ -117,7 +117,7 @@ def page_size(value: str | None) -> int:
     if value is None or value == "":
         return PAGE_SIZE
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
-        raise ChatError(400, "invalid_limit", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
+        raise ChatError("invalid_limit", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
     return int(value)
 
 
@@ -176,7 +176,7 @@ async def conversation_rename(
 ) -> dict[str, Any]:
     title = one_line(title)
     if not 1 <= len(title) <= MAX_TITLE_CHARS:
-        raise ChatError(400, "invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
+        raise ChatError("invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
     # An update, not save(): renaming is not activity, so the list order stays.
     mine = owner.conversations().filter(pk=conversation_id)
     if not await mine.aupdate(title=title):
@@ -221,7 +221,7 @@ async def conversation_export(*, owner: Owner, conversation_id: uuid.UUID, forma
     """The conversation to download: Markdown for people, JSON (every message with its
     model, status, usage and cost) for programs."""
     if format not in EXPORT_FORMATS:
-        raise ChatError(400, "invalid_format", "`format` is md or json.")
+        raise ChatError("invalid_format", "`format` is md or json.")
     detail = await conversation_detail(owner=owner, conversation_id=conversation_id)
     stem = slugify(detail["title"])[:60] or "conversation"
     name = f"{stem}-{detail['id'][:8]}"
