@@ -22,7 +22,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from chat.access.owners import Owner
-from chat.errors import ChatError, not_found
+from chat.errors import ChatError, error_detail, not_found
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.text import one_line
@@ -88,7 +88,7 @@ def message_data(m: Message) -> dict[str, Any]:
         "cost": None if m.cost is None else f"{m.cost:f}",
         "ttft_ms": m.ttft_ms,
         "duration_ms": m.duration_ms,
-        "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
+        "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
         "created_at": m.created_at.isoformat(),
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
     }

@@ -11,7 +11,8 @@ from typing import TypedDict
 from django.http import JsonResponse
 
 # Every error type the API answers, as a JSON error or in a stream's `error` event, and
-# the HTTP status it stands for.
+# the HTTP status it stands for. A stream's error carries its status (`error_detail`), so
+# no client keeps a table of its own.
 HTTP_STATUS: dict[str, int] = {
     # The request: its body, its fields, its query.
     "bad_request": 400,
@@ -78,6 +79,17 @@ class ErrorReply(TypedDict):
     """What every JSON error response is."""
 
     error: ErrorBody
+
+
+class ErrorDetail(ErrorBody):
+    """The error object of a stream's `error` event and of a failed message: a stream has
+    answered 200 long before it fails, so the status the error stands for travels in it."""
+
+    http_status: int
+
+
+def error_detail(type: str, message: str) -> ErrorDetail:
+    return {"type": type, "message": message, "http_status": http_status(type)}
 
 
 class ChatError(Exception):

@@ -1,17 +1,22 @@
 """One error taxonomy (chat/errors.py): every error type the code can answer has the HTTP
-status the contract gives it, in one table, and a JSON error is answered with its type's
-status."""
+status the contract gives it, in one table; a JSON error is answered with its type's
+status; and a failed stream's `error` event carries that status (`error.http_status`) in
+SSE, NDJSON, the folded JSON, a resumed stream and a replay from the database."""
 
 from __future__ import annotations
 
 import ast
+import asyncio
 from pathlib import Path
 
+import httpx2
 import pytest
 
 from chat.errors import DJANGO_ERRORS, HTTP_STATUS, ChatError, http_status, status_error
 from chat.llm import ProviderError
-from tests.asgi import asgi_request
+from chat.models import Message
+from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
+from tests.upstream import Reply
 
 CHAT = Path(__file__).resolve().parent.parent / "chat"
 
@@ -73,6 +78,11 @@ def test_a_type_no_version_of_the_table_named_stands_for_a_bad_gateway():
 def test_upstream_failures_take_their_status_from_the_table(kind):
     error = ProviderError(kind, "It failed.")
     assert error.status == HTTP_STATUS[error.error_type]
+    assert error.detail() == {
+        "type": error.error_type,
+        "message": "It failed.",
+        "http_status": HTTP_STATUS[error.error_type],
+    }
 
 
 @pytest.mark.parametrize(
@@ -196,3 +206,112 @@ async def test_a_json_error_is_answered_with_its_types_status(
     error = response.json()["error"]
     assert (response.status, error["type"]) == (status, error_type)
     assert response.status == HTTP_STATUS[error["type"]]
+
+
+# --- A failed stream's error event carries its status ---------------------------------
+
+SSE = {"accept": "text/event-stream"}
+NDJSON = {"accept": "application/x-ndjson"}
+REFUSED = {"error": {"message": "No sk-test-secret-key-123456 here."}}
+FAULTS = {
+    "auth": (Reply(status=401, json_body=REFUSED), "upstream_auth", 502),
+    "rate_limit": (
+        Reply(status=429, json_body=REFUSED, headers={"retry-after": "12"}),
+        "upstream_rate_limit",
+        429,
+    ),
+    "bad_request": (Reply(status=400, json_body=REFUSED), "upstream_bad_request", 400),
+    "server": (Reply(status=503, json_body=REFUSED), "upstream_error", 502),
+    "timeout": (Reply(raise_exc=httpx2.ReadTimeout("slow")), "upstream_timeout", 504),
+    "unreachable": (Reply(raise_exc=httpx2.ConnectError("refused")), "upstream_unreachable", 502),
+}
+
+
+def error_of(events: list[tuple[str, dict]]) -> dict:
+    """The failed turn's error object: its stream's last event is `error`, status failed."""
+    name, data = events[-1]
+    assert name == "error" and data["status"] == "failed"
+    return data["error"]
+
+
+def assert_carries(error: dict, error_type: str, status: int) -> None:
+    assert error["type"] == error_type and error["http_status"] == status
+    assert isinstance(error["message"], str) and error["message"]
+    assert "sk-test" not in error["message"]
+    assert set(error) == {"type", "message", "http_status"}
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", list(FAULTS))
+async def test_a_failed_streams_error_event_carries_its_status_in_every_encoding(upstream, fault):
+    reply, error_type, status = FAULTS[fault]
+    for _ in range(3):
+        upstream.queue(reply)
+    client = AsgiClient()
+
+    sse = await client.post("/api/chat", {"message": "hi"}, headers=SSE)
+    ndjson = await client.post("/api/chat", {"message": "hi"}, headers=NDJSON)
+    folded = await client.post("/api/chat", {"message": "hi"})
+
+    assert sse.status == ndjson.status == 200  # the stream had begun
+    sse_error = error_of(parse_sse(sse.body))
+    assert_carries(sse_error, error_type, status)
+    lines = parse_ndjson(ndjson.body)
+    assert_carries(error_of([(line.pop("type"), line) for line in lines]), error_type, status)
+    # The folded reply is answered with the status its error carries.
+    assert folded.status == status
+    assert folded.json()["status"] == "failed"
+    assert_carries(folded.json()["error"], error_type, status)
+    if status == 429:
+        assert folded.headers["retry-after"] == "12"
+        assert parse_sse(sse.body)[-1][1]["retry_after"] == "12"
+    assert upstream.calls == 3
+
+    # Read back from the database: the direct stream left no log to resume.
+    replayed = await client.get(f"/api/messages/{parse_sse(sse.body)[0][1]['message']}/stream",
+                                headers=SSE)  # fmt: skip
+    assert error_of(parse_sse(replayed.body)) == sse_error
+    assert upstream.calls == 3
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fault", ["rate_limit", "timeout", "auth"])
+async def test_a_deferred_turns_error_carries_its_status_live_resumed_and_stored(upstream, fault):
+    reply, error_type, status = FAULTS[fault]
+    upstream.queue(reply)
+    client = AsgiClient()
+    info = (await client.post("/api/chat?stream=defer", {"message": "hi"})).json()
+
+    live = await client.get(info["stream_url"], headers=SSE)
+    resumed = await client.get(info["stream_url"], headers={**SSE, "Last-Event-ID": "1"})
+    detail = await client.get(f"/api/conversations/{info['conversation']}")
+
+    error = error_of(parse_sse(live.body))
+    assert_carries(error, error_type, status)
+    assert [name for name, _ in parse_sse(resumed.body)] == ["error"]  # after `start`
+    assert error_of(parse_sse(resumed.body)) == error
+    # The stored row says the same: the turn's message in the conversation, and its replay.
+    [reply_data] = [m for m in detail.json()["messages"] if m["id"] == info["message"]]
+    assert reply_data["status"] == "failed" and reply_data["error"] == error
+    row = await Message.objects.aget(pk=info["message"])
+    assert (row.status, row.error_type) == ("failed", error_type)
+    assert upstream.calls == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_turn_still_written_elsewhere_ends_the_wait_with_a_409_error(upstream, settings):
+    settings.CHAT_STREAM_WAIT_SECONDS = 0.2
+    client = AsgiClient()
+    info = (await client.post("/api/chat?stream=defer", {"message": "hi"})).json()
+    # Another worker claimed it and is streaming, with no log this worker can follow.
+    await Message.objects.filter(pk=info["message"]).aupdate(status="streaming")
+
+    response = await asyncio.wait_for(client.get(info["stream_url"], headers=SSE), 10)
+
+    name, data = parse_sse(response.body)[-1]
+    assert name == "error" and data["status"] == "streaming"
+    assert_carries(data["error"], "still_streaming", 409)
+    assert upstream.calls == 0

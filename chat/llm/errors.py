@@ -9,7 +9,7 @@ import re
 import openai
 from django.conf import settings
 
-from chat.errors import http_status
+from chat.errors import ErrorDetail, error_detail, http_status
 
 
 class ProviderError(Exception):
@@ -45,6 +45,10 @@ class ProviderError(Exception):
     @property
     def status(self) -> int:
         return http_status(self.error_type)
+
+    def detail(self) -> ErrorDetail:
+        """The error object of the turn's `error` event."""
+        return error_detail(self.error_type, self.message)
 
 
 def translate_error(exc: openai.APIError) -> ProviderError:
