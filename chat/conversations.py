@@ -15,14 +15,14 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
 from chat.access.owners import Owner
-from chat.errors import ChatError, not_found
+from chat.errors import ChatError, ErrorDetail, error_detail, not_found
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.text import one_line
@@ -33,7 +33,55 @@ MAX_PAGE_SIZE = 100
 MAX_TITLE_CHARS = 200
 
 
-def conversation_summary(conversation: Conversation) -> dict[str, Any]:
+class ConversationSummary(TypedDict):
+    id: str
+    title: str
+    model: str
+    created_at: str
+    updated_at: str
+
+
+class SearchedConversation(ConversationSummary):
+    snippet: str | None  # where it matched (None: in the title alone)
+
+
+class ConversationPage(TypedDict):
+    conversations: list[ConversationSummary] | list[SearchedConversation]
+    next: str | None  # the cursor for `?before=`
+
+
+class MessageData(TypedDict):
+    id: int
+    role: str
+    content: str
+    status: str
+    model: str
+    finish_reason: str
+    usage: dict[str, int] | None
+    usage_estimated: bool
+    cost: str | None
+    ttft_ms: int | None
+    duration_ms: int | None
+    error: ErrorDetail | None
+    created_at: str
+    stream_url: str | None
+
+
+class CurrentMessage(MessageData):
+    """A message as its turn shows it now, with the turn's other versions."""
+
+    version: int
+    versions: int
+    previous_versions: list[MessageData]
+    later_versions: list[MessageData]  # when an earlier version was chosen again
+
+
+class ConversationDetail(ConversationSummary):
+    system: str
+    messages: list[CurrentMessage]  # current versions only
+
+
+def conversation_summary(conversation: Conversation) -> ConversationSummary:
     return {
         "id": str(conversation.id),
         "title": conversation.title,
@@ -43,7 +91,7 @@ def conversation_summary(conversation: Conversation) -> dict[str, Any]:
     }
 
 
-async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> dict[str, Any]:
+async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> ConversationDetail:
     conversation = await owner.conversations().filter(pk=conversation_id).afirst()
     if conversation is None:
         raise not_found("conversation")
@@ -51,31 +99,29 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> di
     versions: dict[int, list[Message]] = {}
     for m in rows:
         versions.setdefault(m.version_of_id or m.pk, []).append(m)
-    messages = []
+    messages: list[CurrentMessage] = []
     for m in rows:
         if m.superseded_at is not None:
             continue
         turn_versions = versions[m.version_of_id or m.pk]
         index = turn_versions.index(m)
-        item = message_data(m)
-        item["version"] = index + 1
-        item["versions"] = len(turn_versions)
-        item["previous_versions"] = [message_data(v) for v in turn_versions[:index]]
-        # Newer ones, when an earlier version was chosen again (`turn_select`).
-        item["later_versions"] = [message_data(v) for v in turn_versions[index + 1 :]]
-        messages.append(item)
+        messages.append(
+            {
+                **message_data(m),
+                "version": index + 1,
+                "versions": len(turn_versions),
+                "previous_versions": [message_data(v) for v in turn_versions[:index]],
+                "later_versions": [message_data(v) for v in turn_versions[index + 1 :]],
+            }
+        )
     return {
-        "id": str(conversation.id),
-        "title": conversation.title,
-        "model": conversation.model,
+        **conversation_summary(conversation),
         "system": conversation.system_prompt,
-        "created_at": conversation.created_at.isoformat(),
-        "updated_at": conversation.updated_at.isoformat(),
         "messages": messages,
     }
 
 
-def message_data(m: Message) -> dict[str, Any]:
+def message_data(m: Message) -> MessageData:
     return {
         "id": m.pk,
         "role": m.role,
@@ -88,7 +134,7 @@ def message_data(m: Message) -> dict[str, Any]:
         "cost": None if m.cost is None else f"{m.cost:f}",
         "ttft_ms": m.ttft_ms,
         "duration_ms": m.duration_ms,
-        "error": {"type": m.error_type, "message": m.error_message} if m.error_type else None,
+        "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
         "created_at": m.created_at.isoformat(),
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
     }
@@ -109,7 +155,7 @@ def _after_cursor(cursor: str) -> Q:
         when, _, pk = raw.partition("|")
         updated_at, conversation_id = datetime.fromisoformat(when), uuid.UUID(pk)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ChatError(400, "invalid_cursor", "`before` is not a cursor this API gave.") from None
+        raise ChatError("invalid_cursor", "`before` is not a cursor this API gave.") from None
     return Q(updated_at__lt=updated_at) | Q(updated_at=updated_at, pk__lt=conversation_id)
 
 
@@ -117,13 +163,13 @@ def page_size(value: str | None) -> int:
     if value is None or value == "":
         return PAGE_SIZE
     if not value.isdigit() or not 1 <= int(value) <= MAX_PAGE_SIZE:
-        raise ChatError(400, "invalid_limit", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
+        raise ChatError("invalid_limit", f"`limit` is a number from 1 to {MAX_PAGE_SIZE}.")
     return int(value)
 
 
 async def conversation_page(
     *, owner: Owner, q: str = "", before: str | None = None, limit: int = PAGE_SIZE
-) -> dict[str, Any]:
+) -> ConversationPage:
     """A page of the owner's conversations, newest first: all, or those whose title or
     messages contain every word of `q` (each with a snippet of where it matched). `next`
     is the cursor for the following page (`?before=`), or None at the end."""
@@ -142,16 +188,20 @@ async def conversation_page(
         conversations = conversations.filter(_after_cursor(before))
     rows = [c async for c in conversations.order_by("-updated_at", "-pk")[: limit + 1]]
     shown = rows[:limit]
-    items = [conversation_summary(c) for c in shown]
-    if words and shown:
-        snippets = await _snippets([c.pk for c in shown], words)
-        for item, conversation in zip(items, shown, strict=True):
-            text = snippets.get(conversation.pk)
-            item["snippet"] = snippet(text, words) if text else None
-    return {
-        "conversations": items,
-        "next": _cursor(shown[-1]) if len(rows) > limit else None,
-    }
+    after = _cursor(shown[-1]) if len(rows) > limit else None
+    if not (words and shown):
+        return {"conversations": [conversation_summary(c) for c in shown], "next": after}
+    texts = await _snippets([c.pk for c in shown], words)
+    found: list[SearchedConversation] = []
+    for conversation in shown:
+        text = texts.get(conversation.pk)
+        found.append(
+            {
+                **conversation_summary(conversation),
+                "snippet": snippet(text, words) if text else None,
+            }
+        )
+    return {"conversations": found, "next": after}
 
 
 async def _snippets(ids: list[uuid.UUID], words: list[str]) -> dict[uuid.UUID, str]:
@@ -173,10 +223,10 @@ async def _snippets(ids: list[uuid.UUID], words: list[str]) -> dict[uuid.UUID, s
 
 async def conversation_rename(
     *, owner: Owner, conversation_id: uuid.UUID, title: str
-) -> dict[str, Any]:
+) -> ConversationSummary:
     title = one_line(title)
     if not 1 <= len(title) <= MAX_TITLE_CHARS:
-        raise ChatError(400, "invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
+        raise ChatError("invalid_title", f"A title has 1 to {MAX_TITLE_CHARS} characters.")
     # An update, not save(): renaming is not activity, so the list order stays.
     mine = owner.conversations().filter(pk=conversation_id)
     if not await mine.aupdate(title=title):
@@ -221,7 +271,7 @@ async def conversation_export(*, owner: Owner, conversation_id: uuid.UUID, forma
     """The conversation to download: Markdown for people, JSON (every message with its
     model, status, usage and cost) for programs."""
     if format not in EXPORT_FORMATS:
-        raise ChatError(400, "invalid_format", "`format` is md or json.")
+        raise ChatError("invalid_format", "`format` is md or json.")
     detail = await conversation_detail(owner=owner, conversation_id=conversation_id)
     stem = slugify(detail["title"])[:60] or "conversation"
     name = f"{stem}-{detail['id'][:8]}"
@@ -230,7 +280,7 @@ async def conversation_export(*, owner: Owner, conversation_id: uuid.UUID, forma
     return Export(f"{name}.md", "text/markdown; charset=utf-8", conversation_markdown(detail))
 
 
-def conversation_markdown(detail: dict[str, Any]) -> str:
+def conversation_markdown(detail: ConversationDetail) -> str:
     lines = [f"# {detail['title'] or 'Conversation'}", ""]
     lines += [f"*{detail['created_at'][:10]} · {detail['model']}*", ""]
     if detail["system"]:

@@ -1,23 +1,109 @@
-"""The API's errors: the refusals a request can meet (each with the HTTP status a view
-answers it with), the one JSON shape every error is sent in, and what an error Django
-answered itself is called."""
+"""The API's errors: every error type it answers and the HTTP status each stands for (one
+table, `HTTP_STATUS`), the refusals a request can meet, the one JSON shape every error is
+sent in, and what an error Django answered itself is called.
+
+A leaf: `chat.llm` takes its statuses from here, so nothing here imports `chat.llm`."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from django.http import JsonResponse
+
+# Every error type the API answers, as a JSON error or in a stream's `error` event, and
+# the HTTP status it stands for. A stream's error carries its status (`error_detail`), so
+# no client keeps a table of its own.
+HTTP_STATUS: dict[str, int] = {
+    # The request: its body, its fields, its query.
+    "bad_request": 400,
+    "invalid_request": 400,
+    "invalid_json": 400,
+    "empty_message": 400,
+    "invalid_model": 400,
+    "invalid_api": 400,
+    "invalid_cursor": 400,
+    "invalid_limit": 400,
+    "invalid_title": 400,
+    "invalid_format": 400,
+    "request_too_large": 413,
+    "body_too_large": 413,
+    "message_too_long": 413,
+    "system_too_long": 413,
+    "unsupported_media_type": 415,
+    "not_acceptable": 406,
+    "method_not_allowed": 405,
+    "not_found": 404,
+    # Who asks, and from where.
+    "authentication_required": 401,
+    "invalid_token": 401,
+    "unauthorized": 401,
+    "forbidden": 403,
+    "cross_origin": 403,
+    # The conversation's state.
+    "not_last_turn": 409,
+    "turn_in_progress": 409,
+    "still_streaming": 409,
+    # Limits, each with Retry-After.
+    "rate_limited": 429,
+    "quota_exceeded": 429,
+    "too_many_streams": 429,
+    "budget_exceeded": 429,
+    # Ours.
+    "server_error": 500,
+    # The model provider (`chat.llm.errors`); a rate limit passes its Retry-After on.
+    "upstream_bad_request": 400,
+    "upstream_rate_limit": 429,
+    "upstream_auth": 502,
+    "upstream_unreachable": 502,
+    "upstream_error": 502,
+    "upstream_timeout": 504,
+    # A reply whose writer stopped: a worker that went away, or one the stale sweep found.
+    "interrupted": 502,
+    "stale": 502,
+}
+# A type missing above (a row stored by an older version) is a failure behind us.
+UNNAMED_STATUS = 502
+
+
+def http_status(error_type: str) -> int:
+    """The HTTP status `error_type` is answered with, or stands for in a stream."""
+    return HTTP_STATUS.get(error_type, UNNAMED_STATUS)
+
+
+class ErrorBody(TypedDict):
+    type: str
+    message: str
+
+
+class ErrorReply(TypedDict):
+    """What every JSON error response is."""
+
+    error: ErrorBody
+
+
+class ErrorDetail(ErrorBody):
+    """The error object of a stream's `error` event and of a failed message: a stream has
+    answered 200 long before it fails, so the status the error stands for travels in it."""
+
+    http_status: int
+
+
+def error_detail(type: str, message: str) -> ErrorDetail:
+    return {"type": type, "message": message, "http_status": http_status(type)}
 
 
 class ChatError(Exception):
-    """A request we refuse; `status` is the HTTP status a view answers with."""
+    """A request we refuse; its `status` is its type's in `HTTP_STATUS`."""
 
-    def __init__(
-        self, status: int, type: str, message: str, *, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, type: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
         self.type = type
         self.message = message
         self.headers = headers  # e.g. Retry-After on a 429
+
+    @property
+    def status(self) -> int:
+        return http_status(self.type)
 
 
 class LimitExceeded(ChatError):
@@ -25,34 +111,34 @@ class LimitExceeded(ChatError):
 
     def __init__(self, type: str, message: str, *, retry_after: int) -> None:
         self.retry_after = max(1, retry_after)
-        super().__init__(429, type, message, headers={"Retry-After": str(self.retry_after)})
+        super().__init__(type, message, headers={"Retry-After": str(self.retry_after)})
 
 
 def not_found(what: str) -> ChatError:
-    return ChatError(404, "not_found", f"No such {what}.")
-
-
-# What an error Django answered for itself (not a view of ours) is called in JSON.
-ERROR_TYPES = {
-    400: ("bad_request", "The request could not be understood."),
-    403: ("forbidden", "This request is not allowed."),
-    404: ("not_found", "No API endpoint at this path."),
-    405: ("method_not_allowed", "This method is not allowed here."),
-    413: ("request_too_large", "The request body is too large."),
-    500: ("server_error", "Something went wrong on our side."),
-}
+    return ChatError("not_found", f"No such {what}.")
 
 
 def error_response(
     status: int, type: str, message: str, headers: dict[str, str] | None = None
 ) -> JsonResponse:
-    return JsonResponse(
-        {"error": {"type": type, "message": message}}, status=status, headers=headers
-    )
+    body: ErrorReply = {"error": {"type": type, "message": message}}
+    return JsonResponse(body, status=status, headers=headers)
+
+
+# What an error Django answered for itself (not a view of ours) is called, and says.
+DJANGO_ERRORS = {
+    "bad_request": "The request could not be understood.",
+    "forbidden": "This request is not allowed.",
+    "not_found": "No API endpoint at this path.",
+    "method_not_allowed": "This method is not allowed here.",
+    "request_too_large": "The request body is too large.",
+    "server_error": "Something went wrong on our side.",
+}
+_DJANGO_ERROR_BY_STATUS = {http_status(type): type for type in DJANGO_ERRORS}
 
 
 def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResponse:
     """The API's JSON error for an error status Django answered itself (not a view of ours)."""
-    fallback = ERROR_TYPES[500] if status >= 500 else ERROR_TYPES[400]
-    type, message = ERROR_TYPES.get(status, fallback)
-    return error_response(status, type, message, headers=headers)
+    fallback = "server_error" if status >= 500 else "bad_request"
+    type = _DJANGO_ERROR_BY_STATUS.get(status, fallback)
+    return error_response(status, type, DJANGO_ERRORS[type], headers=headers)

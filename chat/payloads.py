@@ -25,11 +25,11 @@ class ChatRequest:
 
 
 def bad_request(message: str, type: str = "invalid_request") -> ChatError:
-    return ChatError(400, type, message)
+    return ChatError(type, message)
 
 
 def body_too_large() -> ChatError:
-    return ChatError(413, "body_too_large", "The request body is too large.")
+    return ChatError("body_too_large", "The request body is too large.")
 
 
 def request_body(request: HttpRequest) -> bytes:
@@ -70,7 +70,7 @@ def parse_chat_request(
             raise bad_request("'system' must be a string.")
         if len(system) > max_system_chars:
             raise ChatError(
-                413, "system_too_long", f"'system' is longer than {max_system_chars} characters."
+                "system_too_long", f"'system' is longer than {max_system_chars} characters."
             )
         _check_storable(system, "system")
     return ChatRequest(message=message, conversation=conversation, model=model, system=system)
@@ -109,9 +109,7 @@ def _message(data: dict[str, Any], *, max_chars: int) -> str:
         raise bad_request("'message' must not be empty.", "empty_message")
     _check_storable(message, "message")
     if len(message) > max_chars:
-        raise ChatError(
-            413, "message_too_long", f"'message' is longer than {max_chars} characters."
-        )
+        raise ChatError("message_too_long", f"'message' is longer than {max_chars} characters.")
     return message
 
 

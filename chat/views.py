@@ -17,7 +17,7 @@ from chat import conversations, llm
 from chat.access.accounts import account_summary
 from chat.access.identity import request_owner
 from chat.access.owners import Owner
-from chat.errors import ChatError, error_response
+from chat.errors import ChatError, http_status
 from chat.ops import metrics
 from chat.payloads import (
     parse_chat_request,
@@ -44,14 +44,13 @@ View = Callable[..., Awaitable[HttpResponse]]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
-    """Allow only `methods`, answering anything else with a JSON 405."""
+    """Allow only `methods`, refusing anything else (a JSON 405)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
         async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method not in methods:
-                return error_response(
-                    405,
+                raise ChatError(
                     "method_not_allowed",
                     f"Use {' or '.join(methods)} here.",
                     headers={"Allow": ", ".join(methods)},
@@ -91,7 +90,7 @@ async def account(request: HttpRequest) -> HttpResponse:
 async def chat(request: HttpRequest) -> HttpResponse:
     accept = request.get_preferred_type([JSON, SSE, NDJSON])
     if accept is None:
-        raise ChatError(406, "not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
+        raise ChatError("not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
     payload = parse_chat_request(
         request_body(request),
         max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS,
@@ -142,7 +141,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
 @api_view("GET")
 async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
     if request.get_preferred_type([SSE]) is None:
-        raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
+        raise ChatError("not_acceptable", f"This endpoint streams {SSE}.")
     after = last_event_id(request)
     owner = await request_owner(request)
     key = limits.limits_key(request, owner)
@@ -174,7 +173,7 @@ def last_event_id(request: HttpRequest) -> int:
     except ValueError:
         after = -1
     if after < 0:
-        raise ChatError(400, "invalid_request", "Last-Event-ID must be a whole number.")
+        raise ChatError("invalid_request", "Last-Event-ID must be a whole number.")
     return after
 
 
@@ -271,7 +270,7 @@ async def conversation_export(request: HttpRequest, conversation_id: uuid.UUID) 
 
 
 async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
-    return error_response(404, "not_found", f"No API endpoint at {request.path}.")
+    raise ChatError("not_found", f"No API endpoint at {request.path}.")
 
 
 async def turn_events(
@@ -377,7 +376,7 @@ async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
     error = reply.get("error")
     if not error:
         return JsonResponse(reply)
-    status = llm.http_status_for(error["type"])
+    status = http_status(error["type"])
     retry_after = reply.pop("retry_after", None)
     headers = {"Retry-After": retry_after} if retry_after else None
     return JsonResponse(reply, status=status, headers=headers)

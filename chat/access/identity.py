@@ -44,7 +44,7 @@ async def request_owner(request: HttpRequest) -> Owner:
     if user.is_authenticated:
         return Owner(user_id=user.pk)
     if not settings.CHAT_ALLOW_ANONYMOUS:
-        raise ChatError(401, "authentication_required", "Log in to use the chat API.")
+        raise ChatError("authentication_required", "Log in to use the chat API.")
     return Owner(anonymous_key=await _anonymous_key(request))
 
 
@@ -138,7 +138,7 @@ def _forget_anonymous(*, request: HttpRequest | None = None, **kwargs: object) -
 class InvalidToken(ChatError):
     def __init__(self, message: str) -> None:
         super().__init__(
-            401, "invalid_token", message, headers={"WWW-Authenticate": 'Bearer realm="chat"'}
+            "invalid_token", message, headers={"WWW-Authenticate": 'Bearer realm="chat"'}
         )
 
 

@@ -10,7 +10,7 @@ bench's fake upstream and the tests' fake upstream. Everything else imports from
 
 from chat.llm.backends import APIS, DEMO_BASE_URL, Api, Backend, backend
 from chat.llm.client import list_models, reset, sdk_client, stream_reply, use_transport
-from chat.llm.errors import ProviderError, http_status_for
+from chat.llm.errors import ProviderError
 from chat.llm.events import (
     Finished,
     ProviderEvent,
@@ -33,7 +33,6 @@ __all__ = [
     "backend",
     "estimate_tokens",
     "estimate_usage",
-    "http_status_for",
     "list_models",
     "reset",
     "sdk_client",

@@ -1,5 +1,6 @@
-"""Upstream failures, translated into what we answer our own client: a kind, a status, and
-a message that is safe to show (never a key)."""
+"""Upstream failures, translated into what we answer our own client: a kind, its error type
+(whose HTTP status is `chat.errors.HTTP_STATUS`'s), and a message that is safe to show
+(never a key)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,19 @@ import re
 import openai
 from django.conf import settings
 
+from chat.errors import ErrorDetail, error_detail, http_status
+
 
 class ProviderError(Exception):
     """An upstream failure, already translated into what we answer our own client."""
 
-    STATUS_BY_KIND = {
-        "auth": 502,
-        "rate_limit": 429,
-        "timeout": 504,
-        "connection": 502,
-        "bad_request": 400,
-        "upstream": 502,
+    TYPE_BY_KIND = {
+        "auth": "upstream_auth",
+        "rate_limit": "upstream_rate_limit",
+        "timeout": "upstream_timeout",
+        "connection": "upstream_unreachable",
+        "bad_request": "upstream_bad_request",
+        "upstream": "upstream_error",
     }
 
     def __init__(
@@ -36,27 +39,16 @@ class ProviderError(Exception):
         self.request_id = request_id
 
     @property
-    def status(self) -> int:
-        return self.STATUS_BY_KIND.get(self.kind, 502)
-
-    TYPE_BY_KIND = {
-        "auth": "upstream_auth",
-        "rate_limit": "upstream_rate_limit",
-        "timeout": "upstream_timeout",
-        "connection": "upstream_unreachable",
-        "bad_request": "upstream_bad_request",
-        "upstream": "upstream_error",
-    }
-
-    @property
     def error_type(self) -> str:
         return self.TYPE_BY_KIND.get(self.kind, "upstream_error")
 
+    @property
+    def status(self) -> int:
+        return http_status(self.error_type)
 
-def http_status_for(error_type: str) -> int:
-    """The HTTP status we answer with for an `upstream_*` error type."""
-    kinds = {error: kind for kind, error in ProviderError.TYPE_BY_KIND.items()}
-    return ProviderError.STATUS_BY_KIND.get(kinds.get(error_type, "upstream"), 502)
+    def detail(self) -> ErrorDetail:
+        """The error object of the turn's `error` event."""
+        return error_detail(self.error_type, self.message)
 
 
 def translate_error(exc: openai.APIError) -> ProviderError:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from chat.errors import error_detail
 from chat.models import Message
 from chat.spend import limits
 from chat.streams import StreamEvent
@@ -168,10 +169,9 @@ def _interrupted_event() -> StreamEvent:
         "error",
         {
             "status": str(Status.INCOMPLETE),
-            "error": {
-                "type": "interrupted",
-                "message": "The server writing this reply stopped; what arrived is kept.",
-            },
+            "error": error_detail(
+                "interrupted", "The server writing this reply stopped; what arrived is kept."
+            ),
         },
     )
 

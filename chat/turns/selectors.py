@@ -7,8 +7,9 @@ from typing import Any
 
 from django.urls import reverse
 
+from chat.errors import ErrorDetail, error_detail
 from chat.models import Message
-from chat.streams import StreamEvent
+from chat.streams import EventType, StreamEvent
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
@@ -29,7 +30,7 @@ def end_event_data(
     cost: Any,
     ttft_ms: int | None,
     duration_ms: int | None,
-    error: dict[str, str] | None = None,
+    error: ErrorDetail | None = None,
     retry_after: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
@@ -74,7 +75,7 @@ def turn_replay(message: Message) -> list[StreamEvent]:
     ]
     if message.content:
         events.append(StreamEvent("delta", {"text": message.content}))
-    kind = "error" if message.status == Status.FAILED else "end"
+    kind: EventType = "error" if message.status == Status.FAILED else "end"
     events.append(StreamEvent(kind, stored_end_data(message)))
     return events
 
@@ -89,7 +90,7 @@ def stored_end_data(message: Message) -> dict[str, Any]:
         cost=message.cost,
         ttft_ms=message.ttft_ms,
         duration_ms=message.duration_ms,
-        error={"type": message.error_type, "message": message.error_message}
+        error=error_detail(message.error_type, message.error_message)
         if message.status == Status.FAILED
         else None,
     )

@@ -42,7 +42,6 @@ def choose_model(requested: str | None, conversation_model: str = "") -> str:
     if model not in allowed:
         if requested:
             raise ChatError(
-                400,
                 "invalid_model",
                 f"Model {requested!r} is not allowed here; choose one of {', '.join(allowed)}.",
             )
@@ -53,7 +52,7 @@ def choose_model(requested: str | None, conversation_model: str = "") -> str:
 def choose_api(requested: str | None) -> llm.Api:
     api = requested or llm.backend().api
     if api not in llm.APIS:
-        raise ChatError(400, "invalid_api", "api must be 'responses' or 'chat'.")
+        raise ChatError("invalid_api", "api must be 'responses' or 'chat'.")
     return api  # type: ignore[return-value]
 
 

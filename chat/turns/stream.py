@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
+from chat.errors import error_detail
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded
@@ -134,11 +135,11 @@ async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
                 "error",
                 {
                     "status": str(message.status),
-                    "error": {
-                        "type": "still_streaming",
-                        "message": "This reply is still being written elsewhere; "
+                    "error": error_detail(
+                        "still_streaming",
+                        "This reply is still being written elsewhere; "
                         "reload to see it when it is done.",
-                    },
+                    ),
                 },
             )
             return

@@ -72,7 +72,7 @@ def _version_write(
         user, reply = _last_turn(conversation)
         if message_id not in (user.pk, reply.pk):
             what = "reply can be regenerated" if role == Role.ASSISTANT else "message can be edited"
-            raise ChatError(409, "not_last_turn", f"Only the conversation's last {what}.")
+            raise ChatError("not_last_turn", f"Only the conversation's last {what}.")
         _check_finished(reply)
         chosen = choose_model(model, conversation.model)
         now = timezone.now()
@@ -116,7 +116,7 @@ def _select_write(*, owner: Owner, message_id: int) -> NewVersion:
         pairs = zip(_versions(user), _versions(reply), strict=False)
         chosen = next((pair for pair in pairs if message_id in (pair[0].pk, pair[1].pk)), None)
         if chosen is None:
-            raise ChatError(409, "not_last_turn", "Only a version of the last turn can be chosen.")
+            raise ChatError("not_last_turn", "Only a version of the last turn can be chosen.")
         _check_finished(reply)
         if chosen != (user, reply):
             Message.objects.filter(pk__in=[user.pk, reply.pk]).update(superseded_at=timezone.now())
@@ -149,7 +149,7 @@ def _locked(*, owner: Owner, message_id: int, role: str | None = None) -> Conver
 
 def _check_finished(reply: Message) -> None:
     if reply.status in UNFINISHED:
-        raise ChatError(409, "turn_in_progress", "The reply is still being written; stop it first.")
+        raise ChatError("turn_in_progress", "The reply is still being written; stop it first.")
 
 
 def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
@@ -160,5 +160,5 @@ def _last_turn(conversation: Conversation) -> tuple[Message, Message]:
         .order_by("-pk")[:2]
     )
     if len(rows) < 2 or (rows[1].role, rows[0].role) != (Role.USER, Role.ASSISTANT):
-        raise ChatError(409, "not_last_turn", "This conversation has no complete last turn.")
+        raise ChatError("not_last_turn", "This conversation has no complete last turn.")
     return rows[1], rows[0]

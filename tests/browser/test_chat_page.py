@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from chat.llm.demo import demo_reply
-from tests.browser.conftest import MAX_MESSAGE_CHARS, LiveServer
+from chat.streams import sse_event
+from tests.browser.conftest import MAX_MESSAGE_CHARS, MODELS, LiveServer
 
 pytestmark = pytest.mark.browser
 
@@ -225,6 +227,45 @@ def test_a_refused_message_explains_itself_and_can_be_edited(page: Page) -> None
     expect(page.get_by_label("Message", exact=True)).to_have_value(too_long)
     expect(page.locator(".message")).to_have_count(0)
     expect(page).not_to_have_url(re.compile("#"))
+
+
+def test_a_failed_reply_is_worded_by_the_status_its_error_carries(
+    page: Page, chat_server: LiveServer
+) -> None:
+    """The model provider's rate limit (429 in `error.http_status`) reads as "busy", live
+    and from the stored reply after a reload; the page keeps no table of its own."""
+    busy = "The model provider is rate limiting us; try again shortly."
+
+    def rate_limited(route: Any) -> None:
+        message = int(route.request.url.rsplit("/", 2)[-2])
+        error = {"type": "upstream_rate_limit", "message": busy, "http_status": 429}
+        route.fulfill(
+            status=200,
+            content_type="text/event-stream",
+            body=sse_event("start", {"conversation": None, "message": message, "model": MODELS[0]})
+            + sse_event("error", {"status": "failed", "error": error, "retry_after": "12"}),
+        )
+
+    page.route("**/api/messages/*/stream", rate_limited)
+    page.goto("/")
+    send(page, "Hello when the provider is busy")
+    notice = last_reply(page).get_by_role("alert")
+    expect(notice).to_contain_text("The model provider is busy")
+    expect(notice).to_contain_text(f"{busy} Try again in 12 seconds.")
+    expect(notice.get_by_role("button", name="Retry")).to_be_visible()
+
+    # The turn as the server would have stored it; the reload reads it back.
+    _, assistant = chat_server.messages(conversation_id(page))
+    with sqlite3.connect(chat_server.database, timeout=20) as connection:
+        connection.execute(
+            "UPDATE chat_message SET status = 'failed', error_type = 'upstream_rate_limit', "
+            "error_message = ?, finished_at = created_at WHERE id = ?",
+            (busy, assistant["id"]),
+        )
+    page.unroute("**/api/messages/*/stream")
+    page.reload()
+    expect(last_reply(page)).to_have_attribute("data-state", "failed")
+    expect(last_reply(page).get_by_role("alert")).to_contain_text("The model provider is busy")
 
 
 def test_a_lost_stream_is_shown_and_reconnecting_never_posts_again(

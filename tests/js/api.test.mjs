@@ -7,7 +7,7 @@ import {
   api,
   describeFailure,
   failureOf,
-  statusForType,
+  replyFailure,
 } from "../../chat/static/chat/api.js";
 
 const realFetch = globalThis.fetch;
@@ -121,13 +121,36 @@ test("Retry-After is added to the detail in words", () => {
 
 test("a missing type (null from a stored row) is no type", () => {
   assert.equal(describeFailure({ status: 502, type: null }).headline, "The model is unavailable");
-  assert.equal(statusForType(null), 502);
 });
 
-test("a stream's error type stands for the status it would have had", () => {
-  assert.equal(statusForType("upstream_rate_limit"), 429);
-  assert.equal(statusForType("quota_exceeded"), 429);
-  assert.equal(statusForType("upstream_timeout"), 504);
-  assert.equal(statusForType("still_streaming"), 409);
-  assert.equal(statusForType("upstream_error"), 502);
+test("a reply's error carries the HTTP status it stands for", () => {
+  const cases = [
+    [{ type: "upstream_rate_limit", message: "Busy.", http_status: 429 }, "12", 429],
+    [{ type: "upstream_timeout", message: "Slow.", http_status: 504 }, null, 504],
+    [{ type: "still_streaming", message: "Later.", http_status: 409 }, null, 409],
+    [{ type: "upstream_bad_request", message: "No.", http_status: 400 }, null, 400],
+  ];
+  for (const [error, retryAfter, status] of cases) {
+    assert.deepEqual(replyFailure(error, retryAfter), {
+      status,
+      type: error.type,
+      message: error.message,
+      retryAfter,
+    });
+  }
+  assert.equal(
+    describeFailure(replyFailure(cases[0][0], "12")).headline,
+    "The model provider is busy",
+  );
+});
+
+test("a reply's error without a status (or no error at all) stands for a bad gateway", () => {
+  assert.deepEqual(replyFailure({ type: "upstream_error", message: "Down." }), {
+    status: 502,
+    type: "upstream_error",
+    message: "Down.",
+    retryAfter: null,
+  });
+  assert.equal(replyFailure(undefined).status, 502);
+  assert.equal(describeFailure(replyFailure(null)).headline, "The model is unavailable");
 });

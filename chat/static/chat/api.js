@@ -1,5 +1,6 @@
 // The HTTP API as the page uses it: api() for JSON requests, and what a failure means to
-// the person reading it (describeFailure, pure, tested with `node --test`).
+// the person reading it (failureOf, replyFailure and describeFailure: pure, tested with
+// `node --test`).
 //
 // The API refuses cross-site requests by Origin / Sec-Fetch-Site and needs
 // `Content-Type: application/json` on a POST; the CSRF token is sent as well so the same
@@ -91,11 +92,14 @@ export function describeFailure({ status, type = "", message = "", retryAfter = 
   return { headline, detail: detail.trim(), retryable };
 }
 
-// A stream's error event carries the error type, not the HTTP status it stands for.
-export function statusForType(type = "") {
-  type = type || "";
-  if (type === "upstream_rate_limit" || /quota|rate/.test(type)) return 429;
-  if (type === "upstream_timeout") return 504;
-  if (type === "still_streaming") return 409;
-  return 502;
+// A reply's error (a stream's `error` event, or a failed message read back) as a failure:
+// the error carries the HTTP status it stands for, as a stream has answered 200 before it
+// fails; without one (a server older than the field), a bad gateway.
+export function replyFailure(error, retryAfter = null) {
+  return {
+    status: error?.http_status ?? 502,
+    type: error?.type,
+    message: error?.message,
+    retryAfter,
+  };
 }

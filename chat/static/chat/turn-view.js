@@ -10,7 +10,7 @@
 // its versions chooses the one the next message is answered from. An earlier turn's other
 // versions can be looked at, not chosen (later turns were answered from the current one).
 
-import { api, describeFailure, failureOf, statusForType } from "./api.js";
+import { api, describeFailure, failureOf, replyFailure } from "./api.js";
 import { el } from "./format.js";
 import { ReplyView, UserView, setChildren } from "./replies.js";
 
@@ -132,11 +132,7 @@ export class TurnView {
       return view;
     }
     if (message.status === "failed") {
-      const failure = {
-        status: statusForType(message.error?.type),
-        type: message.error?.type,
-        message: message.error?.message,
-      };
+      const failure = replyFailure(message.error);
       view.failure(failure, this.offerRetry ? [["Retry", () => this.retry()]] : []);
       view.showDetails(message);
       return view;

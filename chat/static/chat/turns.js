@@ -8,7 +8,7 @@
 // Opening a stream URL again follows the same turn and never calls the model a second time,
 // so reconnecting is always safe; re-posting a message is not, and this module never does.
 
-import { api, statusForType } from "./api.js";
+import { api, replyFailure } from "./api.js";
 
 const STOP_GRACE_MS = 3000;
 
@@ -120,12 +120,7 @@ export class Turns {
         turn.done = true;
         view.text = turn.text;
         const data = JSON.parse(event.data);
-        const failure = {
-          status: statusForType(data.error?.type),
-          type: data.error?.type,
-          message: data.error?.message,
-          retryAfter: data.retry_after,
-        };
+        const failure = replyFailure(data.error, data.retry_after);
         announce(view.failure(failure, [["Retry", () => this.hooks.retry(turn)]]));
         view.showDetails(data);
         this.end(turn);
