@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from chat.models import Conversation, Message
@@ -13,7 +13,7 @@ from chat.spend.reports import ANONYMOUS
 Status = Message.Status
 
 # Colours readable on the admin's light and dark themes (white text on each).
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Status.COMPLETED: "#2e7d32",
     Status.INCOMPLETE: "#b26a00",
     Status.FAILED: "#c62828",
@@ -50,10 +50,12 @@ class VersionFilter(admin.SimpleListFilter):
     title = "version"
     parameter_name = "version"
 
-    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Message]
+    ) -> list[tuple[str, str]]:
         return [("current", "Current"), ("earlier", "Earlier versions")]
 
-    def queryset(self, request: Any, queryset: Any) -> Any:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
         if self.value() == "current":
             return queryset.filter(superseded_at__isnull=True)
         if self.value() == "earlier":
@@ -62,4 +64,4 @@ class VersionFilter(admin.SimpleListFilter):
 
 
 def owner_name(conversation: Conversation) -> str:
-    return conversation.owner.get_username() if conversation.owner_id else ANONYMOUS
+    return conversation.owner.get_username() if conversation.owner is not None else ANONYMOUS

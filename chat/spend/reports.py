@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 from django.db import connection
 from django.db.models import (
@@ -32,6 +32,10 @@ from chat.spend.budgets import BudgetStatus, budgets_by_username
 Group = Literal["day", "model", "user"]
 GROUPS: tuple[Group, ...] = ("day", "model", "user")
 ANONYMOUS = "anonymous"
+
+
+def is_group(value: str) -> TypeGuard[Group]:
+    return value in GROUPS
 
 
 @dataclass(frozen=True, slots=True)
