@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -23,7 +22,7 @@ class _Line:
         return value
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -33,7 +32,7 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _csv_chunks(rows: Iterator[Sequence[Any]], *, rows_per_chunk: int = 500) -> Iterator[str]:
+def _csv_chunks(rows: Iterator[Sequence[object]], *, rows_per_chunk: int = 500) -> Iterator[str]:
     writer = csv.writer(_Line())
     # The byte-order mark makes Excel read the file as UTF-8.
     buffer = ["\ufeff"]
@@ -58,7 +57,7 @@ async def _from_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
 
 
 def csv_response(
-    request: HttpRequest, *, filename: str, rows: Iterator[Sequence[Any]]
+    request: HttpRequest, *, filename: str, rows: Iterator[Sequence[object]]
 ) -> StreamingHttpResponse:
     chunks = _csv_chunks(rows)
     content: Iterable[str] | AsyncIterator[str] = (
