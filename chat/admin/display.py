@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -37,6 +39,17 @@ def message_badge(message: Message) -> str:
     if message.role != Message.Role.ASSISTANT:
         return format_html('<span class="role-label">{}</span>', message.role)
     return status_badge(message.status)
+
+
+def field_column(field: str, title: str) -> Callable[[admin.ModelAdmin[Message], Message], object]:
+    """A changelist column showing a message's `field` under a shorter `title`, sorted by
+    that field; assign it to a name in the admin's `list_display`."""
+
+    @admin.display(description=title, ordering=field)
+    def column(model_admin: admin.ModelAdmin[Message], message: Message) -> object:
+        return getattr(message, field)
+
+    return column
 
 
 def version_label(message: Message) -> str:

@@ -22,7 +22,13 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.admin import dashboard
-from chat.admin.display import VersionFilter, message_badge, owner_name, version_label
+from chat.admin.display import (
+    VersionFilter,
+    field_column,
+    message_badge,
+    owner_name,
+    version_label,
+)
 from chat.admin.export import messages_csv
 from chat.models import Message
 from chat.spend.prices import messages_recost
@@ -112,29 +118,12 @@ class MessageAdmin(AdminBase):
     def version(self, message: Message) -> str:
         return version_label(message)
 
-    @admin.display(description="in", ordering="input_tokens")
-    def tokens_in(self, message: Message) -> int | None:
-        return message.input_tokens
-
-    @admin.display(description="out", ordering="output_tokens")
-    def tokens_out(self, message: Message) -> int | None:
-        return message.output_tokens
-
-    @admin.display(description="cached", ordering="cached_tokens")
-    def tokens_cached(self, message: Message) -> int | None:
-        return message.cached_tokens
-
-    @admin.display(description="reasoning", ordering="reasoning_tokens")
-    def tokens_reasoning(self, message: Message) -> int | None:
-        return message.reasoning_tokens
-
-    @admin.display(description="TTFT ms", ordering="ttft_ms")
-    def ttft(self, message: Message) -> int | None:
-        return message.ttft_ms
-
-    @admin.display(description="duration ms", ordering="duration_ms")
-    def duration(self, message: Message) -> int | None:
-        return message.duration_ms
+    tokens_in = field_column("input_tokens", "in")
+    tokens_out = field_column("output_tokens", "out")
+    tokens_cached = field_column("cached_tokens", "cached")
+    tokens_reasoning = field_column("reasoning_tokens", "reasoning")
+    ttft = field_column("ttft_ms", "TTFT ms")
+    duration = field_column("duration_ms", "duration ms")
 
     @admin.display(description="created", ordering="created_at")
     def created(self, message: Message) -> str:
