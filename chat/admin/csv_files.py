@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 
 from asgiref.sync import sync_to_async
@@ -32,7 +32,9 @@ def _cell(value: object) -> object:
     return value
 
 
-def _csv_chunks(rows: Iterator[Sequence[object]], *, rows_per_chunk: int = 500) -> Iterator[str]:
+def _csv_chunks(
+    rows: Iterator[Sequence[object]], *, rows_per_chunk: int = 500
+) -> Generator[str, None, None]:
     writer = csv.writer(_Line())
     # The byte-order mark makes Excel read the file as UTF-8.
     buffer = ["\ufeff"]
@@ -45,7 +47,7 @@ def _csv_chunks(rows: Iterator[Sequence[object]], *, rows_per_chunk: int = 500) 
         yield "".join(buffer)
 
 
-async def _from_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
+async def _from_thread(chunks: Generator[str, None, None]) -> AsyncIterator[str]:
     """Under ASGI a sync iterator would be read whole into memory first; pull it chunk by
     chunk on Django's sync thread instead, where the database connection lives."""
     pull = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
@@ -53,7 +55,7 @@ async def _from_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
         while (chunk := await pull()) is not None:
             yield chunk
     finally:
-        await sync_to_async(getattr(chunks, "close", lambda: None), thread_sensitive=True)()
+        await sync_to_async(chunks.close, thread_sensitive=True)()
 
 
 def csv_response(
