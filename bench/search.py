@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [
@@ -76,6 +76,19 @@ RUNS = 30
 PG_BENCH_DB = "chat_bench_search"
 
 
+class QueryFigures(TypedDict):
+    p50_ms: float
+    p95_ms: float
+    shown: int
+
+
+class DatabaseRun(TypedDict):
+    """What the child process prints for one database."""
+
+    seeded_s: float
+    queries: dict[str, QueryFigures]
+
+
 def sentence(rng: random.Random, words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "."
 
@@ -112,7 +125,7 @@ def seed(conversations: int) -> None:
             Message.objects.bulk_create(rows, batch_size=2000)
 
 
-async def timings() -> dict[str, dict[str, float]]:
+async def timings() -> dict[str, QueryFigures]:
     from django.contrib.auth import get_user_model
 
     from chat.access.owners import Owner
@@ -120,7 +133,7 @@ async def timings() -> dict[str, dict[str, float]]:
 
     ada = await get_user_model().objects.aget(username="ada")
     owner = Owner(user_id=ada.pk)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, QueryFigures] = {}
     for name, q in QUERIES.items():
         samples, found = [], 0
         for _ in range(RUNS):
@@ -137,7 +150,7 @@ async def timings() -> dict[str, dict[str, float]]:
     return results
 
 
-def run_on(database_url: str, conversations: int) -> dict[str, Any]:
+def run_on(database_url: str, conversations: int) -> DatabaseRun:
     """In a child process, so each database gets Django set up afresh."""
     env = {
         **os.environ,
@@ -162,7 +175,8 @@ def run_on(database_url: str, conversations: int) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout)
+    run: DatabaseRun = json.loads(out.stdout)
+    return run
 
 
 def child(conversations: int) -> None:
@@ -176,7 +190,8 @@ def child(conversations: int) -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")  # what autovacuum (PostgreSQL) would have done by now
     seeded_s = time.perf_counter() - started
-    print(json.dumps({"seeded_s": seeded_s, "queries": asyncio.run(timings())}))
+    run: DatabaseRun = {"seeded_s": seeded_s, "queries": asyncio.run(timings())}
+    print(json.dumps(run))
 
 
 def postgres_reachable() -> bool:
@@ -204,7 +219,7 @@ def main() -> None:
     if args.child:
         child(args.conversations)
         return
-    results: dict[str, Any] = {}
+    results: dict[str, DatabaseRun] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = run_on(f"sqlite:///{tmp}/search.sqlite3", args.conversations)
     if postgres_reachable():

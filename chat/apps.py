@@ -7,7 +7,8 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
-        from chat import llm  # noqa: F401 (identity: its logout receiver)
+        from chat import llm
+        from chat.access import identity  # noqa: F401 (its logout receiver)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.

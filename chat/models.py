@@ -157,7 +157,7 @@ class ApiToken(models.Model):
 
 
 class Budget(models.Model):
-    """A person's own spending limit, in place of `CHAT_BUDGET_USD` (see chat/budgets.py)."""
+    """A person's own spending limit, in place of `CHAT_BUDGET_USD` (see `chat.spend.budgets`)."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL,

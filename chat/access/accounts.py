@@ -6,19 +6,37 @@ sign-on are allauth's own views; these adapters are the seams it offers for the 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.models import EmailAddress
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
 from chat.access.identity import anonymous_key_from_cookie, forget_anonymous
 from chat.access.owners import conversations_adopt
-from chat.spend.budgets import budget_status
+from chat.spend.budgets import BudgetJson, budget_status
+
+if TYPE_CHECKING:
+    from allauth.socialaccount.models import SocialLogin
+
+
+class AccountUser(TypedDict):
+    username: str
+    name: str
+    email: str
+    is_staff: bool
+
+
+class AccountSummary(TypedDict):
+    """`GET /api/account`, and the page's `account`."""
+
+    user: AccountUser | None
+    budget: BudgetJson | None
 
 
 def email_domain_allowed(email: str) -> bool:
@@ -26,9 +44,11 @@ def email_domain_allowed(email: str) -> bool:
     return not domains or email.rpartition("@")[2].lower() in domains
 
 
-class AccountAdapter(DefaultAccountAdapter):
+# allauth has no type information, so to mypy its adapters are Any: subclassing one is
+# what `disallow_subclassing_any` refuses.
+class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
     def is_open_for_signup(self, request: HttpRequest) -> bool:
-        return settings.CHAT_SIGNUP
+        return bool(settings.CHAT_SIGNUP)
 
     def clean_email(self, email: str) -> str:
         email = super().clean_email(email)
@@ -37,7 +57,7 @@ class AccountAdapter(DefaultAccountAdapter):
             raise ValidationError(f"Sign-up is open to addresses at {domains} only.")
         return email
 
-    def login(self, request: HttpRequest, user: Any) -> None:
+    def login(self, request: HttpRequest, user: AbstractBaseUser) -> None:
         super().login(request, user)
         # Conversations this browser started anonymously now belong to the account; the
         # anonymous identity ends here, as it would at a logout.
@@ -47,8 +67,8 @@ class AccountAdapter(DefaultAccountAdapter):
             forget_anonymous(request)
 
 
-class SocialAccountAdapter(DefaultSocialAccountAdapter):
-    def is_open_for_signup(self, request: HttpRequest, sociallogin: Any) -> bool:
+class SocialAccountAdapter(DefaultSocialAccountAdapter):  # type: ignore[misc]  # as above
+    def is_open_for_signup(self, request: HttpRequest, sociallogin: SocialLogin) -> bool:
         """The company's identity provider decides who may sign in: a first SSO sign-in
         creates the account whatever CHAT_SIGNUP says, from CHAT_SIGNUP_DOMAINS only when
         that is set (a public provider such as Google would otherwise admit anyone), and
@@ -58,7 +78,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         verified = [a.email for a in sociallogin.email_addresses if a.verified]
         return any(email_domain_allowed(email) for email in verified)
 
-    def authenticate_by_email(self, sociallogin: Any) -> tuple[Any, str] | None:
+    def authenticate_by_email(
+        self, sociallogin: SocialLogin
+    ) -> tuple[AbstractBaseUser, str] | None:
         """An SSO identity signs in as the existing person whose address it is, only where
         that address is vouched for here: verified, or set by staff on a person who has
         never managed addresses of their own. allauth's own match would also take an
@@ -75,12 +97,13 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         return None
 
 
-def vouched_owner(email: str) -> Any | None:
+def vouched_owner(email: str) -> AbstractBaseUser | None:
     """The one active person whose `email` is vouched for here (see above), if any."""
     found = EmailAddress.objects.filter(email__iexact=email, verified=True, user__is_active=True)
     verified = list(found.select_related("user")[:2])
     if len(verified) == 1:
-        return verified[0].user
+        person: AbstractBaseUser = verified[0].user
+        return person
     if verified:
         return None
     set_by_staff = list(
@@ -91,7 +114,7 @@ def vouched_owner(email: str) -> Any | None:
     return set_by_staff[0] if len(set_by_staff) == 1 else None
 
 
-async def account_summary(*, user_id: int | None) -> dict[str, Any]:
+async def account_summary(*, user_id: int | None) -> AccountSummary:
     """Who is signed in, and their budget this period (None for an anonymous visitor)."""
     if user_id is None:
         return {"user": None, "budget": None}
@@ -108,6 +131,6 @@ async def account_summary(*, user_id: int | None) -> dict[str, Any]:
     }
 
 
-def entrance_context(request: HttpRequest) -> dict[str, Any]:
+def entrance_context(request: HttpRequest) -> dict[str, bool]:
     """Template context for the sign-in pages: whether to offer sign-up at all."""
     return {"signup_open": settings.CHAT_SIGNUP}

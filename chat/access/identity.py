@@ -11,12 +11,14 @@ is signed with SECRET_KEY (a forged or edited one is ignored), expires like a se
 from __future__ import annotations
 
 import secrets
+from typing import Literal, cast
 
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
+from django.contrib.sessions.backends.base import SessionBase
 from django.core import signing
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
 from chat.access.owners import Owner
 from chat.access.tokens import token_verify
@@ -31,6 +33,7 @@ RENEW_AFTER_SECONDS = 24 * 3600
 BEARER = "bearer"
 _ISSUE = "_chat_anonymous_issue"
 _FORGET = "_chat_anonymous_forget"
+SameSite = Literal["Lax", "Strict", "None", False]
 
 
 async def request_owner(request: HttpRequest) -> Owner:
@@ -72,7 +75,7 @@ async def _session_key(request: HttpRequest) -> str | None:
     """The key an anonymous visitor was given in their session before the cookie."""
     if settings.SESSION_COOKIE_NAME not in request.COOKIES:
         return None  # no session to read: no database query
-    session = getattr(request, "session", None)
+    session: SessionBase | None = getattr(request, "session", None)
     return await session.aget(SESSION_ANONYMOUS_KEY) if session is not None else None
 
 
@@ -102,17 +105,20 @@ def anonymous_cookie(key: str) -> str:
     return _signer().sign(key)
 
 
-def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
+def settle_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
     """Send the anonymous cookie the request was given, or delete it after a logout."""
+    # One of the values Django allows for it; chatsite/settings.py assigns it unannotated,
+    # so mypy reads a plain str there.
+    samesite = cast("SameSite | None", settings.SESSION_COOKIE_SAMESITE)
     if getattr(request, _FORGET, False):
         response.delete_cookie(
             ANONYMOUS_COOKIE,
             path=settings.SESSION_COOKIE_PATH,
             domain=settings.SESSION_COOKIE_DOMAIN,
-            samesite=settings.SESSION_COOKIE_SAMESITE,
+            samesite=samesite,
         )
         return
-    key = getattr(request, _ISSUE, None)
+    key: str | None = getattr(request, _ISSUE, None)
     if key is None:
         return
     response.set_cookie(
@@ -122,9 +128,9 @@ def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
         max_age=None if settings.SESSION_EXPIRE_AT_BROWSER_CLOSE else settings.SESSION_COOKIE_AGE,
         path=settings.SESSION_COOKIE_PATH,
         domain=settings.SESSION_COOKIE_DOMAIN,
-        secure=settings.SESSION_COOKIE_SECURE or None,
+        secure=settings.SESSION_COOKIE_SECURE,
         httponly=True,
-        samesite=settings.SESSION_COOKIE_SAMESITE,
+        samesite=samesite,
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat.models import Conversation, Message
@@ -21,7 +21,7 @@ class Owner:
         if (self.user_id is None) == (not self.anonymous_key):
             raise ValueError("An owner is either a user or an anonymous key, never both.")
 
-    def conversations(self) -> Any:
+    def conversations(self) -> QuerySet[Conversation]:
         """The owner's conversations; one they deleted is gone for them (not for reports)."""
         if self.user_id is not None:
             mine = Conversation.objects.filter(owner_id=self.user_id)
@@ -37,7 +37,7 @@ class Owner:
             return conversation.owner_id == self.user_id
         return conversation.owner_id is None and conversation.anonymous_key == self.anonymous_key
 
-    def messages(self) -> Any:
+    def messages(self) -> QuerySet[Message]:
         if self.user_id is not None:
             mine = Message.objects.filter(conversation__owner_id=self.user_id)
         else:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.utils import timezone
 
 from chat.models import ApiToken
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 TOKEN_PREFIX = "chat_"
 PREFIX_CHARS = 10
@@ -35,7 +38,7 @@ def token_fill(token: ApiToken) -> str:
     return raw
 
 
-def token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+def token_create(*, user: User, name: str) -> tuple[ApiToken, str]:
     """A new token for `user`; the raw value is returned here and never again."""
     token = ApiToken(user=user, name=name)
     raw = token_fill(token)

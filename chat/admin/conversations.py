@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin
 from django.db.models import Count, QuerySet, Sum
@@ -13,31 +13,66 @@ from django.utils.text import Truncator
 from chat.admin.display import owner_name, status_badge, version_label
 from chat.models import Conversation, Message
 
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
 
-class MessageInline(admin.TabularInline):
+    # The admin's classes take their model as a type parameter in django-stubs only.
+    InlineBase = admin.TabularInline[Message, Conversation]
+    AdminBase = admin.ModelAdmin[Conversation]
+else:
+    InlineBase = admin.TabularInline
+    AdminBase = admin.ModelAdmin
+
+MESSAGE_FIELDS = (
+    "role",
+    "badge",
+    "model",
+    "excerpt",
+    "version",
+    "input_tokens",
+    "output_tokens",
+    "cost",
+    "ttft_ms",
+    "duration_ms",
+    "error_type",
+)
+CONVERSATION_FIELDS = (
+    "id",
+    "title",
+    "owner",
+    "anonymous_key",
+    "model",
+    "system_prompt",
+    "created_at",
+    "updated_at",
+    "deleted_at",
+)
+
+
+class Totals(TypedDict):
+    """What `ConversationAdmin.get_queryset` adds to each row."""
+
+    message_count: int
+    token_sum: int | None
+    cost_sum: Decimal | None
+
+
+class MessageInline(InlineBase):
     model = Message
-    fields = [
-        "role",
-        "badge",
-        "model",
-        "excerpt",
-        "version",
-        "input_tokens",
-        "output_tokens",
-        "cost",
-        "ttft_ms",
-        "duration_ms",
-        "error_type",
-    ]
-    readonly_fields = fields
+    fields = MESSAGE_FIELDS
+    readonly_fields = MESSAGE_FIELDS
     extra = 0
     can_delete = False
     show_change_link = True
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    # An inline's permission hooks get the parent row; django-stubs says so for the inline
+    # but its base class, BaseModelAdmin, types `obj` as the inline's own model.
+    def has_change_permission(  # type: ignore[override]
+        self, request: HttpRequest, obj: Conversation | None = None
+    ) -> bool:
         return False
 
     @admin.display(description="status")
@@ -54,7 +89,7 @@ class MessageInline(admin.TabularInline):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(AdminBase):
     list_display = [
         "__str__",
         "owner_display",
@@ -78,18 +113,8 @@ class ConversationAdmin(admin.ModelAdmin):
     search_fields = ["title", "owner__username", "messages__content"]
     date_hierarchy = "created_at"
     show_facets = admin.ShowFacets.ALWAYS
-    fields = [
-        "id",
-        "title",
-        "owner",
-        "anonymous_key",
-        "model",
-        "system_prompt",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-    ]
-    readonly_fields = fields
+    fields = CONVERSATION_FIELDS
+    readonly_fields = CONVERSATION_FIELDS
     inlines = [MessageInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
@@ -106,7 +131,7 @@ class ConversationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
         return False
 
     @admin.display(description="owner", ordering="owner__username")
@@ -114,14 +139,14 @@ class ConversationAdmin(admin.ModelAdmin):
         return owner_name(conversation)
 
     @admin.display(description="messages", ordering="message_count")
-    def message_count(self, conversation: Conversation) -> int:
+    def message_count(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
         return conversation.message_count
 
     @admin.display(description="tokens", ordering="token_sum")
-    def total_tokens(self, conversation: Conversation) -> int:
+    def total_tokens(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
         return conversation.token_sum or 0
 
     @admin.display(description="cost (USD)", ordering="cost_sum")
-    def total_cost(self, conversation: Conversation) -> Decimal:
+    def total_cost(self, conversation: WithAnnotations[Conversation, Totals]) -> Decimal:
         # SQLite sums decimals as floats: show the stored precision, not the float noise.
         return Decimal(conversation.cost_sum or 0).quantize(Decimal("0.00000001"))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
@@ -23,7 +22,7 @@ class _Line:
         return value
 
 
-def _cell(value: Any) -> Any:
+def _cell(value: object) -> object:
     if value is None:
         return ""
     if isinstance(value, datetime):
@@ -33,7 +32,9 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _csv_chunks(rows: Iterator[Sequence[Any]], *, rows_per_chunk: int = 500) -> Iterator[str]:
+def _csv_chunks(
+    rows: Iterator[Sequence[object]], *, rows_per_chunk: int = 500
+) -> Generator[str, None, None]:
     writer = csv.writer(_Line())
     # The byte-order mark makes Excel read the file as UTF-8.
     buffer = ["\ufeff"]
@@ -46,7 +47,7 @@ def _csv_chunks(rows: Iterator[Sequence[Any]], *, rows_per_chunk: int = 500) -> 
         yield "".join(buffer)
 
 
-async def _from_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
+async def _from_thread(chunks: Generator[str, None, None]) -> AsyncIterator[str]:
     """Under ASGI a sync iterator would be read whole into memory first; pull it chunk by
     chunk on Django's sync thread instead, where the database connection lives."""
     pull = sync_to_async(lambda: next(chunks, None), thread_sensitive=True)
@@ -54,11 +55,11 @@ async def _from_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
         while (chunk := await pull()) is not None:
             yield chunk
     finally:
-        await sync_to_async(getattr(chunks, "close", lambda: None), thread_sensitive=True)()
+        await sync_to_async(chunks.close, thread_sensitive=True)()
 
 
 def csv_response(
-    request: HttpRequest, *, filename: str, rows: Iterator[Sequence[Any]]
+    request: HttpRequest, *, filename: str, rows: Iterator[Sequence[object]]
 ) -> StreamingHttpResponse:
     chunks = _csv_chunks(rows)
     content: Iterable[str] | AsyncIterator[str] = (

@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib.admin import AdminSite
-from django.http import HttpRequest, HttpResponse
+from django.db.models.options import Options
+from django.http import HttpRequest, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 
@@ -18,7 +19,15 @@ from chat.admin.charts import day_chart
 from chat.admin.csv_files import csv_response
 from chat.models import Message
 from chat.spend.periods import period_bounds
-from chat.spend.reports import GROUPS, Group, UsageReport, usage_summary, usage_table
+from chat.spend.reports import (
+    GROUPS,
+    Group,
+    UsageReport,
+    UsageRow,
+    is_group,
+    usage_summary,
+    usage_table,
+)
 
 PERIODS = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
 
@@ -29,7 +38,8 @@ class UsagePeriodForm(forms.Form):
     until = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if data.get("period") == "custom":
             if not data.get("since"):
                 self.add_error("since", "Choose the first day.")
@@ -67,11 +77,13 @@ class UsageTable:
     links: dict[str, str]
 
     @property
-    def rows(self) -> list[tuple[Any, str]]:
+    def rows(self) -> list[tuple[UsageRow, str]]:
         return [(row, self.links.get(row.key, "")) for row in self.report.rows]
 
 
-def usage_dashboard(request: HttpRequest, *, admin_site: AdminSite, opts: Any) -> TemplateResponse:
+def usage_dashboard(
+    request: HttpRequest, *, admin_site: AdminSite, opts: Options[Message]
+) -> TemplateResponse:
     form = UsagePeriodForm(request.GET or None)
     since, until = form.bounds()
     reports = {by: usage_summary(since=since, until=until, by=by) for by in GROUPS}
@@ -102,11 +114,10 @@ def usage_dashboard(request: HttpRequest, *, admin_site: AdminSite, opts: Any) -
     return TemplateResponse(request, "admin/chat/usage_dashboard.html", context)
 
 
-def usage_csv(request: HttpRequest) -> HttpResponse:
+def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
     form = UsagePeriodForm(request.GET or None)
-    by = request.GET.get("by", "day")
-    if by not in GROUPS:
-        by = "day"
+    asked = request.GET.get("by", "day")
+    by: Group = asked if is_group(asked) else "day"
     since, until = form.bounds()
     report = usage_summary(since=since, until=until, by=by)
     rows = usage_table(report)

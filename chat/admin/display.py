@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from chat.models import Conversation, Message
@@ -13,7 +15,7 @@ from chat.spend.reports import ANONYMOUS
 Status = Message.Status
 
 # Colours readable on the admin's light and dark themes (white text on each).
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Status.COMPLETED: "#2e7d32",
     Status.INCOMPLETE: "#b26a00",
     Status.FAILED: "#c62828",
@@ -39,6 +41,17 @@ def message_badge(message: Message) -> str:
     return status_badge(message.status)
 
 
+def field_column(field: str, title: str) -> Callable[[admin.ModelAdmin[Message], Message], object]:
+    """A changelist column showing a message's `field` under a shorter `title`, sorted by
+    that field; assign it to a name in the admin's `list_display`."""
+
+    @admin.display(description=title, ordering=field)
+    def column(model_admin: admin.ModelAdmin[Message], message: Message) -> object:
+        return getattr(message, field)
+
+    return column
+
+
 def version_label(message: Message) -> str:
     """Whether the row is its turn's current version or one a regenerate/edit replaced."""
     if message.superseded_at is not None:
@@ -50,10 +63,12 @@ class VersionFilter(admin.SimpleListFilter):
     title = "version"
     parameter_name = "version"
 
-    def lookups(self, request: Any, model_admin: Any) -> list[tuple[str, str]]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Message]
+    ) -> list[tuple[str, str]]:
         return [("current", "Current"), ("earlier", "Earlier versions")]
 
-    def queryset(self, request: Any, queryset: Any) -> Any:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Message]) -> QuerySet[Message]:
         if self.value() == "current":
             return queryset.filter(superseded_at__isnull=True)
         if self.value() == "earlier":
@@ -62,4 +77,4 @@ class VersionFilter(admin.SimpleListFilter):
 
 
 def owner_name(conversation: Conversation) -> str:
-    return conversation.owner.get_username() if conversation.owner_id else ANONYMOUS
+    return conversation.owner.get_username() if conversation.owner is not None else ANONYMOUS

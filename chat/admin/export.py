@@ -4,7 +4,6 @@ Message text is not exported."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from django.db.models import QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
@@ -45,7 +44,7 @@ def messages_csv(request: HttpRequest, queryset: QuerySet[Message]) -> Streaming
     values = queryset.values_list(*(field for _, field in EXPORT_COLUMNS))
     owner_index = [name for name, _ in EXPORT_COLUMNS].index("owner")
 
-    def rows() -> Iterator[Sequence[Any]]:
+    def rows() -> Iterator[Sequence[object]]:
         yield [name for name, _ in EXPORT_COLUMNS]
         for row in values.iterator(chunk_size=2000):
             if row[owner_index] is None:

@@ -3,28 +3,63 @@ and the CSV export hang off this admin's URLs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    HttpRequest,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.admin import dashboard
-from chat.admin.display import VersionFilter, message_badge, owner_name, version_label
+from chat.admin.display import (
+    VersionFilter,
+    field_column,
+    message_badge,
+    owner_name,
+    version_label,
+)
 from chat.admin.export import messages_csv
 from chat.models import Message
 from chat.spend.prices import messages_recost
 
+if TYPE_CHECKING:
+    # The admin's classes take their model as a type parameter in django-stubs only.
+    AdminBase = admin.ModelAdmin[Message]
+else:
+    AdminBase = admin.ModelAdmin
+
+# Every field of a message's page, grouped as shown; none of them can be edited here.
+FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
+    None: ("conversation", "role", "status", "content"),
+    "Model": ("provider", "api", "model", "response_id", "finish_reason"),
+    "Usage": (
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "usage_estimated",
+        "cost",
+    ),
+    "Timing": ("created_at", "finished_at", "ttft_ms", "duration_ms"),
+    "Error": ("error_type", "error_message"),
+    "Version": ("version", "version_of", "superseded_at"),
+}
+
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(AdminBase):
     # What went wrong and what it cost first: the list scrolls sideways on small screens.
     list_display = [
         "id",
@@ -59,35 +94,15 @@ class MessageAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.ALWAYS
     ordering = ["-id"]
     actions = ["export_csv", "recompute_cost"]
-    fieldsets = [
-        (None, {"fields": ["conversation", "role", "status", "content"]}),
-        ("Model", {"fields": ["provider", "api", "model", "response_id", "finish_reason"]}),
-        (
-            "Usage",
-            {
-                "fields": [
-                    "input_tokens",
-                    "output_tokens",
-                    "total_tokens",
-                    "cached_tokens",
-                    "reasoning_tokens",
-                    "usage_estimated",
-                    "cost",
-                ]
-            },
-        ),
-        ("Timing", {"fields": ["created_at", "finished_at", "ttft_ms", "duration_ms"]}),
-        ("Error", {"fields": ["error_type", "error_message"]}),
-        ("Version", {"fields": ["version", "version_of", "superseded_at"]}),
-    ]
-    readonly_fields = [field for _, options in fieldsets for field in options["fields"]]
+    fieldsets = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS.items()]
+    readonly_fields = [field for fields in FIELD_GROUPS.values() for field in fields]
 
     # The stored record must be trustworthy: nobody adds or edits one here. Deleting needs
     # Django's delete permission, which the default action already checks.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
         return False
 
     def has_recost_permission(self, request: HttpRequest) -> bool:
@@ -103,29 +118,12 @@ class MessageAdmin(admin.ModelAdmin):
     def version(self, message: Message) -> str:
         return version_label(message)
 
-    @admin.display(description="in", ordering="input_tokens")
-    def tokens_in(self, message: Message) -> int | None:
-        return message.input_tokens
-
-    @admin.display(description="out", ordering="output_tokens")
-    def tokens_out(self, message: Message) -> int | None:
-        return message.output_tokens
-
-    @admin.display(description="cached", ordering="cached_tokens")
-    def tokens_cached(self, message: Message) -> int | None:
-        return message.cached_tokens
-
-    @admin.display(description="reasoning", ordering="reasoning_tokens")
-    def tokens_reasoning(self, message: Message) -> int | None:
-        return message.reasoning_tokens
-
-    @admin.display(description="TTFT ms", ordering="ttft_ms")
-    def ttft(self, message: Message) -> int | None:
-        return message.ttft_ms
-
-    @admin.display(description="duration ms", ordering="duration_ms")
-    def duration(self, message: Message) -> int | None:
-        return message.duration_ms
+    tokens_in = field_column("input_tokens", "in")
+    tokens_out = field_column("output_tokens", "out")
+    tokens_cached = field_column("cached_tokens", "cached")
+    tokens_reasoning = field_column("reasoning_tokens", "reasoning")
+    ttft = field_column("ttft_ms", "TTFT ms")
+    duration = field_column("duration_ms", "duration ms")
 
     @admin.display(description="created", ordering="created_at")
     def created(self, message: Message) -> str:
@@ -147,7 +145,9 @@ class MessageAdmin(admin.ModelAdmin):
         return " / ".join(part for part in (message.provider, message.api) if part)
 
     @admin.action(description="Export selected messages as CSV")
-    def export_csv(self, request: HttpRequest, queryset: QuerySet[Message]) -> HttpResponse:
+    def export_csv(
+        self, request: HttpRequest, queryset: QuerySet[Message]
+    ) -> StreamingHttpResponse:
         return messages_csv(request, queryset)
 
     @admin.action(description="Recompute cost from the current price list", permissions=["recost"])
@@ -160,7 +160,7 @@ class MessageAdmin(admin.ModelAdmin):
             messages.SUCCESS,
         )
 
-    def get_urls(self) -> list[Any]:
+    def get_urls(self) -> list[URLPattern]:
         view = self.admin_site.admin_view
         return [
             path("usage/", view(self.usage_view), name="chat_message_usage"),
@@ -173,7 +173,7 @@ class MessageAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
 
-    def export_view(self, request: HttpRequest) -> HttpResponse:
+    def export_view(self, request: HttpRequest) -> HttpResponseBase:
         """The changelist's current filters, search and ordering, as CSV."""
         self._require_view(request)
         try:
@@ -186,6 +186,6 @@ class MessageAdmin(admin.ModelAdmin):
         self._require_view(request)
         return dashboard.usage_dashboard(request, admin_site=self.admin_site, opts=self.opts)
 
-    def usage_csv_view(self, request: HttpRequest) -> HttpResponse:
+    def usage_csv_view(self, request: HttpRequest) -> StreamingHttpResponse:
         self._require_view(request)
         return dashboard.usage_csv(request)

@@ -4,24 +4,41 @@ their limit and spend this period in the user list."""
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest
 
 from chat.models import Budget, Message
 from chat.spend.budgets import budget_forget, limit_of, spend_filter
 from chat.spend.periods import budget_period
 
-User = get_user_model()
-_MONEY = DecimalField(max_digits=14, decimal_places=8)
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+    from django_stubs_ext import WithAnnotations
+
+    # The admin's classes take their model as a type parameter in django-stubs only.
+    InlineBase = admin.StackedInline[Budget, User]
+    AdminBase = UserAdmin[User]
+else:
+    User = get_user_model()
+    InlineBase = admin.StackedInline
+    AdminBase = UserAdmin
 
 
-class BudgetInline(admin.StackedInline):
+class PeriodSpend(TypedDict):
+    """What `PersonAdmin.get_queryset` adds to each row."""
+
+    period_spend: Decimal
+
+
+class BudgetInline(InlineBase):
     model = Budget
     can_delete = True
     extra = 1
@@ -35,12 +52,12 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class PersonAdmin(UserAdmin):
+class PersonAdmin(AdminBase):
     inlines = [*UserAdmin.inlines, BudgetInline]
     list_display = ["username", "email", "is_staff", "budget", "spent_this_period", "last_login"]
     list_select_related = ["chat_budget"]
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         # The period's spend in the changelist's own query (a subquery evaluated for the
         # page's rows only): no query per row, no scan of everyone's messages.
         spend = (
@@ -51,22 +68,27 @@ class PersonAdmin(UserAdmin):
             .annotate(total=Sum("cost"))
             .values("total")
         )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(period_spend=Coalesce(Subquery(spend), Decimal(0), output_field=_MONEY))
+        period_spend = Coalesce(
+            Subquery(spend), Decimal(0), output_field=DecimalField(max_digits=14, decimal_places=8)
         )
+        return super().get_queryset(request).annotate(period_spend=period_spend)
 
     @admin.display(description="budget")
-    def budget(self, user: Any) -> str:
+    def budget(self, user: User) -> str:
         limit = limit_of(getattr(user, "chat_budget", None))
         return "no limit" if limit is None else f"${limit:.2f} / {budget_period().name}"
 
     @admin.display(description="spent this period", ordering="period_spend")
-    def spent_this_period(self, user: Any) -> str:
+    def spent_this_period(self, user: WithAnnotations[User, PeriodSpend]) -> str:
         return f"${user.period_spend:.2f}"
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: forms.ModelForm[User],
+        formsets: list[BaseFormSet[Any]],
+        change: bool,
+    ) -> None:
         super().save_related(request, form, formsets, change)
         # Every worker re-reads the limit within a minute; this one at once.
         budget_forget(form.instance.pk)

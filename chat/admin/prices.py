@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -11,9 +12,15 @@ from django.http import HttpRequest
 from chat.models import ModelPrice
 from chat.spend import prices
 
+if TYPE_CHECKING:
+    # The admin's classes take their model as a type parameter in django-stubs only.
+    AdminBase = admin.ModelAdmin[ModelPrice]
+else:
+    AdminBase = admin.ModelAdmin
+
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin):
+class ModelPriceAdmin(AdminBase):
     list_display = [
         "model",
         "input_per_million",
@@ -27,7 +34,9 @@ class ModelPriceAdmin(admin.ModelAdmin):
 
     # Turns are priced from a per-process copy of this list: an edit here counts at once
     # in this process (other workers pick it up within prices.PRICES_TTL_SECONDS).
-    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ModelPrice, form: forms.ModelForm[ModelPrice], change: bool
+    ) -> None:
         super().save_model(request, obj, form, change)
         prices.prices_forget()
 

@@ -3,8 +3,9 @@ is stored."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -13,11 +14,18 @@ from django.utils import timezone
 from chat.access.tokens import token_fill
 from chat.models import ApiToken
 
-DETAIL_FIELDS = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+if TYPE_CHECKING:
+    # The admin's classes take their model as a type parameter in django-stubs only.
+    AdminBase = admin.ModelAdmin[ApiToken]
+else:
+    AdminBase = admin.ModelAdmin
+
+NEW_FIELDS = ("user", "name")
+DETAIL_FIELDS = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(AdminBase):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["user"]
@@ -25,14 +33,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     actions = ["revoke"]
 
-    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
-        return ["user", "name"] if obj is None else DETAIL_FIELDS
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> tuple[str, ...]:
+        return NEW_FIELDS if obj is None else DETAIL_FIELDS
 
-    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: ApiToken | None = None
+    ) -> tuple[str, ...]:
         # Only the name can change: a token's owner and secret are fixed at birth.
-        return [] if obj is None else [f for f in DETAIL_FIELDS if f != "name"]
+        return () if obj is None else tuple(f for f in DETAIL_FIELDS if f != "name")
 
-    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: ApiToken, form: forms.ModelForm[ApiToken], change: bool
+    ) -> None:
         raw = None if change else token_fill(obj)
         super().save_model(request, obj, form, change)
         if raw is not None:

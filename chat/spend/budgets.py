@@ -18,15 +18,16 @@ apply to them).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Literal, TypedDict
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from chat.errors import LimitExceeded
@@ -40,7 +41,27 @@ LIMIT_CACHE_SECONDS = 60
 # outside the web path (`manage.py chat`) does not drop it, and counts within that time.
 SPEND_CACHE_SECONDS = 60
 _NO_LIMIT = "none"
-_MISSING = object()
+
+
+class _Missing(enum.Enum):
+    """Not in the cache: unlike None (no limit), the database must be asked."""
+
+    MISSING = enum.auto()
+
+
+_MISSING = _Missing.MISSING
+
+
+class BudgetJson(TypedDict):
+    """A budget as the API and `chat_usage --format json` show it: amounts as strings."""
+
+    limit: str | None
+    spent: str
+    currency: str
+    period: str
+    period_start: str
+    resets_at: str
+    exceeded: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +76,7 @@ class BudgetStatus:
     def exceeded(self) -> bool:
         return self.limit is not None and self.spent >= self.limit
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BudgetJson:
         return {
             "limit": None if self.limit is None else f"{self.limit:.2f}",
             "spent": f"{self.spent.normalize():f}",
@@ -79,7 +100,7 @@ def limit_of(budget: Budget | None) -> Decimal | None:
     return None if budget.unlimited else budget.limit_usd
 
 
-def spend_of(user_ids: QuerySet[Any] | list[int], period: Period) -> dict[int, Decimal]:
+def spend_of(user_ids: list[int], period: Period) -> dict[int, Decimal]:
     """Each user's spend in `period`, in one query."""
     rows = (
         Message.objects.filter(spend_filter(period), conversation__owner_id__in=user_ids)
@@ -103,7 +124,8 @@ def _spend_key(user_id: int, period: Period) -> str:
     return f"chat:budget:spend:{user_id}:{period.name}:{period.start.date().isoformat()}"
 
 
-def _from_cache(user_id: int, period: Period) -> tuple[Any, Any]:
+def _from_cache(user_id: int, period: Period) -> tuple[str | None, str | None]:
+    """The cached limit (`_NO_LIMIT` for none) and, in a shared cache, the spend."""
     keys = [_limit_key(user_id)]
     if cache_is_shared():
         keys.append(_spend_key(user_id, period))
@@ -113,7 +135,11 @@ def _from_cache(user_id: int, period: Period) -> tuple[Any, Any]:
 
 
 def _from_database(
-    user_id: int, period: Period, *, limit: Any, with_spend: bool
+    user_id: int,
+    period: Period,
+    *,
+    limit: Decimal | None | Literal[_Missing.MISSING],
+    with_spend: bool,
 ) -> tuple[Decimal | None, Decimal | None]:
     """What the cache lacked: the limit when `limit` is `_MISSING`, then the spend when
     it is wanted or there is a limit to compare it with."""
@@ -137,7 +163,7 @@ async def budget_status(*, user_id: int, with_spend: bool = True) -> BudgetStatu
     there is a limit to compare it with). The cache first, the database for the rest."""
     period = budget_period()
     cached_limit, cached_spend = await run_cache_ops(_from_cache, user_id, period)
-    limit: Any = _MISSING
+    limit: Decimal | None | Literal[_Missing.MISSING] = _MISSING
     if cached_limit is not None:
         limit = None if cached_limit == _NO_LIMIT else Decimal(cached_limit)
     spent: Decimal | None = None

@@ -9,13 +9,14 @@ get-then-set, not atomic, and `RedisCache` does not override it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 IN_PROCESS_CACHES = (LocMemCache, DummyCache)
@@ -26,7 +27,7 @@ def cache_is_shared() -> bool:
     return not isinstance(caches[DEFAULT_CACHE_ALIAS], IN_PROCESS_CACHES)
 
 
-async def run_cache_ops(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def run_cache_ops(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run a group of counter operations: inline when the cache lives in this process
     (LocMem: a dict behind a lock, no I/O), else in one thread hop for the whole group (a
     hop costs more than a Redis round trip), so each caller crosses once."""

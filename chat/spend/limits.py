@@ -13,10 +13,10 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
@@ -234,7 +234,7 @@ async def guarded(
     message_id: int,
     slot: bool,
     user_id: int | None = None,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """`events`, then (whatever ends them: end, error, disconnect) the stream slot is
     given back and the turn's recorded tokens and cost are counted against the daily
     quota and the person's budget. A detached turn is consumed by its producer task
@@ -251,7 +251,12 @@ async def guarded(
 
 
 async def _settle(
-    aclose: Any, *, key: str, message_id: int, slot: bool, user_id: int | None
+    aclose: Callable[[], Awaitable[object]] | None,
+    *,
+    key: str,
+    message_id: int,
+    slot: bool,
+    user_id: int | None,
 ) -> None:
     try:
         if aclose is not None:

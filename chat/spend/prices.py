@@ -35,10 +35,10 @@ def price_for(model: str, at: datetime) -> ModelPrice | None:
     return price_in(prices, model=model, at=at)
 
 
-# Finishing a turn reads the price list from this process's copy instead of querying it
-# (a query per finished turn was ~8 % of a reply's CPU). An edit made in this process's
-# admin is seen at once (it calls `prices_forget`); other workers and other processes
-# (a shell, a command) see it within the TTL.
+# Finishing a turn reads the price list from this process's copy instead of querying it:
+# a query per finished turn is a cost every reply would pay. An edit made in this
+# process's admin is seen at once (it calls `prices_forget`); other workers and other
+# processes (a shell, a command) see it within the TTL.
 # The cost is still the price in force when the turn finishes: the whole list is kept,
 # with its `valid_from` dates.
 PRICES_TTL_SECONDS = 60.0

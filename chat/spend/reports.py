@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
 from django.db import connection
 from django.db.models import (
@@ -18,6 +18,7 @@ from django.db.models import (
     Count,
     F,
     FloatField,
+    Func,
     Q,
     QuerySet,
     Sum,
@@ -27,11 +28,17 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from chat.models import Message
-from chat.spend.budgets import BudgetStatus, budgets_by_username
+from chat.spend.budgets import BudgetJson, BudgetStatus, budgets_by_username
 
 Group = Literal["day", "model", "user"]
 GROUPS: tuple[Group, ...] = ("day", "model", "user")
 ANONYMOUS = "anonymous"
+# What a row is grouped by, as the database returns it: a day, a model, a username.
+GroupValue = date | str | None
+
+
+def is_group(value: str) -> TypeGuard[Group]:
+    return value in GROUPS
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +83,7 @@ class _PercentileCont(Aggregate):
     template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
     output_field = FloatField()
 
-    def __init__(self, expression: Any, *, fraction: float) -> None:
+    def __init__(self, expression: str, *, fraction: float) -> None:
         # A float we choose, never user input, so it may be formatted into the SQL.
         super().__init__(expression, fraction=float(fraction))
 
@@ -84,14 +91,12 @@ class _PercentileCont(Aggregate):
 def usage_summary(*, since: datetime, until: datetime, by: Group) -> UsageReport:
     """Assistant messages created in [since, until), grouped `by` day (in the current time
     zone), model, or user (owner's username, `anonymous` for anonymous conversations)."""
-    if by not in GROUPS:
-        raise ValueError(f"by must be one of {', '.join(GROUPS)}")
     messages = _assistant_messages(since=since, until=until)
     metrics = _metrics()
     grouped = messages.annotate(group=_group_key(by)).values("group").annotate(**metrics).order_by()
     totals = messages.aggregate(**metrics)
     if _percentiles_in_sql():
-        ttfts: dict[Any, list[int]] = {}
+        ttfts: dict[GroupValue, list[int]] = {}
         total_ttfts: list[int] = []
     else:
         ttfts = _ttfts_by_group(messages, by)
@@ -112,7 +117,7 @@ def _assistant_messages(*, since: datetime, until: datetime) -> QuerySet[Message
     )
 
 
-def _group_key(by: Group) -> Any:
+def _group_key(by: Group) -> F | Func:
     if by == "day":
         return TruncDate("created_at", tzinfo=timezone.get_current_timezone())
     if by == "model":
@@ -120,8 +125,8 @@ def _group_key(by: Group) -> Any:
     return Coalesce(F("conversation__owner__username"), Value(ANONYMOUS), output_field=CharField())
 
 
-def _metrics() -> dict[str, Any]:
-    metrics: dict[str, Any] = {
+def _metrics() -> dict[str, Aggregate]:
+    metrics: dict[str, Aggregate] = {
         "requests": Count("pk"),
         "failed": Count("pk", filter=Q(status=Message.Status.FAILED)),
         "input_tokens": Sum("input_tokens", default=0),
@@ -138,9 +143,9 @@ def _percentiles_in_sql() -> bool:
     return connection.vendor == "postgresql"
 
 
-def _ttfts_by_group(messages: QuerySet[Message], by: Group) -> dict[Any, list[int]]:
+def _ttfts_by_group(messages: QuerySet[Message], by: Group) -> dict[GroupValue, list[int]]:
     """Sorted time-to-first-token samples per group: one query, ints only."""
-    samples: dict[Any, list[int]] = {}
+    samples: dict[GroupValue, list[int]] = {}
     rows = (
         messages.filter(ttft_ms__isnull=False)
         .annotate(group=_group_key(by))
@@ -148,7 +153,8 @@ def _ttfts_by_group(messages: QuerySet[Message], by: Group) -> dict[Any, list[in
         .order_by("ttft_ms")
     )
     for group, ttft in rows.iterator(chunk_size=2000):
-        samples.setdefault(group, []).append(ttft)
+        if ttft is not None:  # always: the filter above leaves NULLs out
+            samples.setdefault(group, []).append(ttft)
     return samples
 
 
@@ -180,7 +186,7 @@ def _row(key: str, values: dict[str, Any], ttfts: list[int]) -> UsageRow:
     )
 
 
-def _key(group: Any) -> str:
+def _key(group: GroupValue) -> str:
     if isinstance(group, date):
         return group.isoformat()
     return str(group) if group else "(none)"
@@ -243,7 +249,31 @@ def _ms(value: float | None) -> str:
     return "" if value is None else f"{value:.1f}"
 
 
-def usage_json(report: UsageReport) -> dict[str, Any]:
+class UsageJsonRow(TypedDict):
+    group: str
+    requests: int
+    failed: int
+    failure_rate: float
+    input_tokens: int
+    output_tokens: int
+    cost: str
+    ttft_median_ms: float | None
+    ttft_p95_ms: float | None
+    # By user only: the person's budget this period (None for anonymous visitors).
+    budget: NotRequired[BudgetJson | None]
+
+
+class UsageJson(TypedDict):
+    """`manage.py chat_usage --format json`."""
+
+    since: str
+    until: str
+    by: Group
+    rows: list[UsageJsonRow]
+    totals: UsageJsonRow
+
+
+def usage_json(report: UsageReport) -> UsageJson:
     rows = [_json_row(row) for row in report.rows]
     if report.by == "user":
         people = budgets_by_username([row.key for row in report.rows])
@@ -259,7 +289,7 @@ def usage_json(report: UsageReport) -> dict[str, Any]:
     }
 
 
-def _json_row(row: UsageRow) -> dict[str, Any]:
+def _json_row(row: UsageRow) -> UsageJsonRow:
     return {
         "group": row.key,
         "requests": row.requests,

@@ -12,14 +12,15 @@ import asyncio
 import contextlib
 import textwrap
 import time
-from typing import Any
+from collections.abc import AsyncGenerator
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat import llm
-from chat.llm import Backend, Finished, ProviderError, TextDelta
+from chat.llm import Backend, Finished, ProviderError, ProviderEvent, TextDelta
 
 CHECK_PROMPT = "Reply with the single word: ok"
 LABEL_WIDTH = 12
@@ -120,10 +121,14 @@ async def reply_check(config: Backend) -> tuple[str, Finished, int]:
     started = time.monotonic()
     ttft_ms: int | None = None
     parts: list[str] = []
-    stream = llm.stream_reply(
-        messages=[{"role": "user", "content": CHECK_PROMPT}],
-        model=config.default_model,
-        api=config.api,
+    # stream_reply is an async generator, annotated as a mere AsyncIterator.
+    stream = cast(
+        AsyncGenerator[ProviderEvent, None],
+        llm.stream_reply(
+            messages=[{"role": "user", "content": CHECK_PROMPT}],
+            model=config.default_model,
+            api=config.api,
+        ),
     )
     async with contextlib.aclosing(stream):
         async for event in stream:
