@@ -3,8 +3,6 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,13 +15,12 @@ from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
 from chat.llm.events import Finished, ProviderEvent
 from chat.llm.parsers import ChatParser, ResponsesParser, sse_data, sse_lines
+from chat.runtime import PerLoop
 
 UPSTREAM_MAX_CONNECTIONS = 10_000
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: PerLoop[openai.AsyncOpenAI] = PerLoop(lambda: _build_client(backend()))
 _transport_override: httpx2.AsyncBaseTransport | None = None
 
 
@@ -42,11 +39,7 @@ def use_transport(transport: httpx2.AsyncBaseTransport | None) -> None:
 
 def sdk_client() -> openai.AsyncOpenAI:
     """The SDK client for the running event loop (an httpx pool cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    existing = _clients.get(loop)
-    if existing is None:
-        existing = _clients[loop] = _build_client(backend())
-    return existing
+    return _clients.get()
 
 
 def _build_client(config: Backend) -> openai.AsyncOpenAI:

@@ -16,14 +16,14 @@ import contextlib
 import contextvars
 import logging
 import time
-import weakref
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.utils import timezone
 
 from chat.models import Message
+from chat.runtime import PerLoop, spawn
 from chat.spend import limits
 from chat.streams import StreamEvent
 from chat.text import storable
@@ -50,14 +50,15 @@ class _Producer:
     watched_elsewhere: bool = False  # by a reader on another worker, at the last tick
 
 
-# Per event loop: the turns it produces, and the task that ticks for them.
-_producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Producer]] = (
-    weakref.WeakKeyDictionary()
-)
-_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
-_tasks: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak refs)
+@dataclass(slots=True)
+class _Produced:
+    """An event loop's producers, by log key, and the task that ticks for them."""
+
+    producers: dict[str, _Producer] = field(default_factory=dict)
+    ticker: asyncio.Task[None] | None = None
+
+
+_produced: PerLoop[_Produced] = PerLoop(_Produced)
 
 
 async def turn_detach(
@@ -76,17 +77,12 @@ async def turn_detach(
     if resumable_url and first.type == "start":
         first = StreamEvent("start", {**first.data, "stream_url": stream_url(turn.message_id)})
     log.append(first)
-    producers = _producers.setdefault(asyncio.get_running_loop(), {})
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
-    producer = producers[log.key] = _Producer(log, stop_key)
+    producer = _produced.get().producers[log.key] = _Producer(log, stop_key)
     turn_log.reader_hooks[log.key] = lambda: _reader_left(producer)
     # A context of its own: the task outlives the request, and must not be bound to its
     # thread (asgiref picks the database thread from the context).
-    task = asyncio.get_running_loop().create_task(
-        _produce(events, producer), context=contextvars.Context()
-    )
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    spawn(_produce(events, producer), context=contextvars.Context())
     _tick_soon()
     with contextlib.suppress(Exception):  # Redis out: the ticker tries again
         await turn_log.alive_refresh([log.key])
@@ -109,8 +105,7 @@ async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> N
         logger.exception("detached turn %s failed", log.key)
     finally:
         log.append(final or _interrupted_event())
-        loop_producers = _producers.get(asyncio.get_running_loop(), {})
-        loop_producers.pop(log.key, None)
+        _produced.get().producers.pop(log.key, None)
         turn_log.reader_hooks.pop(log.key, None)
         turn_log.log_forget_later(log)
         with contextlib.suppress(Exception):
@@ -128,14 +123,12 @@ def _reader_left(producer: _Producer) -> None:
 
 
 def _tick_soon() -> None:
-    loop = asyncio.get_running_loop()
-    ticker = _tickers.get(loop)
-    if ticker is None or ticker.done():
-        _tickers[loop] = loop.create_task(_tick_forever(), context=contextvars.Context())
+    produced = _produced.get()
+    if produced.ticker is None or produced.ticker.done():
+        produced.ticker = spawn(_tick_forever(produced.producers), context=contextvars.Context())
 
 
-async def _tick_forever() -> None:
-    producers = _producers.setdefault(asyncio.get_running_loop(), {})
+async def _tick_forever(producers: dict[str, _Producer]) -> None:
     while producers:
         try:
             await _tick(producers)

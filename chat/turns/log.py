@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
 from django.conf import settings
 
+from chat.runtime import PerLoop, spawn
 from chat.streams import SSE_PING, StreamEvent, encode_sse
 
 logger = logging.getLogger("chat")
@@ -150,18 +150,18 @@ def log_local(key: str) -> TurnLog | None:
 # ---- Redis
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+def _redis_connect() -> Any:
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL)
+
+
+# One `redis.asyncio` client per event loop (its connections belong to that loop).
+_clients: PerLoop[Any] = PerLoop(_redis_connect)
 
 
 def redis_client() -> Any:
-    """One `redis.asyncio` client per event loop (its connections belong to that loop)."""
-    import redis.asyncio
-
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
-        client = _clients[loop] = redis.asyncio.Redis.from_url(settings.REDIS_URL)
-    return client
+    return _clients.get()
 
 
 def _redis_key(key: str, kind: str = "log") -> str:
@@ -180,9 +180,7 @@ class _Publisher:
     def push(self, position: int, frame: bytes, *, final: bool) -> None:
         self.pending.append((position, frame, final))
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._flush())
-            _background.add(self.task)
-            self.task.add_done_callback(_background.discard)
+            self.task = spawn(self._flush())
 
     async def _flush(self) -> None:
         client = redis_client()
@@ -201,9 +199,6 @@ class _Publisher:
                 await pipe.execute()
             except Exception:  # readers elsewhere will see the turn interrupted
                 logger.warning("could not write turn log %s to Redis", self.key, exc_info=True)
-
-
-_background: set[asyncio.Task[Any]] = set()
 
 
 async def alive_refresh(keys: list[str]) -> None:
@@ -245,9 +240,7 @@ async def log_remote(key: str, *, interrupted: Any) -> TurnLog | None:
     if not exists and not alive:
         return None
     tail = _tails[key] = TurnLog(key)
-    task = asyncio.get_running_loop().create_task(_tail(tail, interrupted))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    spawn(_tail(tail, interrupted))
     return tail
 
 

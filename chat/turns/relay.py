@@ -13,27 +13,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from chat.llm import TextDelta
+from chat.runtime import PerLoop, spawn
 
 PING = object()
 CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
 _queues: dict[str, asyncio.Queue[Any]] = {}
-# Per event loop: the cancel keys of its open relays, and the task polling them.
-_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
-    weakref.WeakKeyDictionary()
-)
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+@dataclass(slots=True)
+class _Watched:
+    """An event loop's open relays: their cancel keys, and the task polling them."""
+
+    keys: set[str] = field(default_factory=set)
+    poller: asyncio.Task[None] | None = None
+
+
+_watched: PerLoop[_Watched] = PerLoop(_Watched)
 
 
 class StopRequested(Exception):
@@ -53,13 +58,11 @@ def request_stop(cancel_key: str) -> None:
 
 
 def _watch(cancel_key: str) -> set[str]:
-    loop = asyncio.get_running_loop()
-    keys = _watched.setdefault(loop, set())
-    keys.add(cancel_key)
-    poller = _pollers.get(loop)
-    if poller is None or poller.done():
-        _pollers[loop] = loop.create_task(_poll_stops(keys))
-    return keys
+    watched = _watched.get()
+    watched.keys.add(cancel_key)
+    if watched.poller is None or watched.poller.done():
+        watched.poller = spawn(_poll_stops(watched.keys))
+    return watched.keys
 
 
 async def _poll_stops(keys: set[str]) -> None:

@@ -17,7 +17,7 @@ from django.db import connection
 from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
-from chat.runtime import shielded
+from chat.runtime import shielded, spawn
 from chat.streams import StreamEvent
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
@@ -27,9 +27,6 @@ from chat.turns.start import Turn
 
 logger = logging.getLogger("chat")
 PING = StreamEvent("ping")
-
-
-_background: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
 
 
 async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
@@ -64,9 +61,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         # awaited, so the upstream call does not wait for it; it runs in this request's
         # DB thread, before turn_finish's write queued behind it there.
         if connection.vendor != "sqlite":
-            release = asyncio.ensure_future(sync_to_async(release_connection)())
-            _background.add(release)
-            release.add_done_callback(_background.discard)
+            spawn(sync_to_async(release_connection)())
         upstream = llm.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
