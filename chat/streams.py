@@ -1,4 +1,5 @@
-"""Pure encoders: one stream event model, three encodings (SSE, NDJSON, folded JSON).
+"""Pure encoders: one stream event model, three encodings (SSE, NDJSON, folded JSON), and
+the way back from a stored SSE frame.
 
 No I/O here. Event data is always JSON-encoded, so newlines, CR, quotes and any unicode
 in model text survive every encoding unchanged.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 EventType = Literal["start", "delta", "end", "error", "ping"]
 
@@ -53,6 +54,14 @@ def encode_sse(event: StreamEvent, *, id: int | None = None) -> bytes:
     if event.type == "ping":
         return SSE_PING
     return sse_event(event.type, event.data, id=id)
+
+
+def decode_sse(frame: bytes) -> StreamEvent:
+    """The event a frame of `encode_sse` with an id holds (a turn log's frame, stored as
+    `id: n\\nevent: x\\ndata: {...}\\n\\n`); its type is one of ours, written by us."""
+    _, event_line, data_line, *_ = frame.decode().split("\n")
+    event_type = cast(EventType, event_line.removeprefix("event: "))
+    return StreamEvent(event_type, json.loads(data_line.removeprefix("data: ")))
 
 
 def encode_ndjson(event: StreamEvent) -> bytes:

@@ -79,7 +79,7 @@ async def turn_detach(
     log.append(first)
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     producer = _produced.get().producers[log.key] = _Producer(log, stop_key)
-    turn_log.reader_hooks[log.key] = lambda: _reader_left(producer)
+    log.on_reader_left(lambda: _reader_left(producer))
     # A context of its own: the task outlives the request, and must not be bound to its
     # thread (asgiref picks the database thread from the context).
     spawn(_produce(events, producer), context=contextvars.Context())
@@ -106,7 +106,6 @@ async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> N
     finally:
         log.append(final or _interrupted_event())
         _produced.get().producers.pop(log.key, None)
-        turn_log.reader_hooks.pop(log.key, None)
         turn_log.log_forget_later(log)
         with contextlib.suppress(Exception):
             await turn_log.alive_forget(log.key)
