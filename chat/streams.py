@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
-EventType = Literal["start", "delta", "end", "error", "ping"]
+EventType = Literal["start", "delta", "end", "error", "idle"]
 
 SSE_PING = b": ping\n\n"
 _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
@@ -22,6 +22,12 @@ _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
 class StreamEvent:
     type: EventType
     data: dict[str, Any] = field(default_factory=dict)
+
+
+# Not an event of the turn: its source has had nothing to send for a while. Only the SSE
+# encoder writes anything for it, a `: ping` comment, so that proxies and browsers keep a
+# quiet connection open; NDJSON and the folded JSON leave it out.
+IDLE = StreamEvent("idle")
 
 
 def _json(data: Any) -> str:
@@ -51,7 +57,7 @@ def ndjson_line(event: str, data: dict[str, Any]) -> bytes:
 
 
 def encode_sse(event: StreamEvent, *, id: int | None = None) -> bytes:
-    if event.type == "ping":
+    if event.type == "idle":
         return SSE_PING
     return sse_event(event.type, event.data, id=id)
 
@@ -65,7 +71,7 @@ def decode_sse(frame: bytes) -> StreamEvent:
 
 
 def encode_ndjson(event: StreamEvent) -> bytes:
-    return b"" if event.type == "ping" else ndjson_line(event.type, event.data)
+    return b"" if event.type == "idle" else ndjson_line(event.type, event.data)
 
 
 def fold(events: Iterable[StreamEvent]) -> dict[str, Any]:

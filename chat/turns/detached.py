@@ -99,7 +99,7 @@ async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> N
                     # Held back until the slot and counters are settled (the generator's
                     # end): a reader that gets it may start its next turn at once.
                     final = event
-                elif event.type != "ping":  # readers ping on their own when idle
+                elif event.type != "idle":  # each reader says when it is idle itself
                     log.append(event)
     except Exception:  # the row is finished by turn_stream; readers must not hang
         logger.exception("detached turn %s failed", log.key)

@@ -1,29 +1,29 @@
 """Relay an upstream event stream through a queue, so the consumer can stay responsive.
 
-The upstream is read in its own task. The consumer gets its events, plus `PING` after
-`ping_every` idle seconds, and stops with `StopRequested` when someone asks this turn to
-stop: on this worker through the queue (instant), on another through a cache key (polled
-once a second by one task per event loop for all its relays, so a thousand open streams
-cost one cache round trip a second, not a thousand). Deltas already queued are merged,
-so a burst of tiny tokens costs one frame; the first is never delayed. Leaving the relay,
-for any reason, cancels the upstream task, which closes the upstream response.
+The upstream is read in its own task. The consumer gets its events, plus `IDLE` after
+`idle_after` seconds with none, and stops with `StopRequested` when someone asks this
+turn to stop: on this worker through the queue (instant), on another through a cache key
+(polled by one task per event loop for all its relays, so however many streams are open,
+each poll is one cache round trip). Deltas already queued are merged, so a burst of tiny
+tokens costs one frame; the first is never delayed. Leaving the relay, for any reason,
+cancels the upstream task, which closes the upstream response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.llm import TextDelta
+from chat.llm import ProviderEvent, TextDelta
 from chat.runtime import PerLoop, spawn
+from chat.streams import IDLE, StreamEvent
 
-PING = object()
 CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
@@ -81,8 +81,10 @@ async def _poll_stops(keys: set[str]) -> None:
 
 
 async def relay(
-    upstream: AsyncIterator[Any], *, cancel_key: str, ping_every: float
-) -> AsyncIterator[Any]:
+    upstream: AsyncIterator[ProviderEvent], *, cancel_key: str, idle_after: float
+) -> AsyncGenerator[ProviderEvent | StreamEvent, None]:
+    """`upstream`'s events, and `IDLE` (the one `StreamEvent` here) after `idle_after`
+    seconds without any."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)
@@ -100,10 +102,10 @@ async def relay(
         while True:
             if queue.empty():
                 try:
-                    async with asyncio.timeout(ping_every):
+                    async with asyncio.timeout(idle_after):
                         item = await queue.get()
                 except TimeoutError:
-                    yield PING
+                    yield IDLE
                     continue
             else:
                 item = queue.get_nowait()

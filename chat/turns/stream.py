@@ -18,7 +18,7 @@ from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded, spawn
-from chat.streams import StreamEvent
+from chat.streams import IDLE, StreamEvent
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
@@ -26,7 +26,6 @@ from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
 
 logger = logging.getLogger("chat")
-PING = StreamEvent("ping")
 
 
 async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
@@ -68,7 +67,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         relayed = relay.relay(
             upstream,
             cancel_key=stop_key,
-            ping_every=settings.CHAT_SSE_PING_SECONDS,
+            idle_after=settings.CHAT_SSE_PING_SECONDS,
         )
         # aclosing: when our consumer closes us at a `yield`, the upstream is closed
         # before the row is finished, not whenever the garbage collector gets to it.
@@ -84,7 +83,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
                 elif isinstance(event, Finished):
                     finished = event
                 else:
-                    yield PING
+                    yield event  # IDLE
     except ProviderError as exc:
         error = exc
     except relay.StopRequested:
@@ -116,13 +115,10 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         yield StreamEvent("end", outcome)
 
 
-# Turns being streamed by this process, so shutdown can wait until each row is finished.
-
-
 async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
     """For a second reader of a turn: wait for the stored result, never call the model."""
     deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
-    last_ping = time.monotonic()
+    last_sent = time.monotonic()
     while message.status not in Message.FINAL_STATUSES:
         if time.monotonic() >= deadline:
             yield StreamEvent(
@@ -138,9 +134,9 @@ async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
             )
             return
         await asyncio.sleep(0.5)
-        if time.monotonic() - last_ping >= settings.CHAT_SSE_PING_SECONDS:
-            last_ping = time.monotonic()
-            yield PING
+        if time.monotonic() - last_sent >= settings.CHAT_SSE_PING_SECONDS:
+            last_sent = time.monotonic()
+            yield IDLE
         await message.arefresh_from_db()
     for event in turn_replay(message):
         yield event

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from chat.streams import SSE_PING, StreamEvent, encode_sse
+from chat.streams import IDLE, StreamEvent, encode_sse
 from chat.turns.log import memory, redis
 from chat.turns.log.redis import alive_forget, alive_refresh, watched_elsewhere
 
@@ -81,26 +81,30 @@ class TurnLog:
             return False
         return True
 
-    async def frames_after(self, after: int, *, ping_every: float) -> AsyncIterator[bytes]:
-        """The frames after position `after`, then each new one, until the final one;
-        `: ping` after `ping_every` idle seconds. Frames already there go as one chunk."""
-        async for position in self._positions(after, ping_every=ping_every):
-            if position < 0:
-                yield SSE_PING
+    async def frames_after(self, after: int) -> AsyncIterator[bytes | StreamEvent]:
+        """The frames after position `after`, as stored, then each new one, until the final
+        one; `IDLE` whenever none has come for a while. Frames already there go as one
+        chunk."""
+        async for position in self._positions(after):
+            if position is None:
+                yield IDLE
             else:
                 yield b"".join(self.frames[after:position])
                 after = position
 
     async def events_after(self, after: int) -> AsyncIterator[StreamEvent]:
-        async for position in self._positions(after, ping_every=settings.CHAT_SSE_PING_SECONDS):
-            if position < 0:
-                yield StreamEvent("ping")
+        """`frames_after`, as the events they encode."""
+        async for position in self._positions(after):
+            if position is None:
+                yield IDLE
             else:
                 for event in self.events[after:position]:
                     yield event
                 after = position
 
-    async def _positions(self, after: int, *, ping_every: float) -> AsyncIterator[int]:
+    async def _positions(self, after: int) -> AsyncIterator[int | None]:
+        """How far the log reaches each time it grows past `after`; None when it has not
+        for `CHAT_SSE_PING_SECONDS`."""
         self.readers += 1
         try:
             while True:
@@ -109,8 +113,8 @@ class TurnLog:
                     yield after
                 if self.closed:
                     return
-                if not await self._changed(ping_every):
-                    yield -1
+                if not await self._changed(settings.CHAT_SSE_PING_SECONDS):
+                    yield None
         finally:
             self.readers -= 1
             if self._reader_left is not None:
