@@ -16,8 +16,9 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
@@ -67,8 +68,12 @@ async def turn_detach(
     """Start producing `turn` in its own task; returns its log, its `start` already in.
     `resumable_url`: the `start` event names the `stream_url` (a direct POST asked to be
     resumable; a deferred turn's client has it already)."""
-    events = limits.guarded(
-        turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
+    # An async generator (`guarded` is annotated as an iterator), so the producer can close it.
+    events = cast(
+        AsyncGenerator[StreamEvent, None],
+        limits.guarded(
+            turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
+        ),
     )
     log = turn_log.log_open(log_key(turn.conversation_id, turn.message_id))
     # Taken here, so the turn is inside its `try` (its row will be finished) before the
@@ -89,7 +94,7 @@ async def turn_detach(
     return log
 
 
-async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> None:
+async def _produce(events: AsyncGenerator[StreamEvent, None], producer: _Producer) -> None:
     log = producer.log
     final: StreamEvent | None = None
     try:
@@ -199,10 +204,3 @@ async def turn_log_find(*, message: Message) -> TurnLog | None:
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.05)
-    found = await turn_log.log_remote(key, interrupted=_interrupted)
-    # Claimed a moment ago elsewhere: its producer may not have written to Redis yet.
-    deadline = time.monotonic() + LOG_APPEARS_SECONDS
-    while found is None and message.status == Status.STREAMING and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        found = await turn_log.log_remote(key, interrupted=_interrupted)
-    return found

@@ -158,7 +158,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
         cost=cost,
         ttft_ms=finish.ttft_ms,
         duration_ms=finish.duration_ms,
-        error=error and {"type": error.error_type, "message": error.message},
+        error={"type": error.error_type, "message": error.message} if error else None,
         retry_after=error.retry_after if error else None,
     )
 

@@ -8,7 +8,7 @@ from typing import Any
 from django.urls import reverse
 
 from chat.models import Message
-from chat.streams import StreamEvent
+from chat.streams import EventType, StreamEvent
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
@@ -74,7 +74,7 @@ def turn_replay(message: Message) -> list[StreamEvent]:
     ]
     if message.content:
         events.append(StreamEvent("delta", {"text": message.content}))
-    kind = "error" if message.status == Status.FAILED else "end"
+    kind: EventType = "error" if message.status == Status.FAILED else "end"
     events.append(StreamEvent(kind, stored_end_data(message)))
     return events
 
