@@ -2,8 +2,8 @@
 
 Every ORM call of a worker runs on its one database thread (see chatsite/asgi.py), and
 under load that thread waits for the GIL after every SQL statement while the event loop
-runs: a thousand turns opened at once each paid that wait four or five times, one after
-the other. A `Batcher` hands the database thread everything that queued up while its
+runs: turns opened at once each paid that wait for every statement, one after the
+other. A `Batcher` hands the database thread everything that queued up while its
 previous batch was being written, as one list: one transaction, a few statements, one
 thread hop, whatever the number of callers. A lone caller is written at once (nothing
 waits to fill a batch), so this adds no latency when the server is idle.

@@ -4,7 +4,7 @@ go. It ends when the model does, on Stop (`turn_cancel`, any worker), or when no
 read it for `CHAT_RESUME_GRACE_SECONDS`. The stream slot, quota and budget are settled
 once, when the producer ends (`limits.guarded`), never when a reader leaves.
 
-One task per event loop ticks once a second for all the turns it produces: it refreshes
+One task per event loop ticks (`TICK_SECONDS`) for all the turns it produces: it refreshes
 their liveness in Redis (so readers elsewhere notice a dead worker) and stops the ones
 nobody watches, in one round trip.
 """

@@ -66,7 +66,7 @@ def _watch(cancel_key: str) -> set[str]:
 
 
 async def _poll_stops(keys: set[str]) -> None:
-    """Stops asked on other workers: one `get_many` a second for every open relay here."""
+    """Stops asked on other workers: one `get_many` a poll for every open relay here."""
     while keys:
         await asyncio.sleep(CANCEL_POLL_SECONDS)
         if not keys:
