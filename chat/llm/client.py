@@ -68,7 +68,7 @@ def _build_client(config: Backend) -> openai.AsyncOpenAI:
 
 def _http_client() -> httpx2.AsyncClient | None:
     """aiohttp under the SDK: httpx's pool does work per open connection on every request,
-    which a thousand concurrent streams turn into most of the CPU."""
+    which many concurrent streams turn into most of the CPU."""
     if settings.CHAT_HTTP_CLIENT != "aiohttp":
         return None
     limits = httpx2.Limits(
