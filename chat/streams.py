@@ -8,9 +8,9 @@ in model text survive every encoding unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
 EventType = Literal["start", "delta", "end", "error", "idle"]
 
@@ -21,7 +21,38 @@ _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     type: EventType
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StartData(TypedDict):
+    """A `start` event's data."""
+
+    conversation: str
+    message: int
+    model: str
+    stream_url: NotRequired[str]  # a direct stream that asked to be resumable
+
+
+class ErrorDetail(TypedDict):
+    type: str
+    message: str
+
+
+class ErrorData(TypedDict):
+    """An `error` event's data, at the least (a recorded turn's has its `end` fields too)."""
+
+    status: str
+    error: ErrorDetail
+
+
+def start_event(data: StartData) -> StreamEvent:
+    return StreamEvent("start", data)
+
+
+def error_event(*, status: str, error_type: str, message: str) -> StreamEvent:
+    return StreamEvent(
+        "error", ErrorData(status=status, error={"type": error_type, "message": message})
+    )
 
 
 # Not an event of the turn: its source has had nothing to send for a while. Only the SSE
@@ -42,7 +73,7 @@ def _json(data: Any) -> str:
     return text
 
 
-def sse_event(event: str, data: dict[str, Any], *, id: int | None = None) -> bytes:
+def sse_event(event: str, data: Mapping[str, Any], *, id: int | None = None) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so one `data:` line is enough."""
     head = f"id: {id}\nevent: {event}\n" if id is not None else f"event: {event}\n"
     return f"{head}data: {_json(data)}\n\n".encode()
@@ -52,7 +83,7 @@ def sse_retry(milliseconds: int) -> bytes:
     return f"retry: {milliseconds}\n\n".encode()
 
 
-def ndjson_line(event: str, data: dict[str, Any]) -> bytes:
+def ndjson_line(event: str, data: Mapping[str, Any]) -> bytes:
     return (_json({"type": event, **data}) + "\n").encode()
 
 

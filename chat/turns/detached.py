@@ -26,7 +26,7 @@ from django.utils import timezone
 from chat.models import Message
 from chat.runtime import PerLoop, spawn
 from chat.spend import limits
-from chat.streams import StreamEvent
+from chat.streams import StreamEvent, error_event
 from chat.text import storable
 from chat.turns import log as turn_log
 from chat.turns import relay
@@ -161,15 +161,10 @@ async def _tick(producers: dict[str, _Producer]) -> None:
 
 
 def _interrupted_event() -> StreamEvent:
-    return StreamEvent(
-        "error",
-        {
-            "status": str(Status.INCOMPLETE),
-            "error": {
-                "type": "interrupted",
-                "message": "The server writing this reply stopped; what arrived is kept.",
-            },
-        },
+    return error_event(
+        status=str(Status.INCOMPLETE),
+        error_type="interrupted",
+        message="The server writing this reply stopped; what arrived is kept.",
     )
 
 

@@ -149,7 +149,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
     if not written:  # recorded already (by whoever finished it first): say what is stored
-        return turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data
+        return dict(turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data)
     return end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],

@@ -18,7 +18,7 @@ from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded, spawn
-from chat.streams import IDLE, StreamEvent
+from chat.streams import IDLE, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
@@ -46,13 +46,12 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     try:
         # Inside the `try`: a consumer that leaves at this very first event still gets
         # the row finished.
-        yield StreamEvent(
-            "start",
+        yield start_event(
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
                 "model": turn.model,
-            },
+            }
         )
         # Resumed once the response has started, so the rows are written (turn_start or
         # claim, and a session the middleware saved): seconds to minutes of waiting on
@@ -121,16 +120,11 @@ async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
     last_sent = time.monotonic()
     while message.status not in Message.FINAL_STATUSES:
         if time.monotonic() >= deadline:
-            yield StreamEvent(
-                "error",
-                {
-                    "status": str(message.status),
-                    "error": {
-                        "type": "still_streaming",
-                        "message": "This reply is still being written elsewhere; "
-                        "reload to see it when it is done.",
-                    },
-                },
+            yield error_event(
+                status=str(message.status),
+                error_type="still_streaming",
+                message="This reply is still being written elsewhere; "
+                "reload to see it when it is done.",
             )
             return
         await asyncio.sleep(0.5)
