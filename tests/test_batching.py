@@ -1,4 +1,4 @@
-"""chat/batching.py: concurrent submissions become one write; each caller gets its own
+"""chat/turns/batching.py: concurrent submissions become one write; each caller gets its own
 result or error; a lone caller is not kept waiting for company."""
 
 from __future__ import annotations
