@@ -1,19 +1,24 @@
-"""Awaiting work that must run to its end even when whoever awaits it is cancelled."""
+"""The event loop's small services: work that must run to its end even when whoever
+awaits it is cancelled, state kept once per event loop, and tasks kept until done."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+import contextvars
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+F = TypeVar("F", bound="asyncio.Future[Any]")
 
 
 async def shielded(coro: Awaitable[T]) -> T:
     """Await `coro` to the end even if our caller is cancelled meanwhile (the work goes on
     in its own task; the caller still sees the cancellation)."""
-    task = asyncio.ensure_future(coro)
+    # Kept: once our caller is cancelled nothing else refers to the task.
+    task = keep_alive(asyncio.ensure_future(coro))
     return await asyncio.shield(task)
 
 
@@ -28,3 +33,53 @@ async def committed(work: Awaitable[T], *, undo: Callable[[T], Awaitable[Any]]) 
         with contextlib.suppress(Exception):
             await undo(await task)
         raise
+
+
+class PerLoop(Generic[T]):
+    """One `T` per event loop, made by `factory` the first time a loop asks for it.
+
+    Futures, tasks and connection pools belong to the loop that made them, and tests (or
+    `async_to_sync`) run several loops in one process; a loop's value goes with it.
+    """
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._values: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, T] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def get(self) -> T:
+        """The running loop's value, made now if it has none yet."""
+        loop = asyncio.get_running_loop()
+        value = self._values.get(loop)
+        if value is None:
+            value = self._values[loop] = self._factory()
+        return value
+
+    def get_if_any(self) -> T | None:
+        """The running loop's value, without making one."""
+        return self._values.get(asyncio.get_running_loop())
+
+    def clear(self) -> None:
+        """Forget every loop's value (what they were made from has changed)."""
+        self._values.clear()
+
+
+_kept: set[asyncio.Future[Any]] = set()
+
+
+def keep_alive(task: F) -> F:
+    """Refer to `task` until it is done: the event loop keeps only a weak reference, and a
+    task nothing else refers to may be collected before it finishes."""
+    _kept.add(task)
+    task.add_done_callback(_kept.discard)
+    return task
+
+
+def spawn(
+    coro: Coroutine[Any, Any, T], *, context: contextvars.Context | None = None
+) -> asyncio.Task[T]:
+    """Run `coro` in a task of its own on the running loop, kept until done. Pass a fresh
+    `context` for work that outlives the request starting it: asgiref picks the request's
+    database thread from the context."""
+    return keep_alive(asyncio.get_running_loop().create_task(coro, context=context))

@@ -1,4 +1,5 @@
-"""Pure encoders: one stream event model, three encodings (SSE, NDJSON, folded JSON).
+"""Pure encoders: one stream event model, three encodings (SSE, NDJSON, folded JSON), and
+the way back from a stored SSE frame.
 
 No I/O here. Event data is always JSON-encoded, so newlines, CR, quotes and any unicode
 in model text survive every encoding unchanged.
@@ -7,11 +8,13 @@ in model text survive every encoding unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict, cast
 
-EventType = Literal["start", "delta", "end", "error", "ping"]
+from chat.errors import ErrorDetail, error_detail
+
+EventType = Literal["start", "delta", "end", "error", "idle"]
 
 SSE_PING = b": ping\n\n"
 _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
@@ -20,7 +23,37 @@ _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
     type: EventType
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StartData(TypedDict):
+    """A `start` event's data."""
+
+    conversation: str
+    message: int
+    model: str
+    stream_url: NotRequired[str]  # a direct stream that asked to be resumable
+
+
+class ErrorData(TypedDict):
+    """An `error` event's data, at the least (a recorded turn's has its `end` fields too)."""
+
+    status: str
+    error: ErrorDetail
+
+
+def start_event(data: StartData) -> StreamEvent:
+    return StreamEvent("start", data)
+
+
+def error_event(*, status: str, error_type: str, message: str) -> StreamEvent:
+    return StreamEvent("error", ErrorData(status=status, error=error_detail(error_type, message)))
+
+
+# Not an event of the turn: its source has had nothing to send for a while. Only the SSE
+# encoder writes anything for it, a `: ping` comment, so that proxies and browsers keep a
+# quiet connection open; NDJSON and the folded JSON leave it out.
+IDLE = StreamEvent("idle")
 
 
 def _json(data: Any) -> str:
@@ -35,7 +68,7 @@ def _json(data: Any) -> str:
     return text
 
 
-def sse_event(event: str, data: dict[str, Any], *, id: int | None = None) -> bytes:
+def sse_event(event: str, data: Mapping[str, Any], *, id: int | None = None) -> bytes:
     """One SSE frame. JSON never contains a raw newline, so one `data:` line is enough."""
     head = f"id: {id}\nevent: {event}\n" if id is not None else f"event: {event}\n"
     return f"{head}data: {_json(data)}\n\n".encode()
@@ -45,18 +78,26 @@ def sse_retry(milliseconds: int) -> bytes:
     return f"retry: {milliseconds}\n\n".encode()
 
 
-def ndjson_line(event: str, data: dict[str, Any]) -> bytes:
+def ndjson_line(event: str, data: Mapping[str, Any]) -> bytes:
     return (_json({"type": event, **data}) + "\n").encode()
 
 
 def encode_sse(event: StreamEvent, *, id: int | None = None) -> bytes:
-    if event.type == "ping":
+    if event.type == "idle":
         return SSE_PING
     return sse_event(event.type, event.data, id=id)
 
 
+def decode_sse(frame: bytes) -> StreamEvent:
+    """The event a frame of `encode_sse` with an id holds (a turn log's frame, stored as
+    `id: n\\nevent: x\\ndata: {...}\\n\\n`); its type is one of ours, written by us."""
+    _, event_line, data_line, *_ = frame.decode().split("\n")
+    event_type = cast(EventType, event_line.removeprefix("event: "))
+    return StreamEvent(event_type, json.loads(data_line.removeprefix("data: ")))
+
+
 def encode_ndjson(event: StreamEvent) -> bytes:
-    return b"" if event.type == "ping" else ndjson_line(event.type, event.data)
+    return b"" if event.type == "idle" else ndjson_line(event.type, event.data)
 
 
 def fold(events: Iterable[StreamEvent]) -> dict[str, Any]:

@@ -126,7 +126,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
             turn=turn, key=key, slot=slot, user_id=owner.user_id, resumable_url=True
         )
         if accept == SSE:
-            return sse_frames(log.frames_after(0, ping_every=settings.CHAT_SSE_PING_SECONDS))
+            return sse_frames(log.frames_after(0))
         events = log.events_after(0)
     else:
         # A script that hangs up wants to stop paying: this stream ends with its client.
@@ -157,7 +157,7 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
             await limits.stream_release(key)
         log = await turn_log_find(message=claimed)
     if log is not None:
-        return sse_frames(log.frames_after(after, ping_every=settings.CHAT_SSE_PING_SECONDS))
+        return sse_frames(log.frames_after(after))
     # No log (it expired, or a direct request streams the turn): from the stored row.
     if claimed.status in claimed.FINAL_STATUSES:
         return sse_response(_aiter(turn_replay(claimed)))
@@ -312,7 +312,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
         async with aclosing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
-                if event.type == "ping":
+                if event.type == "idle":  # not an event of the turn: no id
                     yield encode_sse(event)
                     continue
                 n += 1
@@ -321,7 +321,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     return _streaming(frames(), f"{SSE}; charset=utf-8")
 
 
-def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
+def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpResponse:
     """A detached turn's log as SSE: its frames as stored, so a resumed reader gets the
     same bytes as the first."""
 
@@ -329,7 +329,7 @@ def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
         async with aclosing(frames), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for frame in frames:
-                yield frame
+                yield frame if isinstance(frame, bytes) else encode_sse(frame)
 
     return _streaming(body(), f"{SSE}; charset=utf-8")
 
@@ -338,7 +338,7 @@ def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse
     async def lines() -> AsyncIterator[bytes]:
         async with aclosing(events), metrics.stream_open():
             async for event in events:
-                if event.type != "ping":
+                if event.type != "idle":
                     yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")

@@ -1,4 +1,4 @@
-"""Detached, resumable turns (chat/turns/detached.py, chat/turns/log.py) in one process:
+"""Detached, resumable turns (chat/turns/detached.py, chat/turns/log/) in one process:
 a reader may leave and come back, several may read, and the model is called once."""
 
 from __future__ import annotations

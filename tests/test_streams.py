@@ -3,8 +3,10 @@ import json
 import pytest
 
 from chat.streams import (
+    IDLE,
     SSE_PING,
     StreamEvent,
+    decode_sse,
     encode_ndjson,
     encode_sse,
     fold,
@@ -53,8 +55,17 @@ def test_sse_without_id_and_retry_and_ping():
         b'event: end\ndata: {"status":"completed"}\n\n'
     )
     assert sse_retry(3000) == b"retry: 3000\n\n"
-    assert encode_sse(StreamEvent("ping")) == SSE_PING == b": ping\n\n"
-    assert encode_ndjson(StreamEvent("ping")) == b""
+    # Idleness is a ping in SSE only, whatever id the writer would give it.
+    assert encode_sse(IDLE) == encode_sse(IDLE, id=4) == SSE_PING == b": ping\n\n"
+    assert encode_ndjson(IDLE) == b""
+
+
+def test_a_stored_frame_reads_back_as_its_event():
+    for event in [
+        StreamEvent("delta", {"text": "line\nbreak \u2028 🚀"}),
+        StreamEvent("end", {"status": "completed", "usage": None}),
+    ]:
+        assert decode_sse(encode_sse(event, id=12)) == event
 
 
 def test_many_deltas_concatenate_to_the_original_text():
@@ -70,7 +81,7 @@ def test_fold_gives_the_json_reply():
     events = [
         StreamEvent("start", {"conversation": "c", "message": 2, "model": "m"}),
         StreamEvent("delta", {"text": "a\n"}),
-        StreamEvent("ping"),
+        IDLE,
         StreamEvent("delta", {"text": "b"}),
         StreamEvent("end", {"status": "completed", "usage": {"input_tokens": 1}, "cost": "0.1"}),
     ]

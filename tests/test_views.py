@@ -369,3 +369,74 @@ async def test_client_that_leaves_while_we_write_still_gets_its_row_finished(ups
         await asyncio.sleep(0.05)
     assert row.status == "cancelled" and row.content.startswith("one ")
     assert upstream.streams[0].closed
+
+
+PING = b": ping\n\n"
+NDJSON = {"accept": "application/x-ndjson"}
+
+
+def paused_reply(pause: float) -> Reply:
+    """`one `, then nothing for `pause` seconds, then `two` and the end."""
+    script = chat_script(["one ", "two"], usage=USAGE)
+    script.insert(2, pause)
+    return Reply(script=script)
+
+
+def assert_pinged_while_idle(response, *, idle: float, every: float) -> None:
+    """A `: ping` comment, a chunk of its own, every `every` seconds of an `idle` pause
+    (scheduling may cost one or two), and the turn's events unchanged around them."""
+    pings = response.chunks.count(PING)
+    expected = int(idle / every)
+    assert expected - 2 <= pings <= expected + 1, pings
+    assert all(chunk == PING or PING not in chunk for chunk in response.chunks)
+    events = parse_sse(response.body)
+    assert "".join(d["text"] for n, d in events if n == "delta") == "one two"
+    assert events[-1][0] == "end"
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/chat?stream=resumable"])
+async def test_an_idle_sse_stream_is_pinged_every_period(client, upstream, settings, path):
+    settings.CHAT_SSE_PING_SECONDS = 0.2
+    upstream.queue(paused_reply(1.0))
+    response = await client.post(path, {"message": "hi"}, headers=SSE)
+    assert_pinged_while_idle(response, idle=1.0, every=0.2)
+
+
+async def test_an_idle_deferred_stream_is_pinged_every_period(client, upstream, settings):
+    settings.CHAT_SSE_PING_SECONDS = 0.2
+    upstream.queue(paused_reply(1.0))
+    info = (await client.post("/api/chat?stream=defer", {"message": "hi"})).json()
+    response = await client.get(info["stream_url"], headers=SSE)
+    assert_pinged_while_idle(response, idle=1.0, every=0.2)
+
+
+async def test_a_reader_waiting_for_the_stored_result_is_pinged(
+    client, upstream, settings, monkeypatch
+):
+    settings.CHAT_SSE_PING_SECONDS = 0.2
+    settings.CHAT_STREAM_WAIT_SECONDS = 10
+    monkeypatch.setattr("chat.turns.detached.LOG_APPEARS_SECONDS", 0.1)
+    info = (await client.post("/api/chat?stream=defer", {"message": "hi"})).json()
+    # Another worker claimed it and streams it without a log here.
+    await Message.objects.filter(pk=info["message"]).aupdate(status="streaming")
+    reader = asyncio.create_task(client.get(info["stream_url"], headers=SSE))
+    await asyncio.sleep(1.6)
+    await Message.objects.filter(pk=info["message"]).aupdate(
+        status="completed", content="one two", input_tokens=1, output_tokens=2
+    )
+    response = await asyncio.wait_for(reader, 5)
+    # It looks at the row twice a second, so pings come at that pace at the most.
+    assert_pinged_while_idle(response, idle=1.5, every=0.5)
+
+
+@pytest.mark.parametrize("path", ["/api/chat", "/api/chat?stream=resumable"])
+async def test_ndjson_and_json_carry_nothing_for_idleness(client, upstream, settings, path):
+    settings.CHAT_SSE_PING_SECONDS = 0.1
+    upstream.queue(paused_reply(0.5))
+    lines = await client.post(path, {"message": "hi"}, headers=NDJSON)
+    assert [line["type"] for line in parse_ndjson(lines.body)] == ["start", "delta", "delta", "end"]
+    assert b"\n\n" not in lines.body and b"ping" not in lines.body
+    upstream.queue(paused_reply(0.5))
+    reply = (await client.post(path, {"message": "hi"})).json()
+    assert reply["reply"] == "one two" and reply["status"] == "completed"
+    assert "type" not in reply

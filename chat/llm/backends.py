@@ -14,6 +14,7 @@ from chat.llm.demo import DEMO_MODEL
 
 Api = Literal["responses", "chat"]
 APIS: tuple[Api, ...] = ("responses", "chat")
+BackendName = Literal["demo", "openai", "compatible", "azure"]
 DEMO_BASE_URL = "http://offline-demo.invalid/v1"
 
 
@@ -21,7 +22,7 @@ DEMO_BASE_URL = "http://offline-demo.invalid/v1"
 class Backend:
     """What `CHAT_PROVIDER` resolved to, without any secret in it."""
 
-    name: Literal["demo", "openai", "compatible", "azure"]
+    name: BackendName
     api: Api
     default_model: str
     models: tuple[str, ...]
@@ -52,6 +53,7 @@ def backend() -> Backend:
     if choice not in {"demo", "openai", "azure"}:
         raise ImproperlyConfigured("CHAT_PROVIDER must be auto, demo, openai or azure.")
 
+    name: BackendName
     if choice == "demo":
         name, base_url, default_model = "demo", DEMO_BASE_URL, DEMO_MODEL
     elif choice == "azure":
@@ -66,9 +68,14 @@ def backend() -> Backend:
         name = "openai" if is_openai else "compatible"
         default_model = "gpt-4.1-mini"
 
-    api = settings.CHAT_API or ("responses" if name == "openai" else "chat")
-    if api not in APIS:
-        raise ImproperlyConfigured("CHAT_API must be 'responses' or 'chat'.")
+    api = _api(settings.CHAT_API or ("responses" if name == "openai" else "chat"))
     model = settings.CHAT_MODEL or default_model
     models = tuple(dict.fromkeys([model, *settings.CHAT_MODELS]))
     return Backend(name=name, api=api, default_model=model, models=models, base_url=base_url)
+
+
+def _api(value: str) -> Api:
+    for api in APIS:
+        if value == api:
+            return api
+    raise ImproperlyConfigured("CHAT_API must be 'responses' or 'chat'.")

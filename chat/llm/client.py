@@ -3,8 +3,6 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,13 +15,12 @@ from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
 from chat.llm.events import Finished, ProviderEvent
 from chat.llm.parsers import ChatParser, ResponsesParser, sse_data, sse_lines
+from chat.runtime import PerLoop
 
 UPSTREAM_MAX_CONNECTIONS = 10_000
 
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
-    weakref.WeakKeyDictionary()
-)
+_clients: PerLoop[openai.AsyncOpenAI] = PerLoop(lambda: _build_client(backend()))
 _transport_override: httpx2.AsyncBaseTransport | None = None
 
 
@@ -42,11 +39,7 @@ def use_transport(transport: httpx2.AsyncBaseTransport | None) -> None:
 
 def sdk_client() -> openai.AsyncOpenAI:
     """The SDK client for the running event loop (an httpx pool cannot cross loops)."""
-    loop = asyncio.get_running_loop()
-    existing = _clients.get(loop)
-    if existing is None:
-        existing = _clients[loop] = _build_client(backend())
-    return existing
+    return _clients.get()
 
 
 def _build_client(config: Backend) -> openai.AsyncOpenAI:
@@ -75,7 +68,7 @@ def _build_client(config: Backend) -> openai.AsyncOpenAI:
 
 def _http_client() -> httpx2.AsyncClient | None:
     """aiohttp under the SDK: httpx's pool does work per open connection on every request,
-    which a thousand concurrent streams turn into most of the CPU."""
+    which many concurrent streams turn into most of the CPU."""
     if settings.CHAT_HTTP_CLIENT != "aiohttp":
         return None
     limits = httpx2.Limits(
@@ -94,9 +87,11 @@ async def stream_reply(
     """
     sdk = sdk_client()
     # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
-    # passed as `messages`/`input`, the SDK first walks it against its typed params,
-    # 0.3 ms for one message and 6 ms for 40 (on the event loop, every turn). It is plain
+    # passed as `messages`/`input`, the SDK first walks it against its typed params, on
+    # the event loop, every turn, at a cost that grows with the conversation. It is plain
     # JSON already; the rest of the request still goes through the SDK's own arguments.
+    request: Any  # either API's streaming response, read the same way below
+    parse: ResponsesParser | ChatParser
     if api == "responses":
         request = sdk.responses.with_streaming_response.create(
             model=model,

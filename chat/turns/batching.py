@@ -2,8 +2,8 @@
 
 Every ORM call of a worker runs on its one database thread (see chatsite/asgi.py), and
 under load that thread waits for the GIL after every SQL statement while the event loop
-runs: a thousand turns opened at once each paid that wait four or five times, one after
-the other. A `Batcher` hands the database thread everything that queued up while its
+runs: turns opened at once each paid that wait for every statement, one after the
+other. A `Batcher` hands the database thread everything that queued up while its
 previous batch was being written, as one list: one transaction, a few statements, one
 thread hop, whatever the number of callers. A lone caller is written at once (nothing
 waits to fill a batch), so this adds no latency when the server is idle.
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+
+from chat.runtime import PerLoop, spawn
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,27 +49,26 @@ class Batcher(Generic[T, R]):
     def __init__(self, write: Callable[[list[T]], list[R | Exception]]) -> None:
         self._write = write
         _batchers.add(self)
-        # Per event loop: futures and tasks cannot cross loops (tests run several).
-        self._queues: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Queue[T, R]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._queues: PerLoop[_Queue[T, R]] = PerLoop(_Queue)
 
     def submit(self, item: T) -> asyncio.Future[R]:
         """Queue `item`; the returned future resolves once its batch is committed.
         Cancelling the future does not take the item out of a batch already written."""
-        loop = asyncio.get_running_loop()
-        queue = self._queues.get(loop)
-        if queue is None:
-            queue = self._queues[loop] = _Queue()
-        future: asyncio.Future[R] = loop.create_future()
+        queue = self._queues.get()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         queue.items.append((item, future))
         if queue.writer is None or queue.writer.done():
             # A context of its own: the writer outlives the request that happened to
             # start it, and must not run on that request's thread (asgiref picks the
             # thread from the context under Django's per-request ThreadSensitiveContext).
-            queue.writer = loop.create_task(self._drain(queue), context=contextvars.Context())
+            queue.writer = spawn(self._drain(queue), context=contextvars.Context())
             queue.writer.add_done_callback(functools.partial(_writer_done, queue))
         return future
+
+    def writing(self) -> asyncio.Task[None] | None:
+        """The task writing what was queued on the running loop, while there is one."""
+        queue = self._queues.get_if_any()
+        return queue.writer if queue is not None else None
 
     def _write_all(self, items: list[T]) -> list[R | Exception]:
         try:
@@ -108,12 +109,7 @@ _batchers: weakref.WeakSet[Batcher[Any, Any]] = weakref.WeakSet()
 async def settled(*, timeout: float) -> bool:
     """Wait (up to `timeout` s) until everything queued on this loop is written; for
     server shutdown, before the loop closes and cancels writers mid-batch."""
-    loop = asyncio.get_running_loop()
-    writers = []
-    for batcher in list(_batchers):
-        queue = batcher._queues.get(loop)
-        if queue is not None and queue.writer is not None:
-            writers.append(queue.writer)
+    writers = [writer for batcher in list(_batchers) if (writer := batcher.writing()) is not None]
     if not writers:
         return True
     _, pending = await asyncio.wait(writers, timeout=timeout)

@@ -48,7 +48,9 @@ def cancel_key(conversation_id: uuid.UUID, message_id: int) -> str:
 async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
     """Ask the worker streaming this turn to stop (works across workers via the cache).
     A turn nobody has claimed yet is cancelled on the spot."""
-    message = await owner.messages().filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    message: Message | None = (
+        await owner.messages().filter(pk=message_id, role=Message.Role.ASSISTANT).afirst()
+    )
     if message is None:
         raise not_found("message")
     cancelled_unclaimed = message.status == Status.PENDING and bool(

@@ -4,7 +4,7 @@ go. It ends when the model does, on Stop (`turn_cancel`, any worker), or when no
 read it for `CHAT_RESUME_GRACE_SECONDS`. The stream slot, quota and budget are settled
 once, when the producer ends (`limits.guarded`), never when a reader leaves.
 
-One task per event loop ticks once a second for all the turns it produces: it refreshes
+One task per event loop ticks (`TICK_SECONDS`) for all the turns it produces: it refreshes
 their liveness in Redis (so readers elsewhere notice a dead worker) and stops the ones
 nobody watches, in one round trip.
 """
@@ -16,17 +16,17 @@ import contextlib
 import contextvars
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
 
-from chat.errors import error_detail
 from chat.models import Message
+from chat.runtime import PerLoop, spawn
 from chat.spend import limits
-from chat.streams import StreamEvent
+from chat.streams import StreamEvent, error_event
 from chat.text import storable
 from chat.turns import log as turn_log
 from chat.turns import relay
@@ -51,14 +51,15 @@ class _Producer:
     watched_elsewhere: bool = False  # by a reader on another worker, at the last tick
 
 
-# Per event loop: the turns it produces, and the task that ticks for them.
-_producers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Producer]] = (
-    weakref.WeakKeyDictionary()
-)
-_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
-_tasks: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak refs)
+@dataclass(slots=True)
+class _Produced:
+    """An event loop's producers, by log key, and the task that ticks for them."""
+
+    producers: dict[str, _Producer] = field(default_factory=dict)
+    ticker: asyncio.Task[None] | None = None
+
+
+_produced: PerLoop[_Produced] = PerLoop(_Produced)
 
 
 async def turn_detach(
@@ -67,8 +68,12 @@ async def turn_detach(
     """Start producing `turn` in its own task; returns its log, its `start` already in.
     `resumable_url`: the `start` event names the `stream_url` (a direct POST asked to be
     resumable; a deferred turn's client has it already)."""
-    events = limits.guarded(
-        turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
+    # An async generator (`guarded` is annotated as an iterator), so the producer can close it.
+    events = cast(
+        AsyncGenerator[StreamEvent, None],
+        limits.guarded(
+            turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
+        ),
     )
     log = turn_log.log_open(log_key(turn.conversation_id, turn.message_id))
     # Taken here, so the turn is inside its `try` (its row will be finished) before the
@@ -77,24 +82,19 @@ async def turn_detach(
     if resumable_url and first.type == "start":
         first = StreamEvent("start", {**first.data, "stream_url": stream_url(turn.message_id)})
     log.append(first)
-    producers = _producers.setdefault(asyncio.get_running_loop(), {})
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
-    producer = producers[log.key] = _Producer(log, stop_key)
-    turn_log.reader_hooks[log.key] = lambda: _reader_left(producer)
+    producer = _produced.get().producers[log.key] = _Producer(log, stop_key)
+    log.on_reader_left(lambda: _reader_left(producer))
     # A context of its own: the task outlives the request, and must not be bound to its
     # thread (asgiref picks the database thread from the context).
-    task = asyncio.get_running_loop().create_task(
-        _produce(events, producer), context=contextvars.Context()
-    )
-    _tasks.add(task)
-    task.add_done_callback(_tasks.discard)
+    spawn(_produce(events, producer), context=contextvars.Context())
     _tick_soon()
     with contextlib.suppress(Exception):  # Redis out: the ticker tries again
         await turn_log.alive_refresh([log.key])
     return log
 
 
-async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> None:
+async def _produce(events: AsyncGenerator[StreamEvent, None], producer: _Producer) -> None:
     log = producer.log
     final: StreamEvent | None = None
     try:
@@ -104,15 +104,13 @@ async def _produce(events: AsyncIterator[StreamEvent], producer: _Producer) -> N
                     # Held back until the slot and counters are settled (the generator's
                     # end): a reader that gets it may start its next turn at once.
                     final = event
-                elif event.type != "ping":  # readers ping on their own when idle
+                elif event.type != "idle":  # each reader says when it is idle itself
                     log.append(event)
     except Exception:  # the row is finished by turn_stream; readers must not hang
         logger.exception("detached turn %s failed", log.key)
     finally:
         log.append(final or _interrupted_event())
-        loop_producers = _producers.get(asyncio.get_running_loop(), {})
-        loop_producers.pop(log.key, None)
-        turn_log.reader_hooks.pop(log.key, None)
+        _produced.get().producers.pop(log.key, None)
         turn_log.log_forget_later(log)
         with contextlib.suppress(Exception):
             await turn_log.alive_forget(log.key)
@@ -129,14 +127,12 @@ def _reader_left(producer: _Producer) -> None:
 
 
 def _tick_soon() -> None:
-    loop = asyncio.get_running_loop()
-    ticker = _tickers.get(loop)
-    if ticker is None or ticker.done():
-        _tickers[loop] = loop.create_task(_tick_forever(), context=contextvars.Context())
+    produced = _produced.get()
+    if produced.ticker is None or produced.ticker.done():
+        produced.ticker = spawn(_tick_forever(produced.producers), context=contextvars.Context())
 
 
-async def _tick_forever() -> None:
-    producers = _producers.setdefault(asyncio.get_running_loop(), {})
+async def _tick_forever(producers: dict[str, _Producer]) -> None:
     while producers:
         try:
             await _tick(producers)
@@ -165,14 +161,10 @@ async def _tick(producers: dict[str, _Producer]) -> None:
 
 
 def _interrupted_event() -> StreamEvent:
-    return StreamEvent(
-        "error",
-        {
-            "status": str(Status.INCOMPLETE),
-            "error": error_detail(
-                "interrupted", "The server writing this reply stopped; what arrived is kept."
-            ),
-        },
+    return error_event(
+        status=str(Status.INCOMPLETE),
+        error_type="interrupted",
+        message="The server writing this reply stopped; what arrived is kept.",
     )
 
 
@@ -207,10 +199,3 @@ async def turn_log_find(*, message: Message) -> TurnLog | None:
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(0.05)
-    found = await turn_log.log_remote(key, interrupted=_interrupted)
-    # Claimed a moment ago elsewhere: its producer may not have written to Redis yet.
-    deadline = time.monotonic() + LOG_APPEARS_SECONDS
-    while found is None and message.status == Status.STREAMING and time.monotonic() < deadline:
-        await asyncio.sleep(0.1)
-        found = await turn_log.log_remote(key, interrupted=_interrupted)
-    return found

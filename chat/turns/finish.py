@@ -28,10 +28,10 @@ Status = Message.Status
 
 def release_connection() -> None:
     """Close this thread's database connection unless a transaction holds it. Streams wait
-    on the upstream for long: with the connection closed meanwhile, a thousand open
-    streams do not hold a thousand connections (CONN_MAX_AGE=0 alone closes it only when
-    the response ends). SQLite's are kept: a file handle, no server slot, and reopening
-    one costs more than the rest of a turn's database work."""
+    on the upstream for long: with the connection closed meanwhile, open streams do not
+    each hold a connection (CONN_MAX_AGE=0 alone closes it only when the response ends).
+    SQLite's are kept: a file handle, no server slot, and reopening one costs more than
+    the rest of a turn's database work."""
     if connection.vendor != "sqlite" and not connection.in_atomic_block:
         connection.close()
 
@@ -149,7 +149,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
     if not written:  # recorded already (by whoever finished it first): say what is stored
-        return turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data
+        return dict(turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data)
     return end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],

@@ -1,39 +1,44 @@
 """Relay an upstream event stream through a queue, so the consumer can stay responsive.
 
-The upstream is read in its own task. The consumer gets its events, plus `PING` after
-`ping_every` idle seconds, and stops with `StopRequested` when someone asks this turn to
-stop: on this worker through the queue (instant), on another through a cache key (polled
-once a second by one task per event loop for all its relays, so a thousand open streams
-cost one cache round trip a second, not a thousand). Deltas already queued are merged,
-so a burst of tiny tokens costs one frame; the first is never delayed. Leaving the relay,
-for any reason, cancels the upstream task, which closes the upstream response.
+The upstream is read in its own task. The consumer gets its events, plus `IDLE` after
+`idle_after` seconds with none, and stops with `StopRequested` when someone asks this
+turn to stop: on this worker through the queue (instant), on another through a cache key
+(polled by one task per event loop for all its relays, so however many streams are open,
+each poll is one cache round trip). Deltas already queued are merged, so a burst of tiny
+tokens costs one frame; the first is never delayed. Leaving the relay, for any reason,
+cancels the upstream task, which closes the upstream response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.llm import TextDelta
+from chat.llm import ProviderEvent, TextDelta
+from chat.runtime import PerLoop, spawn
+from chat.streams import IDLE, StreamEvent
 
-PING = object()
 CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
 _queues: dict[str, asyncio.Queue[Any]] = {}
-# Per event loop: the cancel keys of its open relays, and the task polling them.
-_watched: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, set[str]] = (
-    weakref.WeakKeyDictionary()
-)
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
+
+
+@dataclass(slots=True)
+class _Watched:
+    """An event loop's open relays: their cancel keys, and the task polling them."""
+
+    keys: set[str] = field(default_factory=set)
+    poller: asyncio.Task[None] | None = None
+
+
+_watched: PerLoop[_Watched] = PerLoop(_Watched)
 
 
 class StopRequested(Exception):
@@ -53,17 +58,15 @@ def request_stop(cancel_key: str) -> None:
 
 
 def _watch(cancel_key: str) -> set[str]:
-    loop = asyncio.get_running_loop()
-    keys = _watched.setdefault(loop, set())
-    keys.add(cancel_key)
-    poller = _pollers.get(loop)
-    if poller is None or poller.done():
-        _pollers[loop] = loop.create_task(_poll_stops(keys))
-    return keys
+    watched = _watched.get()
+    watched.keys.add(cancel_key)
+    if watched.poller is None or watched.poller.done():
+        watched.poller = spawn(_poll_stops(watched.keys))
+    return watched.keys
 
 
 async def _poll_stops(keys: set[str]) -> None:
-    """Stops asked on other workers: one `get_many` a second for every open relay here."""
+    """Stops asked on other workers: one `get_many` a poll for every open relay here."""
     while keys:
         await asyncio.sleep(CANCEL_POLL_SECONDS)
         if not keys:
@@ -78,8 +81,10 @@ async def _poll_stops(keys: set[str]) -> None:
 
 
 async def relay(
-    upstream: AsyncIterator[Any], *, cancel_key: str, ping_every: float
-) -> AsyncIterator[Any]:
+    upstream: AsyncIterator[ProviderEvent], *, cancel_key: str, idle_after: float
+) -> AsyncGenerator[ProviderEvent | StreamEvent, None]:
+    """`upstream`'s events, and `IDLE` (the one `StreamEvent` here) after `idle_after`
+    seconds without any."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)
@@ -97,10 +102,10 @@ async def relay(
         while True:
             if queue.empty():
                 try:
-                    async with asyncio.timeout(ping_every):
+                    async with asyncio.timeout(idle_after):
                         item = await queue.get()
                 except TimeoutError:
-                    yield PING
+                    yield IDLE
                     continue
             else:
                 item = queue.get_nowait()

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from chat.errors import ErrorDetail, error_detail
 from chat.models import Message
-from chat.streams import EventType, StreamEvent
+from chat.streams import EventType, StreamEvent, start_event
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
@@ -64,13 +64,12 @@ def message_usage(message: Message) -> dict[str, int] | None:
 def turn_replay(message: Message) -> list[StreamEvent]:
     """The events of a finished turn, rebuilt from its stored row (no model call)."""
     events = [
-        StreamEvent(
-            "start",
+        start_event(
             {
                 "conversation": str(message.conversation_id),
                 "message": message.pk,
                 "model": message.model,
-            },
+            }
         )
     ]
     if message.content:

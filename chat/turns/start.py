@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -162,7 +163,7 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
         chosen = choose_model(start.model, found.model)
     except ChatError as exc:
         return exc
-    changes = {"updated_at": timezone.now(), "model": chosen}
+    changes: dict[str, Any] = {"updated_at": timezone.now(), "model": chosen}
     if start.system is not None:
         changes["system_prompt"] = start.system
     Conversation.objects.filter(pk=found.pk).update(**changes)
@@ -237,7 +238,7 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
     `Message` (finished, or streaming for someone else). Only a won claim ever reaches
     the model, so a reconnecting browser can never cause a second call or bill.
     """
-    message = (
+    message: Message | None = (
         await owner.messages()
         .select_related("conversation")
         .filter(pk=message_id, role=Message.Role.ASSISTANT)

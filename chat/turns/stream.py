@@ -15,11 +15,10 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
-from chat.errors import error_detail
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
-from chat.runtime import shielded
-from chat.streams import StreamEvent
+from chat.runtime import shielded, spawn
+from chat.streams import IDLE, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
@@ -27,10 +26,6 @@ from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
 
 logger = logging.getLogger("chat")
-PING = StreamEvent("ping")
-
-
-_background: set[asyncio.Future[None]] = set()  # referenced until done (asyncio keeps weak refs)
 
 
 async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
@@ -51,13 +46,12 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     try:
         # Inside the `try`: a consumer that leaves at this very first event still gets
         # the row finished.
-        yield StreamEvent(
-            "start",
+        yield start_event(
             {
                 "conversation": str(turn.conversation_id),
                 "message": turn.message_id,
                 "model": turn.model,
-            },
+            }
         )
         # Resumed once the response has started, so the rows are written (turn_start or
         # claim, and a session the middleware saved): seconds to minutes of waiting on
@@ -65,16 +59,14 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         # awaited, so the upstream call does not wait for it; it runs in this request's
         # DB thread, before turn_finish's write queued behind it there.
         if connection.vendor != "sqlite":
-            release = asyncio.ensure_future(sync_to_async(release_connection)())
-            _background.add(release)
-            release.add_done_callback(_background.discard)
+            spawn(sync_to_async(release_connection)())
         upstream = llm.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
         relayed = relay.relay(
             upstream,
             cancel_key=stop_key,
-            ping_every=settings.CHAT_SSE_PING_SECONDS,
+            idle_after=settings.CHAT_SSE_PING_SECONDS,
         )
         # aclosing: when our consumer closes us at a `yield`, the upstream is closed
         # before the row is finished, not whenever the garbage collector gets to it.
@@ -90,7 +82,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
                 elif isinstance(event, Finished):
                     finished = event
                 else:
-                    yield PING
+                    yield event  # IDLE
     except ProviderError as exc:
         error = exc
     except relay.StopRequested:
@@ -122,31 +114,23 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         yield StreamEvent("end", outcome)
 
 
-# Turns being streamed by this process, so shutdown can wait until each row is finished.
-
-
 async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
     """For a second reader of a turn: wait for the stored result, never call the model."""
     deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
-    last_ping = time.monotonic()
+    last_sent = time.monotonic()
     while message.status not in Message.FINAL_STATUSES:
         if time.monotonic() >= deadline:
-            yield StreamEvent(
-                "error",
-                {
-                    "status": str(message.status),
-                    "error": error_detail(
-                        "still_streaming",
-                        "This reply is still being written elsewhere; "
-                        "reload to see it when it is done.",
-                    ),
-                },
+            yield error_event(
+                status=str(message.status),
+                error_type="still_streaming",
+                message="This reply is still being written elsewhere; "
+                "reload to see it when it is done.",
             )
             return
         await asyncio.sleep(0.5)
-        if time.monotonic() - last_ping >= settings.CHAT_SSE_PING_SECONDS:
-            last_ping = time.monotonic()
-            yield PING
+        if time.monotonic() - last_sent >= settings.CHAT_SSE_PING_SECONDS:
+            last_sent = time.monotonic()
+            yield IDLE
         await message.arefresh_from_db()
     for event in turn_replay(message):
         yield event

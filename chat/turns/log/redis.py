@@ -1,0 +1,152 @@
+"""Turn logs in Redis, with `REDIS_URL`: the producer appends each frame to a Redis Stream
+(entry id `0-<position>`), and a reader on another worker follows it through one task per
+turn and worker that tails the stream into a local copy all its readers there share.
+
+The frames queued while a write is under way go in one pipelined round trip, so a burst
+of frames costs one write, never one per token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from django.conf import settings
+
+from chat.runtime import PerLoop, spawn
+from chat.streams import decode_sse
+from chat.turns.log.memory import copies
+
+if TYPE_CHECKING:
+    from chat.turns.log import TurnLog
+
+logger = logging.getLogger("chat")
+# A producer refreshes its liveness key at each tick (`chat.turns.detached`); readers
+# elsewhere give it up after the key has been missing on this many polls in a row.
+ALIVE_SECONDS = 5
+MISSES_BEFORE_INTERRUPTED = 3
+POLL_MS = 1000
+# Polls with no reader before a tail gives up (a new reader starts a new one).
+POLLS_WITHOUT_READERS = 2
+
+
+def _connect() -> Any:
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL)
+
+
+# One `redis.asyncio` client per event loop (its connections belong to that loop).
+_clients: PerLoop[Any] = PerLoop(_connect)
+
+
+def redis_client() -> Any:
+    return _clients.get()
+
+
+def _redis_key(key: str, kind: str) -> str:
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "") or "chatsite"
+    return f"{prefix}:{key}:{kind}"
+
+
+class Publisher:
+    """Appends a log's frames to its Redis Stream, all that queued up in one pipeline."""
+
+    def __init__(self, key: str) -> None:
+        self.key = _redis_key(key, "log")
+        self.pending: list[tuple[int, bytes, bool]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, position: int, frame: bytes, *, final: bool) -> None:
+        self.pending.append((position, frame, final))
+        if self.task is None or self.task.done():
+            self.task = spawn(self._flush())
+
+    async def _flush(self) -> None:
+        client = redis_client()
+        while self.pending:
+            batch, self.pending = self.pending, []
+            pipe = client.pipeline(transaction=False)
+            for position, frame, final in batch:
+                pipe.xadd(self.key, {"f": frame, "e": b"1" if final else b""}, id=f"0-{position}")
+            final = batch[-1][2]
+            # Bounded while running too: a worker that dies leaves nothing for ever.
+            ttl = settings.CHAT_RESUME_TTL_SECONDS
+            if not final:
+                ttl += settings.CHAT_STALE_TURN_SECONDS
+            pipe.expire(self.key, ttl)
+            try:
+                await pipe.execute()
+            except Exception:  # readers elsewhere will see the turn interrupted
+                logger.warning("could not write turn log %s to Redis", self.key, exc_info=True)
+
+
+async def alive_refresh(keys: list[str]) -> None:
+    """Say that this worker still produces `keys` (one pipeline for all of them)."""
+    if not keys or not settings.REDIS_URL:
+        return
+    pipe = redis_client().pipeline(transaction=False)
+    for key in keys:
+        pipe.set(_redis_key(key, "alive"), b"1", ex=ALIVE_SECONDS)
+    await pipe.execute()
+
+
+async def alive_forget(key: str) -> None:
+    if settings.REDIS_URL:
+        await redis_client().delete(_redis_key(key, "alive"))
+
+
+async def watched_elsewhere(keys: list[str]) -> set[str]:
+    """Which of `keys` a reader on another worker has followed in the last seconds."""
+    if not keys or not settings.REDIS_URL:
+        return set()
+    values = await redis_client().mget([_redis_key(key, "watched") for key in keys])
+    return {key for key, value in zip(keys, values, strict=True) if value}
+
+
+async def log_exists(key: str) -> bool:
+    """Whether Redis has a trace of `key`'s log: its frames, or a worker producing it."""
+    return bool(await redis_client().exists(_redis_key(key, "log"), _redis_key(key, "alive")))
+
+
+def tail_start(log: TurnLog, *, interrupted: Callable[[TurnLog], Awaitable[None]]) -> TurnLog:
+    """Keep `log`, a local copy, up to date with its Redis Stream while it has readers;
+    `interrupted(log)` is awaited once if its producer stops answering."""
+    copies.add(log)
+    spawn(_tail(log, interrupted))
+    return log
+
+
+async def _tail(log: TurnLog, interrupted: Callable[[TurnLog], Awaitable[None]]) -> None:
+    client = redis_client()
+    stream, alive, watched = (_redis_key(log.key, kind) for kind in ("log", "alive", "watched"))
+    misses = idle = 0
+    try:
+        while not log.closed:
+            if log.readers:
+                idle = 0
+                await client.set(watched, b"1", ex=ALIVE_SECONDS)
+            else:
+                idle += 1
+                if idle > POLLS_WITHOUT_READERS:
+                    return
+            last = f"0-{len(log.frames)}"
+            answer = await client.xread({stream: last}, block=POLL_MS, count=1000)
+            for _, entries in answer or []:
+                for entry_id, fields in entries:
+                    position = int(entry_id.split(b"-")[1])
+                    if position != len(log.frames) + 1:
+                        continue  # never out of order; a duplicate is skipped
+                    frame = fields[b"f"]
+                    log.add_frame(frame, decode_sse(frame))
+            if answer:
+                misses = 0
+                continue
+            misses = 0 if await client.exists(alive) else misses + 1
+            if misses >= MISSES_BEFORE_INTERRUPTED:
+                await interrupted(log)
+                return
+    finally:
+        copies.discard(log)
