@@ -34,6 +34,7 @@ from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
 from chat.turns.versions import NewVersion, turn_edit, turn_regenerate, turn_select
+from chatsite.seams import ClosingStreamingResponse
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
@@ -343,26 +344,6 @@ def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse
                     yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
-
-
-class ClosingStreamingResponse(StreamingHttpResponse):
-    """Closes its body generator when Django stops iterating it.
-
-    Django's ASGI handler closes the response's own iterator when the client leaves
-    while a chunk is being sent, but not the generator it wraps; that would leave the
-    turn open until garbage collection. Here the close goes all the way down.
-    """
-
-    def __init__(self, body: AsyncIterator[bytes], **kwargs: Any) -> None:
-        super().__init__(body, **kwargs)
-        self.body_iterator = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self.streaming_content:
-                yield part
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:

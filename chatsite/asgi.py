@@ -11,16 +11,13 @@ themselves before the event loop closes.
 """
 
 import asyncio
-import contextvars
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import django
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -28,36 +25,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # Requests served on the chat's database thread: the JSON API and the probes and scrapes.
 CHAT_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
 
-# One `ThreadSensitiveContext` for all chat requests of this process: their ORM calls
-# share its one thread (and, on SQLite, its one kept connection) instead of Django's
-# thread per request, so an open stream costs a coroutine, not a thread. Never entered
-# or exited, so it lives as long as the process and tasks a request leaves running (a
-# turn being finished after its client left) keep the same thread. Turn starts and
-# finishes are written by `chat.turns.batching` on asgiref's process-wide thread.
-CHAT_THREAD = ThreadSensitiveContext()
+# What `django.core.asgi.get_asgi_application` does, with our middleware swapped in.
+django.setup(set_prefix=False)
+from chatsite import seams  # noqa: E402 (imports Django's middleware: apps must be ready)
 
-
-@contextmanager
-def on_chat_thread() -> Iterator[None]:
-    """Within this block Django's own per-request `ThreadSensitiveContext` finds one set
-    already and keeps it: the block's thread-sensitive calls run on `CHAT_THREAD`."""
-    token: contextvars.Token[Any] = SyncToAsync.thread_sensitive_context.set(CHAT_THREAD)
-    try:
-        yield
-    finally:
-        SyncToAsync.thread_sensitive_context.reset(token)
-
-
-def _django_application() -> Any:
-    # What `django.core.asgi.get_asgi_application` does, with our middleware swapped in.
-    django.setup(set_prefix=False)
-    from chatsite import seams  # imports Django's middleware: apps must be ready
-
-    seams.check_connections_at_request_end_only()
-    return seams.asgi_handler()
-
-
-django_application = _django_application()
+seams.check_connections_at_request_end_only()
+django_application = seams.asgi_handler()
 logger = logging.getLogger("chat")
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
@@ -69,7 +42,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
         if scope["path"].startswith("/api/"):
             send = json_errors(send)
-        with on_chat_thread():
+        with seams.on_chat_thread():
             await django_application(scope, receive, send)
         return
     # Admin, sign-in and other pages: Django's own thread per request, so a slow report

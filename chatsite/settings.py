@@ -41,7 +41,7 @@ INSTALLED_APPS = [
 ]
 
 # Django's own middleware here runs inline on the event loop under our ASGI handler
-# (chatsite/django_overrides.py says how and why); the names stay Django's.
+# (chatsite/seams.py says how and why); the names stay Django's.
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",  # first: every response carries X-Request-ID
     # Second: whatever answers below it (a middleware, Django's own 404/500), /api/ errors
@@ -50,7 +50,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
-    "chatsite.staticfiles.AsyncWhiteNoiseMiddleware",
+    "chatsite.seams.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -1,4 +1,5 @@
-"""chatsite/asgi.py: which thread a request's ORM calls run on, and the connection checks.
+"""chatsite/asgi.py: which thread a request's ORM calls run on (`chatsite.seams.on_chat_thread`),
+and the connection checks.
 
 Chat requests (the API, probes) share one database thread, so an open stream costs no
 thread of its own; admin and other pages get Django's thread per request, so a slow
@@ -18,7 +19,7 @@ from django.db import close_old_connections
 
 from chat.admin import dashboard
 from chatsite import seams
-from chatsite.asgi import on_chat_thread
+from chatsite.seams import on_chat_thread
 from tests.asgi import AsgiClient, asgi_request
 
 
