@@ -102,7 +102,7 @@ async def test_pages_outside_the_api_keep_django_errors(settings):
 @pytest.mark.django_db(transaction=True)
 async def test_errors_django_answers_before_any_middleware_are_json_too():
     """A query string that is not UTF-8 fails while Django builds the request, before any
-    middleware: its HTML 400 becomes the API's JSON error (chatsite/asgi.py)."""
+    middleware: its HTML 400 becomes the API's JSON error (`chat.errors.json_errors`)."""
     result = await asgi_request("GET", "/api/conversations", raw_query=b"q=\xff\xfe")
     assert result.status == 400
     assert result.headers["content-type"] == "application/json"
