@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render, resolve_url
 from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
@@ -30,6 +36,7 @@ from chat.spend import limits
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 from chat.turns.control import turn_cancel
 from chat.turns.detached import turn_detach, turn_log_find
+from chat.turns.log import TurnLog
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
@@ -41,7 +48,8 @@ NDJSON = "application/x-ndjson"
 JSON = "application/json"
 SSE_RETRY_MS = 3000
 
-View = Callable[..., Awaitable[HttpResponse]]
+T = TypeVar("T")
+View = Callable[..., Awaitable[HttpResponseBase]]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
@@ -51,7 +59,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 return error_response(
                     405,
@@ -91,7 +99,7 @@ async def account(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
-async def chat(request: HttpRequest) -> HttpResponse:
+async def chat(request: HttpRequest) -> HttpResponseBase:
     accept = request.get_preferred_type([JSON, SSE, NDJSON])
     if accept is None:
         raise ChatError(406, "not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
@@ -143,7 +151,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
+async def message_stream(request: HttpRequest, message_id: int) -> HttpResponseBase:
     if request.get_preferred_type([SSE]) is None:
         raise ChatError(406, "not_acceptable", f"This endpoint streams {SSE}.")
     after = last_event_id(request)
@@ -154,18 +162,19 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
         key=key, streaming=True, new_turn=False, user_id=owner.user_id, opening=message_id
     ) as slot:
         claimed = await turn_claim(owner=owner, message_id=message_id)
+    log: TurnLog | None
     if isinstance(claimed, Turn):
         log = await turn_detach(turn=claimed, key=key, slot=slot, user_id=owner.user_id)
     else:
         if slot:
             await limits.stream_release(key)
         log = await turn_log_find(message=claimed)
-    if log is not None:
-        return sse_frames(log.frames_after(after, ping_every=settings.CHAT_SSE_PING_SECONDS))
-    # No log (it expired, or a direct request streams the turn): from the stored row.
-    if claimed.status in claimed.FINAL_STATUSES:
-        return sse_response(_aiter(turn_replay(claimed)))
-    return sse_response(turn_follow(message=claimed))
+        if log is None:
+            # No log (it expired, or a direct request streams the turn): from the stored row.
+            if claimed.status in claimed.FINAL_STATUSES:
+                return sse_response(_aiter(turn_replay(claimed)))
+            return sse_response(turn_follow(message=claimed))
+    return sse_frames(log.frames_after(after, ping_every=settings.CHAT_SSE_PING_SECONDS))
 
 
 def last_event_id(request: HttpRequest) -> int:
@@ -301,7 +310,7 @@ async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEve
     first = await anext(events)
 
     async def resumed() -> AsyncIterator[StreamEvent]:
-        async with aclosing(events):
+        async with closing(events):
             yield first
             async for event in events:
                 yield event
@@ -314,7 +323,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with aclosing(events), metrics.stream_open():
+        async with closing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "ping":
@@ -331,7 +340,7 @@ def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
     same bytes as the first."""
 
     async def body() -> AsyncIterator[bytes]:
-        async with aclosing(frames), metrics.stream_open():
+        async with closing(frames), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for frame in frames:
                 yield frame
@@ -341,12 +350,18 @@ def sse_frames(frames: AsyncIterator[bytes]) -> StreamingHttpResponse:
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with aclosing(events), metrics.stream_open():
+        async with closing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "ping":
                     yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
+
+
+def closing(body: AsyncIterator[T]) -> aclosing[AsyncGenerator[T, None]]:
+    """`aclosing(body)`: every body here is an async generator, though the turn engine
+    types its streams as plain async iterators."""
+    return aclosing(cast(AsyncGenerator[T, None], body))
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:

@@ -85,16 +85,18 @@ AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 # --- 1. Django's own middleware, inline ---------------------------------------------------
 
 
-class _Inline:
+class _Inline(MiddlewareMixin):
+    """Calls the hooks of the Django class it is mixed into inline (each has its own)."""
+
     process_request: Any
     process_response: Any
     get_response: AsyncGetResponse
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        response: HttpResponseBase | None = None
+        early: HttpResponseBase | None = None
         if hasattr(self, "process_request"):
-            response = self.process_request(request)
-        response = response or await self.get_response(request)
+            early = self.process_request(request)
+        response = early or await self.get_response(request)
         if hasattr(self, "process_response"):
             response = self.process_response(request, response)
         return response
@@ -122,7 +124,7 @@ class CsrfViewMiddleware(_Inline, csrf.CsrfViewMiddleware):
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         if settings.CSRF_USE_SESSIONS:
-            return await super(_Inline, self).__acall__(request)  # type: ignore[misc]
+            return await super(_Inline, self).__acall__(request)
         return await _Inline.__acall__(self, request)
 
     async def process_view(  # type: ignore[override]
@@ -144,6 +146,7 @@ class SessionMiddleware(sessions.SessionMiddleware):
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         self.process_request(request)
         response = await self.get_response(request)
+        # django-stubs types `process_response` for HttpResponse; Django's takes any response.
         if _session_may_save(request):
             return await sync_to_async(self.process_response)(request, response)  # type: ignore[arg-type]
         return self.process_response(request, response)  # type: ignore[arg-type]
@@ -310,7 +313,7 @@ def replaced_upstream_code() -> dict[str, str]:
         # 4. The iteration replaced, the wrapper it goes around, and who closes it.
         "StreamingHttpResponse.__aiter__": inspect.getsource(StreamingHttpResponse.__aiter__),
         "StreamingHttpResponse.streaming_content": inspect.getsource(
-            StreamingHttpResponse.streaming_content.fget  # type: ignore[attr-defined]
+            vars(StreamingHttpResponse)["streaming_content"].fget
         ),
         "ASGIHandler.send_response": inspect.getsource(ASGIHandler.send_response),
         # 5. The dispatch replaced, and what it calls.

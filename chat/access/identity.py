@@ -16,7 +16,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
 from django.core import signing
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponseBase
 
 from chat.access.owners import Owner
 from chat.access.tokens import token_verify
@@ -102,7 +102,7 @@ def anonymous_cookie(key: str) -> str:
     return _signer().sign(key)
 
 
-def settle_cookie(request: HttpRequest, response: HttpResponse) -> None:
+def settle_cookie(request: HttpRequest, response: HttpResponseBase) -> None:
     """Send the anonymous cookie the request was given, or delete it after a logout."""
     if getattr(request, _FORGET, False):
         response.delete_cookie(

@@ -121,7 +121,8 @@ def exposition() -> tuple[bytes, str]:
     every worker's files (file I/O: call it off the event loop)."""
     if MULTIPROCESS:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client's multiprocess module is not annotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
@@ -129,4 +130,4 @@ def exposition() -> tuple[bytes, str]:
 def worker_exited() -> None:
     """At a worker's clean shutdown: its live gauges stop counting towards the sum."""
     if MULTIPROCESS:
-        multiprocess.mark_process_dead(os.getpid())
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
