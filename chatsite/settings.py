@@ -92,7 +92,7 @@ _SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 if _SQLITE:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN
     # so two turns never deadlock upgrading a read lock; the busy timeout queues writers
-    # (a worker's turn writes come from one thread, see chatsite/asgi.py).
+    # (a worker's turn writes come from one thread, see chatsite/seams.py).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
@@ -105,7 +105,7 @@ if _SQLITE:
 # per request on the chat's database thread.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=None if _SQLITE else 0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A pool per worker, sized for the threads that use it (chatsite/asgi.py): the chat's
+    # A pool per worker, sized for the threads that use it (chatsite/seams.py): the chat's
     # request thread, the thread that writes turn starts and finishes, and admin or page
     # requests on threads of their own; more of those at once wait for a free connection.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
