@@ -5,15 +5,16 @@ upgrade is caught.
    `MiddlewareMixin` middleware runs its `process_request` and `process_response` through
    `sync_to_async` (`MiddlewareMixin.__acall__`, undocumented): two thread hops per
    middleware per request, a large part of what opening a stream costs. Django has no
-   public switch for it (Django ticket #37177, "Reduced per-middleware context switching
-   under ASGI", open), and writing our own security, session, CSRF, messages and
-   clickjacking middleware would copy security code. So the classes below subclass
-   Django's and override `__acall__` to call Django's own hooks inline (they do no I/O);
-   the session middleware crosses to a thread only to save a modified session, CSRF only
-   when its secret lives in the session, messages keep Django's hops on pages (storing a
-   message may write the session) and skip them on the JSON API. `MIDDLEWARE` keeps
-   Django's names (`check --deploy` and the admin's checks look for them there);
-   `asgi_handler()` builds Django's stock `ASGIHandler` with these swapped in.
+   public switch for it (Django ticket #37177; its fix, "Reduced per-middleware context
+   switching under ASGI", is an open pull request), and writing our own security,
+   session, CSRF, messages and clickjacking middleware would copy security code. So the
+   classes below subclass Django's and override `__acall__` to call Django's own hooks
+   inline (they do no I/O); the session middleware crosses to a thread only to save a
+   modified session, CSRF only when its secret lives in the session, messages keep
+   Django's hops on pages (storing a message may write the session) and skip them on the
+   JSON API. `MIDDLEWARE` keeps Django's names (`check --deploy` and the admin's checks
+   look for them there); `asgi_handler()` builds Django's stock `ASGIHandler` with these
+   swapped in.
 
 2. **No connection check before each ASGI request.** Django closes stale database
    connections at every request's start and end. Under ASGI the start check is a thread
@@ -39,8 +40,8 @@ upgrade is caught.
    `aiter(response)` returns when the client leaves mid-send, but
    `StreamingHttpResponse.streaming_content` wraps the body in a generator of its own
    that never closes the body, which would leave the turn open until garbage
-   collection. Django ticket #37066 ("Wrapped async iteration sites in aclosing", open)
-   covers Django's other bare `async for` sites; no ticket found for this wrapper.
+   collection. Django ticket #37066 (its open pull request wraps Django's other bare
+   `async for` sites in `aclosing`) is the nearest; no ticket found for this wrapper.
 
 5. **WhiteNoise as an async middleware** (`AsyncWhiteNoiseMiddleware` replaces
    `WhiteNoiseMiddleware.__call__` and uses its undocumented `files`, `find_file`,
@@ -231,9 +232,7 @@ CHAT_THREAD = ThreadSensitiveContext()
 def on_chat_thread() -> Iterator[None]:
     """Within this block Django's own per-request `ThreadSensitiveContext` finds one set
     already and keeps it: the block's thread-sensitive calls run on `CHAT_THREAD`."""
-    token: contextvars.Token[ThreadSensitiveContext] = SyncToAsync.thread_sensitive_context.set(
-        CHAT_THREAD
-    )
+    token = SyncToAsync.thread_sensitive_context.set(CHAT_THREAD)
     try:
         yield
     finally:
@@ -244,12 +243,8 @@ def on_chat_thread() -> Iterator[None]:
 
 
 class ClosingStreamingResponse(StreamingHttpResponse):
-    """Closes its body generator when Django stops iterating it.
-
-    Django's ASGI handler closes the response's own iterator when the client leaves
-    while a chunk is being sent, but not the generator it wraps; that would leave the
-    turn open until garbage collection. Here the close goes all the way down.
-    """
+    """Closes its body generator when Django stops iterating it, so that a turn whose
+    client left is finished now rather than at garbage collection."""
 
     def __init__(self, body: AsyncIterator[bytes], **kwargs: Any) -> None:
         super().__init__(body, **kwargs)
@@ -273,6 +268,7 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
 
     async_capable = True
     sync_capable = False
+    get_response: AsyncGetResponse
 
     def __init__(self, get_response: AsyncGetResponse) -> None:
         with warnings.catch_warnings():
@@ -281,7 +277,6 @@ class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
                 # after collectstatic, which `make run` rightly does not run.
                 warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
             super().__init__(get_response)
-        self.get_response: AsyncGetResponse = get_response
         markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
