@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
+from asgiref.typing import ASGISendCallable, ASGISendEvent, HTTPResponseStartEvent
 from django.http import JsonResponse
 
 # Every error type the API answers, as a JSON error or in a stream's `error` event, and
@@ -142,3 +143,45 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResp
     fallback = "server_error" if status >= 500 else "bad_request"
     type = _DJANGO_ERROR_BY_STATUS.get(status, fallback)
     return error_response(status, type, DJANGO_ERRORS[type], headers=headers)
+
+
+def json_errors(send: ASGISendCallable) -> ASGISendCallable:
+    """An ASGI `send` for the API, with an error Django answered itself before any
+    middleware ran (its request building: 400 for a query string that is not UTF-8, 413)
+    rewritten as the API's JSON error. Everything else, JSON errors included, passes
+    through untouched."""
+    held: HTTPResponseStartEvent | None = None
+
+    async def sending(message: ASGISendEvent) -> None:
+        nonlocal held
+        if message["type"] == "http.response.start":
+            headers = {k.lower(): v for k, v in message.get("headers", [])}
+            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
+            if message["status"] >= 400 and not is_json:
+                held = message  # its body is replaced, so its start waits for it
+                return
+        elif held is not None and message["type"] == "http.response.body":
+            if message.get("more_body"):
+                return  # the rest of Django's page: dropped
+            start, held = held, None
+            await _send_json_error(send, start)
+            return
+        await send(message)
+
+    return sending
+
+
+async def _send_json_error(send: ASGISendCallable, start: HTTPResponseStartEvent) -> None:
+    body = status_error(start["status"]).content
+    kept = [
+        (k, v)
+        for k, v in start.get("headers", [])
+        if k.lower() not in (b"content-type", b"content-length")
+    ]
+    headers = [
+        *kept,
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+    ]
+    await send({**start, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

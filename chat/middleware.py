@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import markcoroutinefunction
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 
 from chat.access.identity import settle_cookie
 from chat.errors import ChatError, error_response, status_error
@@ -37,24 +37,28 @@ def _bodiless_delete(request: HttpRequest) -> bool:
     )
 
 
-def _is_json(response: HttpResponse) -> bool:
+def _is_json(response: HttpResponseBase) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
 
 
-def _json_error_for(response: HttpResponse) -> JsonResponse:
+def _json_error_for(response: HttpResponseBase) -> JsonResponse:
     kept = {name: response[name] for name in KEPT_ERROR_HEADERS if response.has_header(name)}
     return status_error(response.status_code, headers=kept)
 
 
 class AsyncMiddleware:
-    """Async-only middleware: under ASGI, Django calls it without a thread hop."""
+    """Async-only middleware: under ASGI, Django calls it without a thread hop. By itself
+    it passes the request on; a subclass does its work around that, or in a hook."""
 
     async_capable = True
     sync_capable = False
 
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponse]]) -> None:
+    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
         self.get_response = get_response
         markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return await self.get_response(request)
 
 
 # Headers an error keeps when its body is turned into JSON.
@@ -67,13 +71,15 @@ class ApiErrorMiddleware(AsyncMiddleware):
     path no URL pattern matches, such as one holding a newline; a 405; a 500 from a
     middleware; DEBUG's HTML pages) are turned into the same JSON shape on the way out."""
 
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)
         if response.status_code >= 400 and _is_api(request) and not _is_json(response):
             return _json_error_for(response)
         return response
 
-    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
         if isinstance(exception, ChatError):
             if exception.status == 429:  # only our own limits raise a 429
                 metrics.limit_refused(exception.type)
@@ -91,7 +97,7 @@ class RequestIdMiddleware(AsyncMiddleware):
     request (`chat.ops.request_ids`) and in its response. First in MIDDLEWARE, so that every
     response has it."""
 
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         rid = request_ids.accepted(request.headers.get(request_ids.HEADER)) or uuid.uuid4().hex
         token = request_ids.current.set(rid)
         response = await self.get_response(request)
@@ -99,7 +105,7 @@ class RequestIdMiddleware(AsyncMiddleware):
         # An async streamed body is sent after this returns and its log lines (the turn it
         # finishes) must still carry the id: kept, in the task Django serves this request
         # in under ASGI. Otherwise reset, so a sync caller's thread does not keep it.
-        if not (response.streaming and response.is_async):
+        if not (isinstance(response, StreamingHttpResponse) and response.is_async):
             request_ids.current.reset(token)
         return response
 
@@ -108,7 +114,7 @@ class AnonymousCookieMiddleware(AsyncMiddleware):
     """Sends the anonymous visitor's cookie when `chat.access.identity` issued or renewed it,
     and deletes it on the response to a logout."""
 
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)
         settle_cookie(request, response)
         return response
@@ -119,18 +125,17 @@ class CrossOriginProtectionMiddleware(AsyncMiddleware):
     CrossOriginProtection): browsers say where a request comes from in `Sec-Fetch-Site`
     (or, older ones, `Origin`); requests without either are not from a browser page and
     are let through, so curl and scripts work. POSTs must also be JSON, which a plain
-    HTML form cannot send."""
+    HTML form cannot send. This replaces Django's token CSRF on the API, whose views are
+    `csrf_exempt` (`chat.views.api_view`)."""
 
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if _is_api(request):
             refusal = self.refusal(request)
             if refusal is not None:
                 return refusal
-            # The API is protected here instead of by tokens (see class docstring).
-            request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
         return await self.get_response(request)
 
-    def refusal(self, request: HttpRequest) -> HttpResponse | None:
+    def refusal(self, request: HttpRequest) -> HttpResponseBase | None:
         if not self.same_origin(request):
             return error_response(
                 403, "cross_origin", "Cross-origin requests to the API are not allowed."
@@ -171,12 +176,9 @@ class SignInRequiredMiddleware(AsyncMiddleware):
     open, as under Django's `LoginRequiredMiddleware`; this is that rule without its
     thread hop per request. The API is not redirected: it answers 401 in JSON itself."""
 
-    async def __call__(self, request: HttpRequest) -> HttpResponse:
-        return await self.get_response(request)
-
     async def process_view(
         self, request: HttpRequest, view_func: Callable[..., object], *args: object
-    ) -> HttpResponse | None:
+    ) -> HttpResponseBase | None:
         if (
             settings.CHAT_ALLOW_ANONYMOUS
             or _is_api(request)

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import render, resolve_url
-from django.views.decorators.csrf import ensure_csrf_cookie
+from django.views.decorators.csrf import csrf_exempt, ensure_csrf_cookie
 
 from chat import conversations, llm
 from chat.access.accounts import account_summary
@@ -26,10 +32,12 @@ from chat.payloads import (
     parse_rename_request,
     request_body,
 )
+from chat.seams import ClosingStreamingResponse
 from chat.spend import limits
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
 from chat.turns.control import turn_cancel
 from chat.turns.detached import turn_detach, turn_log_find
+from chat.turns.log import TurnLog
 from chat.turns.selectors import stream_url, turn_replay
 from chat.turns.start import Turn, turn_claim, turn_start
 from chat.turns.stream import turn_follow, turn_stream
@@ -40,15 +48,19 @@ NDJSON = "application/x-ndjson"
 JSON = "application/json"
 SSE_RETRY_MS = 3000
 
-View = Callable[..., Awaitable[HttpResponse]]
+T = TypeVar("T")
+# What Django serves asynchronously, and what django-stubs' `path()` takes: a coroutine function.
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 
 def api_view(*methods: str) -> Callable[[View], View]:
-    """Allow only `methods`, refusing anything else (a JSON 405)."""
+    """Allow only `methods`, answering anything else with a JSON 405. Exempt from
+    Django's token CSRF: the API refuses cross-site requests by where they come from and
+    by their content type instead (`chat.middleware.CrossOriginProtectionMiddleware`)."""
 
     def decorate(view: View) -> View:
         @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 raise ChatError(
                     "method_not_allowed",
@@ -57,7 +69,7 @@ def api_view(*methods: str) -> Callable[[View], View]:
                 )
             return await view(request, *args, **kwargs)
 
-        return wrapper
+        return csrf_exempt(wrapper)
 
     return decorate
 
@@ -87,7 +99,7 @@ async def account(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("POST")
-async def chat(request: HttpRequest) -> HttpResponse:
+async def chat(request: HttpRequest) -> HttpResponseBase:
     accept = request.get_preferred_type([JSON, SSE, NDJSON])
     if accept is None:
         raise ChatError("not_acceptable", f"Accept {JSON}, {SSE} or {NDJSON}.")
@@ -139,7 +151,7 @@ async def chat(request: HttpRequest) -> HttpResponse:
 
 
 @api_view("GET")
-async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
+async def message_stream(request: HttpRequest, message_id: int) -> HttpResponseBase:
     if request.get_preferred_type([SSE]) is None:
         raise ChatError("not_acceptable", f"This endpoint streams {SSE}.")
     after = last_event_id(request)
@@ -150,18 +162,19 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponse:
         key=key, streaming=True, new_turn=False, user_id=owner.user_id, opening=message_id
     ) as slot:
         claimed = await turn_claim(owner=owner, message_id=message_id)
+    log: TurnLog | None
     if isinstance(claimed, Turn):
         log = await turn_detach(turn=claimed, key=key, slot=slot, user_id=owner.user_id)
     else:
         if slot:
             await limits.stream_release(key)
         log = await turn_log_find(message=claimed)
-    if log is not None:
-        return sse_frames(log.frames_after(after))
-    # No log (it expired, or a direct request streams the turn): from the stored row.
-    if claimed.status in claimed.FINAL_STATUSES:
-        return sse_response(_aiter(turn_replay(claimed)))
-    return sse_response(turn_follow(message=claimed))
+        if log is None:
+            # No log (it expired, or a direct request streams the turn): from the stored row.
+            if claimed.status in claimed.FINAL_STATUSES:
+                return sse_response(_aiter(turn_replay(claimed)))
+            return sse_response(turn_follow(message=claimed))
+    return sse_frames(log.frames_after(after))
 
 
 def last_event_id(request: HttpRequest) -> int:
@@ -269,6 +282,7 @@ async def conversation_export(request: HttpRequest, conversation_id: uuid.UUID) 
     return response
 
 
+@csrf_exempt  # any method: a 404, never a CSRF refusal (see `api_view`)
 async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
     raise ChatError("not_found", f"No API endpoint at {request.path}.")
 
@@ -296,7 +310,7 @@ async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEve
     first = await anext(events)
 
     async def resumed() -> AsyncIterator[StreamEvent]:
-        async with aclosing(events):
+        async with closing(events):
             yield first
             async for event in events:
                 yield event
@@ -309,7 +323,7 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with aclosing(events), metrics.stream_open():
+        async with closing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "idle":  # not an event of the turn: no id
@@ -326,7 +340,7 @@ def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpRespo
     same bytes as the first."""
 
     async def body() -> AsyncIterator[bytes]:
-        async with aclosing(frames), metrics.stream_open():
+        async with closing(frames), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for frame in frames:
                 yield frame if isinstance(frame, bytes) else encode_sse(frame)
@@ -336,7 +350,7 @@ def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpRespo
 
 def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with aclosing(events), metrics.stream_open():
+        async with closing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "idle":
                     yield encode_ndjson(event)
@@ -344,24 +358,10 @@ def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
 
 
-class ClosingStreamingResponse(StreamingHttpResponse):
-    """Closes its body generator when Django stops iterating it.
-
-    Django's ASGI handler closes the response's own iterator when the client leaves
-    while a chunk is being sent, but not the generator it wraps; that would leave the
-    turn open until garbage collection. Here the close goes all the way down.
-    """
-
-    def __init__(self, body: AsyncIterator[bytes], **kwargs: Any) -> None:
-        super().__init__(body, **kwargs)
-        self.body_iterator = body
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for part in self.streaming_content:
-                yield part
-        finally:
-            await self.body_iterator.aclose()  # type: ignore[attr-defined]
+def closing(body: AsyncIterator[T]) -> aclosing[AsyncGenerator[T, None]]:
+    """`aclosing(body)`: every body here is an async generator, though the turn engine
+    types its streams as plain async iterators."""
+    return aclosing(cast(AsyncGenerator[T, None], body))
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:

@@ -1,169 +1,56 @@
 """ASGI entry point: `uvicorn chatsite.asgi:application` (streams need ASGI, not WSGI).
 
-Django's stock ASGI handler answers HTTP (with its own middleware run inline,
-`chatsite.seams`); this wrapper picks the thread its ORM calls run on and
-handles the ASGI lifespan. At start-up (run once by
-every uvicorn worker, before it accepts requests) and every CHAT_STALE_SWEEP_SECONDS
-after, turns a dead worker left `pending`/`streaming` are marked `incomplete`
-(idempotent, so N workers doing it is harmless). At
-shutdown, streams cancelled by uvicorn's graceful-shutdown timeout get to record
-themselves before the event loop closes.
+A composition: Django's stock handler with its middleware run inline (`chat.seams`);
+chat requests' ORM calls on one shared thread, pages on Django's thread per request; /api/
+errors Django answers before any middleware rewritten as the API's JSON; and the worker's
+lifespan (`chat.ops.lifespan`) with the turn engine's start-up and shutdown.
 """
 
-import asyncio
-import contextvars
-import logging
+import functools
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import timedelta
-from typing import Any
 
 import django
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from django.conf import settings
 
+from chat.errors import json_errors
+from chat.ops.lifespan import lifespan
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+# What `django.core.asgi.get_asgi_application` does first: the modules below import
+# models and Django's middleware, which need the app registry.
+django.setup(set_prefix=False)
+
+from chat import seams  # noqa: E402
+from chat.turns import control  # noqa: E402
+
+seams.check_connections_at_request_end_only()
+django_application = seams.asgi_handler()
 
 # Requests served on the chat's database thread: the JSON API and the probes and scrapes.
 CHAT_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
 
-# One `ThreadSensitiveContext` for all chat requests of this process: their ORM calls
-# share its one thread (and, on SQLite, its one kept connection) instead of Django's
-# thread per request, so an open stream costs a coroutine, not a thread. Never entered
-# or exited, so it lives as long as the process and tasks a request leaves running (a
-# turn being finished after its client left) keep the same thread. Turn starts and
-# finishes are written by `chat.turns.batching` on asgiref's process-wide thread.
-CHAT_THREAD = ThreadSensitiveContext()
 
-
-@contextmanager
-def on_chat_thread() -> Iterator[None]:
-    """Within this block Django's own per-request `ThreadSensitiveContext` finds one set
-    already and keeps it: the block's thread-sensitive calls run on `CHAT_THREAD`."""
-    token: contextvars.Token[Any] = SyncToAsync.thread_sensitive_context.set(CHAT_THREAD)
-    try:
-        yield
-    finally:
-        SyncToAsync.thread_sensitive_context.reset(token)
-
-
-def _django_application() -> Any:
-    # What `django.core.asgi.get_asgi_application` does, with our middleware swapped in.
-    django.setup(set_prefix=False)
-    from chatsite import seams  # imports Django's middleware: apps must be ready
-
-    seams.check_connections_at_request_end_only()
-    return seams.asgi_handler()
-
-
-django_application = _django_application()
-logger = logging.getLogger("chat")
-SHUTDOWN_DRAIN_SECONDS = 10.0
-
-
-async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     if scope["type"] == "lifespan":
-        await lifespan(receive, send)
+        # Every worker, before it accepts requests and then now and then, marks the turns a
+        # dead worker left `incomplete` (idempotent, so N workers doing it is harmless); at
+        # shutdown, streams the server cancelled record themselves.
+        await lifespan(
+            receive,
+            send,
+            startup=functools.partial(control.turns_sweep_stale, when="at start-up"),
+            periodic=functools.partial(control.turns_sweep_stale, when="in the periodic sweep"),
+            every=settings.CHAT_STALE_SWEEP_SECONDS,
+            shutdown=control.turns_shutdown,
+        )
         return
     if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
         if scope["path"].startswith("/api/"):
             send = json_errors(send)
-        with on_chat_thread():
+        with seams.on_chat_thread():
             await django_application(scope, receive, send)
         return
     # Admin, sign-in and other pages: Django's own thread per request, so a slow report
     # never holds up a chat turn's database work.
     await django_application(scope, receive, send)
-
-
-def json_errors(send: Any) -> Any:
-    """`send`, with an error Django answered itself before any middleware ran (its request
-    building: 400 for a query string that is not UTF-8, 413) rewritten as the API's JSON
-    error. Everything else, JSON errors included, passes through untouched."""
-    held: dict[str, Any] | None = None
-
-    async def sending(message: dict[str, Any]) -> None:
-        nonlocal held
-        if message["type"] == "http.response.start":
-            headers = {k.lower(): v for k, v in message.get("headers", [])}
-            is_json = headers.get(b"content-type", b"").startswith(b"application/json")
-            if message["status"] >= 400 and not is_json:
-                held = message  # its body is replaced, so its start waits for it
-                return
-        elif held is not None and message["type"] == "http.response.body":
-            if message.get("more_body"):
-                return  # the rest of Django's page: dropped
-            start, held = held, None
-            await _send_json_error(send, start)
-            return
-        await send(message)
-
-    return sending
-
-
-async def _send_json_error(send: Any, start: dict[str, Any]) -> None:
-    from chat.errors import status_error
-
-    body = status_error(start["status"]).content
-    kept = [
-        (k, v)
-        for k, v in start.get("headers", [])
-        if k.lower() not in (b"content-type", b"content-length")
-    ]
-    headers = [
-        *kept,
-        (b"content-type", b"application/json"),
-        (b"content-length", b"%d" % len(body)),
-    ]
-    await send({**start, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def expire_stale(when: str) -> None:
-    from chat.turns.control import turns_expire_stale
-
-    try:
-        older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
-        count = await sync_to_async(turns_expire_stale)(older_than=older_than)
-        if count:
-            logger.warning("marked %s stale replies incomplete %s", count, when)
-    except Exception:  # a broken database must not stop the server (or the sweeps)
-        logger.exception("could not expire stale replies %s", when)
-
-
-async def sweep_stale_forever() -> None:
-    """A worker that dies mid-stream leaves its turns `streaming` while the others run
-    on: sweep for them now and then, not only when a worker starts."""
-    while True:
-        await asyncio.sleep(settings.CHAT_STALE_SWEEP_SECONDS)
-        await expire_stale("in the periodic sweep")
-
-
-async def lifespan(receive: Any, send: Any) -> None:
-    from chat.ops import metrics
-    from chat.turns import batching
-    from chat.turns.control import turns_drain
-
-    sweeper: asyncio.Task[None] | None = None
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await expire_stale("at start-up")
-            if settings.CHAT_STALE_SWEEP_SECONDS > 0:
-                sweeper = asyncio.create_task(sweep_stale_forever())
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            if sweeper is not None:
-                sweeper.cancel()
-            # Streams uvicorn gave up waiting for were just cancelled: let them record
-            # themselves (`cancelled`, partial text) before the event loop goes away.
-            left = await turns_drain(timeout=SHUTDOWN_DRAIN_SECONDS)
-            if left:
-                logger.warning("%s replies still unfinished at shutdown", left)
-            # Starts and finishes still queued for a group write (chat.turns.batching).
-            if not await batching.settled(timeout=SHUTDOWN_DRAIN_SECONDS):
-                logger.warning("database writes still queued at shutdown")
-            metrics.worker_exited()
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -5,6 +5,7 @@ See the configuration table in README.md. Nothing secret lives in this file.
 
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -41,7 +42,7 @@ INSTALLED_APPS = [
 ]
 
 # Django's own middleware here runs inline on the event loop under our ASGI handler
-# (chatsite/django_overrides.py says how and why); the names stay Django's.
+# (chat/seams.py says how and why); the names stay Django's.
 MIDDLEWARE = [
     "chat.middleware.RequestIdMiddleware",  # first: every response carries X-Request-ID
     # Second: whatever answers below it (a middleware, Django's own 404/500), /api/ errors
@@ -50,7 +51,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
-    "chatsite.staticfiles.AsyncWhiteNoiseMiddleware",
+    "chat.seams.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,7 +92,7 @@ _SQLITE = DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3"
 if _SQLITE:
     # WAL lets readers run beside the one writer; IMMEDIATE takes the write lock at BEGIN
     # so two turns never deadlock upgrading a read lock; the busy timeout queues writers
-    # (a worker's turn writes come from one thread, see chatsite/asgi.py).
+    # (a worker's turn writes come from one thread, see chat/seams.py).
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
@@ -104,7 +105,7 @@ if _SQLITE:
 # per request on the chat's database thread.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=None if _SQLITE else 0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # A pool per worker, sized for the threads that use it (chatsite/asgi.py): the chat's
+    # A pool per worker, sized for the threads that use it (chat/seams.py): the chat's
     # request thread, the thread that writes turn starts and finishes, and admin or page
     # requests on threads of their own; more of those at once wait for a free connection.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
@@ -145,7 +146,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = env.path("STATIC_ROOT", default=BASE_DIR / "staticfiles")
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},

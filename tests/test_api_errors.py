@@ -6,6 +6,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 import pytest
+from django.urls import URLResolver, get_resolver
 
 from chat import middleware
 from tests.asgi import asgi_request
@@ -101,7 +102,7 @@ async def test_pages_outside_the_api_keep_django_errors(settings):
 @pytest.mark.django_db(transaction=True)
 async def test_errors_django_answers_before_any_middleware_are_json_too():
     """A query string that is not UTF-8 fails while Django builds the request, before any
-    middleware: its HTML 400 becomes the API's JSON error (chatsite/asgi.py)."""
+    middleware: its HTML 400 becomes the API's JSON error (`chat.errors.json_errors`)."""
     result = await asgi_request("GET", "/api/conversations", raw_query=b"q=\xff\xfe")
     assert result.status == 400
     assert result.headers["content-type"] == "application/json"
@@ -112,3 +113,32 @@ async def test_errors_django_answers_before_any_middleware_are_json_too():
     page = await asgi_request("GET", "/accounts/login/", raw_query=b"q=\xff\xfe")
     assert page.status == 400
     assert not page.headers.get("content-type", "").startswith("application/json")
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "PATCH", "DELETE"])
+async def test_an_unknown_api_path_is_a_json_404_whatever_the_method(method):
+    """Not a CSRF refusal either: the API has no tokens (see the next test)."""
+    result = await asgi_request(method, "/api/no/such/endpoint", body={})
+    assert_json_error(result, 404, "not_found")
+
+
+def test_every_api_view_is_exempt_from_djangos_token_csrf():
+    """The API refuses cross-site requests by Origin/Sec-Fetch-Site and content type
+    (`CrossOriginProtectionMiddleware`, tests/test_security.py), so a script or the page
+    needs no CSRF token; the admin and HTML forms keep Django's."""
+    api_views = dict(api_routes(get_resolver()))
+    assert len(api_views) >= 10
+    assert [
+        route for route, view in api_views.items() if not getattr(view, "csrf_exempt", False)
+    ] == []
+
+
+def api_routes(resolver, prefix: str = ""):
+    for pattern in resolver.url_patterns:
+        route = prefix + str(pattern.pattern)
+        if isinstance(pattern, URLResolver):
+            yield from api_routes(pattern, route)
+        elif route.startswith("api"):
+            yield route, pattern.callback

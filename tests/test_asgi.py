@@ -1,4 +1,5 @@
-"""chatsite/asgi.py: which thread a request's ORM calls run on, and the connection checks.
+"""chatsite/asgi.py: which thread a request's ORM calls run on (`chat.seams.on_chat_thread`),
+and the connection checks.
 
 Chat requests (the API, probes) share one database thread, so an open stream costs no
 thread of its own; admin and other pages get Django's thread per request, so a slow
@@ -16,9 +17,9 @@ from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 
+from chat import seams
 from chat.admin import dashboard
-from chatsite import seams
-from chatsite.asgi import on_chat_thread
+from chat.seams import on_chat_thread
 from tests.asgi import AsgiClient, asgi_request
 
 

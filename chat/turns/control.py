@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from datetime import timedelta
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
@@ -14,7 +17,7 @@ from django.utils import timezone
 from chat.access.owners import Owner
 from chat.errors import not_found
 from chat.models import Message
-from chat.turns import relay
+from chat.turns import batching, relay
 from chat.turns.finish import release_connection
 
 Status = Message.Status
@@ -90,3 +93,34 @@ def turns_expire_stale(*, older_than: timedelta) -> int:
     # Run at start-up, outside any request: nothing else would ever close this connection.
     release_connection()
     return expired
+
+
+logger = logging.getLogger("chat")
+
+# How long shutdown waits for this process's turns to be recorded, and then for the
+# writes still queued for them.
+SHUTDOWN_DRAIN_SECONDS = 10.0
+
+
+async def turns_sweep_stale(*, when: str) -> None:
+    """`turns_expire_stale` for turns older than CHAT_STALE_TURN_SECONDS, logging how many
+    (`when`: at start-up, in the periodic sweep). Never raises: a broken database must stop
+    neither the server's start nor the later sweeps."""
+    try:
+        older_than = timedelta(seconds=settings.CHAT_STALE_TURN_SECONDS)
+        count = await sync_to_async(turns_expire_stale)(older_than=older_than)
+        if count:
+            logger.warning("marked %s stale replies incomplete %s", count, when)
+    except Exception:
+        logger.exception("could not expire stale replies %s", when)
+
+
+async def turns_shutdown(*, timeout: float = SHUTDOWN_DRAIN_SECONDS) -> None:
+    """At server shutdown: streams the server gave up waiting for were just cancelled; let
+    them record themselves (`cancelled`, partial text) before the event loop goes away,
+    then wait for starts and finishes still queued for a group write (`batching`)."""
+    left = await turns_drain(timeout=timeout)
+    if left:
+        logger.warning("%s replies still unfinished at shutdown", left)
+    if not await batching.settled(timeout=timeout):
+        logger.warning("database writes still queued at shutdown")

@@ -1,7 +1,8 @@
-"""chatsite/seams.py: Django's middleware run inline must behave exactly like
+"""chat/seams.py: Django's middleware run inline must behave exactly like
 Django's own. The same requests go through Django's stock handler and through ours; status,
-headers, cookies and session rows must match. The fingerprint test fails on any Django
-upgrade that changes the code replaced there: re-run this module, then record it."""
+headers, cookies and session rows must match. The fingerprint test fails on any Django,
+asgiref or WhiteNoise upgrade that changes the code a seam replaces or relies on: re-check
+that seam (its test here or in tests/test_asgi.py), then record the new fingerprint."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ import hashlib
 import re
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
+from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
+from whitenoise.middleware import WhiteNoiseMiddleware
 
-from chatsite import seams
+from chat import seams
 from chatsite.asgi import django_application
 from tests.asgi import asgi_request
 
-# Django 5.2's code that chatsite.seams stands in for.
+# The code chat.seams replaces or relies on: Django 5.2, asgiref 3.13, WhiteNoise 6.12.
 FINGERPRINTS = {
+    # 1. Django's middleware, inline.
     "AuthenticationMiddleware.process_request": "6dd39b90ad6373e2",
     "CommonMiddleware.process_request": "993f4d1f2084e01e",
     "CommonMiddleware.process_response": "eb5ad294e9fbda9b",
@@ -34,20 +39,33 @@ FINGERPRINTS = {
     "SessionMiddleware.process_request": "6782d24847e4a926",
     "SessionMiddleware.process_response": "fbaf5503c20d7dd0",
     "XFrameOptionsMiddleware.process_response": "045e5788270860c6",
+    # 3. One database thread for chat requests.
+    "ASGIHandler.__call__": "f756809e9c9308dc",
+    "SyncToAsync.__call__": "6376e33c6d3d94c5",
+    "ThreadSensitiveContext.__aenter__": "b0355bf6b275a7c2",
+    "ThreadSensitiveContext.__aexit__": "5571fec562fa6e84",
+    # 4. A streamed body closed all the way down.
+    "ASGIHandler.send_response": "77eda2b08689b44e",
+    "StreamingHttpResponse.__aiter__": "7b36f5b3e5de1837",
+    "StreamingHttpResponse.streaming_content": "cdb912493f797f72",
+    # 5. WhiteNoise as an async middleware.
+    "WhiteNoise.find_file": "f338d02358b615c5",
+    "WhiteNoiseMiddleware.__call__": "538b06958308b801",
+    "WhiteNoiseMiddleware.serve": "5858d32edfbb9db2",
 }
 VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
 
 
-def test_the_replaced_django_code_is_the_code_these_overrides_were_checked_against():
+def test_the_replaced_upstream_code_is_the_code_these_seams_were_checked_against():
     found = {
         name: hashlib.sha256(source.encode()).hexdigest()[:16]
-        for name, source in seams.replaced_django_code().items()
+        for name, source in seams.replaced_upstream_code().items()
     }
-    assert found == FINGERPRINTS, "Django changed code chatsite/seams.py replaces"
+    assert found == FINGERPRINTS, "an upgrade changed code chat/seams.py replaces"
 
 
 def test_start_up_check_passes_and_ours_are_in_the_built_chain():
-    seams.check_django()
+    seams.check_upstream()
     built = {type(m) for m in _chain(django_application)}
     assert set(seams.INLINE.values()) <= built
     django_names = {
@@ -64,7 +82,7 @@ def test_start_up_check_refuses_a_django_with_its_own_async_path(monkeypatch):
 
     monkeypatch.setattr(security.SecurityMiddleware, "__acall__", acall, raising=False)
     with pytest.raises(Exception, match="SecurityMiddleware now has its own async path"):
-        seams.check_django()
+        seams.check_upstream()
 
 
 def cookie_shape(header: str) -> tuple[str, ...]:
@@ -164,3 +182,31 @@ def _closed_over(function):
     if code is None or "get_response" not in code.co_freevars:
         return None
     return function.__closure__[code.co_freevars.index("get_response")].cell_contents
+
+
+async def _no_context(self, scope, receive, send):  # as if Django dropped its per-request one
+    await self.handle(scope, receive, send)
+
+
+async def _unclosed(self, response, send):  # as if Django stopped closing the body
+    async for part in aiter(response):
+        await send(part)
+
+
+@pytest.mark.parametrize(
+    "owner, name, value, problem",
+    [
+        (SyncToAsync, "thread_sensitive_context", None, "thread_sensitive_context is gone"),
+        (ASGIHandler, "__call__", _no_context, "ThreadSensitiveContext"),
+        (ASGIHandler, "send_response", _unclosed, "no longer closes aiter(response)"),
+        (WhiteNoiseMiddleware, "find_file", None, "WhiteNoiseMiddleware.find_file is gone"),
+        (WhiteNoiseMiddleware, "serve", None, "WhiteNoiseMiddleware.serve is gone"),
+    ],
+    ids=["asgiref-context", "django-context", "django-closing", "find_file", "serve"],
+)
+def test_start_up_check_refuses_an_upstream_that_moved_under_a_seam(
+    monkeypatch, owner, name, value, problem
+):
+    monkeypatch.setattr(owner, name, value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(problem)):
+        seams.check_upstream()

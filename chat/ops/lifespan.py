@@ -1,0 +1,53 @@
+"""A worker's ASGI lifespan: its own work before it accepts requests, now and then while it
+serves, and before it exits.
+
+The work is passed in as hooks (`chatsite.asgi` composes the turn engine's): this package
+never imports the turn engine. The worker's metrics are this package's own, so its exit is
+recorded here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+
+from chat.ops import metrics
+
+Hook = Callable[[], Awaitable[None]]
+
+
+async def lifespan(
+    receive: ASGIReceiveCallable,
+    send: ASGISendCallable,
+    *,
+    startup: Hook,
+    periodic: Hook,
+    every: float,
+    shutdown: Hook,
+) -> None:
+    """One ASGI lifespan: `startup` before the worker accepts requests (the server waits
+    for it), `periodic` every `every` seconds while it serves (never when `every` is 0),
+    and `shutdown` once the server has stopped serving, before the event loop closes."""
+    repeating: asyncio.Task[None] | None = None
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await startup()
+            if every > 0:
+                repeating = asyncio.create_task(_repeat(periodic, every))
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if repeating is not None:
+                repeating.cancel()
+            await shutdown()
+            metrics.worker_exited()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _repeat(hook: Hook, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        await hook()

@@ -1,0 +1,363 @@
+"""Every use of a private name of Django, asgiref or WhiteNoise: what, why, and how an
+upgrade is caught.
+
+1. **Django's own middleware, inline on the event loop.** Under ASGI every
+   `MiddlewareMixin` middleware runs its `process_request` and `process_response` through
+   `sync_to_async` (`MiddlewareMixin.__acall__`, undocumented): two thread hops per
+   middleware per request, a large part of what opening a stream costs. Django has no
+   public switch for it (Django ticket #37177; its fix, "Reduced per-middleware context
+   switching under ASGI", is an open pull request), and writing our own security,
+   session, CSRF, messages and clickjacking middleware would copy security code. So the
+   classes below subclass Django's and override `__acall__` to call Django's own hooks
+   inline (they do no I/O); the session middleware crosses to a thread only to save a
+   modified session, CSRF only when its secret lives in the session, messages keep
+   Django's hops on pages (storing a message may write the session) and skip them on the
+   JSON API. `MIDDLEWARE` keeps Django's names (`check --deploy` and the admin's checks
+   look for them there); `asgi_handler()` builds Django's stock `ASGIHandler` with these
+   swapped in.
+
+2. **No connection check before each ASGI request.** Django closes stale database
+   connections at every request's start and end. Under ASGI the start check is a thread
+   hop queued on the chat's database thread (3.); the check at each request's end, on
+   the same thread, already covers the next request. Done with Django's public signal
+   API (`disconnect`/`connect`), so nothing to fingerprint; WSGI keeps both checks.
+   No ticket: Django's checks are right for a thread per request, which chat requests
+   do not have (Django ticket #33497 is about persistent connections under ASGI).
+
+3. **One database thread for chat requests** (asgiref's `SyncToAsync.thread_sensitive_context`,
+   a private context variable). Django gives every ASGI request a `ThreadSensitiveContext`
+   of its own (Django ticket #32889, deliberately), so each request's ORM calls get a
+   thread and a connection. `on_chat_thread()` sets one process-wide context first, which
+   Django's own then keeps: chat requests share one thread, so an open stream costs a
+   coroutine, not a thread. It is never entered, so it never exits: tasks a request
+   leaves running (a turn finished after its client left) keep the thread. asgiref's
+   public way, `ThreadSensitiveContext(executor=...)`, refuses thread-sensitive calls from
+   tasks that outlive its block, which such a turn is. No ticket found asking asgiref
+   for a context that outlives its requests.
+
+4. **A streamed body closed all the way down** (`ClosingStreamingResponse` overrides
+   `StreamingHttpResponse.__aiter__`). Django's ASGI handler closes what
+   `aiter(response)` returns when the client leaves mid-send, but
+   `StreamingHttpResponse.streaming_content` wraps the body in a generator of its own
+   that never closes the body, which would leave the turn open until garbage
+   collection. Django ticket #37066 (its open pull request wraps Django's other bare
+   `async for` sites in `aclosing`) is the nearest; no ticket found for this wrapper.
+
+5. **WhiteNoise as an async middleware** (`AsyncWhiteNoiseMiddleware` replaces
+   `WhiteNoiseMiddleware.__call__` and uses its undocumented `files`, `find_file`,
+   `autorefresh` and `serve`). `WhiteNoiseMiddleware` is sync-only: under ASGI Django
+   would run every request, API and streams included, through a thread and back. WhiteNoise
+   has no async middleware (evansd/whitenoise#179, "Considering ASGI", open; its pull
+   request #359 was never merged and became the ServeStatic fork).
+
+`check_upstream()` runs at start-up and refuses to start when Django, asgiref or WhiteNoise
+no longer look like what these assume. `tests/test_seams.py` feeds Django's middleware and
+ours the same requests and compares status, headers, cookies and session rows, and records
+a fingerprint of every piece of upstream code replaced or relied on here
+(`replaced_upstream_code()`), so an upgrade that changes one fails loudly.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import warnings
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, cast
+
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, markcoroutinefunction, sync_to_async
+from asgiref.typing import ASGI3Application
+from django.conf import settings
+from django.contrib.auth import middleware as auth
+from django.contrib.messages import middleware as messages
+from django.contrib.sessions import middleware as sessions
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
+from django.middleware import clickjacking, common, csrf, security
+from django.utils.deprecation import MiddlewareMixin
+from whitenoise.base import WhiteNoise
+from whitenoise.middleware import WhiteNoiseMiddleware
+
+# Our classes are built into Django's async chain only: what they call next is awaitable.
+AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
+
+# --- 1. Django's own middleware, inline ---------------------------------------------------
+
+
+class _Inline(MiddlewareMixin):
+    """Calls the hooks of the Django class it is mixed into inline (each has its own)."""
+
+    process_request: Any
+    process_response: Any
+    get_response: AsyncGetResponse
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        early: HttpResponseBase | None = None
+        if hasattr(self, "process_request"):
+            early = self.process_request(request)
+        response = early or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response
+
+
+class CommonMiddleware(_Inline, common.CommonMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(_Inline, auth.AuthenticationMiddleware):
+    pass
+
+
+class SecurityMiddleware(_Inline, security.SecurityMiddleware):
+    pass
+
+
+class XFrameOptionsMiddleware(_Inline, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_Inline, csrf.CsrfViewMiddleware):
+    """Inline while the CSRF secret is a cookie; kept in a thread when it lives in the
+    session (`CSRF_USE_SESSIONS`), since reading the session may query the database."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if settings.CSRF_USE_SESSIONS:
+            return await super(_Inline, self).__acall__(request)
+        return await _Inline.__acall__(self, request)
+
+    async def process_view(  # type: ignore[override]
+        self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
+    ) -> HttpResponseBase | None:
+        check = super().process_view
+        if settings.CSRF_USE_SESSIONS:
+            return await sync_to_async(check)(request, callback, callback_args, callback_kwargs)
+        return check(request, callback, callback_args, callback_kwargs)
+
+
+class SessionMiddleware(sessions.SessionMiddleware):
+    """Creating the lazy session store and deciding on the cookie need no I/O; only
+    saving does (and reading the expiry for the cookie, which loads the session), both
+    only when the session is modified or saved on every request."""
+
+    get_response: AsyncGetResponse
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        self.process_request(request)
+        response = await self.get_response(request)
+        # django-stubs types `process_response` for HttpResponse; Django's takes any response.
+        if _session_may_save(request):
+            return await sync_to_async(self.process_response)(request, response)  # type: ignore[arg-type]
+        return self.process_response(request, response)  # type: ignore[arg-type]
+
+
+def _session_may_save(request: HttpRequest) -> bool:
+    # Django saves when `(modified or SESSION_SAVE_EVERY_REQUEST) and not empty`; the
+    # emptiness check and the cookie deletion are in memory, so this is enough.
+    session = getattr(request, "session", None)
+    return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class MessageMiddleware(messages.MessageMiddleware):
+    """The JSON API never shows flash messages: it skips the two hops; pages (the admin)
+    keep them, since storing messages may write the session."""
+
+    get_response: AsyncGetResponse
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        if request.path_info.startswith("/api/"):
+            return await self.get_response(request)
+        return await super().__acall__(request)
+
+
+INLINE = {
+    "django.middleware.security.SecurityMiddleware": SecurityMiddleware,
+    "django.contrib.sessions.middleware.SessionMiddleware": SessionMiddleware,
+    "django.middleware.common.CommonMiddleware": CommonMiddleware,
+    "django.middleware.csrf.CsrfViewMiddleware": CsrfViewMiddleware,
+    "django.contrib.auth.middleware.AuthenticationMiddleware": AuthenticationMiddleware,
+    "django.contrib.messages.middleware.MessageMiddleware": MessageMiddleware,
+    "django.middleware.clickjacking.XFrameOptionsMiddleware": XFrameOptionsMiddleware,
+}
+
+
+def _django_class(ours: type) -> type:
+    """The Django middleware class one of ours stands in for."""
+    return ours.__mro__[ours.__mro__.index(MiddlewareMixin) - 1]
+
+
+def asgi_handler() -> ASGI3Application:
+    """Django's stock ASGI handler, its middleware chain built with `INLINE` swapped in."""
+    check_upstream()
+    listed = settings.MIDDLEWARE
+    # Once, at start-up, before any request: nothing else reads the setting yet.
+    settings.MIDDLEWARE = [_path(INLINE[name]) if name in INLINE else name for name in listed]
+    try:
+        # django-stubs types ASGI messages as plain mappings; they are the same dicts.
+        return cast(ASGI3Application, ASGIHandler())
+    finally:
+        settings.MIDDLEWARE = listed
+
+
+def _path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# --- 2. No connection check before each ASGI request --------------------------------------
+
+
+def check_connections_at_request_end_only() -> None:
+    """Under ASGI, drop Django's connection check at request start (see the module
+    docstring); WSGI keeps both. Idempotent."""
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.core.signals import request_started
+    from django.db import close_old_connections, reset_queries
+
+    for receiver in (close_old_connections, reset_queries):
+        request_started.disconnect(receiver)
+        request_started.connect(receiver, sender=WSGIHandler)
+
+
+# --- 3. One database thread for chat requests ---------------------------------------------
+
+# One `ThreadSensitiveContext` for all chat requests of this process: their ORM calls
+# share its one thread (and, on SQLite, its one kept connection). Turn starts and
+# finishes are written by `chat.turns.batching` on asgiref's process-wide thread.
+CHAT_THREAD = ThreadSensitiveContext()
+
+
+@contextmanager
+def on_chat_thread() -> Iterator[None]:
+    """Within this block Django's own per-request `ThreadSensitiveContext` finds one set
+    already and keeps it: the block's thread-sensitive calls run on `CHAT_THREAD`."""
+    token = SyncToAsync.thread_sensitive_context.set(CHAT_THREAD)
+    try:
+        yield
+    finally:
+        SyncToAsync.thread_sensitive_context.reset(token)
+
+
+# --- 4. A streamed body closed all the way down -------------------------------------------
+
+
+class ClosingStreamingResponse(StreamingHttpResponse):
+    """Closes its body generator when Django stops iterating it, so that a turn whose
+    client left is finished now rather than at garbage collection."""
+
+    def __init__(self, body: AsyncIterator[bytes], **kwargs: Any) -> None:
+        super().__init__(body, **kwargs)
+        # Every body given here is an async generator, though typed as its iterator.
+        self.body_iterator = cast(AsyncGenerator[bytes, None], body)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for part in cast(AsyncIterator[bytes], self.streaming_content):
+                yield part
+        finally:
+            await self.body_iterator.aclose()
+
+
+# --- 5. WhiteNoise as an async middleware -------------------------------------------------
+
+
+class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
+    """Looking the path up is a dict lookup; only a static file's response is built in a
+    thread."""
+
+    async_capable = True
+    sync_capable = False
+    get_response: AsyncGetResponse
+
+    def __init__(self, get_response: AsyncGetResponse) -> None:
+        with warnings.catch_warnings():
+            if settings.DEBUG:
+                # In development the finders serve static files; STATIC_ROOT only exists
+                # after collectstatic, which `make run` rightly does not run.
+                warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
+            super().__init__(get_response)
+        markcoroutinefunction(self)
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if self.autorefresh:
+            static_file = await sync_to_async(self.find_file)(request.path_info)
+        else:
+            static_file = self.files.get(request.path_info)
+        if static_file is not None:
+            served: HttpResponseBase = await sync_to_async(self.serve)(static_file, request)
+            return served
+        return await self.get_response(request)
+
+
+# --- How an upgrade is caught -------------------------------------------------------------
+
+
+def replaced_upstream_code() -> dict[str, str]:
+    """The upstream source the seams above replace or rely on, by name (fingerprinted by
+    tests/test_seams.py)."""
+    code = {
+        # 1. The dispatch replaced, and the hooks called inline.
+        "MiddlewareMixin.__call__": inspect.getsource(MiddlewareMixin.__call__),
+        "MiddlewareMixin.__acall__": inspect.getsource(MiddlewareMixin.__acall__),
+        # 3. Django's per-request context, and how asgiref picks a context's thread.
+        "ASGIHandler.__call__": inspect.getsource(ASGIHandler.__call__),
+        "ThreadSensitiveContext.__aenter__": inspect.getsource(ThreadSensitiveContext.__aenter__),
+        "ThreadSensitiveContext.__aexit__": inspect.getsource(ThreadSensitiveContext.__aexit__),
+        "SyncToAsync.__call__": inspect.getsource(SyncToAsync.__call__),
+        # 4. The iteration replaced, the wrapper it goes around, and who closes it.
+        "StreamingHttpResponse.__aiter__": inspect.getsource(StreamingHttpResponse.__aiter__),
+        "StreamingHttpResponse.streaming_content": inspect.getsource(
+            vars(StreamingHttpResponse)["streaming_content"].fget
+        ),
+        "ASGIHandler.send_response": inspect.getsource(ASGIHandler.send_response),
+        # 5. The dispatch replaced, and what it calls.
+        "WhiteNoiseMiddleware.__call__": inspect.getsource(WhiteNoiseMiddleware.__call__),
+        "WhiteNoiseMiddleware.serve": inspect.getsource(WhiteNoiseMiddleware.serve),
+        "WhiteNoise.find_file": inspect.getsource(WhiteNoise.find_file),
+    }
+    for ours in INLINE.values():
+        django_class = _django_class(ours)
+        for hook in ("process_request", "process_view", "process_response"):
+            if hook in vars(django_class):
+                name = f"{django_class.__name__}.{hook}"
+                code[name] = inspect.getsource(getattr(django_class, hook))
+    return code
+
+
+def check_upstream() -> None:
+    """Refuse to start when Django, asgiref or WhiteNoise no longer work the way the
+    seams above assume."""
+    problems = []
+    # 1.
+    if "self.__acall__(request)" not in inspect.getsource(MiddlewareMixin.__call__):
+        problems.append("MiddlewareMixin.__call__ no longer dispatches to __acall__")
+    for name, ours in INLINE.items():
+        django_class = _django_class(ours)
+        if f"{django_class.__module__}.{django_class.__name__}" != name:
+            problems.append(f"{ours.__name__} does not stand in for {name}")
+        if any(n in vars(django_class) for n in ("__call__", "__acall__")):
+            problems.append(f"{name} now has its own async path")
+        if not hasattr(django_class, "process_request") and not hasattr(
+            django_class, "process_response"
+        ):
+            problems.append(f"{name} has no process_request/process_response")
+    # 3.
+    context = getattr(SyncToAsync, "thread_sensitive_context", None)
+    if not isinstance(context, contextvars.ContextVar):
+        problems.append("asgiref's SyncToAsync.thread_sensitive_context is gone")
+    if "ThreadSensitiveContext()" not in inspect.getsource(ASGIHandler.__call__):
+        problems.append("ASGIHandler no longer gives each request a ThreadSensitiveContext")
+    # 4.
+    if "aclosing(aiter(response))" not in inspect.getsource(ASGIHandler.send_response):
+        problems.append("ASGIHandler no longer closes aiter(response)")
+    # 5.
+    for method in ("find_file", "serve"):
+        if not callable(getattr(WhiteNoiseMiddleware, method, None)):
+            problems.append(f"WhiteNoiseMiddleware.{method} is gone")
+    if problems:
+        raise ImproperlyConfigured(
+            "chat.seams no longer matches the installed Django, asgiref or WhiteNoise: "
+            + "; ".join(problems)
+            + ". Re-check each seam against them (tests/test_seams.py)."
+        )
