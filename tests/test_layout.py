@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "chat.search",
         "chat.text",
         "chat.runtime",
+        "chat.seams",
         "chat.migrations",
     },
 ]
