@@ -48,7 +48,7 @@ async def test_new_visitor_gets_a_signed_cookie_and_no_session_row(settings):
     again = await visitor.post("/api/chat", {"message": "more", "conversation": conversation})
     assert again.status == 200 and ANONYMOUS_COOKIE not in again.set_cookies
     stored = await Conversation.objects.aget(pk=conversation)
-    signer = signing.TimestampSigner(salt=ANONYMOUS_COOKIE + "chat.access.identity.anonymous")
+    signer = signing.TimestampSigner(salt=ANONYMOUS_COOKIE + "chat.identity.anonymous")
     assert signer.unsign(visitor.cookies[ANONYMOUS_COOKIE]) == stored.anonymous_key
     assert await Session.objects.acount() == 0
 

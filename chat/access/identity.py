@@ -27,7 +27,9 @@ from chat.errors import ChatError
 ANONYMOUS_COOKIE = "chat_anonymous"
 # Where anonymous keys lived before the cookie: adopted once from an existing session.
 SESSION_ANONYMOUS_KEY = "chat_anonymous_key"
-_SALT = "chat.access.identity.anonymous"
+# A value on the wire (it signs every visitor's cookie), not a module path: kept as first
+# issued, or every anonymous visitor would lose their conversations.
+_SALT = "chat.identity.anonymous"
 # A cookie older than this is re-sent with a fresh date, so an active visitor keeps it.
 RENEW_AFTER_SECONDS = 24 * 3600
 BEARER = "bearer"
