@@ -25,6 +25,8 @@ Event = dict[str, Any]
 Receive = Callable[[], Awaitable[Event]]
 Send = Callable[[Event], Awaitable[None]]
 
+# One client per event loop, written out here rather than through `chat.runtime`: the floor
+# imports nothing of ours, so no change to the app can move the figures it is compared with.
 _clients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
 
 
