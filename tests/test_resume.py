@@ -125,6 +125,28 @@ async def test_grace_zero_stops_the_turn_when_its_last_reader_leaves(upstream, s
     assert row.status == "cancelled" and row.content == "one "
 
 
+async def test_grace_zero_waits_for_the_first_reader_it_was_claimed_for(upstream, settings):
+    """The claiming request's reader starts only once its response is under way; a tick
+    meanwhile must not take the turn for one whose readers have all left."""
+    from chat.access.owners import Owner
+    from chat.turns.detached import turn_detach
+    from chat.turns.start import turn_claim, turn_start
+
+    settings.CHAT_RESUME_GRACE_SECONDS = 0
+    upstream.queue(Reply(script=chat_script(["one ", "two"], usage=USAGE)))
+    owner = Owner(anonymous_key="first-reader")
+    turn = await turn_start(owner=owner, message="hi", defer=True)
+    claimed = await turn_claim(owner=owner, message_id=turn.message_id)
+    log = await turn_detach(turn=claimed, key="first-reader", slot=False, user_id=None)
+    await asyncio.sleep(1.5)  # longer than a tick of the producers' ticker, with no reader
+
+    body = b"".join([frame async for frame in log.frames_after(0)])
+
+    assert parse_sse(body)[-1][0] == "end"
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert row.status == "completed" and row.content == "one two"
+
+
 async def test_stop_from_a_second_client_reaches_every_reader(upstream):
     script = chat_script(["one ", "two ", "three"], usage=USAGE)
     script.insert(2, 30.0)

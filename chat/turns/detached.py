@@ -40,6 +40,9 @@ logger = logging.getLogger("chat")
 TICK_SECONDS = 1.0
 # How long a reader waits for the log of a turn just claimed on another worker to appear.
 LOG_APPEARS_SECONDS = 2.0
+# The reader whose request claimed a turn starts reading only once its response is under
+# way; until then (or this long) the turn is not unwatched, even with no grace period.
+FIRST_READER_SECONDS = 5.0
 Status = Message.Status
 
 
@@ -83,7 +86,9 @@ async def turn_detach(
         first = StreamEvent("start", {**first.data, "stream_url": stream_url(turn.message_id)})
     log.append(first)
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
-    producer = _produced.get().producers[log.key] = _Producer(log, stop_key)
+    producer = _produced.get().producers[log.key] = _Producer(
+        log, stop_key, unwatched_since=time.monotonic() + FIRST_READER_SECONDS
+    )
     log.on_reader_left(lambda: _reader_left(producer))
     # A context of its own: the task outlives the request, and must not be bound to its
     # thread (asgiref picks the database thread from the context).
