@@ -80,6 +80,8 @@ from django.utils.deprecation import MiddlewareMixin
 from whitenoise.base import WhiteNoise
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from chat.errors import API_PREFIX
+
 # Our classes are built into Django's async chain only: what they call next is awaitable.
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
@@ -167,7 +169,7 @@ class MessageMiddleware(messages.MessageMiddleware):
     get_response: AsyncGetResponse
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.path_info.startswith("/api/"):
+        if request.path_info.startswith(API_PREFIX):
             return await self.get_response(request)
         return await super().__acall__(request)
 
