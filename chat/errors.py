@@ -3,8 +3,9 @@ table, `HTTP_STATUS`), the refusals a request can meet, the one JSON shape every
 sent in, and what an error Django answered itself is called.
 
 It also holds `json_errors`, the ASGI `send` wrapper that gives an error Django answers
-before any middleware runs the same JSON shape: it is that shape at the protocol level,
-so it lives beside `status_error`, which it sends, rather than in `chatsite/asgi.py`.
+before any middleware runs the same JSON shape: it is that shape at the protocol level and
+sends `status_error`'s body, so it lives here rather than in `chatsite/asgi.py`, which
+only composes the application.
 
 A leaf: `chat.llm` takes its statuses from here, so nothing here imports `chat.llm`."""
 
