@@ -2,6 +2,11 @@
 table, `HTTP_STATUS`), the refusals a request can meet, the one JSON shape every error is
 sent in, and what an error Django answered itself is called.
 
+It also holds `json_errors`, the ASGI `send` wrapper that gives an error Django answers
+before any middleware runs the same JSON shape: it is that shape at the protocol level and
+sends `status_error`'s body, so it lives here rather than in `chatsite/asgi.py`, which
+only composes the application.
+
 A leaf: `chat.llm` takes its statuses from here, so nothing here imports `chat.llm`."""
 
 from __future__ import annotations
@@ -10,6 +15,9 @@ from typing import TypedDict
 
 from asgiref.typing import ASGISendCallable, ASGISendEvent, HTTPResponseStartEvent
 from django.http import JsonResponse
+
+# Every path under this prefix is the API, and every error under it is answered in JSON.
+API_PREFIX = "/api/"
 
 # Every error type the API answers, as a JSON error or in a stream's `error` event, and
 # the HTTP status it stands for. A stream's error carries its status (`error_detail`), so
@@ -120,8 +128,16 @@ def not_found(what: str) -> ChatError:
 
 
 def error_response(
-    status: int, type: str, message: str, headers: dict[str, str] | None = None
+    type: str, message: str, *, headers: dict[str, str] | None = None
 ) -> JsonResponse:
+    """The API's JSON error for `type`, answered with its status in `HTTP_STATUS`."""
+    return _error_response(http_status(type), type, message, headers)
+
+
+def _error_response(
+    status: int, type: str, message: str, headers: dict[str, str] | None
+) -> JsonResponse:
+    # The status given apart from the type only for `status_error`, where Django chose it.
     body: ErrorReply = {"error": {"type": type, "message": message}}
     return JsonResponse(body, status=status, headers=headers)
 
@@ -142,7 +158,7 @@ def status_error(status: int, headers: dict[str, str] | None = None) -> JsonResp
     """The API's JSON error for an error status Django answered itself (not a view of ours)."""
     fallback = "server_error" if status >= 500 else "bad_request"
     type = _DJANGO_ERROR_BY_STATUS.get(status, fallback)
-    return error_response(status, type, DJANGO_ERRORS[type], headers=headers)
+    return _error_response(status, type, DJANGO_ERRORS[type], headers)
 
 
 def json_errors(send: ASGISendCallable) -> ASGISendCallable:

@@ -14,12 +14,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 
 from chat.access.identity import settle_cookie
-from chat.errors import ChatError, error_response, status_error
+from chat.errors import API_PREFIX, ChatError, LimitExceeded, error_response, status_error
 from chat.ops import metrics, request_ids
 
 logger = logging.getLogger("chat")
 
-API_PREFIX = "/api/"
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -81,15 +80,13 @@ class ApiErrorMiddleware(AsyncMiddleware):
         self, request: HttpRequest, exception: Exception
     ) -> HttpResponseBase | None:
         if isinstance(exception, ChatError):
-            if exception.status == 429:  # only our own limits raise a 429
+            if isinstance(exception, LimitExceeded):
                 metrics.limit_refused(exception.type)
-            return error_response(
-                exception.status, exception.type, exception.message, headers=exception.headers
-            )
+            return error_response(exception.type, exception.message, headers=exception.headers)
         if not _is_api(request):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "server_error", "Something went wrong on our side.")
+        return error_response("server_error", "Something went wrong on our side.")
 
 
 class RequestIdMiddleware(AsyncMiddleware):
@@ -138,13 +135,12 @@ class CrossOriginProtectionMiddleware(AsyncMiddleware):
     def refusal(self, request: HttpRequest) -> HttpResponseBase | None:
         if not self.same_origin(request):
             return error_response(
-                403, "cross_origin", "Cross-origin requests to the API are not allowed."
+                "cross_origin", "Cross-origin requests to the API are not allowed."
             )
         if request.method in UNSAFE_METHODS and not _bodiless_delete(request):
             content_type = request.content_type or ""
             if content_type != "application/json":
                 return error_response(
-                    415,
                     "unsupported_media_type",
                     "Send the body as Content-Type: application/json.",
                 )

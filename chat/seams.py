@@ -80,6 +80,8 @@ from django.utils.deprecation import MiddlewareMixin
 from whitenoise.base import WhiteNoise
 from whitenoise.middleware import WhiteNoiseMiddleware
 
+from chat.errors import API_PREFIX
+
 # Our classes are built into Django's async chain only: what they call next is awaitable.
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
@@ -128,6 +130,8 @@ class CsrfViewMiddleware(_Inline, csrf.CsrfViewMiddleware):
             return await super(_Inline, self).__acall__(request)
         return await _Inline.__acall__(self, request)
 
+    # A coroutine where Django's is a plain method, which is what mypy refuses: Django's
+    # async chain adapts each process_view to its mode (`adapt_method_mode`) and awaits it.
     async def process_view(  # type: ignore[override]
         self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any
     ) -> HttpResponseBase | None:
@@ -167,7 +171,7 @@ class MessageMiddleware(messages.MessageMiddleware):
     get_response: AsyncGetResponse
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.path_info.startswith("/api/"):
+        if request.path_info.startswith(API_PREFIX):
             return await self.get_response(request)
         return await super().__acall__(request)
 
@@ -262,6 +266,8 @@ class ClosingStreamingResponse(StreamingHttpResponse):
 # --- 5. WhiteNoise as an async middleware -------------------------------------------------
 
 
+# WhiteNoise has no type information, so to mypy its middleware is Any: subclassing it is
+# what `disallow_subclassing_any` refuses.
 class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
     """Looking the path up is a dict lookup; only a static file's response is built in a
     thread."""

@@ -11,6 +11,8 @@ from django.db import connection
 from django.db.models import BooleanField, F, Func, Q, Value
 from django.db.models.expressions import RawSQL
 
+from chat.text import one_line
+
 _WORD = re.compile(r"\w+", re.UNICODE)
 SNIPPET_CHARS = 160
 
@@ -56,7 +58,7 @@ def title_matches(words: list[str]) -> Q:
 
 def snippet(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
     """A short piece of `text` around the first word found, on one line."""
-    flat = " ".join(text.split())
+    flat = one_line(text)
     lowered = flat.lower()
     positions = [p for p in (lowered.find(w.lower()) for w in words) if p >= 0]
     if not positions:

@@ -11,10 +11,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def shortened(text: str, chars: int) -> str:
+    """`text` on one line and at most `chars` long, its end cut to an ellipsis if need be."""
+    line = one_line(text)
+    return line if len(line) <= chars else line[: chars - 1] + "…"
+
+
 def title_from(message: str) -> str:
     """A conversation's title from its first message: one line, at most `TITLE_CHARS`."""
-    line = one_line(message)
-    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+    return shortened(message, TITLE_CHARS)
 
 
 def storable(text: str) -> str:

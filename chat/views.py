@@ -109,7 +109,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
         max_system_chars=settings.CHAT_MAX_SYSTEM_CHARS,
     )
     owner = await request_owner(request)
-    key = limits.limits_key(request, owner)
+    key = limits.limits_key(request, owner.user_id)
     defer = request.GET.get("stream") == "defer"
     resumable = request.GET.get("stream") == "resumable"
     async with limits.admitted(key=key, streaming=not defer, user_id=owner.user_id) as slot:
@@ -156,7 +156,7 @@ async def message_stream(request: HttpRequest, message_id: int) -> HttpResponseB
         raise ChatError("not_acceptable", f"This endpoint streams {SSE}.")
     after = last_event_id(request)
     owner = await request_owner(request)
-    key = limits.limits_key(request, owner)
+    key = limits.limits_key(request, owner.user_id)
     # The slot is taken before the claim: refusing after it would strand the row.
     async with limits.admitted(
         key=key, streaming=True, new_turn=False, user_id=owner.user_id, opening=message_id
@@ -221,7 +221,7 @@ async def new_version(
     """A new version of the last turn, admitted like a new turn (it will call the model)."""
     owner = await request_owner(request)
     async with limits.admitted(
-        key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
+        key=limits.limits_key(request, owner.user_id), streaming=False, user_id=owner.user_id
     ):
         version = await make(owner)
     return JsonResponse(

@@ -235,7 +235,7 @@ vars().update(
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="chat@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Each person's spending limit per period (day, week or month in TIME_ZONE); unset = off.
-# An admin can give a person their own limit, or none (chat/budgets.py).
+# An admin can give a person their own limit, or none (chat/spend/budgets.py).
 _budget_text = env.str("CHAT_BUDGET_USD", default="").strip()
 try:
     CHAT_BUDGET_USD = Decimal(_budget_text) if _budget_text else None

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.spend.periods import period_bounds
+from chat.spend.periods import cutoff_before, period_bounds
 from chat.spend.reports import usage_summary
 from tests.asgi import AsgiClient
 
@@ -175,6 +175,14 @@ async def test_search_sees_a_reply_once_it_is_recorded_and_a_purge_removes_it(ad
     # The index forgot the text too: restoring the row would not find the word.
     await Conversation.objects.filter(pk=conversation).aupdate(deleted_at=None)
     assert await listed(ada, "?q=zanzibar") == []
+
+
+async def test_a_purge_cutoff_is_a_number_of_days_or_a_date():
+    now = timezone.now()
+    assert cutoff_before("30d", now) == now - timedelta(days=30)
+    assert cutoff_before("2026-01-31") == timezone.make_aware(datetime(2026, 1, 31))
+    with pytest.raises(CommandError, match=r"^'soon' is not a number of days such as 30d, or"):
+        await sync_to_async(call_command)("chat_purge", "--deleted-before", "soon")
 
 
 async def test_export_as_markdown_and_json(ada, bob, mini_price, upstream):

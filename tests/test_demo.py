@@ -6,6 +6,7 @@ import pytest
 
 from chat import llm
 from chat.llm import Finished, TextDelta
+from chat.llm.backends import DEMO_BASE_URL
 from chat.llm.demo import DEMO_MODEL, DemoTransport, demo_reply, tokenize
 
 pytestmark = pytest.mark.asyncio
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.asyncio
 def sdk() -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(
         api_key="demo",
-        base_url=llm.DEMO_BASE_URL,
+        base_url=DEMO_BASE_URL,
         http_client=httpx2.AsyncClient(transport=DemoTransport(delay=0)),
     )
 

@@ -12,7 +12,14 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from chat.errors import DJANGO_ERRORS, HTTP_STATUS, ChatError, http_status, status_error
+from chat.errors import (
+    DJANGO_ERRORS,
+    HTTP_STATUS,
+    ChatError,
+    error_response,
+    http_status,
+    status_error,
+)
 from chat.llm import ProviderError
 from chat.models import Message
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
@@ -62,6 +69,7 @@ def test_every_error_type_has_the_contracts_status(error_type, status):
     assert HTTP_STATUS[error_type] == status
     assert http_status(error_type) == status
     assert ChatError(error_type, "Refused.").status == status
+    assert error_response(error_type, "Refused.").status_code == status
 
 
 def test_the_table_holds_the_contracts_types_and_no_others():
@@ -107,10 +115,10 @@ def test_errors_django_answered_itself_get_a_type_for_their_status(status, error
 
 # --- Every type the code answers is in the table --------------------------------------
 
-# Called with an error type as their first argument, or (`error_response`, `bad_request`)
-# their second; `super().__init__` is a `ChatError` subclass naming its type.
-FIRST_ARGUMENT_TYPES = {"ChatError", "LimitExceeded", "error_detail", "__init__"}
-SECOND_ARGUMENT_TYPES = {"error_response", "bad_request"}
+# Called with an error type as their first argument, or (`bad_request`) their second;
+# `super().__init__` is a `ChatError` subclass naming its type.
+FIRST_ARGUMENT_TYPES = {"ChatError", "LimitExceeded", "error_detail", "error_response", "__init__"}
+SECOND_ARGUMENT_TYPES = {"bad_request"}
 # The model provider's own error shape, which the demo model speaks: not ours.
 UPSTREAM_SIDE = {"llm/demo.py", "llm/wire.py"}
 

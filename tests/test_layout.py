@@ -25,7 +25,8 @@ LAYERS: list[set[str]] = [
         "chat.conversations",
     },
     {"chat.turns"},
-    {"chat.spend", "chat.access", "chat.ops"},
+    {"chat.access"},
+    {"chat.spend", "chat.ops"},
     {"chat.llm"},
     {
         "chat.models",

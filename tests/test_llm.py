@@ -5,6 +5,7 @@ import pytest
 
 from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta, wire
+from chat.llm.client import sdk_client
 from tests.upstream import Reply, chat_script, responses_broken_script, responses_script
 
 pytestmark = pytest.mark.asyncio
@@ -198,7 +199,7 @@ async def test_upstream_response_is_closed_when_consumer_stops_early(upstream):
 
 
 async def test_one_client_per_event_loop(upstream):
-    assert llm.sdk_client() is llm.sdk_client()
+    assert sdk_client() is sdk_client()
 
 
 async def test_backend_resolution(settings):

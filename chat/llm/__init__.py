@@ -5,24 +5,17 @@ reply through either the Responses API or Chat Completions; `parsers` turns both
 formats into the same small events (`TextDelta`, then one `Finished`) and one `Usage`
 type (`events`); `errors` turns failures into a `ProviderError` whose message is safe to
 show. `demo` is the offline model, and `wire` writes both stream formats for it, the
-bench's fake upstream and the tests' fake upstream. Everything else imports from here.
+bench's fake upstream and the tests' fake upstream. The app imports from here; the fakes
+use `wire`.
 """
 
-from chat.llm.backends import APIS, DEMO_BASE_URL, Api, Backend, backend
-from chat.llm.client import list_models, reset, sdk_client, stream_reply, use_transport
+from chat.llm.backends import APIS, Api, Backend, backend
+from chat.llm.client import list_models, reset, stream_reply, use_transport
 from chat.llm.errors import ProviderError
-from chat.llm.events import (
-    Finished,
-    ProviderEvent,
-    TextDelta,
-    Usage,
-    estimate_tokens,
-    estimate_usage,
-)
+from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage, estimate_usage
 
 __all__ = [
     "APIS",
-    "DEMO_BASE_URL",
     "Api",
     "Backend",
     "Finished",
@@ -31,11 +24,9 @@ __all__ = [
     "TextDelta",
     "Usage",
     "backend",
-    "estimate_tokens",
     "estimate_usage",
     "list_models",
     "reset",
-    "sdk_client",
     "stream_reply",
     "use_transport",
 ]

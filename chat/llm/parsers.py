@@ -14,6 +14,7 @@ from typing import Any
 
 from chat.llm.errors import ProviderError, redact
 from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage
+from chat.llm.wire import DONE
 
 _SSE_EOL = re.compile(rb"\r\n|\r|\n")
 
@@ -59,10 +60,10 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[dict[str, Any]]:
         elif not line and buffer:
             payload = "\n".join(buffer)
             buffer.clear()
-            if payload == "[DONE]":
+            if payload == DONE:
                 return
             yield _decode(payload)
-    if buffer and buffer != ["[DONE]"]:
+    if buffer and buffer != [DONE]:
         yield _decode("\n".join(buffer))
 
 
@@ -83,7 +84,9 @@ class ResponsesParser:
             self._finished = Finished(
                 status="completed" if complete else "incomplete",
                 finish_reason="stop" if complete else (details.get("reason") or "incomplete"),
-                usage=_responses_usage(response.get("usage")),
+                usage=_usage(
+                    response.get("usage"), input_key="input_tokens", output_key="output_tokens"
+                ),
                 response_id=response.get("id") or "",
             )
         if kind == "response.failed":
@@ -117,7 +120,9 @@ class ChatParser:
             raise ProviderError("upstream", redact(error.get("message") or "The model failed."))
         self._response_id = self._response_id or data.get("id") or ""
         if data.get("usage"):
-            self._usage = _chat_usage(data["usage"])
+            self._usage = _usage(
+                data["usage"], input_key="prompt_tokens", output_key="completion_tokens"
+            )
         events: list[ProviderEvent] = []
         for choice in data.get("choices") or ():
             text = (choice.get("delta") or {}).get("content")
@@ -139,29 +144,18 @@ class ChatParser:
         )
 
 
-def _responses_usage(raw: dict[str, Any] | None) -> Usage | None:
+def _usage(raw: dict[str, Any] | None, *, input_key: str, output_key: str) -> Usage | None:
+    """Either API's usage object, or None when it sent none. Both have the same fields
+    under other names (Responses: `input_tokens`, `output_tokens`; Chat Completions:
+    `prompt_tokens`, `completion_tokens`), each with its details under `<name>_details`."""
     if not raw:
         return None
-    inp = int(raw.get("input_tokens") or 0)
-    out = int(raw.get("output_tokens") or 0)
+    inp = int(raw.get(input_key) or 0)
+    out = int(raw.get(output_key) or 0)
     return Usage(
         input_tokens=inp,
         output_tokens=out,
         total_tokens=int(raw.get("total_tokens") or inp + out),
-        cached_tokens=int((raw.get("input_tokens_details") or {}).get("cached_tokens") or 0),
-        reasoning_tokens=int((raw.get("output_tokens_details") or {}).get("reasoning_tokens") or 0),
-    )
-
-
-def _chat_usage(raw: dict[str, Any]) -> Usage:
-    inp = int(raw.get("prompt_tokens") or 0)
-    out = int(raw.get("completion_tokens") or 0)
-    return Usage(
-        input_tokens=inp,
-        output_tokens=out,
-        total_tokens=int(raw.get("total_tokens") or inp + out),
-        cached_tokens=int((raw.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
-        reasoning_tokens=int(
-            (raw.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
-        ),
+        cached_tokens=int((raw.get(f"{input_key}_details") or {}).get("cached_tokens") or 0),
+        reasoning_tokens=int((raw.get(f"{output_key}_details") or {}).get("reasoning_tokens") or 0),
     )

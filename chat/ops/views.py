@@ -61,7 +61,6 @@ def metrics_refusal(request: HttpRequest) -> HttpResponse | None:
         if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode()):
             return None
         return error_response(
-            401,
             "unauthorized",
             "Send Authorization: Bearer <CHAT_METRICS_TOKEN>.",
             headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
@@ -70,5 +69,5 @@ def metrics_refusal(request: HttpRequest) -> HttpResponse | None:
     if request.META.get("REMOTE_ADDR") in LOOPBACK and direct:
         return None
     return error_response(
-        403, "forbidden", "Metrics are served to 127.0.0.1 only unless CHAT_METRICS_TOKEN is set."
+        "forbidden", "Metrics are served to 127.0.0.1 only unless CHAT_METRICS_TOKEN is set."
     )

@@ -23,7 +23,6 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chat.access.owners import Owner
 from chat.errors import LimitExceeded
 from chat.models import Message
 from chat.runtime import shielded
@@ -69,9 +68,10 @@ def parse_rate(text: str) -> Rate | None:
     return Rate(count=count, seconds=multiple * UNIT_SECONDS[unit])
 
 
-def limits_key(request: HttpRequest, owner: Owner) -> str:
-    if owner.user_id is not None:
-        return f"user:{owner.user_id}"
+def limits_key(request: HttpRequest, user_id: int | None) -> str:
+    """Whom the limits count: a signed-in person (`user_id`) by id, anyone else by IP."""
+    if user_id is not None:
+        return f"user:{user_id}"
     return f"ip:{client_ip(request)}"
 
 

@@ -1,5 +1,6 @@
-"""Periods of time in `TIME_ZONE`: a budget's current day, week or month, and the date
-ranges reports and commands are asked for (`7d`, `2026-01-31`)."""
+"""Periods of time in `TIME_ZONE`: a budget's current day, week or month, the date
+ranges reports and commands are asked for (`7d`, `2026-01-31`), and the cutoff a purge
+is asked for (`30d`, `2026-01-31`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from django.utils import timezone
 PERIODS = ("day", "week", "month")
 DEFAULT_SINCE = "7d"
 _RELATIVE = re.compile(r"^(\d{1,4})d$")
+# A cutoff's age, which may reach further back than a report's range.
+_AGE = re.compile(r"^(\d{1,5})d$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,18 @@ def _day(value: str | date) -> date:
         return date.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(f"{value!r} is not YYYY-MM-DD or a number of days such as 7d") from None
+
+
+def cutoff_before(value: str, now: datetime | None = None) -> datetime:
+    """`30d` (that many days before `now`, to the second) or `YYYY-MM-DD` (its midnight in
+    the current time zone; a time or an offset after it is kept)."""
+    if match := _AGE.match(value.strip()):
+        return (now or timezone.now()) - timedelta(days=int(match.group(1)))
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a number of days such as 30d, or YYYY-MM-DD.") from None
+    return moment if timezone.is_aware(moment) else timezone.make_aware(moment)
 
 
 def _midnight(day: date) -> datetime:

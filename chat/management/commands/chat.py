@@ -321,8 +321,9 @@ def failure_line(record: dict[str, Any]) -> str:
 
 
 def preview(prompt: str) -> str:
-    line = " ".join(prompt.split())
-    return line if len(line) <= PROMPT_PREVIEW_CHARS else line[: PROMPT_PREVIEW_CHARS - 1] + "…"
+    from chat.text import shortened
+
+    return shortened(prompt, PROMPT_PREVIEW_CHARS)
 
 
 def summary_table(prompts: list[str], records: list[dict[str, Any]]) -> str:

@@ -2,7 +2,7 @@
 
 Prints the resolved configuration (never a key, only whether one is set), then lists the
 upstream's models and asks the default model for a one-word reply over the configured API,
-through the same provider code the chat uses. The check's reply is not stored. Any failure
+through `chat.llm`, as the chat does. The check's reply is not stored. Any failure
 is reported with the provider's own key-free message and exits non-zero.
 """
 

@@ -3,30 +3,13 @@ their owners deleted long ago; their usage and cost stay in every report."""
 
 from __future__ import annotations
 
-import re
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from chat.conversations import conversations_purge
-
-_AGE = re.compile(r"^(\d{1,5})d$")
-
-
-def cutoff(value: str, now: datetime | None = None) -> datetime:
-    """`30d` (that many days ago) or a date, `YYYY-MM-DD` (its midnight, local time)."""
-    now = now or timezone.now()
-    if match := _AGE.match(value.strip()):
-        return now - timedelta(days=int(match.group(1)))
-    try:
-        day = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise CommandError(
-            f"{value!r} is not a number of days such as 30d, or YYYY-MM-DD."
-        ) from None
-    return day if timezone.is_aware(day) else timezone.make_aware(day)
+from chat.spend.periods import cutoff_before
 
 
 class Command(BaseCommand):
@@ -40,7 +23,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        before = cutoff(options["deleted_before"])
+        try:
+            before = cutoff_before(options["deleted_before"])
+        except ValueError as error:
+            raise CommandError(str(error)) from None
         purged = conversations_purge(deleted_before=before)
         self.stdout.write(
             f"Purged the text of {purged} conversation(s) deleted before "
