@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from django.conf import settings
 from django.http import (
@@ -48,7 +48,6 @@ NDJSON = "application/x-ndjson"
 JSON = "application/json"
 SSE_RETRY_MS = 3000
 
-T = TypeVar("T")
 # What Django serves asynchronously, and what django-stubs' `path()` takes: a coroutine function.
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -289,7 +288,7 @@ async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 async def turn_events(
     turn: Turn, *, key: str, slot: bool, user_id: int | None
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The turn's events for a response body, its slot, quota and budget settled at the end."""
     return await started(
         limits.guarded(
@@ -302,15 +301,17 @@ async def turn_events(
     )
 
 
-async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def started(
+    events: AsyncGenerator[StreamEvent, None],
+) -> AsyncGenerator[StreamEvent, None]:
     """`events` with its first event already taken, so the turn is inside its `try` before
     the response leaves the view. If the client is gone before Django ever iterates the
     body, the dropped, started generator is closed by the event loop's async-generator
     finaliser and its `finally` records the turn (an unstarted one would run nothing)."""
     first = await anext(events)
 
-    async def resumed() -> AsyncIterator[StreamEvent]:
-        async with closing(events):
+    async def resumed() -> AsyncGenerator[StreamEvent, None]:
+        async with aclosing(events):
             yield first
             async for event in events:
                 yield event
@@ -318,12 +319,12 @@ async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEve
     return resumed()
 
 
-def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+def sse_response(events: AsyncGenerator[StreamEvent, None]) -> StreamingHttpResponse:
     async def frames() -> AsyncIterator[bytes]:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with closing(events), metrics.stream_open():
+        async with aclosing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "idle":  # not an event of the turn: no id
@@ -335,12 +336,12 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     return _streaming(frames(), f"{SSE}; charset=utf-8")
 
 
-def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpResponse:
+def sse_frames(frames: AsyncGenerator[bytes | StreamEvent, None]) -> StreamingHttpResponse:
     """A detached turn's log as SSE: its frames as stored, so a resumed reader gets the
     same bytes as the first."""
 
     async def body() -> AsyncIterator[bytes]:
-        async with closing(frames), metrics.stream_open():
+        async with aclosing(frames), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for frame in frames:
                 yield frame if isinstance(frame, bytes) else encode_sse(frame)
@@ -348,20 +349,14 @@ def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpRespo
     return _streaming(body(), f"{SSE}; charset=utf-8")
 
 
-def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+def ndjson_response(events: AsyncGenerator[StreamEvent, None]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with closing(events), metrics.stream_open():
+        async with aclosing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "idle":
                     yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
-
-
-def closing(body: AsyncIterator[T]) -> aclosing[AsyncGenerator[T, None]]:
-    """`aclosing(body)`: every body here is an async generator, though the turn engine
-    types its streams as plain async iterators."""
-    return aclosing(cast(AsyncGenerator[T, None], body))
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
@@ -382,6 +377,6 @@ async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
     return JsonResponse(reply, status=status, headers=headers)
 
 
-async def _aiter(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def _aiter(events: list[StreamEvent]) -> AsyncGenerator[StreamEvent, None]:
     for event in events:
         yield event

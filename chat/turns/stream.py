@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -28,7 +28,7 @@ from chat.turns.start import Turn
 logger = logging.getLogger("chat")
 
 
-async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
+async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     """Call the model and yield `start`, `delta`…, then `end` or `error`.
 
     The row is finished exactly once, in a shielded `finally`, for every outcome:
@@ -114,7 +114,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         yield StreamEvent("end", outcome)
 
 
-async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
+async def turn_follow(*, message: Message) -> AsyncGenerator[StreamEvent, None]:
     """For a second reader of a turn: wait for the stored result, never call the model."""
     deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
     last_sent = time.monotonic()

@@ -18,11 +18,11 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,7 +33,6 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
-from chat.streams import StreamEvent
 from chat.turns.selectors import stored_end_data
 from chat.turns.start import choose_model, turn_start
 from chat.turns.stream import turn_stream
@@ -214,9 +213,7 @@ class Command(BaseCommand):
         parts: list[str] = []
         try:
             # Closed here, not by the garbage collector, if writing fails (a closed pipe).
-            # turn_stream is an async generator, annotated as a mere AsyncIterator.
-            stream = cast(AsyncGenerator[StreamEvent, None], turn_stream(turn=turn))
-            async with contextlib.aclosing(stream) as events:
+            async with contextlib.aclosing(turn_stream(turn=turn)) as events:
                 async for event in events:
                     if event.type != "delta":
                         continue

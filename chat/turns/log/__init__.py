@@ -11,7 +11,7 @@ frames.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
@@ -82,7 +82,7 @@ class TurnLog:
             return False
         return True
 
-    async def frames_after(self, after: int) -> AsyncIterator[bytes | StreamEvent]:
+    async def frames_after(self, after: int) -> AsyncGenerator[bytes | StreamEvent, None]:
         """The frames after position `after`, as stored, then each new one, until the final
         one; `IDLE` whenever none has come for a while. Frames already there go as one
         chunk."""
@@ -93,7 +93,7 @@ class TurnLog:
                 yield b"".join(self.frames[after:position])
                 after = position
 
-    async def events_after(self, after: int) -> AsyncIterator[StreamEvent]:
+    async def events_after(self, after: int) -> AsyncGenerator[StreamEvent, None]:
         """`frames_after`, as the events they encode."""
         async for position in self._positions(after):
             if position is None:
