@@ -25,6 +25,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError, ErrorDetail, error_detail, not_found
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
+from chat.streams import money_json
 from chat.text import one_line
 from chat.turns.selectors import UNFINISHED, message_usage, stream_url
 
@@ -131,7 +132,7 @@ def message_data(m: Message) -> MessageData:
         "finish_reason": m.finish_reason,
         "usage": message_usage(m),
         "usage_estimated": m.usage_estimated,
-        "cost": None if m.cost is None else f"{m.cost:f}",
+        "cost": money_json(m.cost),
         "ttft_ms": m.ttft_ms,
         "duration_ms": m.duration_ms,
         "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
@@ -315,7 +316,7 @@ def export_record(conversation: Conversation, messages: list[Message]) -> dict[s
                 "status": m.status,
                 "model": m.model,
                 "usage": message_usage(m),
-                "cost": None if m.cost is None else f"{m.cost:f}",
+                "cost": money_json(m.cost),
                 "created_at": m.created_at.isoformat(),
             }
             for m in messages

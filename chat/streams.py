@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from chat.errors import ErrorDetail, error_detail
@@ -40,6 +41,12 @@ class ErrorData(TypedDict):
 
     status: str
     error: ErrorDetail
+
+
+def money_json(amount: Decimal | None) -> str | None:
+    """An amount of money as the API writes it: a decimal string with every stored digit,
+    never a float; None when it is unknown (no price)."""
+    return None if amount is None else f"{amount:f}"
 
 
 def start_event(data: StartData) -> StreamEvent:

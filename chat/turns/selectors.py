@@ -3,13 +3,14 @@ from the row."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.urls import reverse
 
 from chat.errors import ErrorDetail, error_detail
 from chat.models import Message
-from chat.streams import EventType, StreamEvent, start_event
+from chat.streams import EventType, StreamEvent, money_json, start_event
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
@@ -27,7 +28,7 @@ def end_event_data(
     finish_reason: str,
     usage: dict[str, int] | None,
     usage_estimated: bool,
-    cost: Any,
+    cost: Decimal | None,
     ttft_ms: int | None,
     duration_ms: int | None,
     error: ErrorDetail | None = None,
@@ -38,7 +39,7 @@ def end_event_data(
         "finish_reason": finish_reason,
         "usage": usage,
         "usage_estimated": usage_estimated,
-        "cost": None if cost is None else f"{cost:f}",
+        "cost": money_json(cost),
         "ttft_ms": ttft_ms,
         "duration_ms": duration_ms,
     }
