@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -25,7 +25,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError, ErrorDetail, error_detail, not_found
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
-from chat.streams import money_json
+from chat.streams import UsageData, money_json
 from chat.text import one_line
 from chat.turns.selectors import UNFINISHED, message_usage, stream_url
 
@@ -58,7 +58,7 @@ class MessageData(TypedDict):
     status: str
     model: str
     finish_reason: str
-    usage: dict[str, int] | None
+    usage: UsageData | None
     usage_estimated: bool
     cost: str | None
     ttft_ms: int | None
@@ -295,7 +295,33 @@ def conversation_markdown(detail: ConversationDetail) -> str:
     return "\n".join(lines)
 
 
-def export_record(conversation: Conversation, messages: list[Message]) -> dict[str, Any]:
+class ExportedMessage(TypedDict):
+    id: int
+    role: str
+    content: str
+    current: bool
+    version_of: int | None
+    status: str
+    model: str
+    usage: UsageData | None
+    cost: str | None
+    created_at: str
+
+
+class ExportRecord(TypedDict):
+    """A line of `manage.py chat_export`."""
+
+    id: str
+    title: str
+    model: str
+    system: str
+    owner: str | None
+    created_at: str
+    deleted: bool
+    messages: list[ExportedMessage]
+
+
+def export_record(conversation: Conversation, messages: list[Message]) -> ExportRecord:
     """One conversation as a JSON Lines record for `manage.py chat_export`."""
     return {
         "id": str(conversation.id),

@@ -8,7 +8,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,7 +17,7 @@ from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded, spawn
-from chat.streams import IDLE, StreamEvent, error_event, start_event
+from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
@@ -40,7 +39,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     finished: Finished | None = None
     error: ProviderError | None = None
     stopped = False
-    outcome: dict[str, Any] | None = None
+    outcome: EndData | None = None
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     in_flight.add(stop_key)
     try:
