@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.http import (
@@ -23,7 +23,7 @@ from chat import conversations, llm
 from chat.access.accounts import account_summary
 from chat.access.identity import request_owner
 from chat.access.owners import Owner
-from chat.errors import ChatError, http_status
+from chat.errors import ChatError
 from chat.ops import metrics
 from chat.payloads import (
     parse_chat_request,
@@ -121,15 +121,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
             defer=defer,
         )
     if defer:
-        return JsonResponse(
-            {
-                "conversation": str(turn.conversation_id),
-                "message": turn.message_id,
-                "user_message": turn.user_message_id,
-                "stream_url": stream_url(turn.message_id),
-            },
-            status=201,
-        )
+        return JsonResponse(turn_reply(turn, pending=True), status=201)
     if resumable:
         # Detached: runs on when this client leaves (for the grace period); the start
         # event names the stream_url to resume from.
@@ -193,7 +185,8 @@ def last_event_id(request: HttpRequest) -> int:
 async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
     message = await turn_cancel(owner=owner, message_id=message_id)
-    return JsonResponse({"message": message.pk, "status": message.status}, status=202)
+    reply: CancelReply = {"message": message.pk, "status": message.status}
+    return JsonResponse(reply, status=202)
 
 
 @api_view("POST")
@@ -223,23 +216,39 @@ async def new_version(
         key=limits.limits_key(request, owner), streaming=False, user_id=owner.user_id
     ):
         version = await make(owner)
-    return JsonResponse(
-        version_data(version) | {"stream_url": stream_url(version.message_id)}, status=201
-    )
+    return JsonResponse(turn_reply(version, pending=True), status=201)
 
 
 @api_view("POST")
 async def message_select(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
-    return JsonResponse(version_data(await turn_select(owner=owner, message_id=message_id)))
+    return JsonResponse(turn_reply(await turn_select(owner=owner, message_id=message_id)))
 
 
-def version_data(version: NewVersion) -> dict[str, Any]:
-    return {
-        "conversation": str(version.conversation_id),
-        "message": version.message_id,
-        "user_message": version.user_message_id,
+class TurnReply(TypedDict):
+    """A new turn, or a version of the last one: its reply's and its user message's rows."""
+
+    conversation: str
+    message: int
+    user_message: int | None
+    stream_url: NotRequired[str]  # a reply still to be streamed
+
+
+class CancelReply(TypedDict):
+    message: int
+    status: str
+
+
+def turn_reply(turn: Turn | NewVersion, *, pending: bool = False) -> TurnReply:
+    """`pending`: its reply is yet to be streamed, from the `stream_url`."""
+    reply: TurnReply = {
+        "conversation": str(turn.conversation_id),
+        "message": turn.message_id,
+        "user_message": turn.user_message_id,
     }
+    if pending:
+        reply["stream_url"] = stream_url(turn.message_id)
+    return reply
 
 
 @api_view("GET")
@@ -371,7 +380,7 @@ async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
     error = reply.get("error")
     if not error:
         return JsonResponse(reply)
-    status = http_status(error["type"])
+    status = error["http_status"]
     retry_after = reply.pop("retry_after", None)
     headers = {"Retry-After": retry_after} if retry_after else None
     return JsonResponse(reply, status=status, headers=headers)
