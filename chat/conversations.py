@@ -27,7 +27,7 @@ from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.streams import UsageData, money_json
 from chat.text import one_line
-from chat.turns.selectors import UNFINISHED, message_usage, stream_url
+from chat.turns import UNFINISHED, message_usage, stream_url
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100

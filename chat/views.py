@@ -35,13 +35,23 @@ from chat.payloads import (
 from chat.seams import ClosingStreamingResponse
 from chat.spend import limits
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
-from chat.turns.control import turn_cancel
-from chat.turns.detached import turn_detach, turn_log_find
-from chat.turns.log import TurnLog
-from chat.turns.selectors import stream_url, turn_replay
-from chat.turns.start import Turn, turn_claim, turn_start
-from chat.turns.stream import turn_follow, turn_stream
-from chat.turns.versions import NewVersion, turn_edit, turn_regenerate, turn_select
+from chat.turns import (
+    NewVersion,
+    Turn,
+    TurnLog,
+    stream_url,
+    turn_cancel,
+    turn_claim,
+    turn_detach,
+    turn_edit,
+    turn_follow,
+    turn_log_find,
+    turn_regenerate,
+    turn_replay,
+    turn_select,
+    turn_start,
+    turn_stream,
+)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"

@@ -34,9 +34,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
 from chat.streams import EndData, UsageData
-from chat.turns.selectors import stored_end_data
-from chat.turns.start import choose_model, turn_start
-from chat.turns.stream import turn_stream
+from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
 
 # Anonymous web keys are random 32-character tokens, so this one can never collide.
 CLI_OWNER_KEY = "cli"
