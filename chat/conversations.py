@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -25,8 +25,9 @@ from chat.access.owners import Owner
 from chat.errors import ChatError, ErrorDetail, error_detail, not_found
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
+from chat.streams import UsageData, money_json
 from chat.text import one_line
-from chat.turns.selectors import UNFINISHED, message_usage, stream_url
+from chat.turns import UNFINISHED, message_usage, stream_url
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -57,7 +58,7 @@ class MessageData(TypedDict):
     status: str
     model: str
     finish_reason: str
-    usage: dict[str, int] | None
+    usage: UsageData | None
     usage_estimated: bool
     cost: str | None
     ttft_ms: int | None
@@ -131,7 +132,7 @@ def message_data(m: Message) -> MessageData:
         "finish_reason": m.finish_reason,
         "usage": message_usage(m),
         "usage_estimated": m.usage_estimated,
-        "cost": None if m.cost is None else f"{m.cost:f}",
+        "cost": money_json(m.cost),
         "ttft_ms": m.ttft_ms,
         "duration_ms": m.duration_ms,
         "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
@@ -294,7 +295,33 @@ def conversation_markdown(detail: ConversationDetail) -> str:
     return "\n".join(lines)
 
 
-def export_record(conversation: Conversation, messages: list[Message]) -> dict[str, Any]:
+class ExportedMessage(TypedDict):
+    id: int
+    role: str
+    content: str
+    current: bool
+    version_of: int | None
+    status: str
+    model: str
+    usage: UsageData | None
+    cost: str | None
+    created_at: str
+
+
+class ExportRecord(TypedDict):
+    """A line of `manage.py chat_export`."""
+
+    id: str
+    title: str
+    model: str
+    system: str
+    owner: str | None
+    created_at: str
+    deleted: bool
+    messages: list[ExportedMessage]
+
+
+def export_record(conversation: Conversation, messages: list[Message]) -> ExportRecord:
     """One conversation as a JSON Lines record for `manage.py chat_export`."""
     return {
         "id": str(conversation.id),
@@ -315,7 +342,7 @@ def export_record(conversation: Conversation, messages: list[Message]) -> dict[s
                 "status": m.status,
                 "model": m.model,
                 "usage": message_usage(m),
-                "cost": None if m.cost is None else f"{m.cost:f}",
+                "cost": money_json(m.cost),
                 "created_at": m.created_at.isoformat(),
             }
             for m in messages

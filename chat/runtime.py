@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import enum
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 T = TypeVar("T")
 F = TypeVar("F", bound="asyncio.Future[Any]")
@@ -35,6 +36,15 @@ async def committed(work: Awaitable[T], *, undo: Callable[[T], Awaitable[Any]]) 
         raise
 
 
+class _Missing(enum.Enum):
+    """A loop with no value yet: a factory may make None, and that is a value."""
+
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
+
+
 class PerLoop(Generic[T]):
     """One `T` per event loop, made by `factory` the first time a loop asks for it.
 
@@ -51,8 +61,8 @@ class PerLoop(Generic[T]):
     def get(self) -> T:
         """The running loop's value, made now if it has none yet."""
         loop = asyncio.get_running_loop()
-        value = self._values.get(loop)
-        if value is None:
+        value = self._values.get(loop, _MISSING)
+        if value is _MISSING:
             value = self._values[loop] = self._factory()
         return value
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from chat.errors import ErrorDetail, error_detail
@@ -40,6 +41,57 @@ class ErrorData(TypedDict):
 
     status: str
     error: ErrorDetail
+
+
+class UsageData(TypedDict):
+    """The tokens a turn used, as its `end` event, the JSON reply and its message show them."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+
+
+class EndData(TypedDict):
+    """An `end` event's data: the turn as recorded. A failed turn's `error` event is the
+    same with its `error`, and a provider's rate limit's `retry_after`."""
+
+    status: str
+    finish_reason: str
+    usage: UsageData | None
+    usage_estimated: bool
+    cost: str | None  # `money_json`
+    ttft_ms: int | None
+    duration_ms: int | None
+    error: NotRequired[ErrorDetail]
+    retry_after: NotRequired[str]
+
+
+class ChatReply(TypedDict):
+    """The JSON reply: a turn's `start`, `delta`s and `end` or `error` folded into one
+    object (the fields a turn's events did not give stay None)."""
+
+    conversation: str | None
+    message: int | None
+    model: str | None
+    reply: str
+    status: str | None
+    finish_reason: str | None
+    usage: UsageData | None
+    cost: str | None
+    ttft_ms: int | None
+    duration_ms: int | None
+    stream_url: NotRequired[str]
+    usage_estimated: NotRequired[bool]
+    error: NotRequired[ErrorDetail]
+    retry_after: NotRequired[str]  # sent as the Retry-After header, not in the body
+
+
+def money_json(amount: Decimal | None) -> str | None:
+    """An amount of money as the API writes it: a decimal string with every stored digit,
+    never a float; None when it is unknown (no price)."""
+    return None if amount is None else f"{amount:f}"
 
 
 def start_event(data: StartData) -> StreamEvent:
@@ -100,7 +152,7 @@ def encode_ndjson(event: StreamEvent) -> bytes:
     return b"" if event.type == "idle" else ndjson_line(event.type, event.data)
 
 
-def fold(events: Iterable[StreamEvent]) -> dict[str, Any]:
+def fold(events: Iterable[StreamEvent]) -> ChatReply:
     """The JSON reply: the same events folded into one object."""
     reply: dict[str, Any] = {
         "conversation": None,
@@ -123,4 +175,6 @@ def fold(events: Iterable[StreamEvent]) -> dict[str, Any]:
         elif event.type in ("end", "error"):
             reply.update(event.data)
     reply["reply"] = "".join(parts)
-    return reply
+    # Its keys are those above and the `start` (`StartData`) and `end` or `error` events'
+    # (`EndData`, `ErrorData`): a `ChatReply`.
+    return cast(ChatReply, reply)

@@ -6,7 +6,7 @@ import functools
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import aclosing
-from typing import Any, TypeVar, cast
+from typing import Any, NotRequired, TypedDict
 
 from django.conf import settings
 from django.http import (
@@ -23,7 +23,7 @@ from chat import conversations, llm
 from chat.access.accounts import account_summary
 from chat.access.identity import request_owner
 from chat.access.owners import Owner
-from chat.errors import ChatError, http_status
+from chat.errors import ChatError
 from chat.ops import metrics
 from chat.payloads import (
     parse_chat_request,
@@ -35,20 +35,29 @@ from chat.payloads import (
 from chat.seams import ClosingStreamingResponse
 from chat.spend import limits
 from chat.streams import StreamEvent, encode_ndjson, encode_sse, fold, sse_retry
-from chat.turns.control import turn_cancel
-from chat.turns.detached import turn_detach, turn_log_find
-from chat.turns.log import TurnLog
-from chat.turns.selectors import stream_url, turn_replay
-from chat.turns.start import Turn, turn_claim, turn_start
-from chat.turns.stream import turn_follow, turn_stream
-from chat.turns.versions import NewVersion, turn_edit, turn_regenerate, turn_select
+from chat.turns import (
+    NewVersion,
+    Turn,
+    TurnLog,
+    stream_url,
+    turn_cancel,
+    turn_claim,
+    turn_detach,
+    turn_edit,
+    turn_follow,
+    turn_log_find,
+    turn_regenerate,
+    turn_replay,
+    turn_select,
+    turn_start,
+    turn_stream,
+)
 
 SSE = "text/event-stream"
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
 SSE_RETRY_MS = 3000
 
-T = TypeVar("T")
 # What Django serves asynchronously, and what django-stubs' `path()` takes: a coroutine function.
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
@@ -122,15 +131,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
             defer=defer,
         )
     if defer:
-        return JsonResponse(
-            {
-                "conversation": str(turn.conversation_id),
-                "message": turn.message_id,
-                "user_message": turn.user_message_id,
-                "stream_url": stream_url(turn.message_id),
-            },
-            status=201,
-        )
+        return JsonResponse(turn_reply(turn, pending=True), status=201)
     if resumable:
         # Detached: runs on when this client leaves (for the grace period); the start
         # event names the stream_url to resume from.
@@ -194,7 +195,8 @@ def last_event_id(request: HttpRequest) -> int:
 async def message_cancel(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
     message = await turn_cancel(owner=owner, message_id=message_id)
-    return JsonResponse({"message": message.pk, "status": message.status}, status=202)
+    reply: CancelReply = {"message": message.pk, "status": message.status}
+    return JsonResponse(reply, status=202)
 
 
 @api_view("POST")
@@ -224,23 +226,39 @@ async def new_version(
         key=limits.limits_key(request, owner.user_id), streaming=False, user_id=owner.user_id
     ):
         version = await make(owner)
-    return JsonResponse(
-        version_data(version) | {"stream_url": stream_url(version.message_id)}, status=201
-    )
+    return JsonResponse(turn_reply(version, pending=True), status=201)
 
 
 @api_view("POST")
 async def message_select(request: HttpRequest, message_id: int) -> HttpResponse:
     owner = await request_owner(request)
-    return JsonResponse(version_data(await turn_select(owner=owner, message_id=message_id)))
+    return JsonResponse(turn_reply(await turn_select(owner=owner, message_id=message_id)))
 
 
-def version_data(version: NewVersion) -> dict[str, Any]:
-    return {
-        "conversation": str(version.conversation_id),
-        "message": version.message_id,
-        "user_message": version.user_message_id,
+class TurnReply(TypedDict):
+    """A new turn, or a version of the last one: its reply's and its user message's rows."""
+
+    conversation: str
+    message: int
+    user_message: int | None
+    stream_url: NotRequired[str]  # a reply still to be streamed
+
+
+class CancelReply(TypedDict):
+    message: int
+    status: str
+
+
+def turn_reply(turn: Turn | NewVersion, *, pending: bool = False) -> TurnReply:
+    """`pending`: its reply is yet to be streamed, from the `stream_url`."""
+    reply: TurnReply = {
+        "conversation": str(turn.conversation_id),
+        "message": turn.message_id,
+        "user_message": turn.user_message_id,
     }
+    if pending:
+        reply["stream_url"] = stream_url(turn.message_id)
+    return reply
 
 
 @api_view("GET")
@@ -289,7 +307,7 @@ async def api_not_found(request: HttpRequest, rest: str = "") -> HttpResponse:
 
 async def turn_events(
     turn: Turn, *, key: str, slot: bool, user_id: int | None
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """The turn's events for a response body, its slot, quota and budget settled at the end."""
     return await started(
         limits.guarded(
@@ -302,15 +320,17 @@ async def turn_events(
     )
 
 
-async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def started(
+    events: AsyncGenerator[StreamEvent, None],
+) -> AsyncGenerator[StreamEvent, None]:
     """`events` with its first event already taken, so the turn is inside its `try` before
     the response leaves the view. If the client is gone before Django ever iterates the
     body, the dropped, started generator is closed by the event loop's async-generator
     finaliser and its `finally` records the turn (an unstarted one would run nothing)."""
     first = await anext(events)
 
-    async def resumed() -> AsyncIterator[StreamEvent]:
-        async with closing(events):
+    async def resumed() -> AsyncGenerator[StreamEvent, None]:
+        async with aclosing(events):
             yield first
             async for event in events:
                 yield event
@@ -318,12 +338,12 @@ async def started(events: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEve
     return resumed()
 
 
-def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+def sse_response(events: AsyncGenerator[StreamEvent, None]) -> StreamingHttpResponse:
     async def frames() -> AsyncIterator[bytes]:
         n = 0
         # aclosing: if the client leaves while we wait on `send`, closing this generator
         # must close the turn's too, so its row is finished now rather than at GC.
-        async with closing(events), metrics.stream_open():
+        async with aclosing(events), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for event in events:
                 if event.type == "idle":  # not an event of the turn: no id
@@ -335,12 +355,12 @@ def sse_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
     return _streaming(frames(), f"{SSE}; charset=utf-8")
 
 
-def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpResponse:
+def sse_frames(frames: AsyncGenerator[bytes | StreamEvent, None]) -> StreamingHttpResponse:
     """A detached turn's log as SSE: its frames as stored, so a resumed reader gets the
     same bytes as the first."""
 
     async def body() -> AsyncIterator[bytes]:
-        async with closing(frames), metrics.stream_open():
+        async with aclosing(frames), metrics.stream_open():
             yield sse_retry(SSE_RETRY_MS)
             async for frame in frames:
                 yield frame if isinstance(frame, bytes) else encode_sse(frame)
@@ -348,20 +368,14 @@ def sse_frames(frames: AsyncIterator[bytes | StreamEvent]) -> StreamingHttpRespo
     return _streaming(body(), f"{SSE}; charset=utf-8")
 
 
-def ndjson_response(events: AsyncIterator[StreamEvent]) -> StreamingHttpResponse:
+def ndjson_response(events: AsyncGenerator[StreamEvent, None]) -> StreamingHttpResponse:
     async def lines() -> AsyncIterator[bytes]:
-        async with closing(events), metrics.stream_open():
+        async with aclosing(events), metrics.stream_open():
             async for event in events:
                 if event.type != "idle":
                     yield encode_ndjson(event)
 
     return _streaming(lines(), f"{NDJSON}; charset=utf-8")
-
-
-def closing(body: AsyncIterator[T]) -> aclosing[AsyncGenerator[T, None]]:
-    """`aclosing(body)`: every body here is an async generator, though the turn engine
-    types its streams as plain async iterators."""
-    return aclosing(cast(AsyncGenerator[T, None], body))
 
 
 def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
@@ -376,12 +390,12 @@ async def json_reply(events: AsyncIterator[StreamEvent]) -> JsonResponse:
     error = reply.get("error")
     if not error:
         return JsonResponse(reply)
-    status = http_status(error["type"])
+    status = error["http_status"]
     retry_after = reply.pop("retry_after", None)
     headers = {"Retry-After": retry_after} if retry_after else None
     return JsonResponse(reply, status=status, headers=headers)
 
 
-async def _aiter(events: list[StreamEvent]) -> AsyncIterator[StreamEvent]:
+async def _aiter(events: list[StreamEvent]) -> AsyncGenerator[StreamEvent, None]:
     for event in events:
         yield event

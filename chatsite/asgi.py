@@ -22,7 +22,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django.setup(set_prefix=False)
 
 from chat import seams  # noqa: E402
-from chat.turns import control  # noqa: E402
+from chat.turns import turns_shutdown, turns_sweep_stale  # noqa: E402
 
 seams.check_connections_at_request_end_only()
 django_application = seams.asgi_handler()
@@ -39,10 +39,10 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
         await lifespan(
             receive,
             send,
-            startup=functools.partial(control.turns_sweep_stale, when="at start-up"),
-            periodic=functools.partial(control.turns_sweep_stale, when="in the periodic sweep"),
+            startup=functools.partial(turns_sweep_stale, when="at start-up"),
+            periodic=functools.partial(turns_sweep_stale, when="in the periodic sweep"),
             every=settings.CHAT_STALE_SWEEP_SECONDS,
-            shutdown=control.turns_shutdown,
+            shutdown=turns_shutdown,
         )
         return
     if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):

@@ -13,10 +13,9 @@ from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.llm import Finished, Usage
 from chat.models import Conversation, Message
-from chat.turns import batching
+from chat.turns import Turn, batching, turn_start
 from chat.turns.batching import Batcher
 from chat.turns.finish import turn_finish
-from chat.turns.start import Turn, turn_start
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,10 +11,8 @@ from django.core.cache import cache
 from chat.access.owners import Owner
 from chat.models import Message
 from chat.spend import limits
-from chat.turns import relay
-from chat.turns.control import cancel_key, turn_cancel, turns_expire_stale
-from chat.turns.start import turn_claim, turn_start
-from chat.turns.stream import turn_stream
+from chat.turns import relay, turn_cancel, turn_claim, turn_start, turn_stream, turns_expire_stale
+from chat.turns.control import cancel_key
 from chat.views import started
 from tests.upstream import Reply, chat_script
 

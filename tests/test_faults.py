@@ -18,7 +18,7 @@ from django.utils import timezone
 from chat import llm
 from chat.llm import wire
 from chat.models import Conversation, Message
-from chat.turns.control import turns_expire_stale
+from chat.turns import turns_expire_stale
 from chatsite.asgi import application
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
 from tests.upstream import Reply, ScriptedUpstream, TrackedStream, chat_script, responses_script

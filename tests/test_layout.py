@@ -1,5 +1,5 @@
 """The shape of the code, as the README's Layout promises it: every module is named there,
-and imports between the packages run one way."""
+imports between the packages run one way, and the turn engine is used through its facade."""
 
 from __future__ import annotations
 
@@ -57,11 +57,15 @@ def _dotted(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _in_package(dotted: str, package: str) -> bool:
+    return dotted == package or dotted.startswith(package + ".")
+
+
 def _layer(dotted: str) -> int:
     if dotted in ("chat", "chatsite"):  # the packages' own __init__: nothing in them
         return len(LAYERS) - 1
     for index, layer in enumerate(LAYERS):
-        if any(dotted == name or dotted.startswith(name + ".") for name in layer):
+        if any(_in_package(dotted, name) for name in layer):
             return index
     raise AssertionError(f"{dotted} is in no layer of tests/test_layout.py")
 
@@ -98,6 +102,21 @@ def test_imports_run_down_the_layers(path):
         if (target := _known(name)) and _layer(target) < _layer(here)
     )
     assert not upward, "imports against the README's picture: " + "; ".join(upward)
+
+
+def test_the_turn_engine_is_used_through_its_facade():
+    """Outside chat/turns/, the engine is imported as `chat.turns` (its __init__), never
+    one of the modules behind it."""
+    reaching_in = sorted(
+        {
+            f"{here} imports {target}"
+            for path in _modules()
+            if not _in_package(here := _dotted(path), "chat.turns")
+            for name in _imports(path)
+            if (target := _known(name)) and target.startswith("chat.turns.")
+        }
+    )
+    assert not reaching_in, "import chat.turns instead: " + "; ".join(reaching_in)
 
 
 def test_only_llm_imports_openai():

@@ -20,7 +20,7 @@ from django.db import connection
 from chat.access.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.access.owners import Owner
 from chat.models import Message
-from chat.turns.start import turn_start
+from chat.turns import turn_start
 from tests.asgi import parse_sse
 from tests.servers import HOST, fake_model_env, free_port, start_worker
 

@@ -1,4 +1,5 @@
 import json
+from decimal import Decimal
 
 import pytest
 
@@ -10,6 +11,7 @@ from chat.streams import (
     encode_ndjson,
     encode_sse,
     fold,
+    money_json,
     ndjson_line,
     sse_event,
     sse_retry,
@@ -112,3 +114,9 @@ def test_every_unicode_line_break_stays_inside_one_line(separator):
     assert json.loads(line)["text"] == text
     frame = sse_event("delta", {"text": text}).decode()
     assert len(frame.strip().splitlines()) == 2  # event:, data:
+
+
+def test_money_is_a_decimal_string_with_every_stored_digit():
+    assert money_json(Decimal("0.00001200")) == "0.00001200"
+    assert money_json(Decimal("1E-8")) == "0.00000001"  # never in exponent notation
+    assert money_json(None) is None

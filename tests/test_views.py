@@ -7,6 +7,7 @@ import pytest
 
 from chat.llm import wire
 from chat.models import Conversation, Message
+from chat.streams import SSE_PING
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
 from tests.upstream import Reply, chat_script
 
@@ -371,7 +372,6 @@ async def test_client_that_leaves_while_we_write_still_gets_its_row_finished(ups
     assert upstream.streams[0].closed
 
 
-PING = b": ping\n\n"
 NDJSON = {"accept": "application/x-ndjson"}
 
 
@@ -385,10 +385,10 @@ def paused_reply(pause: float) -> Reply:
 def assert_pinged_while_idle(response, *, idle: float, every: float) -> None:
     """A `: ping` comment, a chunk of its own, every `every` seconds of an `idle` pause
     (scheduling may cost one or two), and the turn's events unchanged around them."""
-    pings = response.chunks.count(PING)
+    pings = response.chunks.count(SSE_PING)
     expected = int(idle / every)
     assert expected - 2 <= pings <= expected + 1, pings
-    assert all(chunk == PING or PING not in chunk for chunk in response.chunks)
+    assert all(chunk == SSE_PING or SSE_PING not in chunk for chunk in response.chunks)
     events = parse_sse(response.body)
     assert "".join(d["text"] for n, d in events if n == "delta") == "one two"
     assert events[-1][0] == "end"

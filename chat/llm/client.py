@@ -3,7 +3,7 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx2
@@ -80,7 +80,7 @@ def _http_client() -> httpx2.AsyncClient | None:
 
 async def stream_reply(
     *, messages: list[dict[str, str]], model: str, api: Api, system: str = ""
-) -> AsyncIterator[ProviderEvent]:
+) -> AsyncGenerator[ProviderEvent, None]:
     """Stream one reply: `TextDelta`s, then exactly one `Finished`, or a `ProviderError`.
 
     The upstream response is closed on every exit, including cancellation of the consumer.

@@ -4,8 +4,10 @@ and one `Usage` type (the upstream's own counts, or an estimate flagged as such)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
+
+from chat.streams import UsageData
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,10 +19,15 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
 
-    def as_dict(self) -> dict[str, int]:
-        data = asdict(self)
-        del data["estimated"]
-        return data
+    def as_dict(self) -> UsageData:
+        """The counts, as the API and a message's row name them."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "total_tokens": self.total_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,12 @@ from chat.models import Message
 from chat.turns import batching, relay
 from chat.turns.finish import release_connection
 
+logger = logging.getLogger("chat")
 Status = Message.Status
+
+# How long shutdown waits for this process's turns to be recorded, and then for the
+# writes still queued for them.
+SHUTDOWN_DRAIN_SECONDS = 10.0
 
 # Turns being streamed by this process, so shutdown can wait until each row is finished.
 in_flight: set[str] = set()  # the stop keys of the turns this process streams
@@ -93,13 +98,6 @@ def turns_expire_stale(*, older_than: timedelta) -> int:
     # Run at start-up, outside any request: nothing else would ever close this connection.
     release_connection()
     return expired
-
-
-logger = logging.getLogger("chat")
-
-# How long shutdown waits for this process's turns to be recorded, and then for the
-# writes still queued for them.
-SHUTDOWN_DRAIN_SECONDS = 10.0
 
 
 async def turns_sweep_stale(*, when: str) -> None:

@@ -18,7 +18,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import cast
 
 from django.conf import settings
 from django.utils import timezone
@@ -71,12 +70,8 @@ async def turn_detach(
     """Start producing `turn` in its own task; returns its log, its `start` already in.
     `resumable_url`: the `start` event names the `stream_url` (a direct POST asked to be
     resumable; a deferred turn's client has it already)."""
-    # An async generator (`guarded` is annotated as an iterator), so the producer can close it.
-    events = cast(
-        AsyncGenerator[StreamEvent, None],
-        limits.guarded(
-            turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
-        ),
+    events = limits.guarded(
+        turn_stream(turn=turn), key=key, message_id=turn.message_id, slot=slot, user_id=user_id
     )
     log = turn_log.log_open(log_key(turn.conversation_id, turn.message_id))
     # Taken here, so the turn is inside its `try` (its row will be finished) before the

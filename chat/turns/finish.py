@@ -17,9 +17,10 @@ from chat.llm import Finished, ProviderError, Usage
 from chat.models import Message
 from chat.ops import metrics
 from chat.spend.prices import cost_of, price_now
+from chat.streams import EndData
 from chat.text import storable
 from chat.turns.batching import Batcher
-from chat.turns.selectors import end_event_data, turn_replay
+from chat.turns.selectors import end_event_data, stored_end_data
 from chat.turns.start import Turn
 
 logger = logging.getLogger("chat")
@@ -45,7 +46,7 @@ async def turn_finish(
     stopped: bool,
     ttft_ms: int | None,
     duration_ms: int,
-) -> dict[str, Any]:
+) -> EndData:
     """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data."""
     if error is not None:
         status = Status.FAILED
@@ -113,7 +114,7 @@ class _Finish:
     duration_ms: int
 
 
-def _turns_finish(finishes: list[_Finish]) -> list[dict[str, Any] | Exception]:
+def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
     """One transaction for a batch of finished turns (turns that end together, e.g. a
     burst's, are recorded together); returns each one's `end`/`error` event data. Only
     message rows are written (a conversation's `updated_at` is its last turn's start),
@@ -126,7 +127,7 @@ def _turns_finish(finishes: list[_Finish]) -> list[dict[str, Any] | Exception]:
         release_connection()
 
 
-def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
+def _finish(finish: _Finish, now: datetime) -> EndData:
     usage, finished, error = finish.usage, finish.finished, finish.error
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
@@ -149,7 +150,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
     if not written:  # recorded already (by whoever finished it first): say what is stored
-        return dict(turn_replay(Message.objects.get(pk=finish.turn.message_id))[-1].data)
+        return stored_end_data(Message.objects.get(pk=finish.turn.message_id))
     return end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],
@@ -163,7 +164,7 @@ def _finish(finish: _Finish, now: datetime) -> dict[str, Any]:
     )
 
 
-_finishes: Batcher[_Finish, dict[str, Any]] = Batcher(_turns_finish)
+_finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)
 
 
 def ms_since(started: float) -> int:

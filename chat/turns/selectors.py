@@ -3,13 +3,13 @@ from the row."""
 
 from __future__ import annotations
 
-from typing import Any
+from decimal import Decimal
 
 from django.urls import reverse
 
 from chat.errors import ErrorDetail, error_detail
 from chat.models import Message
-from chat.streams import EventType, StreamEvent, start_event
+from chat.streams import EndData, EventType, StreamEvent, UsageData, money_json, start_event
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
@@ -25,20 +25,20 @@ def end_event_data(
     *,
     status: str,
     finish_reason: str,
-    usage: dict[str, int] | None,
+    usage: UsageData | None,
     usage_estimated: bool,
-    cost: Any,
+    cost: Decimal | None,
     ttft_ms: int | None,
     duration_ms: int | None,
     error: ErrorDetail | None = None,
     retry_after: str | None = None,
-) -> dict[str, Any]:
-    data: dict[str, Any] = {
+) -> EndData:
+    data: EndData = {
         "status": str(status),
         "finish_reason": finish_reason,
         "usage": usage,
         "usage_estimated": usage_estimated,
-        "cost": None if cost is None else f"{cost:f}",
+        "cost": money_json(cost),
         "ttft_ms": ttft_ms,
         "duration_ms": duration_ms,
     }
@@ -49,7 +49,7 @@ def end_event_data(
     return data
 
 
-def message_usage(message: Message) -> dict[str, int] | None:
+def message_usage(message: Message) -> UsageData | None:
     if message.input_tokens is None:
         return None
     return {
@@ -79,7 +79,7 @@ def turn_replay(message: Message) -> list[StreamEvent]:
     return events
 
 
-def stored_end_data(message: Message) -> dict[str, Any]:
+def stored_end_data(message: Message) -> EndData:
     """The `end` (or, for a failed turn, `error`) event's data, read back from the row."""
     return end_event_data(
         status=message.status,

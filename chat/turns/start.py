@@ -51,10 +51,15 @@ def choose_model(requested: str | None, conversation_model: str = "") -> str:
 
 
 def choose_api(requested: str | None) -> llm.Api:
-    api = requested or llm.backend().api
-    if api not in llm.APIS:
-        raise ChatError("invalid_api", "api must be 'responses' or 'chat'.")
-    return api  # type: ignore[return-value]
+    return as_api(requested or llm.backend().api)
+
+
+def as_api(value: str) -> llm.Api:
+    """`value` as one of the model APIs (`llm.APIS`), typed as one."""
+    for api in llm.APIS:
+        if value == api:
+            return api
+    raise ChatError("invalid_api", "api must be 'responses' or 'chat'.")
 
 
 async def turn_start(
@@ -255,6 +260,7 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
 
 
 async def _claim(message: Message) -> Turn | None:
+    api = as_api(message.api)  # stored from `choose_api`, so always one of them
     won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
         status=Status.STREAMING, claimed_at=timezone.now()
     )
@@ -265,7 +271,7 @@ async def _claim(message: Message) -> Turn | None:
         conversation_id=message.conversation_id,
         message_id=message.pk,
         model=message.model,
-        api=message.api,  # type: ignore[arg-type]
+        api=api,
         provider=message.provider,
         system=message.conversation.system_prompt,
         context=context,

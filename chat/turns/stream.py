@@ -6,9 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,7 +17,7 @@ from chat import llm
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded, spawn
-from chat.streams import IDLE, StreamEvent, error_event, start_event
+from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
@@ -28,7 +27,7 @@ from chat.turns.start import Turn
 logger = logging.getLogger("chat")
 
 
-async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
+async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     """Call the model and yield `start`, `delta`…, then `end` or `error`.
 
     The row is finished exactly once, in a shielded `finally`, for every outcome:
@@ -40,7 +39,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
     finished: Finished | None = None
     error: ProviderError | None = None
     stopped = False
-    outcome: dict[str, Any] | None = None
+    outcome: EndData | None = None
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     in_flight.add(stop_key)
     try:
@@ -114,7 +113,7 @@ async def turn_stream(*, turn: Turn) -> AsyncIterator[StreamEvent]:
         yield StreamEvent("end", outcome)
 
 
-async def turn_follow(*, message: Message) -> AsyncIterator[StreamEvent]:
+async def turn_follow(*, message: Message) -> AsyncGenerator[StreamEvent, None]:
     """For a second reader of a turn: wait for the stored result, never call the model."""
     deadline = time.monotonic() + settings.CHAT_STREAM_WAIT_SECONDS
     last_sent = time.monotonic()

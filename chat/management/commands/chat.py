@@ -18,11 +18,11 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -33,10 +33,8 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
-from chat.streams import StreamEvent
-from chat.turns.selectors import stored_end_data
-from chat.turns.start import choose_model, turn_start
-from chat.turns.stream import turn_stream
+from chat.streams import EndData, UsageData
+from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
 
 # Anonymous web keys are random 32-character tokens, so this one can never collide.
 CLI_OWNER_KEY = "cli"
@@ -50,6 +48,15 @@ class Interrupted(CommandError):
 
 def _plain(text: str) -> str:
     return text
+
+
+class TurnRecord(EndData):
+    """A turn as stored (`--json`): the web's JSON reply fields, read back from its row."""
+
+    conversation: str
+    message: int
+    model: str
+    reply: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdin: TextIO = options.get("stdin") or sys.stdin
         self.in_flight: int | None = None
-        self.records: list[dict[str, Any]] = []
+        self.records: list[TurnRecord] = []
         prompts: list[str] = []
         try:
             prompts = self.read_prompts(options["prompt"], options["file"])
@@ -186,14 +193,14 @@ class Command(BaseCommand):
             raise CommandError(f"No user {username!r}.") from None
         return Owner(user_id=user.pk)
 
-    async def send_all(self, prompts: list[str], options: TurnOptions) -> list[dict[str, Any]]:
+    async def send_all(self, prompts: list[str], options: TurnOptions) -> list[TurnRecord]:
         for n, prompt in enumerate(prompts, 1):
             if len(prompts) > 1:
                 self.note(f"[{n}/{len(prompts)}] {preview(prompt)}")
             self.records.append(await self.send(prompt, options))
         return self.records
 
-    async def send(self, prompt: str, options: TurnOptions) -> dict[str, Any]:
+    async def send(self, prompt: str, options: TurnOptions) -> TurnRecord:
         """Run one turn, writing the reply as it arrives; returns the stored record."""
         # turn_start leaves no row claimed if Ctrl-C lands while it writes.
         turn = await turn_start(
@@ -214,9 +221,7 @@ class Command(BaseCommand):
         parts: list[str] = []
         try:
             # Closed here, not by the garbage collector, if writing fails (a closed pipe).
-            # turn_stream is an async generator, annotated as a mere AsyncIterator.
-            stream = cast(AsyncGenerator[StreamEvent, None], turn_stream(turn=turn))
-            async with contextlib.aclosing(stream) as events:
+            async with contextlib.aclosing(turn_stream(turn=turn)) as events:
                 async for event in events:
                     if event.type != "delta":
                         continue
@@ -278,7 +283,7 @@ def quiet_turn_log(verbosity: int) -> Iterator[None]:
         logger.setLevel(level)
 
 
-def stored_record(message: Message) -> dict[str, Any]:
+def stored_record(message: Message) -> TurnRecord:
     """The turn as stored: the web's JSON reply fields, read back from the row."""
     return {
         "conversation": str(message.conversation_id),
@@ -289,12 +294,13 @@ def stored_record(message: Message) -> dict[str, Any]:
     }
 
 
-def summary_line(record: dict[str, Any]) -> str:
+def summary_line(record: TurnRecord) -> str:
     """`model · 12 in / 80 out tokens · $0.000140 · TTFT 210 ms · 1840 ms · message #7`."""
     usage = record["usage"]
     parts = [record["model"]]
     if record["status"] != Message.Status.COMPLETED:
-        reason = record["finish_reason"] or (record.get("error") or {}).get("type", "")
+        error = record.get("error")
+        reason = record["finish_reason"] or (error["type"] if error else "")
         parts.append(f"{record['status'].upper()}" + (f" ({reason})" if reason else ""))
     if usage is not None:
         tokens = f"{usage['input_tokens']} in / {usage['output_tokens']} out tokens"
@@ -312,11 +318,12 @@ def format_cost(cost: str | None) -> str:
     return "cost unknown (no price)" if cost is None else f"${Decimal(cost):.6f}"
 
 
-def failure_line(record: dict[str, Any]) -> str:
-    error = record.get("error") or {}
+def failure_line(record: TurnRecord) -> str:
+    error = record.get("error")
+    message, type = (error["message"], error["type"]) if error else ("", "")
     return (
-        f"{error.get('message') or 'The model failed.'} "
-        f"({error.get('type') or 'upstream_error'}; message #{record['message']})"
+        f"{message or 'The model failed.'} "
+        f"({type or 'upstream_error'}; message #{record['message']})"
     )
 
 
@@ -326,14 +333,14 @@ def preview(prompt: str) -> str:
     return shortened(prompt, PROMPT_PREVIEW_CHARS)
 
 
-def summary_table(prompts: list[str], records: list[dict[str, Any]]) -> str:
+def summary_table(prompts: list[str], records: list[TurnRecord]) -> str:
     """One row per turn and a totals row, as aligned plain text."""
     header = ["#", "status", "model", "in", "out", "cost", "ttft_ms", "ms", "message", "prompt"]
     rows: list[list[str]] = []
     total_in = total_out = 0
     total_cost = Decimal(0)
     for n, (prompt, record) in enumerate(zip(prompts, records, strict=False), 1):
-        usage = record["usage"] or {}
+        usage: UsageData | dict[str, int] = record["usage"] or {}
         total_in += usage.get("input_tokens", 0)
         total_out += usage.get("output_tokens", 0)
         total_cost += Decimal(record["cost"] or 0)

@@ -12,15 +12,14 @@ import asyncio
 import contextlib
 import textwrap
 import time
-from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat import llm
-from chat.llm import Backend, Finished, ProviderError, ProviderEvent, TextDelta
+from chat.llm import Backend, Finished, ProviderError, TextDelta
 
 CHECK_PROMPT = "Reply with the single word: ok"
 LABEL_WIDTH = 12
@@ -121,14 +120,10 @@ async def reply_check(config: Backend) -> tuple[str, Finished, int]:
     started = time.monotonic()
     ttft_ms: int | None = None
     parts: list[str] = []
-    # stream_reply is an async generator, annotated as a mere AsyncIterator.
-    stream = cast(
-        AsyncGenerator[ProviderEvent, None],
-        llm.stream_reply(
-            messages=[{"role": "user", "content": CHECK_PROMPT}],
-            model=config.default_model,
-            api=config.api,
-        ),
+    stream = llm.stream_reply(
+        messages=[{"role": "user", "content": CHECK_PROMPT}],
+        model=config.default_model,
+        api=config.api,
     )
     async with contextlib.aclosing(stream):
         async for event in stream:

@@ -8,7 +8,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from chat.turns.control import turns_expire_stale
+from chat.turns import turns_expire_stale
 
 
 class Command(BaseCommand):

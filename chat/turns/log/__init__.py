@@ -3,21 +3,22 @@ reader (a reload, a second tab, a script resuming) gets exactly the frames after
 one it has, as the same bytes the first reader got.
 
 In this process always (`memory`). With `REDIS_URL`, the producer also appends each frame
-to a Redis Stream, so a reader on another worker can follow it (`redis`). A log is dropped
-`CHAT_RESUME_TTL_SECONDS` after its turn ends and never holds more than its turn's frames.
+to a Redis Stream, so a reader on another worker can follow it (`redis_streams`). A log is
+dropped `CHAT_RESUME_TTL_SECONDS` after its turn ends and never holds more than its turn's
+frames.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from django.conf import settings
 
 from chat.streams import IDLE, StreamEvent, encode_sse
-from chat.turns.log import memory, redis
-from chat.turns.log.redis import alive_forget, alive_refresh, watched_elsewhere
+from chat.turns.log import memory, redis_streams
+from chat.turns.log.redis_streams import alive_forget, alive_refresh, watched_elsewhere
 
 __all__ = [
     "FINAL_TYPES",
@@ -40,7 +41,7 @@ class TurnLog:
     """The frames of one turn, in order, and the readers waiting for more. `publisher`
     gets each frame as it is added (to mirror the log elsewhere)."""
 
-    def __init__(self, key: str, *, publisher: redis.Publisher | None = None) -> None:
+    def __init__(self, key: str, *, publisher: redis_streams.Publisher | None = None) -> None:
         self.key = key
         self.frames: list[bytes] = []
         self.events: list[StreamEvent] = []
@@ -81,7 +82,7 @@ class TurnLog:
             return False
         return True
 
-    async def frames_after(self, after: int) -> AsyncIterator[bytes | StreamEvent]:
+    async def frames_after(self, after: int) -> AsyncGenerator[bytes | StreamEvent, None]:
         """The frames after position `after`, as stored, then each new one, until the final
         one; `IDLE` whenever none has come for a while. Frames already there go as one
         chunk."""
@@ -92,7 +93,7 @@ class TurnLog:
                 yield b"".join(self.frames[after:position])
                 after = position
 
-    async def events_after(self, after: int) -> AsyncIterator[StreamEvent]:
+    async def events_after(self, after: int) -> AsyncGenerator[StreamEvent, None]:
         """`frames_after`, as the events they encode."""
         async for position in self._positions(after):
             if position is None:
@@ -127,7 +128,7 @@ def log_key(conversation_id: Any, message_id: int) -> str:
 
 def log_open(key: str) -> TurnLog:
     """A new log for a turn this process produces (mirrored to Redis when configured)."""
-    publisher = redis.Publisher(key) if settings.REDIS_URL else None
+    publisher = redis_streams.Publisher(key) if settings.REDIS_URL else None
     return memory.produced.add(TurnLog(key, publisher=publisher))
 
 
@@ -149,8 +150,8 @@ async def log_remote(
     if not settings.REDIS_URL:
         return None
     copy = memory.copies.get(key)
-    if copy is None and await redis.log_exists(key):
-        copy = redis.tail_start(TurnLog(key), interrupted=interrupted)
+    if copy is None and await redis_streams.log_exists(key):
+        copy = redis_streams.tail_start(TurnLog(key), interrupted=interrupted)
     return copy
 
 

@@ -1,5 +1,5 @@
 """The turn logs this process holds: those it produces, and its copies of logs other
-workers produce (`chat.turns.log.redis` keeps those up to date)."""
+workers produce (`chat.turns.log.redis_streams` keeps those up to date)."""
 
 from __future__ import annotations
 
