@@ -1,5 +1,6 @@
-"""Conversation-level services and reads: a person's list (paged, searched), renaming,
-deleting, exporting, and what happens to an anonymous visitor's conversations at sign-in.
+"""Conversation-level services and reads: a person's list (paged, searched), a
+conversation's JSON, renaming, deleting, purging and exporting. (Adopting an anonymous
+visitor's conversations at sign-in is `chat.access.owners.conversations_adopt`.)
 
 Deleting is soft: the conversation is gone for its owner (`Owner.conversations()` leaves
 it out), while its turns, usage and cost stay in the admin, in every report and in every

@@ -13,7 +13,7 @@ import django
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from django.conf import settings
 
-from chat.errors import json_errors
+from chat.errors import API_PREFIX, json_errors
 from chat.ops.lifespan import lifespan
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
@@ -28,7 +28,7 @@ seams.check_connections_at_request_end_only()
 django_application = seams.asgi_handler()
 
 # Requests served on the chat's database thread: the JSON API and the probes and scrapes.
-CHAT_PATHS = ("/api/", "/healthz", "/readyz", "/metrics")
+CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")
 
 
 async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -46,7 +46,7 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
         )
         return
     if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
-        if scope["path"].startswith("/api/"):
+        if scope["path"].startswith(API_PREFIX):
             send = json_errors(send)
         with seams.on_chat_thread():
             await django_application(scope, receive, send)

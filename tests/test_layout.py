@@ -128,17 +128,38 @@ def test_only_llm_imports_openai():
     assert importers and all(name.startswith("chat.llm") for name in importers), importers
 
 
-def test_every_module_is_named_in_the_readme_layout():
+def _layout_tree() -> set[str]:
+    """The paths the README's Layout tree names: `dir/` headers nest by indentation, and
+    each `name.py` on a line belongs to the innermost directory open there."""
     readme = (ROOT / "README.md").read_text()
-    layout = readme[readme.index("## Layout") :]
+    block = readme[readme.index("## Layout") :].split("```")[1]
+    named: set[str] = set()
+    open_dirs: list[tuple[int, str]] = []
+    for line in block.splitlines()[1:]:
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        first = line.split()[0]
+        if first.endswith("/") or re.fullmatch(r"[\w./]+\.py", first):
+            while open_dirs and open_dirs[-1][0] >= indent:
+                open_dirs.pop()
+        if first.endswith("/"):
+            parent = open_dirs[-1][1] if open_dirs else ""
+            open_dirs.append((indent, f"{parent}{first}"))
+            # `management/commands/` names both folders.
+            parts = first.rstrip("/").split("/")
+            named.update(f"{parent}{'/'.join(parts[:n])}/" for n in range(1, len(parts) + 1))
+        here = open_dirs[-1][1] if open_dirs else ""
+        named.update(f"{here}{name}" for name in re.findall(r"\b\w+\.py\b", line))
+    return named
+
+
+def test_every_module_is_named_in_its_folder_of_the_readme_layout():
+    named = _layout_tree()
     missing = [
-        str(path.relative_to(ROOT))
+        relative
         for path in _modules()
-        if path.name != "__init__.py" and not re.search(rf"\b{path.stem}\b", layout)
+        if (relative := str(path.relative_to(ROOT))) not in named
+        and not (path.name == "__init__.py" and f"{path.parent.relative_to(ROOT)}/" in named)
     ]
-    packages = [
-        str(path.parent.relative_to(ROOT))
-        for path in _modules()
-        if path.name == "__init__.py" and f"{path.parent.name}/" not in layout
-    ]
-    assert not missing + packages, f"not in the README's Layout: {missing + packages}"
+    assert not missing, f"not in their folder of the README's Layout: {missing}"

@@ -9,7 +9,7 @@ bench's fake upstream and the tests' fake upstream. The app imports from here; t
 use `wire`.
 """
 
-from chat.llm.backends import APIS, Api, Backend, backend
+from chat.llm.backends import APIS, Api, Backend, api_named, backend
 from chat.llm.client import list_models, reset, stream_reply, use_transport
 from chat.llm.errors import ProviderError
 from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage, estimate_usage
@@ -23,6 +23,7 @@ __all__ = [
     "ProviderEvent",
     "TextDelta",
     "Usage",
+    "api_named",
     "backend",
     "estimate_usage",
     "list_models",

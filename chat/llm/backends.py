@@ -74,8 +74,13 @@ def backend() -> Backend:
     return Backend(name=name, api=api, default_model=model, models=models, base_url=base_url)
 
 
+def api_named(value: str) -> Api | None:
+    """`value` as one of the model APIs, typed as one; None when it is none of them."""
+    return next((api for api in APIS if api == value), None)
+
+
 def _api(value: str) -> Api:
-    for api in APIS:
-        if value == api:
-            return api
-    raise ImproperlyConfigured("CHAT_API must be 'responses' or 'chat'.")
+    api = api_named(value)
+    if api is None:
+        raise ImproperlyConfigured("CHAT_API must be 'responses' or 'chat'.")
+    return api

@@ -1,6 +1,6 @@
 """Group commit: concurrent calls that each need one short write become one transaction.
 
-Every ORM call of a worker runs on its one database thread (see chatsite/asgi.py), and
+Every ORM call of a worker runs on its one database thread (`chat.seams.on_chat_thread`), and
 under load that thread waits for the GIL after every SQL statement while the event loop
 runs: turns opened at once each paid that wait for every statement, one after the
 other. A `Batcher` hands the database thread everything that queued up while its

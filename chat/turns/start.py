@@ -56,10 +56,10 @@ def choose_api(requested: str | None) -> llm.Api:
 
 def as_api(value: str) -> llm.Api:
     """`value` as one of the model APIs (`llm.APIS`), typed as one."""
-    for api in llm.APIS:
-        if value == api:
-            return api
-    raise ChatError("invalid_api", "api must be 'responses' or 'chat'.")
+    api = llm.api_named(value)
+    if api is None:
+        raise ChatError("invalid_api", "api must be 'responses' or 'chat'.")
+    return api
 
 
 async def turn_start(

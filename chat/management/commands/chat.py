@@ -34,6 +34,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
 from chat.streams import EndData, UsageData
+from chat.text import shortened
 from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
 
 # Anonymous web keys are random 32-character tokens, so this one can never collide.
@@ -328,8 +329,6 @@ def failure_line(record: TurnRecord) -> str:
 
 
 def preview(prompt: str) -> str:
-    from chat.text import shortened
-
     return shortened(prompt, PROMPT_PREVIEW_CHARS)
 
 
