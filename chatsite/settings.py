@@ -7,8 +7,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+import django_stubs_ext
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+# Django's generic classes (ModelAdmin, QuerySet, ...) take their model as a type parameter
+# at run time too, as django-stubs types them: `class MessageAdmin(ModelAdmin[Message])`.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

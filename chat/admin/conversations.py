@@ -16,13 +16,6 @@ from chat.models import Conversation, Message
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
 
-    # The admin's classes take their model as a type parameter in django-stubs only.
-    InlineBase = admin.TabularInline[Message, Conversation]
-    AdminBase = admin.ModelAdmin[Conversation]
-else:
-    InlineBase = admin.TabularInline
-    AdminBase = admin.ModelAdmin
-
 MESSAGE_FIELDS = (
     "role",
     "badge",
@@ -57,7 +50,7 @@ class Totals(TypedDict):
     cost_sum: Decimal | None
 
 
-class MessageInline(InlineBase):
+class MessageInline(admin.TabularInline[Message, Conversation]):
     model = Message
     fields = MESSAGE_FIELDS
     readonly_fields = MESSAGE_FIELDS
@@ -89,7 +82,7 @@ class MessageInline(InlineBase):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(AdminBase):
+class ConversationAdmin(admin.ModelAdmin[Conversation]):
     list_display = [
         "__str__",
         "owner_display",

@@ -3,8 +3,6 @@ and the CSV export hang off this admin's URLs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
@@ -33,12 +31,6 @@ from chat.admin.export import messages_csv
 from chat.models import Message
 from chat.spend.prices import messages_recost
 
-if TYPE_CHECKING:
-    # The admin's classes take their model as a type parameter in django-stubs only.
-    AdminBase = admin.ModelAdmin[Message]
-else:
-    AdminBase = admin.ModelAdmin
-
 # Every field of a message's page, grouped as shown; none of them can be edited here.
 FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
     None: ("conversation", "role", "status", "content"),
@@ -59,7 +51,7 @@ FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
 
 
 @admin.register(Message)
-class MessageAdmin(AdminBase):
+class MessageAdmin(admin.ModelAdmin[Message]):
     # What went wrong and what it cost first: the list scrolls sideways on small screens.
     list_display = [
         "id",

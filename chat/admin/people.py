@@ -23,13 +23,8 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import User
     from django_stubs_ext import WithAnnotations
 
-    # The admin's classes take their model as a type parameter in django-stubs only.
-    InlineBase = admin.StackedInline[Budget, User]
-    AdminBase = UserAdmin[User]
 else:
     User = get_user_model()
-    InlineBase = admin.StackedInline
-    AdminBase = UserAdmin
 
 
 class PeriodSpend(TypedDict):
@@ -38,7 +33,7 @@ class PeriodSpend(TypedDict):
     period_spend: Decimal
 
 
-class BudgetInline(InlineBase):
+class BudgetInline(admin.StackedInline[Budget, User]):
     model = Budget
     can_delete = True
     extra = 1
@@ -52,7 +47,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
-class PersonAdmin(AdminBase):
+class PersonAdmin(UserAdmin[User]):
     inlines = [*UserAdmin.inlines, BudgetInline]
     list_display = ["username", "email", "is_staff", "budget", "spent_this_period", "last_login"]
     list_select_related = ["chat_budget"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
@@ -12,15 +10,9 @@ from django.http import HttpRequest
 from chat.models import ModelPrice
 from chat.spend import prices
 
-if TYPE_CHECKING:
-    # The admin's classes take their model as a type parameter in django-stubs only.
-    AdminBase = admin.ModelAdmin[ModelPrice]
-else:
-    AdminBase = admin.ModelAdmin
-
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(AdminBase):
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
     list_display = [
         "model",
         "input_per_million",

@@ -3,8 +3,6 @@ is stored."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -14,18 +12,12 @@ from django.utils import timezone
 from chat.access.tokens import token_fill
 from chat.models import ApiToken
 
-if TYPE_CHECKING:
-    # The admin's classes take their model as a type parameter in django-stubs only.
-    AdminBase = admin.ModelAdmin[ApiToken]
-else:
-    AdminBase = admin.ModelAdmin
-
 NEW_FIELDS = ("user", "name")
 DETAIL_FIELDS = ("user", "name", "prefix", "created_at", "last_used_at", "revoked_at")
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(AdminBase):
+class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["user"]
