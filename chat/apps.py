@@ -8,7 +8,7 @@ class ChatConfig(AppConfig):
 
     def ready(self) -> None:
         from chat import llm
-        from chat.access import identity  # noqa: F401 (its logout receiver)
+        from chat.access import accounts, identity  # noqa: F401 (their receivers)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.

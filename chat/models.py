@@ -194,3 +194,97 @@ class Budget(models.Model):
         if self.unlimited:
             return "no limit"
         return "default" if self.limit_usd is None else f"${self.limit_usd} per period"
+
+
+# Upper bounds (ms) of the usage ledger's time-to-first-token buckets; one more bucket
+# counts everything slower. Fixed: changing them needs a migration and a rebuild.
+TTFT_BUCKETS_MS = (50, 100, 200, 300, 500, 1000, 2000, 3000, 5000, 10000, 30000)
+TTFT_FIELDS = tuple(f"ttft_le_{edge}" for edge in TTFT_BUCKETS_MS) + ("ttft_over",)
+
+
+class DailyUsage(models.Model):
+    """The usage ledger: one row per day (in `TIME_ZONE`), person, model, provider and API,
+    holding the sums of the assistant messages that reached a final status that day.
+
+    Written in the transaction that finishes each turn (`chat.spend.ledger`), so it never
+    drifts from the messages; every usage page, command and budget reads it instead of
+    scanning messages. Money is kept in whole hundred-millionths of a dollar (the
+    precision of `Message.cost`) so sums are exact on every database. A person deleted
+    later keeps their rows: no cent ever leaves the ledger.
+    """
+
+    day = models.DateField()
+    # 0 for an anonymous visitor (then `anonymous_key` says which). Not a foreign key: a
+    # deleted account's spend stays, under its old id.
+    user_id = models.BigIntegerField(default=0)
+    anonymous_key = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=100, blank=True)
+    provider = models.CharField(max_length=20, blank=True)
+    api = models.CharField(max_length=20, blank=True)
+    requests = models.IntegerField(default=0)
+    completed = models.IntegerField(default=0)
+    incomplete = models.IntegerField(default=0)
+    failed = models.IntegerField(default=0)
+    cancelled = models.IntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_tokens = models.BigIntegerField(default=0)
+    reasoning_tokens = models.BigIntegerField(default=0)
+    estimated = models.IntegerField(
+        default=0, help_text="Requests whose usage was estimated, not counted upstream."
+    )
+    cost_e8 = models.BigIntegerField("cost (USD × 10⁸)", default=0)
+    # Time to first token: how many requests fell in each bucket of `TTFT_BUCKETS_MS`.
+    ttft_le_50 = models.IntegerField(default=0)
+    ttft_le_100 = models.IntegerField(default=0)
+    ttft_le_200 = models.IntegerField(default=0)
+    ttft_le_300 = models.IntegerField(default=0)
+    ttft_le_500 = models.IntegerField(default=0)
+    ttft_le_1000 = models.IntegerField(default=0)
+    ttft_le_2000 = models.IntegerField(default=0)
+    ttft_le_3000 = models.IntegerField(default=0)
+    ttft_le_5000 = models.IntegerField(default=0)
+    ttft_le_10000 = models.IntegerField(default=0)
+    ttft_le_30000 = models.IntegerField(default=0)
+    ttft_over = models.IntegerField(default=0)
+
+    class Meta:
+        verbose_name = "daily usage"
+        verbose_name_plural = "daily usage"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "user_id", "anonymous_key", "model", "provider", "api"],
+                name="daily_usage_key",
+            )
+        ]
+        indexes = [models.Index(fields=["user_id", "day"], name="daily_usage_person_day")]
+
+    def __str__(self) -> str:
+        who = f"user {self.user_id}" if self.user_id else "anonymous"
+        return f"{self.day} {who} {self.model}"
+
+
+class GroupBudget(models.Model):
+    """A spending limit shared by the members of a Django group: their spend together per
+    budget period. A person is refused when they or any of their groups is over."""
+
+    group = models.OneToOneField(
+        "auth.Group", on_delete=models.CASCADE, primary_key=True, related_name="chat_budget"
+    )
+    limit_usd = models.DecimalField(
+        "limit (USD)",
+        max_digits=12,
+        decimal_places=2,
+        help_text="Per budget period (CHAT_BUDGET_PERIOD), for the group's members together.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(limit_usd__gte=0), name="group_budget_limit_not_negative"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"${self.limit_usd} per period"

@@ -215,6 +215,9 @@ SOCIALACCOUNT_STORE_TOKENS = False
 # Single sign-on through OpenID Connect: an issuer URL, a client id and a secret (README
 # "People and sign-in" has examples for Entra ID, Google, Okta and Keycloak).
 CHAT_OIDC_ISSUER = env.str("CHAT_OIDC_ISSUER", default="")
+# The claim (in the ID token or userinfo) that lists a person's groups, e.g. `groups`: at
+# each single sign-on their Django groups (and so group budgets) follow it. Empty: off.
+CHAT_OIDC_GROUPS_CLAIM = env.str("CHAT_OIDC_GROUPS_CLAIM", default="")
 SOCIALACCOUNT_PROVIDERS: dict[str, object] = {}
 if CHAT_OIDC_ISSUER:
     SOCIALACCOUNT_PROVIDERS["openid_connect"] = {
@@ -251,6 +254,19 @@ if CHAT_BUDGET_USD is not None and (not CHAT_BUDGET_USD.is_finite() or CHAT_BUDG
 CHAT_BUDGET_PERIOD = env.str("CHAT_BUDGET_PERIOD", default="month")
 if CHAT_BUDGET_PERIOD not in ("day", "week", "month"):
     raise ImproperlyConfigured("CHAT_BUDGET_PERIOD must be day, week or month.")
+# The page warns once a person's (or their group's) spend reaches this share of the limit.
+CHAT_BUDGET_WARN_PERCENT = env.int("CHAT_BUDGET_WARN_PERCENT", default=80)
+if not 1 <= CHAT_BUDGET_WARN_PERCENT <= 100:
+    raise ImproperlyConfigured("CHAT_BUDGET_WARN_PERCENT must be a whole number from 1 to 100.")
+# Message text and titles older than this many days are removed by `chat_purge
+# --retention` (usage and cost stay); unset: kept forever.
+_retention = env.str("CHAT_RETENTION_DAYS", default="").strip()
+try:
+    CHAT_RETENTION_DAYS = int(_retention) if _retention else None
+except ValueError:
+    raise ImproperlyConfigured("CHAT_RETENTION_DAYS must be a number of days.") from None
+if CHAT_RETENTION_DAYS is not None and CHAT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("CHAT_RETENTION_DAYS must be 1 or more (unset keeps everything).")
 CHAT_MAX_MESSAGE_CHARS = env.int("CHAT_MAX_MESSAGE_CHARS", default=32_000)
 CHAT_MAX_SYSTEM_CHARS = env.int("CHAT_MAX_SYSTEM_CHARS", default=8_000)
 CHAT_MAX_CONTEXT_MESSAGES = env.int("CHAT_MAX_CONTEXT_MESSAGES", default=40)

@@ -5,9 +5,10 @@ from datetime import date, datetime
 import pytest
 from django.utils import timezone
 
+from chat.models import TTFT_BUCKETS_MS, TTFT_FIELDS
 from chat.spend.periods import period_bounds
-from chat.spend.reports import percentile, usage_json, usage_summary, usage_table
-from tests.usage_rows import TURNS, Turn, create_turns, expected
+from chat.spend.reports import histogram_percentile, usage_json, usage_summary, usage_table
+from tests.usage_rows import TURNS, Turn, assert_in_buckets, create_turns, expected
 
 pytestmark = pytest.mark.django_db
 
@@ -19,13 +20,16 @@ def actual(row) -> dict:
         "input_tokens": row.input_tokens,
         "output_tokens": row.output_tokens,
         "cost": row.cost,
-        "median": row.ttft_median_ms,
-        "p95": row.ttft_p95_ms,
     }
 
 
-def approx(values: dict) -> dict:
-    return {k: pytest.approx(v) if isinstance(v, float) else v for k, v in values.items()}
+def without_ttft(values: dict) -> dict:
+    return {k: v for k, v in values.items() if k not in ("median", "p95", "ttfts")}
+
+
+def assert_ttfts(row, want: dict) -> None:
+    assert_in_buckets(row.ttft_median_ms, want["ttfts"], 0.5)
+    assert_in_buckets(row.ttft_p95_ms, want["ttfts"], 0.95)
 
 
 @pytest.mark.parametrize("by", ["day", "model", "user"])
@@ -36,9 +40,12 @@ def test_summary_equals_a_direct_computation(by, days):
     report = usage_summary(since=since, until=until, by=by)
     want = expected(TURNS, days=days, by=by)
     assert {row.key: actual(row) for row in report.rows} == {
-        key: approx(values) for key, values in want.items()
+        key: without_ttft(values) for key, values in want.items()
     }
-    assert actual(report.totals) == approx(expected(TURNS, days=days, by="total")["total"])
+    total = expected(TURNS, days=days, by="total")["total"]
+    assert actual(report.totals) == without_ttft(total)
+    for row in [*report.rows, report.totals]:
+        assert_ttfts(row, want.get(row.key, total))
 
 
 def test_user_messages_and_rows_outside_the_period_are_not_requests():
@@ -90,11 +97,14 @@ def test_tables_and_json_carry_rows_then_totals():
     assert [row["group"] for row in data["rows"]] == [row.key for row in report.rows]
 
 
-def test_percentile_interpolates_like_percentile_cont():
-    assert percentile([], 0.5) is None
-    assert percentile([7], 0.95) == 7
-    assert percentile([1, 2, 3, 4], 0.5) == 2.5
-    assert percentile(list(range(1, 101)), 0.95) == pytest.approx(95.05)
+def test_percentiles_from_the_histogram_interpolate_within_a_bucket():
+    counts = [0] * len(TTFT_FIELDS)
+    assert histogram_percentile(counts, 0.5) is None
+    counts[1] = 2  # two in (50, 100] ms
+    assert histogram_percentile(counts, 0.5) == pytest.approx(75)
+    assert histogram_percentile(counts, 1.0) == pytest.approx(100)
+    counts[-1] = 2  # two slower than the last edge: reported as the last edge
+    assert histogram_percentile(counts, 0.95) == TTFT_BUCKETS_MS[-1]
 
 
 def test_period_bounds():

@@ -4,6 +4,7 @@ visitors, several models, every final status, spread over the last days."""
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from chat.models import Conversation, Message
+from chat.models import TTFT_BUCKETS_MS, Conversation, Message
+from chat.spend.ledger import ledger_rebuild
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,9 @@ def create_turns(turns: list[Turn] = TURNS) -> list[Message]:
         Message.objects.filter(conversation=conversation).update(created_at=at, finished_at=at)
         Conversation.objects.filter(pk=conversation.pk).update(created_at=at, updated_at=at)
         replies.append(reply)
+    # Rows written straight to the table, as history from before the ledger: fill it the
+    # way migration 0009 does for an existing database.
+    ledger_rebuild()
     return replies
 
 
@@ -169,6 +174,7 @@ def summarise(turns: list[Turn]) -> dict:
         "cost": sum((Decimal(t.cost) for t in turns if t.cost), Decimal(0)),
         "median": statistics.median(ttfts) if ttfts else None,
         "p95": p95(ttfts),
+        "ttfts": ttfts,
     }
 
 
@@ -176,3 +182,25 @@ def p95(values: list[int]) -> float | None:
     if len(values) < 2:
         return float(values[0]) if values else None
     return statistics.quantiles(values, n=20, method="inclusive")[18]
+
+
+def edges_around(value: float) -> tuple[float, float]:
+    """The ledger bucket a time to first token falls in, as (lower, upper) edges."""
+    lower = 0.0
+    for edge in TTFT_BUCKETS_MS:
+        if value <= edge:
+            return lower, float(edge)
+        lower = float(edge)
+    return lower, lower
+
+
+def assert_in_buckets(estimate: float | None, ttfts: list[int], fraction: float) -> None:
+    """A percentile read from the histogram lies within the buckets of the two samples
+    the exact percentile falls between."""
+    if not ttfts:
+        assert estimate is None
+        return
+    position = (len(ttfts) - 1) * fraction
+    low, high = ttfts[math.floor(position)], ttfts[math.ceil(position)]
+    assert estimate is not None
+    assert edges_around(low)[0] <= estimate <= edges_around(high)[1], (estimate, ttfts)

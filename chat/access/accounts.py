@@ -6,20 +6,23 @@ sign-on are allauth's own views; these adapters are the seams it offers for the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.models import EmailAddress
+from allauth.account.signals import user_logged_in
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
+from django.dispatch import receiver
 from django.http import HttpRequest
 
 from chat.access.identity import anonymous_key_from_cookie, forget_anonymous
 from chat.access.owners import conversations_adopt
-from chat.spend.budgets import BudgetJson, budget_status
+from chat.spend.budgets import BudgetJson, budget_forget, budget_status
 
 if TYPE_CHECKING:
     from allauth.socialaccount.models import SocialLogin
@@ -95,6 +98,28 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):  # type: ignore[misc]  
             if person is not None:
                 return person, address.email
         return None
+
+
+@receiver(user_logged_in, dispatch_uid="chat.access.accounts.groups_from_claim")
+def groups_from_claim(sender: object, *, user: AbstractBaseUser, **kwargs: Any) -> None:
+    """Single sign-on can say which groups a person is in (CHAT_OIDC_GROUPS_CLAIM, such as
+    `groups`): at each sign-in their Django groups become exactly those named, created as
+    needed, so group budgets follow the identity provider. A sign-in whose claims lack
+    the claim leaves the groups as they are."""
+    claim = settings.CHAT_OIDC_GROUPS_CLAIM
+    sociallogin = kwargs.get("sociallogin")
+    if not claim or sociallogin is None:
+        return
+    data = sociallogin.account.extra_data or {}
+    sources = [data.get("userinfo") or {}, data.get("id_token") or {}, data]
+    found = next((source[claim] for source in sources if claim in source), None)
+    if found is None:
+        return
+    names = [found] if isinstance(found, str) else list(found)
+    wanted = sorted({str(name).strip()[:150] for name in names if str(name).strip()})
+    groups = [Group.objects.get_or_create(name=name)[0] for name in wanted]
+    user.groups.set(groups)  # type: ignore[attr-defined]  # AbstractBaseUser lacks PermissionsMixin's
+    budget_forget(user.pk)
 
 
 def vouched_owner(email: str) -> AbstractBaseUser | None:

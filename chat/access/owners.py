@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat.models import Conversation, Message
+from chat.spend.ledger import UNFINISHED, ledger_adopt
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +51,27 @@ class Owner:
 
 def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
     """Give the conversations an anonymous visitor started to the account they signed in
-    to, so work begun before signing in is not lost. Returns how many moved."""
+    to, so work begun before signing in is not lost, and their usage with them (the
+    ledger moves in the same transaction). Returns how many moved."""
     if not anonymous_key:
         return 0
-    return Conversation.objects.filter(owner__isnull=True, anonymous_key=anonymous_key).update(
-        owner_id=user_id, anonymous_key="", updated_at=timezone.now()
-    )
+    with transaction.atomic():
+        ids = list(
+            Conversation.objects.filter(owner__isnull=True, anonymous_key=anonymous_key)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        if not ids:
+            return 0
+        # A turn of theirs still running finishes after this commits (its row is locked
+        # here), and is then counted under the account; one finished before is moved.
+        list(
+            Message.objects.select_for_update(of=("self",))
+            .filter(conversation_id__in=ids, status__in=UNFINISHED)
+            .values_list("pk", flat=True)
+        )
+        moved = Conversation.objects.filter(pk__in=ids).update(
+            owner_id=user_id, anonymous_key="", updated_at=timezone.now()
+        )
+        ledger_adopt(anonymous_key=anonymous_key, user_id=user_id, conversation_ids=ids)
+    return moved

@@ -9,14 +9,16 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from django import forms
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.admin import UserAdmin
-from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from django.db.models import BigIntegerField, QuerySet
 from django.db.models.functions import Coalesce
 from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest
 
-from chat.models import Budget, Message
-from chat.spend.budgets import budget_forget, limit_of, spend_filter
+from chat.models import Budget, GroupBudget
+from chat.spend.budgets import budget_forget, limit_of, period_spend
+from chat.spend.ledger import E8
 from chat.spend.periods import budget_period
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ else:
 class PeriodSpend(TypedDict):
     """What `PersonAdmin.get_queryset` adds to each row."""
 
-    period_spend: Decimal
+    period_spend: int  # USD × 10⁸, as the ledger keeps it
 
 
 class BudgetInline(admin.StackedInline[Budget, User]):
@@ -55,18 +57,9 @@ class PersonAdmin(UserAdmin[User]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         # The period's spend in the changelist's own query (a subquery evaluated for the
         # page's rows only): no query per row, no scan of everyone's messages.
-        spend = (
-            Message.objects.filter(
-                spend_filter(budget_period()), conversation__owner=OuterRef("pk")
-            )
-            .values("conversation__owner")
-            .annotate(total=Sum("cost"))
-            .values("total")
-        )
-        period_spend = Coalesce(
-            Subquery(spend), Decimal(0), output_field=DecimalField(max_digits=14, decimal_places=8)
-        )
-        return super().get_queryset(request).annotate(period_spend=period_spend)
+        # From the usage ledger: a few rows per person per day, not their messages.
+        spend = Coalesce(period_spend(), 0, output_field=BigIntegerField())
+        return super().get_queryset(request).annotate(period_spend=spend)
 
     @admin.display(description="budget")
     def budget(self, user: User) -> str:
@@ -75,7 +68,7 @@ class PersonAdmin(UserAdmin[User]):
 
     @admin.display(description="spent this period", ordering="period_spend")
     def spent_this_period(self, user: WithAnnotations[User, PeriodSpend]) -> str:
-        return f"${user.period_spend:.2f}"
+        return f"${Decimal(user.period_spend) / E8:.2f}"
 
     def save_related(
         self,
@@ -87,3 +80,46 @@ class PersonAdmin(UserAdmin[User]):
         super().save_related(request, form, formsets, change)
         # Every worker re-reads the limit within a minute; this one at once.
         budget_forget(form.instance.pk)
+
+
+class GroupBudgetInline(admin.StackedInline[GroupBudget, Group]):
+    model = GroupBudget
+    can_delete = True
+    extra = 1
+    max_num = 1
+    verbose_name = "shared spending budget"
+    verbose_name_plural = "shared spending budget"
+    fields = ["limit_usd"]
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class TeamAdmin(GroupAdmin):
+    """Django's group admin with the group's shared budget: its members' spend together
+    per budget period."""
+
+    inlines = [*GroupAdmin.inlines, GroupBudgetInline]
+    list_display = ["name", "budget"]
+    list_select_related = ["chat_budget"]
+
+    @admin.display(description="budget")
+    def budget(self, group: Group) -> str:
+        budget = getattr(group, "chat_budget", None)
+        if budget is None:
+            return "none"
+        return f"${budget.limit_usd:.2f} / {budget_period().name} for all members"
+
+    def save_related(
+        self,
+        request: HttpRequest,
+        form: forms.ModelForm[Group],
+        formsets: list[BaseFormSet[Any]],
+        change: bool,
+    ) -> None:
+        super().save_related(request, form, formsets, change)
+        # Members' cached limits name their groups' limits: each worker re-reads them
+        # within a minute, this one now.
+        for user_id in form.instance.user_set.values_list("pk", flat=True):
+            budget_forget(user_id)

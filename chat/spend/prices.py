@@ -12,11 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 
 from chat.llm import Usage
 from chat.models import Message, ModelPrice
+from chat.spend.ledger import MESSAGE_VALUES, ledger_move_cost
 
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 _MILLION = Decimal(1_000_000)
@@ -99,40 +102,43 @@ class Recost:
 
 def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Recost:
     """Recompute the cost of chosen assistant messages from the current price list, with
-    the price that was in force when each one finished."""
+    the price that was in force when each one finished; the usage ledger moves by the
+    difference, in the same transaction as each batch of rows."""
     prices = list(ModelPrice.objects.all())
-    changed: list[Message] = []
+    changed: list[tuple[dict[str, Any], Decimal]] = []
     unchanged = skipped = 0
-    rows = (
-        messages.filter(role=Message.Role.ASSISTANT)
-        .select_related(None)
-        .only(
-            "pk",
-            "model",
-            "input_tokens",
-            "output_tokens",
-            "cached_tokens",
-            "cost",
-            "finished_at",
-            "created_at",
-        )
-    )
-    for message in rows.iterator(chunk_size=2000):
-        price = price_in(prices, model=message.model, at=message.finished_at or message.created_at)
-        if price is None or message.input_tokens is None or message.output_tokens is None:
+    rows = messages.filter(role=Message.Role.ASSISTANT).values(*MESSAGE_VALUES)
+    for row in rows.iterator(chunk_size=2000):
+        price = price_in(prices, model=row["model"], at=row["finished_at"] or row["created_at"])
+        if price is None or row["input_tokens"] is None or row["output_tokens"] is None:
             skipped += 1
             continue
         usage = Usage(
-            input_tokens=message.input_tokens,
-            output_tokens=message.output_tokens,
-            cached_tokens=message.cached_tokens or 0,
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cached_tokens=row["cached_tokens"] or 0,
         )
         cost = cost_of(usage, price)
-        if cost == message.cost:
+        if cost == row["cost"]:
             unchanged += 1
             continue
-        message.cost = cost
-        changed.append(message)
+        changed.append((row, cost))
     if not dry_run:
-        Message.objects.bulk_update(changed, ["cost"], batch_size=500)
+        for start in range(0, len(changed), 500):
+            _write_costs(changed[start : start + 500])
     return Recost(changed=len(changed), unchanged=unchanged, skipped=skipped)
+
+
+def _write_costs(batch: list[tuple[dict[str, Any], Decimal]]) -> None:
+    new_costs = {row["pk"]: cost for row, cost in batch}
+    with transaction.atomic():
+        # The rows as they are now (locked), so the ledger moves from what is stored.
+        current = list(
+            Message.objects.select_for_update(of=("self",))
+            .filter(pk__in=new_costs)
+            .values(*MESSAGE_VALUES)
+        )
+        Message.objects.bulk_update(
+            [Message(pk=pk, cost=cost) for pk, cost in new_costs.items()], ["cost"]
+        )
+        ledger_move_cost((row, new_costs[row["pk"]]) for row in current)

@@ -1,7 +1,9 @@
 """Usage report selector: who spent what, on which model, when.
 
-The admin dashboard and `manage.py chat_usage` both read through `usage_summary`, so the
-page and the command always show the same numbers.
+The admin dashboard, its CSV files and `manage.py chat_usage` all read through
+`usage_summary`, from the usage ledger (`chat.spend.ledger`), so the page and the command
+always show the same numbers, at the cost of a few ledger rows per day. Times to first
+token are read from the ledger's histogram: a median or p95 is exact to its bucket.
 """
 
 from __future__ import annotations
@@ -11,30 +13,18 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal, NotRequired, TypedDict, TypeGuard
 
-from django.db import connection
-from django.db.models import (
-    Aggregate,
-    CharField,
-    Count,
-    F,
-    FloatField,
-    Func,
-    Q,
-    QuerySet,
-    Sum,
-    Value,
-)
-from django.db.models.functions import Coalesce, TruncDate
-from django.utils import timezone
+from django.contrib.auth import get_user_model
+from django.db.models import Sum
 
-from chat.models import Message
+from chat.models import TTFT_BUCKETS_MS, TTFT_FIELDS, DailyUsage
 from chat.spend.budgets import BudgetJson, BudgetStatus, budgets_by_username
+from chat.spend.ledger import E8, ledger_day
 
 Group = Literal["day", "model", "user"]
 GROUPS: tuple[Group, ...] = ("day", "model", "user")
 ANONYMOUS = "anonymous"
-# What a row is grouped by, as the database returns it: a day, a model, a username.
-GroupValue = date | str | None
+# What a row is grouped by, as the ledger returns it: a day, a model, a user id.
+GroupValue = date | str | int | None
 
 
 def is_group(value: str) -> TypeGuard[Group]:
@@ -76,120 +66,79 @@ class UsageReport:
     totals: UsageRow
 
 
-class _PercentileCont(Aggregate):
-    """PostgreSQL's ordered-set aggregate; SQLite has none, so there it is done in Python."""
-
-    function = "percentile_cont"
-    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
-    output_field = FloatField()
-
-    def __init__(self, expression: str, *, fraction: float) -> None:
-        # A float we choose, never user input, so it may be formatted into the SQL.
-        super().__init__(expression, fraction=float(fraction))
-
-
 def usage_summary(*, since: datetime, until: datetime, by: Group) -> UsageReport:
-    """Assistant messages created in [since, until), grouped `by` day (in the current time
-    zone), model, or user (owner's username, `anonymous` for anonymous conversations)."""
-    messages = _assistant_messages(since=since, until=until)
-    metrics = _metrics()
-    grouped = messages.annotate(group=_group_key(by)).values("group").annotate(**metrics).order_by()
-    totals = messages.aggregate(**metrics)
-    if _percentiles_in_sql():
-        ttfts: dict[GroupValue, list[int]] = {}
-        total_ttfts: list[int] = []
-    else:
-        ttfts = _ttfts_by_group(messages, by)
-        total_ttfts = sorted(t for values in ttfts.values() for t in values)
-    rows = [_row(_key(group["group"]), group, ttfts.get(group["group"], [])) for group in grouped]
+    """Replies that reached their final status in [since, until) (whole days in
+    `TIME_ZONE`), grouped `by` day, model, or user (username; `anonymous` for anonymous
+    visitors). Read from the usage ledger: a few rows per day, however many messages."""
+    days = DailyUsage.objects.filter(day__gte=ledger_day(since), day__lt=ledger_day(until))
+    sums = {field: Sum(field, default=0) for field in _SUMMED}
+    grouped = days.values(_GROUP_FIELD[by]).annotate(**sums).order_by()
+    totals = days.aggregate(**sums)
+    names = _usernames([g["user_id"] for g in grouped]) if by == "user" else {}
+    merged: dict[str, dict[str, int]] = {}
+    for group in grouped:
+        key = _group_key(group[_GROUP_FIELD[by]], names)
+        into = merged.setdefault(key, dict.fromkeys(_SUMMED, 0))
+        for field in _SUMMED:
+            into[field] += group[field]
+    rows = [_row(key, values) for key, values in merged.items()]
     if by == "day":
         rows.sort(key=lambda row: row.key)
     else:
         rows.sort(key=lambda row: (-row.cost, -row.requests, row.key))
-    return UsageReport(
-        since=since, until=until, by=by, rows=rows, totals=_row("total", totals, total_ttfts)
-    )
+    return UsageReport(since=since, until=until, by=by, rows=rows, totals=_row("total", totals))
 
 
-def _assistant_messages(*, since: datetime, until: datetime) -> QuerySet[Message]:
-    return Message.objects.filter(
-        role=Message.Role.ASSISTANT, created_at__gte=since, created_at__lt=until
-    )
+_GROUP_FIELD: dict[Group, str] = {"day": "day", "model": "model", "user": "user_id"}
+_SUMMED = ("requests", "failed", "input_tokens", "output_tokens", "cost_e8", *TTFT_FIELDS)
 
 
-def _group_key(by: Group) -> F | Func:
-    if by == "day":
-        return TruncDate("created_at", tzinfo=timezone.get_current_timezone())
-    if by == "model":
-        return F("model")
-    return Coalesce(F("conversation__owner__username"), Value(ANONYMOUS), output_field=CharField())
+def _usernames(user_ids: list[int]) -> dict[int, str]:
+    wanted = [u for u in user_ids if u]
+    return dict(get_user_model().objects.filter(pk__in=wanted).values_list("pk", "username"))
 
 
-def _metrics() -> dict[str, Aggregate]:
-    metrics: dict[str, Aggregate] = {
-        "requests": Count("pk"),
-        "failed": Count("pk", filter=Q(status=Message.Status.FAILED)),
-        "input_tokens": Sum("input_tokens", default=0),
-        "output_tokens": Sum("output_tokens", default=0),
-        "cost": Sum("cost", default=Decimal(0)),
-    }
-    if _percentiles_in_sql():
-        metrics["ttft_median_ms"] = _PercentileCont("ttft_ms", fraction=0.5)
-        metrics["ttft_p95_ms"] = _PercentileCont("ttft_ms", fraction=0.95)
-    return metrics
+def _group_key(value: GroupValue, names: dict[int, str]) -> str:
+    if isinstance(value, int):  # by user: 0 for anonymous visitors
+        return names.get(value, f"deleted user #{value}") if value else ANONYMOUS
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value) if value else "(none)"
 
 
-def _percentiles_in_sql() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _ttfts_by_group(messages: QuerySet[Message], by: Group) -> dict[GroupValue, list[int]]:
-    """Sorted time-to-first-token samples per group: one query, ints only."""
-    samples: dict[GroupValue, list[int]] = {}
-    rows = (
-        messages.filter(ttft_ms__isnull=False)
-        .annotate(group=_group_key(by))
-        .values_list("group", "ttft_ms")
-        .order_by("ttft_ms")
-    )
-    for group, ttft in rows.iterator(chunk_size=2000):
-        if ttft is not None:  # always: the filter above leaves NULLs out
-            samples.setdefault(group, []).append(ttft)
-    return samples
-
-
-def percentile(sorted_values: list[int], fraction: float) -> float | None:
-    """Linear interpolation between closest ranks: what PostgreSQL's percentile_cont does."""
-    if not sorted_values:
+def histogram_percentile(counts: list[int], fraction: float) -> float | None:
+    """A percentile of time to first token from the ledger's bucket counts (one per
+    `TTFT_BUCKETS_MS` edge, then the overflow): linear within the bucket it falls in
+    (from the previous edge, 0 for the first), the last edge for the overflow bucket."""
+    total = sum(counts)
+    if not total:
         return None
-    position = (len(sorted_values) - 1) * fraction
-    lower = int(position)
-    upper = min(lower + 1, len(sorted_values) - 1)
-    weight = position - lower
-    return sorted_values[lower] * (1 - weight) + sorted_values[upper] * weight
+    rank = fraction * total
+    seen = 0
+    lower = 0.0
+    for edge, count in zip((*TTFT_BUCKETS_MS, None), counts, strict=True):
+        if count and seen + count >= rank:
+            if edge is None:
+                return lower
+            return lower + (edge - lower) * max(rank - seen, 0) / count
+        seen += count
+        if edge is not None:
+            lower = float(edge)
+    return lower
 
 
-def _row(key: str, values: dict[str, Any], ttfts: list[int]) -> UsageRow:
-    if "ttft_median_ms" in values:
-        median, p95 = values["ttft_median_ms"], values["ttft_p95_ms"]
-    else:
-        median, p95 = percentile(ttfts, 0.5), percentile(ttfts, 0.95)
+def _row(key: str, values: dict[str, Any]) -> UsageRow:
+    counts = [int(values[field] or 0) for field in TTFT_FIELDS]
     return UsageRow(
         key=key,
         requests=values["requests"],
         failed=values["failed"],
         input_tokens=values["input_tokens"],
         output_tokens=values["output_tokens"],
-        cost=Decimal(values["cost"]),
-        ttft_median_ms=median,
-        ttft_p95_ms=p95,
+        cost=Decimal(int(values["cost_e8"])) / E8,
+        ttft_median_ms=histogram_percentile(counts, 0.5),
+        ttft_p95_ms=histogram_percentile(counts, 0.95),
     )
-
-
-def _key(group: GroupValue) -> str:
-    if isinstance(group, date):
-        return group.isoformat()
-    return str(group) if group else "(none)"
 
 
 # --- Tables ----------------------------------------------------------------------------

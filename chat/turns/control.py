@@ -17,6 +17,7 @@ from django.utils import timezone
 from chat.access.owners import Owner
 from chat.errors import not_found
 from chat.models import Message
+from chat.spend.ledger import message_finalize
 from chat.turns import batching, relay
 from chat.turns.finish import release_connection
 
@@ -61,11 +62,9 @@ async def turn_cancel(*, owner: Owner, message_id: int) -> Message:
     )
     if message is None:
         raise not_found("message")
-    cancelled_unclaimed = message.status == Status.PENDING and bool(
-        await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
-            status=Status.CANCELLED, finished_at=timezone.now()
-        )
-    )
+    cancelled_unclaimed = message.status == Status.PENDING and await sync_to_async(
+        message_finalize
+    )(message.pk, unfinished=[Status.PENDING], status=Status.CANCELLED, finished_at=timezone.now())
     if not cancelled_unclaimed:
         # Streaming, or claimed between our read and our update: stop whoever streams it.
         await message.arefresh_from_db()
@@ -88,12 +87,17 @@ def turns_expire_stale(*, older_than: timedelta) -> int:
         Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, created_at__lt=cutoff)
     )
     never_opened = Q(status=Status.PENDING, created_at__lt=cutoff)
-    expired = Message.objects.filter(claimed_long_ago | never_opened).update(
-        status=Status.INCOMPLETE,
-        finish_reason="stale",
-        error_type="stale",
-        error_message="The server stopped before this reply was finished.",
-        finished_at=now,
+    stale = Message.objects.filter(claimed_long_ago | never_opened).values_list("pk", flat=True)
+    expired = sum(
+        message_finalize(
+            message_id,
+            status=Status.INCOMPLETE,
+            finish_reason="stale",
+            error_type="stale",
+            error_message="The server stopped before this reply was finished.",
+            finished_at=now,
+        )
+        for message_id in list(stale)
     )
     # Run at start-up, outside any request: nothing else would ever close this connection.
     release_connection()

@@ -19,12 +19,14 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from chat.models import Message
 from chat.runtime import PerLoop, spawn
 from chat.spend import limits
+from chat.spend.ledger import message_finalize
 from chat.streams import StreamEvent, error_event
 from chat.text import storable
 from chat.turns import log as turn_log
@@ -173,7 +175,9 @@ async def _interrupted(log: TurnLog) -> None:
     row is kept as far as it got, `incomplete` (the stale sweep would mark it so later)."""
     message_id = int(log.key.rsplit(":", 1)[1])
     with contextlib.suppress(Exception):
-        await Message.objects.filter(pk=message_id, status=Status.STREAMING).aupdate(
+        await sync_to_async(message_finalize)(
+            message_id,
+            unfinished=[Status.STREAMING],
             status=Status.INCOMPLETE,
             content=storable(turn_log.log_text(log)),
             finish_reason="interrupted",

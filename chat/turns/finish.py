@@ -16,6 +16,7 @@ from chat import llm
 from chat.llm import Finished, ProviderError, Usage
 from chat.models import Message
 from chat.ops import metrics
+from chat.spend.ledger import ledger_record
 from chat.spend.prices import cost_of, price_now
 from chat.streams import EndData
 from chat.text import storable
@@ -117,17 +118,24 @@ class _Finish:
 def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
     """One transaction for a batch of finished turns (turns that end together, e.g. a
     burst's, are recorded together); returns each one's `end`/`error` event data. Only
-    message rows are written (a conversation's `updated_at` is its last turn's start),
-    so a batch locks no row another batch could be waiting for in turn."""
+    message rows and usage ledger rows are written (a conversation's `updated_at` is its
+    last turn's start), the ledger's in one fixed order, so a batch never waits for a row
+    held by another batch that waits for one of its own."""
     now = timezone.now()
     try:
         with transaction.atomic():
-            return [_finish(f, now) for f in finishes]
+            results = [_finish(f, now) for f in finishes]
+            # Counted in the same transaction as the rows: only the ones written here.
+            written = [
+                f.turn.message_id for f, (_, ok) in zip(finishes, results, strict=True) if ok
+            ]
+            ledger_record(written)
+            return [data for data, _ in results]
     finally:
         release_connection()
 
 
-def _finish(finish: _Finish, now: datetime) -> EndData:
+def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     usage, finished, error = finish.usage, finish.finished, finish.error
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
@@ -150,8 +158,8 @@ def _finish(finish: _Finish, now: datetime) -> EndData:
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
     if not written:  # recorded already (by whoever finished it first): say what is stored
-        return stored_end_data(Message.objects.get(pk=finish.turn.message_id))
-    return end_event_data(
+        return stored_end_data(Message.objects.get(pk=finish.turn.message_id)), False
+    data = end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],
         usage=usage.as_dict() if usage else None,
@@ -162,6 +170,7 @@ def _finish(finish: _Finish, now: datetime) -> EndData:
         error=error.detail() if error else None,
         retry_after=error.retry_after if error else None,
     )
+    return data, True
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)

@@ -17,6 +17,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
 from chat.runtime import committed
+from chat.spend.ledger import message_finalize
 from chat.text import title_from
 from chat.turns.batching import Batcher
 
@@ -89,9 +90,9 @@ async def turn_start(
 
 async def _abandon(message_id: int) -> None:
     """A turn whose client left before it started: cancelled, never sent to the model."""
-    await Message.objects.filter(
-        pk=message_id, status__in=[Status.PENDING, Status.STREAMING]
-    ).aupdate(status=Status.CANCELLED, finished_at=timezone.now())
+    await sync_to_async(message_finalize)(
+        message_id, status=Status.CANCELLED, finished_at=timezone.now()
+    )
 
 
 @dataclass(frozen=True, slots=True)

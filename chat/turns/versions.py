@@ -23,6 +23,7 @@ from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.models import Conversation, Message
 from chat.runtime import committed
+from chat.spend.ledger import message_finalize
 from chat.turns.selectors import UNFINISHED
 from chat.turns.start import choose_api, choose_model
 
@@ -59,8 +60,11 @@ async def _new_version(
 
 async def _abandon(version: NewVersion) -> None:
     """The client left while the version was written: its reply will never be opened."""
-    await Message.objects.filter(pk=version.message_id, status=Message.Status.PENDING).aupdate(
-        status=Message.Status.CANCELLED, finished_at=timezone.now()
+    await sync_to_async(message_finalize)(
+        version.message_id,
+        unfinished=[Message.Status.PENDING],
+        status=Message.Status.CANCELLED,
+        finished_at=timezone.now(),
     )
 
 
