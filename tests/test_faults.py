@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from chat import llm
 from chat.llm import wire
-from chat.models import Conversation, Message
+from chat.models import Conversation, DailyUsage, Message
+from chat.spend.ledger import ledger_verify
 from chat.turns import turns_expire_stale
 from chatsite.asgi import application
 from tests.asgi import AsgiClient, asgi_request, parse_ndjson, parse_sse
@@ -428,3 +429,7 @@ async def test_200_concurrent_streams_with_faults_and_disconnects(upstream, sett
     assert seen == {"completed", "failed", "cancelled"}
     assert fake.calls == 200  # one upstream call per turn, none retried, none repeated
     assert all(stream.closed for stream in fake.streams)  # no upstream response leaked
+    # Each of the 200 counted once in the usage ledger, with what its row holds.
+    assert await sync_to_async(ledger_verify)() == []
+    requests = DailyUsage.objects.values_list("requests", flat=True)
+    assert sum([n async for n in requests]) == 200
