@@ -4,7 +4,8 @@ visitor's conversations at sign-in is `chat.access.owners.conversations_adopt`.)
 
 Deleting is soft: the conversation is gone for its owner (`Owner.conversations()` leaves
 it out), while its turns, usage and cost stay in the admin, in every report and in every
-budget. `conversations_purge` removes the text of long-deleted ones for good.
+budget. `conversations_purge` removes the text of long-deleted ones for good, and
+`history_purge` the text of everything older than the retention period.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypedDict
 
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
@@ -249,11 +251,62 @@ def conversations_purge(*, deleted_before: datetime) -> int:
     """Remove for good the text of conversations deleted before `deleted_before`: titles,
     system prompts, messages and error messages. Their usage numbers stay. Returns how many
     conversations were purged (again purging one changes nothing)."""
+    now = timezone.now()
     conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
-    Message.objects.filter(conversation__in=conversations).exclude(
-        content="", error_message=""
-    ).update(content="", error_message="")
-    return conversations.exclude(title="", system_prompt="").update(title="", system_prompt="")
+    Message.objects.filter(conversation__in=conversations, purged_at__isnull=True).exclude(
+        status__in=UNFINISHED
+    ).update(content="", error_message="", purged_at=now)
+    return conversations.filter(purged_at__isnull=True).update(
+        title="", system_prompt="", purged_at=now
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    messages: int
+    conversations: int
+
+
+def history_purge(
+    *, before: datetime, batch: int = 500, progress: Callable[[int, int], None] | None = None
+) -> Retention:
+    """Remove the text of every message written before `before` and the title and system
+    prompt of every conversation last used before it (retention, CHAT_RETENTION_DAYS), a
+    small batch per transaction so no lock lasts, oldest first; their usage and cost stay
+    in every row and in the ledger. `progress(messages, conversations)` after each batch."""
+    messages = conversations = 0
+    while True:
+        with transaction.atomic():
+            ids = list(
+                Message.objects.filter(purged_at__isnull=True, created_at__lt=before)
+                .exclude(status__in=UNFINISHED)
+                .order_by("purged_at", "created_at")
+                .values_list("pk", flat=True)[:batch]
+            )
+            if ids:
+                messages += Message.objects.filter(pk__in=ids).update(
+                    content="", error_message="", purged_at=timezone.now()
+                )
+        if not ids:
+            break
+        if progress is not None:
+            progress(messages, conversations)
+    while True:
+        with transaction.atomic():
+            found = list(
+                Conversation.objects.filter(purged_at__isnull=True, updated_at__lt=before)
+                .order_by("purged_at", "updated_at")
+                .values_list("pk", flat=True)[:batch]
+            )
+            if found:
+                conversations += Conversation.objects.filter(pk__in=found).update(
+                    title="", system_prompt="", purged_at=timezone.now()
+                )
+        if not found:
+            break
+        if progress is not None:
+            progress(messages, conversations)
+    return Retention(messages=messages, conversations=conversations)
 
 
 # --- Export ----------------------------------------------------------------------------

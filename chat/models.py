@@ -24,9 +24,15 @@ class Conversation(models.Model):
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
     # Deleted by its owner: hidden from them, kept (with its usage and cost) for reports.
     deleted_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # Its title and system prompt were removed (`chat_purge`); its usage stays.
+    purged_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-updated_at"]
+        indexes = [
+            models.Index(fields=["model", "updated_at"], name="conversation_model_updated"),
+            models.Index(fields=["purged_at", "updated_at"], name="conversation_unpurged"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=Q(owner__isnull=False) | ~Q(anonymous_key=""),
@@ -55,6 +61,7 @@ class Message(models.Model):
     FINAL_STATUSES = frozenset(
         {Status.COMPLETED, Status.INCOMPLETE, Status.FAILED, Status.CANCELLED}
     )
+    UNFINISHED_STATUSES = (Status.PENDING, Status.STREAMING)
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -98,10 +105,27 @@ class Message(models.Model):
     superseded_at = models.DateTimeField(
         null=True, blank=True, help_text="When a newer version of this turn replaced it."
     )
+    purged_at = models.DateTimeField(
+        null=True, blank=True, help_text="When its text was removed (chat_purge); usage stays."
+    )
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["role", "created_at"], name="message_role_created")]
+        # The admin's filters and orderings, each with the newest-first id order its
+        # changelist pages by (migration 0010 adds them without locking the table).
+        indexes = [
+            models.Index(fields=["role", "created_at"], name="message_role_created"),
+            models.Index(fields=["status", "id"], name="message_status_id"),
+            models.Index(fields=["model", "id"], name="message_model_id"),
+            models.Index(fields=["provider", "id"], name="message_provider_id"),
+            models.Index(fields=["api", "id"], name="message_api_id"),
+            models.Index(fields=["usage_estimated", "id"], name="message_estimated_id"),
+            models.Index(fields=["superseded_at"], name="message_superseded"),
+            models.Index(fields=["finished_at"], name="message_finished"),
+            models.Index(fields=["cost"], name="message_cost"),
+            # Retention finds the oldest text not yet purged without reading purged rows.
+            models.Index(fields=["purged_at", "created_at"], name="message_unpurged"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.role} #{self.pk} ({self.status})"

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.spend.ledger import UNFINISHED, ledger_adopt
+from chat.spend.ledger import ledger_adopt
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +67,7 @@ def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
         # here), and is then counted under the account; one finished before is moved.
         list(
             Message.objects.select_for_update(of=("self",))
-            .filter(conversation_id__in=ids, status__in=UNFINISHED)
+            .filter(conversation_id__in=ids, status__in=Message.UNFINISHED_STATUSES)
             .values_list("pk", flat=True)
         )
         moved = Conversation.objects.filter(pk__in=ids).update(

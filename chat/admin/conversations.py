@@ -6,12 +6,14 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, TypedDict
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from chat.admin.display import owner_name, status_badge, version_label
+from chat.admin.display import owner_name, purged_text, status_badge, version_label
+from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
 from chat.models import Conversation, Message
+from chat.search import message_matches, query_words, title_matches
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -39,6 +41,7 @@ CONVERSATION_FIELDS = (
     "created_at",
     "updated_at",
     "deleted_at",
+    "purged_at",
 )
 
 
@@ -78,11 +81,11 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
 
     @admin.display(description="content")
     def excerpt(self, message: Message) -> str:
-        return Truncator(message.content).chars(120)
+        return Truncator(purged_text(message.content, message.purged_at)).chars(120)
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin[Conversation]):
+class ConversationAdmin(LargeTableAdmin[Conversation]):
     list_display = [
         "__str__",
         "owner_display",
@@ -94,32 +97,49 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
         "deleted_at",
     ]
     list_filter = [
-        "model",
+        ledger_filter("model", "model"),
         ("owner", admin.RelatedOnlyFieldListFilter),
         # Deleted by their owner: hidden from them, kept here with their usage and cost.
         ("deleted_at", admin.EmptyFieldListFilter),
         "created_at",
         "updated_at",
+        month_filter("updated_at"),
     ]
     list_select_related = ["owner"]
-    # A match in any message finds the conversation; Django de-duplicates with EXISTS.
-    search_fields = ["title", "owner__username", "messages__content"]
-    date_hierarchy = "created_at"
-    show_facets = admin.ShowFacets.ALWAYS
+    # Titles, and message text through the full-text index (`chat.search`).
+    search_fields = ["title"]
+    search_help_text = "Finds conversations whose title or a message contains every word."
+    # The totals are computed for the page's rows only, so they cannot order the list.
+    sortable_by = ["__str__", "owner_display", "model", "updated_at", "deleted_at"]
     fields = CONVERSATION_FIELDS
     readonly_fields = CONVERSATION_FIELDS
     inlines = [MessageInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        # Correlated subqueries: the database evaluates them for the page's rows only,
+        # through the message table's conversation index, not by grouping every message.
+        mine = Message.objects.filter(conversation=OuterRef("pk")).order_by().values("conversation")
         return (
             super()
             .get_queryset(request)
             .annotate(
-                message_count=Count("messages"),
-                token_sum=Sum("messages__total_tokens"),
-                cost_sum=Sum("messages__cost"),
+                message_count=Subquery(mine.annotate(n=Count("pk")).values("n")),
+                token_sum=Subquery(mine.annotate(n=Sum("total_tokens")).values("n")),
+                cost_sum=Subquery(mine.annotate(n=Sum("cost")).values("n")),
             )
         )
+
+    def has_delete_permission(self, request: HttpRequest, obj: Conversation | None = None) -> bool:
+        return False  # kept for its usage and cost: owners delete, `chat_purge` removes text
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
+    ) -> tuple[QuerySet[Conversation], bool]:
+        words = query_words(search_term)
+        if not words:
+            return queryset, False
+        in_text = Message.objects.filter(message_matches(words)).values("conversation_id")
+        return queryset.filter(Q(pk__in=in_text) | title_matches(words)), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -131,15 +151,15 @@ class ConversationAdmin(admin.ModelAdmin[Conversation]):
     def owner_display(self, conversation: Conversation) -> str:
         return owner_name(conversation)
 
-    @admin.display(description="messages", ordering="message_count")
+    @admin.display(description="messages")
     def message_count(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
         return conversation.message_count
 
-    @admin.display(description="tokens", ordering="token_sum")
+    @admin.display(description="tokens")
     def total_tokens(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
         return conversation.token_sum or 0
 
-    @admin.display(description="cost (USD)", ordering="cost_sum")
+    @admin.display(description="cost (USD)")
     def total_cost(self, conversation: WithAnnotations[Conversation, Totals]) -> Decimal:
         # SQLite sums decimals as floats: show the stored precision, not the float noise.
         return Decimal(conversation.cost_sum or 0).quantize(Decimal("0.00000001"))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 
 from chat.models import Conversation, Message
@@ -74,6 +76,13 @@ class VersionFilter(admin.SimpleListFilter):
         if self.value() == "earlier":
             return queryset.filter(superseded_at__isnull=False)
         return queryset
+
+
+def purged_text(text: str, purged_at: datetime | None) -> str:
+    """Stored text, or what became of it: purged text is gone, not empty."""
+    if purged_at is not None and not text:
+        return f"(text purged {timezone.localtime(purged_at):%Y-%m-%d}; usage kept)"
+    return text
 
 
 def owner_name(conversation: Conversation) -> str:

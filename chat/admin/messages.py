@@ -25,15 +25,18 @@ from chat.admin.display import (
     field_column,
     message_badge,
     owner_name,
+    purged_text,
     version_label,
 )
 from chat.admin.export import messages_csv
+from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
 from chat.models import Message
+from chat.search import message_matches, query_words
 from chat.spend.prices import messages_recost
 
 # Every field of a message's page, grouped as shown; none of them can be edited here.
 FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
-    None: ("conversation", "role", "status", "content"),
+    None: ("conversation", "role", "status", "text"),
     "Model": ("provider", "api", "model", "response_id", "finish_reason"),
     "Usage": (
         "input_tokens",
@@ -47,11 +50,12 @@ FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
     "Timing": ("created_at", "finished_at", "ttft_ms", "duration_ms"),
     "Error": ("error_type", "error_message"),
     "Version": ("version", "version_of", "superseded_at"),
+    "Retention": ("purged_at",),
 }
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin[Message]):
+class MessageAdmin(LargeTableAdmin[Message]):
     # What went wrong and what it cost first: the list scrolls sideways on small screens.
     list_display = [
         "id",
@@ -70,29 +74,46 @@ class MessageAdmin(admin.ModelAdmin[Message]):
         "duration",
         "provider_api",
     ]
+    # Every filter has an index (model Meta); model, provider and API offer the values the
+    # usage ledger has seen, and the month drill-down the ledger's months: none scans.
     list_filter = [
         "status",
         "role",
-        "model",
-        "provider",
-        "api",
+        ledger_filter("model", "model"),
+        ledger_filter("provider", "provider"),
+        ledger_filter("api", "API"),
         "usage_estimated",
         VersionFilter,
         "created_at",
+        month_filter("created_at"),
     ]
     list_select_related = ["conversation", "conversation__owner"]
-    search_fields = ["content", "error_message", "conversation__title"]
-    date_hierarchy = "created_at"
-    show_facets = admin.ShowFacets.ALWAYS
+    # Through the full-text index (`chat.search`): whole words of the message text.
+    search_fields = ["content"]
+    search_help_text = "Finds messages containing every word (full-text index)."
+    # Only the orderings an index serves: a sort on a joined column or an unindexed one
+    # would read the whole table to show one page.
+    sortable_by = ["id", "badge", "created", "model", "cost"]
     ordering = ["-id"]
     actions = ["export_csv", "recompute_cost"]
     fieldsets = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS.items()]
     readonly_fields = [field for fields in FIELD_GROUPS.values() for field in fields]
 
-    # The stored record must be trustworthy: nobody adds or edits one here. Deleting needs
-    # Django's delete permission, which the default action already checks.
+    # The stored record must be trustworthy: nobody adds, edits or deletes one here. Text
+    # is removed by purging (`chat_purge`), which keeps every row's usage and cost.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        return False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Message], search_term: str
+    ) -> tuple[QuerySet[Message], bool]:
+        words = query_words(search_term)
+        if not words:
+            return queryset, False
+        return queryset.filter(message_matches(words)), False
 
     def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
         return False
@@ -109,6 +130,10 @@ class MessageAdmin(admin.ModelAdmin[Message]):
     @admin.display(description="version")
     def version(self, message: Message) -> str:
         return version_label(message)
+
+    @admin.display(description="content")
+    def text(self, message: Message) -> str:
+        return purged_text(message.content, message.purged_at)
 
     tokens_in = field_column("input_tokens", "in")
     tokens_out = field_column("output_tokens", "out")

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,89 +15,195 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiToken',
+            name="ApiToken",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(help_text='First characters, to recognise a token.', max_length=12)),
-                ('token_hash', models.CharField(editable=False, max_length=64, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chat_api_tokens', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                (
+                    "prefix",
+                    models.CharField(
+                        help_text="First characters, to recognise a token.", max_length=12
+                    ),
+                ),
+                ("token_hash", models.CharField(editable=False, max_length=64, unique=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chat_api_tokens",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Conversation',
+            name="Conversation",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('anonymous_key', models.CharField(blank=True, db_index=True, max_length=64)),
-                ('title', models.CharField(blank=True, max_length=200)),
-                ('model', models.CharField(max_length=100)),
-                ('system_prompt', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('updated_at', models.DateTimeField(auto_now=True, db_index=True)),
-                ('owner', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='conversations', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.UUIDField(
+                        default=uuid.uuid4, editable=False, primary_key=True, serialize=False
+                    ),
+                ),
+                ("anonymous_key", models.CharField(blank=True, db_index=True, max_length=64)),
+                ("title", models.CharField(blank=True, max_length=200)),
+                ("model", models.CharField(max_length=100)),
+                ("system_prompt", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("updated_at", models.DateTimeField(auto_now=True, db_index=True)),
+                (
+                    "owner",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="conversations",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-updated_at'],
+                "ordering": ["-updated_at"],
             },
         ),
         migrations.CreateModel(
-            name='Message',
+            name="Message",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('role', models.CharField(choices=[('system', 'System'), ('user', 'User'), ('assistant', 'Assistant')], max_length=10)),
-                ('content', models.TextField(blank=True)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('streaming', 'Streaming'), ('completed', 'Completed'), ('incomplete', 'Incomplete'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='completed', max_length=12)),
-                ('provider', models.CharField(blank=True, max_length=20)),
-                ('api', models.CharField(blank=True, max_length=20)),
-                ('model', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('response_id', models.CharField(blank=True, max_length=200, verbose_name='upstream response id')),
-                ('finish_reason', models.CharField(blank=True, max_length=50)),
-                ('input_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('output_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('total_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('cached_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('reasoning_tokens', models.PositiveIntegerField(blank=True, null=True)),
-                ('usage_estimated', models.BooleanField(default=False)),
-                ('ttft_ms', models.PositiveIntegerField(blank=True, null=True, verbose_name='time to first token (ms)')),
-                ('duration_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('cost', models.DecimalField(blank=True, decimal_places=8, max_digits=14, null=True)),
-                ('error_type', models.CharField(blank=True, max_length=60)),
-                ('error_message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('conversation', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='messages', to='chat.conversation')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("system", "System"),
+                            ("user", "User"),
+                            ("assistant", "Assistant"),
+                        ],
+                        max_length=10,
+                    ),
+                ),
+                ("content", models.TextField(blank=True)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("streaming", "Streaming"),
+                            ("completed", "Completed"),
+                            ("incomplete", "Incomplete"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="completed",
+                        max_length=12,
+                    ),
+                ),
+                ("provider", models.CharField(blank=True, max_length=20)),
+                ("api", models.CharField(blank=True, max_length=20)),
+                ("model", models.CharField(blank=True, db_index=True, max_length=100)),
+                (
+                    "response_id",
+                    models.CharField(
+                        blank=True, max_length=200, verbose_name="upstream response id"
+                    ),
+                ),
+                ("finish_reason", models.CharField(blank=True, max_length=50)),
+                ("input_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("output_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("total_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("cached_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("reasoning_tokens", models.PositiveIntegerField(blank=True, null=True)),
+                ("usage_estimated", models.BooleanField(default=False)),
+                (
+                    "ttft_ms",
+                    models.PositiveIntegerField(
+                        blank=True, null=True, verbose_name="time to first token (ms)"
+                    ),
+                ),
+                ("duration_ms", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "cost",
+                    models.DecimalField(blank=True, decimal_places=8, max_digits=14, null=True),
+                ),
+                ("error_type", models.CharField(blank=True, max_length=60)),
+                ("error_message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "conversation",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="messages",
+                        to="chat.conversation",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='ModelPrice',
+            name="ModelPrice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('model', models.CharField(db_index=True, max_length=100)),
-                ('input_per_million', models.DecimalField(decimal_places=6, max_digits=12)),
-                ('cached_input_per_million', models.DecimalField(blank=True, decimal_places=6, help_text='Leave empty when the model has no cached-input discount.', max_digits=12, null=True)),
-                ('output_per_million', models.DecimalField(decimal_places=6, max_digits=12)),
-                ('valid_from', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("model", models.CharField(db_index=True, max_length=100)),
+                ("input_per_million", models.DecimalField(decimal_places=6, max_digits=12)),
+                (
+                    "cached_input_per_million",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=6,
+                        help_text="Leave empty when the model has no cached-input discount.",
+                        max_digits=12,
+                        null=True,
+                    ),
+                ),
+                ("output_per_million", models.DecimalField(decimal_places=6, max_digits=12)),
+                ("valid_from", models.DateTimeField()),
             ],
             options={
-                'ordering': ['model', '-valid_from'],
-                'constraints': [models.UniqueConstraint(fields=('model', 'valid_from'), name='one_price_per_instant')],
+                "ordering": ["model", "-valid_from"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("model", "valid_from"), name="one_price_per_instant"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='conversation',
-            constraint=models.CheckConstraint(condition=models.Q(('owner__isnull', False), models.Q(('anonymous_key', ''), _negated=True), _connector='OR'), name='conversation_has_owner'),
+            model_name="conversation",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("owner__isnull", False),
+                    models.Q(("anonymous_key", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="conversation_has_owner",
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['role', 'created_at'], name='message_role_created'),
+            model_name="message",
+            index=models.Index(fields=["role", "created_at"], name="message_role_created"),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0002_seed_model_prices'),
+        ("chat", "0002_seed_model_prices"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='claimed_at',
+            model_name="message",
+            name="claimed_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

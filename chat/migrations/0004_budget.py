@@ -6,23 +6,61 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('chat', '0003_message_claimed_at'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("chat", "0003_message_claimed_at"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Budget',
+            name="Budget",
             fields=[
-                ('user', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='chat_budget', serialize=False, to=settings.AUTH_USER_MODEL)),
-                ('limit_usd', models.DecimalField(blank=True, decimal_places=2, help_text='Per budget period. Empty: the default (CHAT_BUDGET_USD).', max_digits=12, null=True, verbose_name='limit (USD)')),
-                ('unlimited', models.BooleanField(default=False, help_text='This person may spend without limit.', verbose_name='no limit')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="chat_budget",
+                        serialize=False,
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "limit_usd",
+                    models.DecimalField(
+                        blank=True,
+                        decimal_places=2,
+                        help_text="Per budget period. Empty: the default (CHAT_BUDGET_USD).",
+                        max_digits=12,
+                        null=True,
+                        verbose_name="limit (USD)",
+                    ),
+                ),
+                (
+                    "unlimited",
+                    models.BooleanField(
+                        default=False,
+                        help_text="This person may spend without limit.",
+                        verbose_name="no limit",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('unlimited', False), ('limit_usd__isnull', True), _connector='OR'), name='budget_limit_or_unlimited'), models.CheckConstraint(condition=models.Q(('limit_usd__isnull', True), ('limit_usd__gte', 0), _connector='OR'), name='budget_limit_not_negative')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("unlimited", False), ("limit_usd__isnull", True), _connector="OR"
+                        ),
+                        name="budget_limit_or_unlimited",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("limit_usd__isnull", True), ("limit_usd__gte", 0), _connector="OR"
+                        ),
+                        name="budget_limit_not_negative",
+                    ),
+                ],
             },
         ),
     ]

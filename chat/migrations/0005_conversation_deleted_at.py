@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0004_budget'),
+        ("chat", "0004_budget"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='deleted_at',
+            model_name="conversation",
+            name="deleted_at",
             field=models.DateTimeField(blank=True, db_index=True, null=True),
         ),
     ]

@@ -5,63 +5,100 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('auth', '0012_alter_user_first_name_max_length'),
-        ('chat', '0007_message_versions'),
+        ("auth", "0012_alter_user_first_name_max_length"),
+        ("chat", "0007_message_versions"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DailyUsage',
+            name="DailyUsage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('user_id', models.BigIntegerField(default=0)),
-                ('anonymous_key', models.CharField(blank=True, max_length=64)),
-                ('model', models.CharField(blank=True, max_length=100)),
-                ('provider', models.CharField(blank=True, max_length=20)),
-                ('api', models.CharField(blank=True, max_length=20)),
-                ('requests', models.IntegerField(default=0)),
-                ('completed', models.IntegerField(default=0)),
-                ('incomplete', models.IntegerField(default=0)),
-                ('failed', models.IntegerField(default=0)),
-                ('cancelled', models.IntegerField(default=0)),
-                ('input_tokens', models.BigIntegerField(default=0)),
-                ('output_tokens', models.BigIntegerField(default=0)),
-                ('cached_tokens', models.BigIntegerField(default=0)),
-                ('reasoning_tokens', models.BigIntegerField(default=0)),
-                ('estimated', models.IntegerField(default=0, help_text='Requests whose usage was estimated, not counted upstream.')),
-                ('cost_e8', models.BigIntegerField(default=0, verbose_name='cost (USD × 10⁸)')),
-                ('ttft_le_50', models.IntegerField(default=0)),
-                ('ttft_le_100', models.IntegerField(default=0)),
-                ('ttft_le_200', models.IntegerField(default=0)),
-                ('ttft_le_300', models.IntegerField(default=0)),
-                ('ttft_le_500', models.IntegerField(default=0)),
-                ('ttft_le_1000', models.IntegerField(default=0)),
-                ('ttft_le_2000', models.IntegerField(default=0)),
-                ('ttft_le_3000', models.IntegerField(default=0)),
-                ('ttft_le_5000', models.IntegerField(default=0)),
-                ('ttft_le_10000', models.IntegerField(default=0)),
-                ('ttft_le_30000', models.IntegerField(default=0)),
-                ('ttft_over', models.IntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("day", models.DateField()),
+                ("user_id", models.BigIntegerField(default=0)),
+                ("anonymous_key", models.CharField(blank=True, max_length=64)),
+                ("model", models.CharField(blank=True, max_length=100)),
+                ("provider", models.CharField(blank=True, max_length=20)),
+                ("api", models.CharField(blank=True, max_length=20)),
+                ("requests", models.IntegerField(default=0)),
+                ("completed", models.IntegerField(default=0)),
+                ("incomplete", models.IntegerField(default=0)),
+                ("failed", models.IntegerField(default=0)),
+                ("cancelled", models.IntegerField(default=0)),
+                ("input_tokens", models.BigIntegerField(default=0)),
+                ("output_tokens", models.BigIntegerField(default=0)),
+                ("cached_tokens", models.BigIntegerField(default=0)),
+                ("reasoning_tokens", models.BigIntegerField(default=0)),
+                (
+                    "estimated",
+                    models.IntegerField(
+                        default=0,
+                        help_text="Requests whose usage was estimated, not counted upstream.",
+                    ),
+                ),
+                ("cost_e8", models.BigIntegerField(default=0, verbose_name="cost (USD × 10⁸)")),
+                ("ttft_le_50", models.IntegerField(default=0)),
+                ("ttft_le_100", models.IntegerField(default=0)),
+                ("ttft_le_200", models.IntegerField(default=0)),
+                ("ttft_le_300", models.IntegerField(default=0)),
+                ("ttft_le_500", models.IntegerField(default=0)),
+                ("ttft_le_1000", models.IntegerField(default=0)),
+                ("ttft_le_2000", models.IntegerField(default=0)),
+                ("ttft_le_3000", models.IntegerField(default=0)),
+                ("ttft_le_5000", models.IntegerField(default=0)),
+                ("ttft_le_10000", models.IntegerField(default=0)),
+                ("ttft_le_30000", models.IntegerField(default=0)),
+                ("ttft_over", models.IntegerField(default=0)),
             ],
             options={
-                'verbose_name': 'daily usage',
-                'verbose_name_plural': 'daily usage',
-                'indexes': [models.Index(fields=['user_id', 'day'], name='daily_usage_person_day')],
-                'constraints': [models.UniqueConstraint(fields=('day', 'user_id', 'anonymous_key', 'model', 'provider', 'api'), name='daily_usage_key')],
+                "verbose_name": "daily usage",
+                "verbose_name_plural": "daily usage",
+                "indexes": [models.Index(fields=["user_id", "day"], name="daily_usage_person_day")],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("day", "user_id", "anonymous_key", "model", "provider", "api"),
+                        name="daily_usage_key",
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='GroupBudget',
+            name="GroupBudget",
             fields=[
-                ('group', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, primary_key=True, related_name='chat_budget', serialize=False, to='auth.group')),
-                ('limit_usd', models.DecimalField(decimal_places=2, help_text="Per budget period (CHAT_BUDGET_PERIOD), for the group's members together.", max_digits=12, verbose_name='limit (USD)')),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "group",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        primary_key=True,
+                        related_name="chat_budget",
+                        serialize=False,
+                        to="auth.group",
+                    ),
+                ),
+                (
+                    "limit_usd",
+                    models.DecimalField(
+                        decimal_places=2,
+                        help_text="Per budget period (CHAT_BUDGET_PERIOD), for the group's members together.",
+                        max_digits=12,
+                        verbose_name="limit (USD)",
+                    ),
+                ),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('limit_usd__gte', 0)), name='group_budget_limit_not_negative')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("limit_usd__gte", 0)),
+                        name="group_budget_limit_not_negative",
+                    )
+                ],
             },
         ),
     ]

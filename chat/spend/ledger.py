@@ -365,11 +365,8 @@ def _steps(low: int, high: int, step: int) -> Iterator[int]:
         low += step
 
 
-UNFINISHED = (Message.Status.PENDING, Message.Status.STREAMING)
-
-
 def message_finalize(
-    message_id: int, *, unfinished: Iterable[str] = UNFINISHED, **fields: Any
+    message_id: int, *, unfinished: Iterable[str] = Message.UNFINISHED_STATUSES, **fields: Any
 ) -> bool:
     """Give a message its final status (`fields`) unless it has one already, and count it
     in the ledger in the same transaction. The way every path but the batched finish of

@@ -13,7 +13,7 @@ from chat.streams import EndData, EventType, StreamEvent, UsageData, money_json,
 
 Status = Message.Status
 # A reply still to come or coming: its stream can be (re)opened.
-UNFINISHED = (Status.PENDING, Status.STREAMING)
+UNFINISHED = Message.UNFINISHED_STATUSES
 
 
 def stream_url(message_id: int) -> str:
