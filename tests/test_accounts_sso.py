@@ -77,3 +77,29 @@ def test_sign_up_domains_admit_only_verified_sso_addresses(production, sso):
     assert not adapter.is_open_for_signup(None, _sso_login("new@elsewhere.test"))
     production.CHAT_SIGNUP_DOMAINS = []
     assert adapter.is_open_for_signup(None, _sso_login("anyone@elsewhere.test"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_groups_claim_sets_a_persons_groups_at_each_sign_in(settings, sso):
+    from allauth.account.signals import user_logged_in
+    from django.contrib.auth.models import Group
+
+    settings.CHAT_OIDC_GROUPS_CLAIM = "groups"
+    person = User.objects.create_user("dana", "dana@example.com", PASSWORD)
+    Group.objects.create(name="Old team")
+    person.groups.add(Group.objects.get(name="Old team"))
+
+    def sign_in(claims: dict) -> None:
+        sociallogin = _sso_login("dana@example.com")
+        sociallogin.account.extra_data["userinfo"].update(claims)
+        user_logged_in.send(sender=User, request=None, user=person, sociallogin=sociallogin)
+
+    sign_in({"groups": ["Research", "Support", "Research", " "]})
+    assert sorted(person.groups.values_list("name", flat=True)) == ["Research", "Support"]
+    sign_in({"groups": "Support"})  # a single name, as some providers send it
+    assert list(person.groups.values_list("name", flat=True)) == ["Support"]
+    sign_in({})  # no claim this time: left as they are
+    assert list(person.groups.values_list("name", flat=True)) == ["Support"]
+    settings.CHAT_OIDC_GROUPS_CLAIM = ""
+    sign_in({"groups": ["Research"]})  # the setting off: the claim is ignored
+    assert list(person.groups.values_list("name", flat=True)) == ["Support"]

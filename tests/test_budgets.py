@@ -311,3 +311,82 @@ async def test_a_budget_holds_across_two_workers(budget_workers, fake_upstream):
 
 async def ada_user():
     return await get_user_model().objects.aget(username="ada")
+
+
+async def in_group(username: str, group_name: str, limit: str | None = None) -> AsgiClient:
+    from django.contrib.auth.models import Group
+
+    from chat.models import GroupBudget
+
+    client = await AsgiClient.logged_in(username)
+    group, _ = await Group.objects.aget_or_create(name=group_name)
+    if limit is not None:
+        await GroupBudget.objects.aupdate_or_create(group=group, defaults={"limit_usd": limit})
+    user = await get_user_model().objects.aget(username=username)
+    await user.groups.aadd(group)
+    return client
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_group_budget_caps_its_members_together_and_names_the_group(budgeted, settings):
+    settings.CHAT_BUDGET_USD = None  # no personal limit: only the group's
+    ada = await in_group("ada", "Research", limit="0.03")
+    bob = await in_group("bob", "Research")
+    carol = await AsgiClient.logged_in("carol")  # not in the group
+    assert (await ada.post("/api/chat", {"message": "hi"})).status == 200  # 0.02
+    assert (await bob.post("/api/chat", {"message": "hi"})).status == 200  # 0.04 together
+    before = await rows()
+    for member in (ada, bob):
+        refused = await member.post("/api/chat", {"message": "more"})
+        assert refused.status == 429, refused.body
+        error = refused.json()["error"]
+        assert error["type"] == "budget_exceeded"
+        assert "'Research'" in error["message"] and "$0.03 per month" in error["message"]
+    assert await rows() == before and budgeted.calls == 2
+    assert (await carol.post("/api/chat", {"message": "hi"})).status == 200
+    account = (await ada.get("/api/account")).json()["budget"]
+    assert account["limit"] is None and account["exceeded"] is True
+    assert account["groups"] == [
+        {"name": "Research", "limit": "0.03", "spent": "0.04", "exceeded": True}
+    ]
+    assert account["spent"] == "0.02"  # her own share
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_the_account_warns_from_the_warning_share(budgeted, settings):
+    settings.CHAT_BUDGET_USD = Decimal("0.025")
+    settings.CHAT_BUDGET_WARN_PERCENT = 80
+    ada = await AsgiClient.logged_in("ada")
+    account = (await ada.get("/api/account")).json()["budget"]
+    assert (account["warning"], account["warn_percent"]) == (False, 80)
+    assert (await ada.post("/api/chat", {"message": "hi"})).status == 200  # 0.02 of 0.025
+    account = (await ada.get("/api/account")).json()["budget"]
+    assert (account["warning"], account["exceeded"]) == (True, False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_budget_check_reads_the_ledger_not_the_messages(budgeted, settings):
+    """The check's queries touch the ledger (a few rows per person per day), never the
+    message table, however many messages there are."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.CHAT_BUDGET_USD = Decimal("5")
+    ada = await in_group("ada", "Research", limit="10")
+    assert (await ada.post("/api/chat", {"message": "hi"})).status == 200
+    user = await get_user_model().objects.aget(username="ada")
+
+    def check() -> list[str]:
+        from asgiref.sync import async_to_sync
+
+        with CaptureQueriesContext(connection) as queries:
+            async_to_sync(budgets.budget_check)(user_id=user.pk)
+        return [q["sql"] for q in queries.captured_queries]
+
+    sqls = await sync_to_async(check, thread_sensitive=False)()
+    spend = [sql for sql in sqls if "SUM" in sql.upper()]
+    assert spend and all("chat_dailyusage" in sql for sql in spend)
+    assert not any("chat_message" in sql for sql in sqls)

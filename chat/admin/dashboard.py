@@ -29,7 +29,13 @@ from chat.spend.reports import (
     usage_table,
 )
 
-PERIODS = [("today", "Today"), ("7d", "Last 7 days"), ("30d", "Last 30 days"), ("custom", "Custom")]
+PERIODS = [
+    ("today", "Today"),
+    ("7d", "Last 7 days"),
+    ("30d", "Last 30 days"),
+    ("90d", "Last 90 days"),
+    ("custom", "Custom"),
+]
 
 
 class UsagePeriodForm(forms.Form):
@@ -127,9 +133,10 @@ def usage_csv(request: HttpRequest) -> StreamingHttpResponse:
 
 
 def changelist_url(since: datetime, until: datetime, **filters: str) -> str:
+    """The replies a ledger row counts: those that finished in the period."""
     query = {"role__exact": Message.Role.ASSISTANT, **filters}
-    query["created_at__gte"] = str(since)
-    query["created_at__lt"] = str(until)
+    query["finished_at__gte"] = str(since)
+    query["finished_at__lt"] = str(until)
     return f"{reverse('admin:chat_message_changelist')}?{urlencode(query)}"
 
 
@@ -137,7 +144,7 @@ def row_links(report: UsageReport) -> dict[str, str]:
     """Each day or model row opens the matching assistant messages."""
     if report.by == "model":
         return {
-            row.key: changelist_url(report.since, report.until, model__exact=row.key)
+            row.key: changelist_url(report.since, report.until, model=row.key)
             for row in report.rows
         }
     if report.by == "day":

@@ -18,6 +18,7 @@ test("spend against a limit, with the bar's fraction", () => {
     text: "$1.25 of $5.00 this month",
     fraction: 0.25,
     exceeded: false,
+    warning: false,
   });
 });
 
@@ -38,6 +39,7 @@ test("no limit: spend alone, no bar", () => {
     text: "$0.00 spent this month",
     fraction: null,
     exceeded: false,
+    warning: false,
   });
 });
 
@@ -49,4 +51,31 @@ test("a zero limit is reached at once and the bar is full", () => {
 
 test("an anonymous visitor has no budget line", () => {
   assert.equal(budgetText(null), null);
+});
+
+test("from the warning share on, the line warns with the share used", () => {
+  const shown = budgetText(budget({ spent: "4.10", warn_percent: 80 }));
+  assert.equal(shown.warning, true);
+  assert.equal(shown.exceeded, false);
+  assert.equal(shown.text, "$4.10 of $5.00 this month (82% used)");
+  assert.equal(budgetText(budget({ spent: "3.90", warn_percent: 80 })).warning, false);
+});
+
+test("a group's limit closer to its end than one's own is the one shown, named", () => {
+  const groups = [{ name: "Research", limit: "10.00", spent: "9.50", exceeded: false }];
+  const shown = budgetText(budget({ groups, warn_percent: 80 }));
+  assert.equal(shown.text, "Research: $9.50 of $10.00 this month (95% used)");
+  assert.equal(shown.fraction, 0.95);
+});
+
+test("a group at its limit reaches the budget even with one's own to spare", () => {
+  const groups = [{ name: "Support", limit: "2.00", spent: "2.00", exceeded: true }];
+  const shown = budgetText(budget({ groups, exceeded: true }));
+  assert.equal(shown.exceeded, true);
+  assert.equal(shown.text, "Budget reached: Support: $2.00 of $2.00 this month");
+});
+
+test("only a group limit: the group's line, no personal one", () => {
+  const groups = [{ name: "Ops", limit: "4.00", spent: "1.00", exceeded: false }];
+  assert.equal(budgetText(budget({ limit: null, groups })).text, "Ops: $1.00 of $4.00 this month");
 });
