@@ -30,7 +30,10 @@ class Conversation(models.Model):
     class Meta:
         ordering = ["-updated_at"]
         indexes = [
-            models.Index(fields=["model", "updated_at"], name="conversation_model_updated"),
+            # The changelist orders by updated_at then id (a UUID, so not in the table's
+            # own order): both in the index, or every load sorts every conversation.
+            models.Index(fields=["updated_at", "id"], name="conversation_updated_id"),
+            models.Index(fields=["model", "updated_at", "id"], name="conversation_model_updated"),
             models.Index(fields=["purged_at", "updated_at"], name="conversation_unpurged"),
         ]
         constraints = [
@@ -119,8 +122,13 @@ class Message(models.Model):
             models.Index(fields=["model", "id"], name="message_model_id"),
             models.Index(fields=["provider", "id"], name="message_provider_id"),
             models.Index(fields=["api", "id"], name="message_api_id"),
-            models.Index(fields=["usage_estimated", "id"], name="message_estimated_id"),
-            models.Index(fields=["superseded_at"], name="message_superseded"),
+            # Rare rows, newest first: partial indexes hold only them.
+            models.Index(
+                fields=["id"], condition=Q(usage_estimated=True), name="message_estimated_id"
+            ),
+            models.Index(
+                fields=["id"], condition=Q(superseded_at__isnull=False), name="message_superseded"
+            ),
             models.Index(fields=["finished_at"], name="message_finished"),
             models.Index(fields=["cost"], name="message_cost"),
             # Retention finds the oldest text not yet purged without reading purged rows.

@@ -49,6 +49,24 @@ class _TsMatch(Func):
     output_field = BooleanField()
 
 
+def title_words_match(words: list[str]) -> Any:
+    """A filter for conversations whose title contains every word, through the title's
+    full-text index (migration 0010); as `message_matches`, whole words on PostgreSQL and
+    prefixes on SQLite."""
+    if connection.vendor == "postgresql":
+        return _TsMatch(F("title"), Value(" ".join(words)))
+    if connection.vendor == "sqlite":
+        match = " AND ".join(f'"{word}"*' for word in words)
+        return Q(
+            pk__in=RawSQL(
+                "SELECT conversation_id FROM chat_conversation_fts_map WHERE rowid IN "
+                "(SELECT rowid FROM chat_conversation_fts WHERE chat_conversation_fts MATCH %s)",
+                [match],
+            )
+        )
+    return title_matches(words)
+
+
 def title_matches(words: list[str]) -> Q:
     query = Q()
     for word in words:

@@ -460,3 +460,39 @@ def test_earlier_versions_of_a_regenerated_turn_are_shown_and_filtered(admin_cli
     assert newer in current.context["cl"].result_list
     detail = admin_client.get(reverse("admin:chat_message_change", args=[newer.pk]))
     assert "A better answer" in detail.content.decode() and "Version of" in detail.content.decode()
+
+
+def test_large_lists_are_counted_exactly_only_while_small(monkeypatch):
+    """Past the limit, PostgreSQL's planner estimates (its statistics, no scan); SQLite,
+    which keeps none, says the limit."""
+    from django.db import connection
+
+    from chat.admin import lists
+
+    create_turns(TURNS)
+    messages = Message.objects.all()
+    total = messages.count()
+    assert lists.estimated_count(messages) == total  # under the limit: exact
+    monkeypatch.setattr(lists, "EXACT_COUNT_LIMIT", 5)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE chat_message")
+        assert lists.estimated_count(messages) == pytest.approx(total, abs=2)
+    else:
+        assert lists.estimated_count(messages) == 5
+    few = [m for m in messages if m.model == "o3"]
+    assert 0 < len(few) <= 5
+    assert lists.estimated_count(messages.filter(model="o3")) == len(few)  # few: exact
+
+
+def test_conversation_search_finds_title_words_and_message_words_through_the_indexes(
+    admin_client,
+):
+    create_turns([Turn("alice", "gpt-4.1", 0, title="Quarterly budget"), Turn("bob", "o3", 0)])
+    Conversation.objects.filter(title__startswith="Quarterly").update(title="Renamed offsite")
+    found = admin_client.get(CONVERSATIONS, {"q": "offsite"}).content.decode()
+    assert "Renamed offsite" in found and "A chat 1" not in found
+    assert "Quarterly" not in admin_client.get(CONVERSATIONS, {"q": "quarterly"}).content.decode()
+    # Words of a message find its conversation (each turn's question is "Question <n>").
+    by_text = admin_client.get(CONVERSATIONS, {"q": "question 1"}).content.decode()
+    assert "A chat 1" in by_text and "Renamed offsite" not in by_text

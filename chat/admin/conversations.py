@@ -11,9 +11,9 @@ from django.http import HttpRequest
 from django.utils.text import Truncator
 
 from chat.admin.display import owner_name, purged_text, status_badge, version_label
-from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
+from chat.admin.lists import LargeTableAdmin, PersonFilter, ledger_filter, month_filter
 from chat.models import Conversation, Message
-from chat.search import message_matches, query_words, title_matches
+from chat.search import message_matches, query_words, title_words_match
 
 if TYPE_CHECKING:
     from django_stubs_ext import WithAnnotations
@@ -98,7 +98,7 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
     ]
     list_filter = [
         ledger_filter("model", "model"),
-        ("owner", admin.RelatedOnlyFieldListFilter),
+        PersonFilter,
         # Deleted by their owner: hidden from them, kept here with their usage and cost.
         ("deleted_at", admin.EmptyFieldListFilter),
         "created_at",
@@ -108,7 +108,10 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
     list_select_related = ["owner"]
     # Titles, and message text through the full-text index (`chat.search`).
     search_fields = ["title"]
-    search_help_text = "Finds conversations whose title or a message contains every word."
+    search_help_text = (
+        "Finds conversations whose title, or one of whose messages, contains every word "
+        "(full-text indexes)."
+    )
     # The totals are computed for the page's rows only, so they cannot order the list.
     sortable_by = ["__str__", "owner_display", "model", "updated_at", "deleted_at"]
     fields = CONVERSATION_FIELDS
@@ -139,7 +142,7 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
         if not words:
             return queryset, False
         in_text = Message.objects.filter(message_matches(words)).values("conversation_id")
-        return queryset.filter(Q(pk__in=in_text) | title_matches(words)), False
+        return queryset.filter(Q(pk__in=in_text) | title_words_match(words)), False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
