@@ -30,7 +30,7 @@ PRICES = {  # $ per million input / output tokens, roughly the list prices
 # rows at any scale, so their cost can be compared across sizes.
 RARE_WORD = "zanzibar"
 RARE_COUNT = 5
-WORDS = ("the", "reply", "explains", "how", "to", "configure", "logging")
+WORDS: tuple[str, ...] = ("the", "reply", "explains", "how", "to", "configure", "logging")
 WORDS += ("rotate", "files", "and", "check", "disk", "usage")
 
 

@@ -104,17 +104,18 @@ class PersonFilter(admin.SimpleListFilter):
     title = "owner"
     parameter_name = "owner"
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[int, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         key = "chat:admin:ledger-people"
-        people = cache.get(key)
+        people: list[tuple[str, str]] | None = cache.get(key)
         if people is None:
             ids = DailyUsage.objects.exclude(user_id=0).values_list("user_id", flat=True)
-            people = list(
-                get_user_model()
+            people = [
+                (str(pk), username)
+                for pk, username in get_user_model()
                 .objects.filter(pk__in=ids.distinct())
                 .order_by("username")
                 .values_list("pk", "username")
-            )
+            ]
             cache.set(key, people, CHOICES_CACHE_SECONDS)
         return people
 
