@@ -284,13 +284,16 @@ def app_env(
 
 
 class User:
-    """One simulated visitor: keeps its cookies (the anonymous identity) like a browser."""
+    """One simulated visitor: keeps its cookies (the anonymous identity) like a browser;
+    `auth` headers (a personal API token) make it a signed-in person instead."""
 
-    def __init__(self) -> None:
+    def __init__(self, auth: dict[str, str] | None = None) -> None:
         self.cookies: dict[str, str] = {}
         self.cookie = ""
+        self.auth = auth or {}
 
     def headers(self, **extra: str) -> dict[str, str]:
+        extra = {**extra, **self.auth}
         return {**extra, "Cookie": self.cookie} if self.cookie else dict(extra)
 
     def remember(self, response: aiohttp.ClientResponse) -> None:
@@ -402,7 +405,11 @@ async def resume_once(
 
 
 async def drive(
-    url: str, scenario: Scenario, gauge: list[int], outcomes: list[Outcome] | None = None
+    url: str,
+    scenario: Scenario,
+    gauge: list[int],
+    outcomes: list[Outcome] | None = None,
+    auth: dict[str, str] | None = None,
 ) -> tuple[list[Outcome], float]:
     """Run `scenario` against `url`; `outcomes` (if given) fills as requests end."""
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -415,7 +422,7 @@ async def drive(
             outcomes = []
 
         async def worker() -> None:
-            user = User()
+            user = User(auth)
             for _ in todo:
                 if scenario.mode == "resume":
                     outcomes.append(await resume_once(session, url, user, gauge, scenario.tokens))
@@ -455,7 +462,12 @@ def percentile(values: list[float], q: int) -> float | None:
 
 
 async def measure(
-    target: str, pid: int, url: str, scenario: Scenario, profile: Path | None = None
+    target: str,
+    pid: int,
+    url: str,
+    scenario: Scenario,
+    profile: Path | None = None,
+    auth: dict[str, str] | None = None,
 ) -> tuple[Figures, list[Outcome]]:
     """Drive `scenario` at one server; with `profile`, py-spy samples the server meanwhile
     (collapsed stacks, for `sort | uniq`; its sampling costs the server some CPU)."""
@@ -491,7 +503,7 @@ async def measure(
 
     sampler = asyncio.create_task(sample_rss())
     cpu_before = cpu_seconds(pid)
-    outcomes, elapsed = await drive(url, scenario, gauge)
+    outcomes, elapsed = await drive(url, scenario, gauge, auth=auth)
     await asyncio.sleep(0.3)  # let the server finish its bookkeeping (turn_finish) first
     cpu = cpu_seconds(pid) - cpu_before
     sampler.cancel()
@@ -583,53 +595,17 @@ def check_recorded(db_path: Path | str, outcomes: list[Outcome], scenario: Scena
     return f"FAIL: {len(good)}/{scenario.requests} finished with usage"
 
 
-def seed_messages(db_path: Path, count: int) -> None:
-    """`count` finished messages (half replies) in conversations of 10, over 30 days."""
-    import uuid
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime.now(UTC)
-    models = ["gpt-4.1-mini", "gpt-4.1", "gpt-5-mini", "llama3.2"]
-    conversations, messages = [], []
-    no_usage = (None, None, None, None, None, 0, None, None, None)
-    for c in range(count // 10):
-        cid = uuid.uuid4().hex
-        stamp = (now - timedelta(minutes=(c * 37) % (30 * 24 * 60))).isoformat(sep=" ")
-        model = models[c % len(models)]
-        conversations.append((cid, f"anon-{c % 500}", f"Bench {c}", model, "", stamp, stamp))
-        for m in range(10):
-            reply = m % 2 == 1
-            failed = m == 9  # one reply in five failed
-            usage = (120, 80, 200, 0, 0, 0, 300 + m, 900 + m, "0.00012")
-            messages.append(
-                (
-                    cid,
-                    "assistant" if reply else "user",
-                    "Some stored text. " * 8,
-                    "failed" if failed else "completed",
-                    "openai" if reply else "",
-                    "chat" if reply else "",
-                    model,
-                    *(usage if reply else no_usage),
-                    "upstream_timeout" if failed else "",
-                    stamp,
-                    stamp if reply else None,
-                )
-            )
-    with contextlib.closing(sqlite3.connect(db_path, timeout=30)) as db, db:
-        db.executemany(
-            "INSERT INTO chat_conversation (id, owner_id, anonymous_key, title, model,"
-            " system_prompt, created_at, updated_at) VALUES (?, NULL, ?, ?, ?, ?, ?, ?)",
-            conversations,
-        )
-        db.executemany(
-            "INSERT INTO chat_message (conversation_id, role, content, status, provider, api,"
-            " model, response_id, finish_reason, input_tokens, output_tokens, total_tokens,"
-            " cached_tokens, reasoning_tokens, usage_estimated, ttft_ms, duration_ms, cost,"
-            " error_type, error_message, created_at, finished_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, '', '', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?)",
-            messages,
-        )
+def seed(env: dict[str, str], messages: int) -> float:
+    """Store `messages` messages of a team's history (`bench.seed`); returns seconds."""
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "bench.seed", "--messages", str(messages)],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - began
 
 
 async def admin_session(base: str, env: dict[str, str]) -> dict[str, str]:
@@ -689,7 +665,7 @@ async def load_admin_pages(
 
 
 async def measure_admin_load(pid: int, base: str, env: dict[str, str], db_path: Path) -> AdminLoad:
-    seed_messages(db_path, ADMIN_MESSAGES)
+    seed(env, ADMIN_MESSAGES)
     cookies = await admin_session(base, env)
     url = f"{base}/api/chat"
     alone, _ = await measure("ours", pid, url, ADMIN_CHATS)
@@ -897,14 +873,22 @@ def main() -> None:
         "--database-url", default="", help="an empty PostgreSQL database (default: SQLite)"
     )
     parser.add_argument("--redis-url", default="", help="Redis for the cache and turn logs")
+    parser.add_argument(
+        "--ledger-messages",
+        type=int,
+        default=0,
+        help="messages the ledger scenario stores (default 1,000,000; 5,000,000 on PostgreSQL)",
+    )
     args = parser.parse_args()
     only = args.only.split(",") if args.only else []
     wanted = [s for s in SCENARIOS if not only or s.name in only]
     with_starts = not only or STARTS.name in only
     with_admin = not only or ADMIN_CHATS.name in only
+    with_ledger = not only or "ledger" in only
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 16384)), hard))
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
+    ledger_lines: list[str] = []
     try:
         results, starts, admin_load = _event_loop_runner()(
             run(
@@ -918,6 +902,14 @@ def main() -> None:
                 args.redis_url,
             )
         )
+        if with_ledger:
+            from bench.ledger import report, run_ledger
+
+            messages = args.ledger_messages or (5_000_000 if args.database_url else 1_000_000)
+            ledger = _event_loop_runner()(
+                run_ledger(workdir, messages, args.database_url, args.redis_url)
+            )
+            ledger_lines = report(ledger)
     finally:
         if not (args.keep or args.profile):
             subprocess.run(["rm", "-rf", str(workdir)], check=False)
@@ -931,6 +923,7 @@ def main() -> None:
                     "results": [asdict(r) for r in results],
                     "starts": [asdict(s) for s in starts],
                     "admin": asdict(admin_load) if admin_load else None,
+                    "ledger": ledger_lines,
                 }
             )
         )
@@ -941,6 +934,8 @@ def main() -> None:
         print(start_line(cost))
     if admin_load is not None:
         print(admin_line(admin_load))
+    for line in ledger_lines:
+        print(line)
     for line in verdicts(results):
         print(line)
 

@@ -22,6 +22,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django.setup(set_prefix=False)
 
 from chat import seams  # noqa: E402
+from chat.llm import client as _sdk  # noqa: E402, F401  (the SDK now, not on the first turn)
 from chat.turns import turns_shutdown, turns_sweep_stale  # noqa: E402
 
 seams.check_connections_at_request_end_only()

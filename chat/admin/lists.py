@@ -68,6 +68,9 @@ class LargeTableAdmin(admin.ModelAdmin[M]):
 
     paginator = EstimatedCountPaginator
     show_full_result_count = False
+    # Rendering a row costs more than fetching it: half Django's default page keeps a
+    # reload cheap for the worker that also streams replies.
+    list_per_page = 50
     # Facet counts are one more count per filter choice: shown when asked for (the
     # changelist's "Show counts" link), never on every load.
     show_facets = admin.ShowFacets.ALLOW

@@ -9,10 +9,28 @@ bench's fake upstream and the tests' fake upstream. The app imports from here; t
 use `wire`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from chat.llm.backends import APIS, Api, Backend, api_named, backend
-from chat.llm.client import list_models, reset, stream_reply, use_transport
 from chat.llm.errors import ProviderError
 from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage, estimate_usage
+
+if TYPE_CHECKING:
+    from chat.llm.client import list_models, reset, stream_reply, use_transport
+
+# The SDK is a large import: `client` (which needs it) loads on first use, so commands
+# and pages that never call a model (`chat_usage`, the admin) start without it. The
+# server loads it at start-up (chatsite/asgi.py), not on its first turn.
+_CLIENT_NAMES = {"list_models", "reset", "stream_reply", "use_transport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLIENT_NAMES:
+        from chat.llm import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'chat.llm' has no attribute {name!r}")
+
 
 __all__ = [
     "APIS",

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import openai
 from django.conf import settings
 
 from chat.errors import ErrorDetail, error_detail, http_status
+
+if TYPE_CHECKING:
+    import openai
 
 
 class ProviderError(Exception):
@@ -52,6 +55,7 @@ class ProviderError(Exception):
 
 
 def translate_error(exc: openai.APIError) -> ProviderError:
+    import openai  # loaded already: `exc` is one of its errors
     """SDK exception → what our client is told. Auth failures say nothing about the key."""
     request_id = ""
     response = getattr(exc, "response", None)

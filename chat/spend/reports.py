@@ -72,8 +72,9 @@ def usage_summary(*, since: datetime, until: datetime, by: Group) -> UsageReport
     visitors). Read from the usage ledger: a few rows per day, however many messages."""
     days = DailyUsage.objects.filter(day__gte=ledger_day(since), day__lt=ledger_day(until))
     sums = {field: Sum(field, default=0) for field in _SUMMED}
-    grouped = days.values(_GROUP_FIELD[by]).annotate(**sums).order_by()
-    totals = days.aggregate(**sums)
+    grouped = list(days.values(_GROUP_FIELD[by]).annotate(**sums).order_by())
+    # The totals are the groups' sums: no second pass over the ledger.
+    totals = {field: sum(group[field] for group in grouped) for field in _SUMMED}
     names = _usernames([g["user_id"] for g in grouped]) if by == "user" else {}
     merged: dict[str, dict[str, int]] = {}
     for group in grouped:

@@ -1,0 +1,243 @@
+"""The `ledger` scenario: usage review and a budgeted person's chat turn at a million
+stored messages, against the same server on an empty database.
+
+One worker, the fake upstream. On the empty database, then after `bench.seed` stored N
+messages (200 people, a conversation per 50 messages, 90 days, 4 % failed replies):
+every usage-review page (median of 3 loads, signed in as staff), `chat_usage --since
+90d`, and a person with a budget chatting (time to first token and server CPU per reply,
+the budget checked on every turn); then the chat's TTFT p99 with two staff members
+reloading the dashboard and the message list beside it.
+
+    make bench BENCH_ARGS="--only ledger"              (SQLite, 1,000,000 messages)
+    make bench BENCH_ARGS="--only ledger --database-url postgres://…/empty"   (5,000,000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from bench.run import (
+    HOST,
+    ROOT,
+    Scenario,
+    admin_session,
+    app_env,
+    configure_upstream,
+    free_port,
+    load_admin_pages,
+    measure,
+    seed,
+    started,
+    uvicorn_cmd,
+    wait_for_port,
+)
+
+PAGES = {
+    "message list": "/admin/chat/message/",
+    "messages by model": "/admin/chat/message/?model=gpt-4.1",
+    "messages by status": "/admin/chat/message/?status__exact=failed",
+    "message search": "/admin/chat/message/?q=zanzibar",
+    "message search, common word": "/admin/chat/message/?q=logging",
+    "conversation list": "/admin/chat/conversation/",
+    "conversation search": "/admin/chat/conversation/?q=zanzibar",
+    "people list": "/admin/auth/user/",
+    "dashboard 7 days": "/admin/chat/message/usage/?period=7d",
+    "dashboard 30 days": "/admin/chat/message/usage/?period=30d",
+    "dashboard 90 days": "/admin/chat/message/usage/?period=90d",
+}
+PAGE_TARGET_MS = 300.0
+DASHBOARD_90_TARGET_MS = 150.0
+CHAT_USAGE_TARGET_S = 1.0
+TURN_RATIO_TARGET = 1.1
+P99_RISE_TARGET_MS = 50.0
+# A budgeted person's turns, one at a time: each checks the budget before the model call.
+BUDGETED = Scenario("ledger-turns", "a budgeted person's turns", 60, 1, 20, 1.0)
+# Anonymous chats beside staff reloading pages, as the admin20 scenario.
+BESIDE = Scenario("ledger-beside", "20 chats, staff reloading", 200, 20, 100, 10.0)
+
+SETUP = """
+import django, os
+django.setup()
+from django.contrib.auth import get_user_model
+from chat.access.tokens import token_create
+User = get_user_model()
+person = User.objects.create_user("budgeted")
+_, raw = token_create(user=person, name="bench")
+print(raw)
+"""
+
+
+@dataclass
+class Figures:
+    messages: int
+    seed_s: float = 0.0
+    pages_empty_ms: dict[str, float] = field(default_factory=dict)
+    pages_full_ms: dict[str, float] = field(default_factory=dict)
+    chat_usage_empty_s: float = 0.0
+    chat_usage_full_s: float = 0.0
+    turn_empty: dict[str, float | None] = field(default_factory=dict)
+    turn_full: dict[str, float | None] = field(default_factory=dict)
+    p99_alone_ms: float | None = None
+    p99_beside_ms: float | None = None
+    page_errors: int = 0
+
+
+async def page_times(base: str, cookies: dict[str, str]) -> tuple[dict[str, float], int]:
+    """Median of 3 loads of each page, after one warm load."""
+    header = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+    times: dict[str, float] = {}
+    errors = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        for name, path in PAGES.items():
+            samples = []
+            for attempt in range(4):
+                began = time.perf_counter()
+                async with session.get(base + path, headers=header) as response:
+                    body = await response.read()
+                    ok = response.status == 200 and b"Log in" not in body[:3000]
+                if attempt:
+                    samples.append((time.perf_counter() - began) * 1000)
+                errors += not ok
+            times[name] = statistics.median(samples)
+    return times, errors
+
+
+def chat_usage_seconds(env: dict[str, str]) -> float:
+    """Median of 3 runs of `chat_usage --since 90d --by user`, the whole command."""
+    runs = []
+    for _ in range(3):
+        began = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "manage.py", "chat_usage", "--since", "90d", "--by", "user"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        runs.append(time.perf_counter() - began)
+    return statistics.median(runs)
+
+
+async def budgeted_turns(pid: int, url: str, token: str) -> dict[str, float | None]:
+    figures, _ = await measure(
+        "ours", pid, url, BUDGETED, auth={"Authorization": f"Bearer {token}"}
+    )
+    return {
+        "ttft_p50_ms": figures.ttft_p50_ms,
+        "cpu_ms_per_reply": figures.cpu_ms_per_reply,
+        "errors": float(figures.errors),
+    }
+
+
+async def run_ledger(
+    workdir: Path, messages: int, database_url: str = "", redis_url: str = ""
+) -> Figures:
+    up_port, app_port = free_port(), free_port()
+    env = app_env(up_port, workdir / "ledger.sqlite3", database_url, redis_url)
+    # A budget every person has and nobody reaches: each turn checks it.
+    env["CHAT_BUDGET_USD"] = "1000000"
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+    token = subprocess.run(
+        [sys.executable, "-c", SETUP],
+        env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    figures = Figures(messages=messages)
+    upstream_cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)]
+    base = f"http://{HOST}:{app_port}"
+    with (
+        started(upstream_cmd, env, workdir / "ledger-upstream.log") as upstream,
+        started(
+            uvicorn_cmd("chatsite.asgi:application", app_port), env, workdir / "ledger.log"
+        ) as app,
+    ):
+        await wait_for_port(up_port, upstream, "fake upstream")
+        await wait_for_port(app_port, app, "our app")
+        cookies = await admin_session(base, env)
+        await configure_upstream(up_port, BUDGETED)
+        await budgeted_turns(app.pid, f"{base}/api/chat", token)  # warm-up
+        figures.turn_empty = await budgeted_turns(app.pid, f"{base}/api/chat", token)
+        figures.pages_empty_ms, errors = await page_times(base, cookies)
+        figures.chat_usage_empty_s = chat_usage_seconds(env)
+        print(f"  ledger: seeding {messages:,} messages…", file=sys.stderr, flush=True)
+        figures.seed_s = seed(env, messages)
+        figures.pages_full_ms, more_errors = await page_times(base, cookies)
+        figures.page_errors = errors + more_errors
+        figures.chat_usage_full_s = chat_usage_seconds(env)
+        figures.turn_full = await budgeted_turns(app.pid, f"{base}/api/chat", token)
+        await configure_upstream(up_port, BESIDE)
+        alone, _ = await measure("ours", app.pid, f"{base}/api/chat", BESIDE)
+        stop = asyncio.Event()
+        loaders = [asyncio.create_task(load_admin_pages(base, cookies, stop)) for _ in range(2)]
+        await asyncio.sleep(1.0)
+        beside, _ = await measure("ours", app.pid, f"{base}/api/chat", BESIDE)
+        stop.set()
+        await asyncio.gather(*loaders)
+        figures.p99_alone_ms, figures.p99_beside_ms = alone.ttft_p99_ms, beside.ttft_p99_ms
+    return figures
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _ratio(full: float | None, empty: float | None) -> float | None:
+    return full / empty if full is not None and empty else None
+
+
+def report(figures: Figures) -> list[str]:
+    """The scenario's table, one verdict per target."""
+    lines = [
+        f"ledger: {figures.messages:,} messages seeded in {figures.seed_s:.0f} s "
+        f"(ledger filled from them); one worker; median of 3 loads",
+        f"{'page':<30} {'empty':>9} {'seeded':>9}  target",
+    ]
+    for name, empty in figures.pages_empty_ms.items():
+        full = figures.pages_full_ms.get(name, float("nan"))
+        target = DASHBOARD_90_TARGET_MS if name == "dashboard 90 days" else PAGE_TARGET_MS
+        lines.append(
+            f"{name:<30} {empty:>6.0f} ms {full:>6.0f} ms  <= {target:.0f} ms "
+            f"{_verdict(full <= target)}"
+        )
+    lines.append(
+        f"{'chat_usage --since 90d':<30} {figures.chat_usage_empty_s:>7.2f} s "
+        f"{figures.chat_usage_full_s:>7.2f} s  <= {CHAT_USAGE_TARGET_S:.0f} s "
+        f"{_verdict(figures.chat_usage_full_s <= CHAT_USAGE_TARGET_S)}"
+    )
+    for key, label in (("ttft_p50_ms", "TTFT p50"), ("cpu_ms_per_reply", "CPU per reply")):
+        before, after = figures.turn_empty.get(key), figures.turn_full.get(key)
+        ratio = _ratio(after, before)
+        shown = "n/a" if ratio is None else f"{ratio:.2f}x"
+        lines.append(
+            f"{'budgeted turn ' + label:<30} {before or 0:>6.1f} ms {after or 0:>6.1f} ms  "
+            f"{shown} (<= {TURN_RATIO_TARGET}x) "
+            f"{_verdict(ratio is not None and ratio <= TURN_RATIO_TARGET)}"
+        )
+    rise = (
+        figures.p99_beside_ms - figures.p99_alone_ms
+        if figures.p99_beside_ms is not None and figures.p99_alone_ms is not None
+        else None
+    )
+    lines.append(
+        f"{'chat TTFT p99, staff loading':<30} {figures.p99_alone_ms or 0:>6.0f} ms "
+        f"{figures.p99_beside_ms or 0:>6.0f} ms  rise <= {P99_RISE_TARGET_MS:.0f} ms "
+        f"{_verdict(rise is not None and rise <= P99_RISE_TARGET_MS)}"
+    )
+    lines.append(f"page errors: {figures.page_errors}")
+    return lines
