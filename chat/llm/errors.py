@@ -55,8 +55,9 @@ class ProviderError(Exception):
 
 
 def translate_error(exc: openai.APIError) -> ProviderError:
-    import openai  # loaded already: `exc` is one of its errors
     """SDK exception → what our client is told. Auth failures say nothing about the key."""
+    import openai  # loaded already: `exc` is one of its errors
+
     request_id = ""
     response = getattr(exc, "response", None)
     if response is not None:
