@@ -34,6 +34,7 @@ from bench.run import (
     free_port,
     load_admin_pages,
     measure,
+    migrate,
     seed,
     started,
     uvicorn_cmd,
@@ -144,12 +145,7 @@ async def run_ledger(
     env = app_env(up_port, workdir / "ledger.sqlite3", database_url, redis_url)
     # A budget every person has and nobody reaches: each turn checks it.
     env["CHAT_BUDGET_USD"] = "1000000"
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-    )
+    migrate(env)
     token = subprocess.run(
         [sys.executable, "-c", SETUP],
         env={**env, "DJANGO_SETTINGS_MODULE": "chatsite.settings"},

@@ -595,6 +595,16 @@ def check_recorded(db_path: Path | str, outcomes: list[Outcome], scenario: Scena
     return f"FAIL: {len(good)}/{scenario.requests} finished with usage"
 
 
+def migrate(env: dict[str, str]) -> None:
+    """`manage.py migrate`, quietly, on the database `env` names."""
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+        env=env,
+        cwd=ROOT,
+        check=True,
+    )
+
+
 def seed(env: dict[str, str], messages: int) -> float:
     """Store `messages` messages of a team's history (`bench.seed`); returns seconds."""
     began = time.perf_counter()
@@ -798,12 +808,7 @@ async def run(
     up_port, app_port, floor_port = free_port(), free_port(), free_port()
     db_path: Path | str = database_url or workdir / "bench.sqlite3"
     env = app_env(up_port, workdir / "bench.sqlite3", database_url, redis_url)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-    )
+    migrate(env)
     app_log = workdir / "app.log"
     upstream_cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)]
     with (

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import TypedDict
 
+from bench.run import migrate
+
 ROOT = Path(__file__).resolve().parent.parent
 WORDS = [
     "garden",
@@ -161,12 +163,7 @@ def run_on(database_url: str, conversations: int) -> DatabaseRun:
         "DJANGO_SETTINGS_MODULE": "chatsite.settings",
     }
     env.pop("REDIS_URL", None)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
+    migrate(env)
     out = subprocess.run(
         [sys.executable, "-m", "bench.search", "--child", "--conversations", str(conversations)],
         cwd=ROOT,

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from django.db import transaction
 from django.db.models import Q, QuerySet
@@ -274,39 +274,41 @@ def history_purge(
     prompt of every conversation last used before it (retention, CHAT_RETENTION_DAYS), a
     small batch per transaction so no lock lasts, oldest first; their usage and cost stay
     in every row and in the ledger. `progress(messages, conversations)` after each batch."""
+    old_messages = Message.objects.filter(purged_at__isnull=True, created_at__lt=before).exclude(
+        status__in=UNFINISHED
+    )
+    old_conversations = Conversation.objects.filter(purged_at__isnull=True, updated_at__lt=before)
     messages = conversations = 0
-    while True:
-        with transaction.atomic():
-            ids = list(
-                Message.objects.filter(purged_at__isnull=True, created_at__lt=before)
-                .exclude(status__in=UNFINISHED)
-                .order_by("purged_at", "created_at")
-                .values_list("pk", flat=True)[:batch]
-            )
-            if ids:
-                messages += Message.objects.filter(pk__in=ids).update(
-                    content="", error_message="", purged_at=timezone.now()
-                )
-        if not ids:
-            break
+    for done in _purge_in_batches(
+        old_messages, ("purged_at", "created_at"), {"content": "", "error_message": ""}, batch
+    ):
+        messages += done
         if progress is not None:
             progress(messages, conversations)
-    while True:
-        with transaction.atomic():
-            found = list(
-                Conversation.objects.filter(purged_at__isnull=True, updated_at__lt=before)
-                .order_by("purged_at", "updated_at")
-                .values_list("pk", flat=True)[:batch]
-            )
-            if found:
-                conversations += Conversation.objects.filter(pk__in=found).update(
-                    title="", system_prompt="", purged_at=timezone.now()
-                )
-        if not found:
-            break
+    for done in _purge_in_batches(
+        old_conversations, ("purged_at", "updated_at"), {"title": "", "system_prompt": ""}, batch
+    ):
+        conversations += done
         if progress is not None:
             progress(messages, conversations)
     return Retention(messages=messages, conversations=conversations)
+
+
+def _purge_in_batches(
+    rows: QuerySet[Any], order: tuple[str, ...], cleared: dict[str, str], batch: int
+) -> Iterator[int]:
+    """Clear `cleared` and set `purged_at` on `rows`, `batch` at a time in `order` (its
+    index's), each batch its own transaction; yields how many each batch purged."""
+    while True:
+        with transaction.atomic():
+            ids = list(rows.order_by(*order).values_list("pk", flat=True)[:batch])
+            if ids:
+                done = rows.model.objects.filter(pk__in=ids).update(
+                    **cleared, purged_at=timezone.now()
+                )
+        if not ids:
+            return
+        yield done
 
 
 # --- Export ----------------------------------------------------------------------------

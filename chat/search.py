@@ -24,18 +24,24 @@ def query_words(q: str) -> list[str]:
 
 def message_matches(words: list[str]) -> Any:
     """A filter for messages whose text contains every word (through the index)."""
+    return _indexed_match(
+        words,
+        "content",
+        "SELECT rowid FROM chat_message_fts WHERE chat_message_fts MATCH %s",
+    )
+
+
+def _indexed_match(words: list[str], field: str, sqlite_ids: str) -> Any:
+    """`field` contains every word, through PostgreSQL's tsvector index on it, or the ids
+    SQLite's FTS5 `sqlite_ids` query returns for a MATCH."""
     if connection.vendor == "postgresql":
-        return _TsMatch(F("content"), Value(" ".join(words)))
+        return _TsMatch(F(field), Value(" ".join(words)))
     if connection.vendor == "sqlite":
         match = " AND ".join(f'"{word}"*' for word in words)
-        return Q(
-            pk__in=RawSQL(
-                "SELECT rowid FROM chat_message_fts WHERE chat_message_fts MATCH %s", [match]
-            )
-        )
+        return Q(pk__in=RawSQL(sqlite_ids, [match]))
     query = Q()  # any other database: a scan, still correct
     for word in words:
-        query &= Q(content__icontains=word)
+        query &= Q(**{f"{field}__icontains": word})
     return query
 
 
@@ -51,20 +57,13 @@ class _TsMatch(Func):
 
 def title_words_match(words: list[str]) -> Any:
     """A filter for conversations whose title contains every word, through the title's
-    full-text index (migration 0010); as `message_matches`, whole words on PostgreSQL and
-    prefixes on SQLite."""
-    if connection.vendor == "postgresql":
-        return _TsMatch(F("title"), Value(" ".join(words)))
-    if connection.vendor == "sqlite":
-        match = " AND ".join(f'"{word}"*' for word in words)
-        return Q(
-            pk__in=RawSQL(
-                "SELECT conversation_id FROM chat_conversation_fts_map WHERE rowid IN "
-                "(SELECT rowid FROM chat_conversation_fts WHERE chat_conversation_fts MATCH %s)",
-                [match],
-            )
-        )
-    return title_matches(words)
+    full-text index (migration 0010)."""
+    return _indexed_match(
+        words,
+        "title",
+        "SELECT conversation_id FROM chat_conversation_fts_map WHERE rowid IN "
+        "(SELECT rowid FROM chat_conversation_fts WHERE chat_conversation_fts MATCH %s)",
+    )
 
 
 def title_matches(words: list[str]) -> Q:
