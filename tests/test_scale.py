@@ -19,7 +19,8 @@ from django.db import connection
 
 from chat.access.identity import ANONYMOUS_COOKIE, anonymous_cookie
 from chat.access.owners import Owner
-from chat.models import Message
+from chat.models import DailyUsage, Message
+from chat.spend.ledger import ledger_verify
 from chat.turns import turn_start
 from tests.asgi import parse_sse
 from tests.servers import HOST, fake_model_env, free_port, start_worker
@@ -107,6 +108,29 @@ async def test_two_workers_racing_for_one_turn_make_one_upstream_call(
         assert [name for name, _ in first][-1] == "end"
         assert [name for name, _ in second][-1] == "end"
         assert text_of(first) == text_of(second) == row.content
+
+
+@pytest.mark.asyncio
+async def test_two_workers_count_one_persons_turns_in_one_ledger_row_exactly(
+    workers, fake_upstream
+):
+    """Both processes add to the same ledger key at once (on PostgreSQL, concurrent
+    upserts of one row): every turn counted once, no deadlock, no lost update."""
+    await upstream_control(fake_upstream, "/_config", {"ttft_ms": 20, "delay_ms": 2, "tokens": 5})
+    cookie, owner = anonymous_visitor()
+    headers = {"Accept": "text/event-stream", "Cookie": cookie}
+
+    async def chat(base: str) -> None:
+        async with httpx2.AsyncClient(timeout=60) as client:
+            response = await client.post(
+                f"{base}/api/chat", json={"message": "hi"}, headers=headers
+            )
+        assert response.status_code == 200 and b"event: end" in response.content
+
+    await asyncio.gather(*(chat(workers[n % 2]) for n in range(40)))
+    rows = [row async for row in DailyUsage.objects.filter(anonymous_key=owner.anonymous_key)]
+    assert [(row.requests, row.completed) for row in rows] == [(40, 40)]
+    assert await sync_to_async(ledger_verify)() == []
 
 
 @pytest.mark.asyncio
