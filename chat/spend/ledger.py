@@ -190,7 +190,7 @@ def ledger_add(changes: Changes) -> None:
             cursor.execute(
                 sql,
                 [
-                    key.day,
+                    connection.ops.adapt_datefield_value(key.day),
                     key.user_id,
                     key.anonymous_key,
                     key.model,
