@@ -83,8 +83,26 @@ class UsageTable:
     links: dict[str, str]
 
     @property
-    def rows(self) -> list[tuple[UsageRow, str]]:
-        return [(row, self.links.get(row.key, "")) for row in self.report.rows]
+    def rows(self) -> list[tuple[UsageRow, str, list[str]]]:
+        return [(row, self.links.get(row.key, ""), table_cells(row)) for row in self.report.rows]
+
+    @property
+    def totals(self) -> list[str]:
+        return table_cells(self.report.totals)
+
+
+def table_cells(row: UsageRow) -> list[str]:
+    """A row's figures as the table shows them, formatted here: a year's table of people
+    and days is hundreds of rows, and template filters would cost more than its query."""
+    return [
+        f"{row.requests:,}",
+        f"{row.input_tokens:,}",
+        f"{row.output_tokens:,}",
+        f"{row.cost:.6f}",
+        f"{row.failure_percent:.1f}% ({row.failed})",
+        "–" if row.ttft_median_ms is None else f"{row.ttft_median_ms:.0f}",
+        "–" if row.ttft_p95_ms is None else f"{row.ttft_p95_ms:.0f}",
+    ]
 
 
 def usage_dashboard(
