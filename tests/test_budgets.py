@@ -13,6 +13,7 @@ from decimal import Decimal
 import httpx2
 import pytest
 import time_machine
+from prometheus_client import REGISTRY
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -313,6 +314,9 @@ async def ada_user():
     return await get_user_model().objects.aget(username="ada")
 
 
+REFUSED = {"type": "budget_exceeded"}
+
+
 async def in_group(username: str, group_name: str, limit: str | None = None) -> AsgiClient:
     from django.contrib.auth.models import Group
 
@@ -337,6 +341,7 @@ async def test_a_group_budget_caps_its_members_together_and_names_the_group(budg
     assert (await ada.post("/api/chat", {"message": "hi"})).status == 200  # 0.02
     assert (await bob.post("/api/chat", {"message": "hi"})).status == 200  # 0.04 together
     before = await rows()
+    counted = REGISTRY.get_sample_value("chat_limit_refusals_total", REFUSED) or 0
     for member in (ada, bob):
         refused = await member.post("/api/chat", {"message": "more"})
         assert refused.status == 429, refused.body
@@ -344,6 +349,7 @@ async def test_a_group_budget_caps_its_members_together_and_names_the_group(budg
         assert error["type"] == "budget_exceeded"
         assert "'Research'" in error["message"] and "$0.03 per month" in error["message"]
     assert await rows() == before and budgeted.calls == 2
+    assert REGISTRY.get_sample_value("chat_limit_refusals_total", REFUSED) == counted + 2
     assert (await carol.post("/api/chat", {"message": "hi"})).status == 200
     account = (await ada.get("/api/account")).json()["budget"]
     assert account["limit"] is None and account["exceeded"] is True
