@@ -13,10 +13,10 @@ from decimal import Decimal
 import httpx2
 import pytest
 import time_machine
-from prometheus_client import REGISTRY
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from chat.models import Budget, Conversation, Message, ModelPrice
 from chat.spend import budgets
