@@ -69,3 +69,14 @@ async def test_a_burst_of_turns_beside_admin_writes_never_sees_database_is_locke
     ]
     assert statuses == ["completed"] * BURST
     assert await ModelPrice.objects.filter(model__startswith="edited-").acount() == 20
+
+
+@pytest.mark.django_db
+def test_postgresql_plans_without_jit():
+    """JIT compiles for a quarter of a second whenever an estimate is large (an admin list
+    with per-row totals), to read a handful of rows: it is off for our connections."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's setting")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
