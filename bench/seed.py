@@ -55,10 +55,12 @@ def seed_history(
     progress: Callable[[str], None] | None = None,
     now: datetime | None = None,
     owners: list[int] | None = None,
+    fill_ledger: bool = True,
 ) -> list[int]:
     """Write `messages` messages (user and assistant rows alternating) in `conversations`
     conversations (default one per 50 messages) of `people` people (new accounts, or the
-    ids in `owners`) over the last `days` days, ids in time order; fill the ledger.
+    ids in `owners`) over the last `days` days, ids in time order; fill the ledger (unless
+    `fill_ledger` is false: a database migrated only as far as before it).
     Returns the people's user ids."""
     from django.contrib.auth import get_user_model
     from django.db import connection, transaction
@@ -181,10 +183,11 @@ def seed_history(
             say,
             "messages",
         )
-    say(f"  wrote {messages:,} messages in {time.monotonic() - began:.0f} s; filling the ledger")
-    began = time.monotonic()
-    ledger_rebuild()
-    say(f"  ledger filled in {time.monotonic() - began:.0f} s")
+    say(f"  wrote {messages:,} messages in {time.monotonic() - began:.0f} s")
+    if fill_ledger:  # not before migration 0008, which makes the ledger (and fills it)
+        began = time.monotonic()
+        ledger_rebuild()
+        say(f"  ledger filled in {time.monotonic() - began:.0f} s")
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {table_m}")
