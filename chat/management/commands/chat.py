@@ -33,6 +33,7 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
+from chat.money import usd
 from chat.streams import EndData, UsageData
 from chat.text import shortened
 from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
@@ -316,7 +317,7 @@ def summary_line(record: TurnRecord) -> str:
 
 
 def format_cost(cost: str | None) -> str:
-    return "cost unknown (no price)" if cost is None else f"${Decimal(cost):.6f}"
+    return "cost unknown (no price)" if cost is None else usd(cost)
 
 
 def failure_line(record: TurnRecord) -> str:
@@ -350,16 +351,14 @@ def summary_table(prompts: list[str], records: list[TurnRecord]) -> str:
                 record["model"],
                 str(usage.get("input_tokens", "")),
                 str(usage.get("output_tokens", "")),
-                "" if record["cost"] is None else f"{Decimal(record['cost']):.6f}",
+                "" if record["cost"] is None else usd(record["cost"]),
                 _str(record["ttft_ms"]),
                 _str(record["duration_ms"]),
                 str(record["message"]),
                 preview(prompt),
             ]
         )
-    rows.append(
-        ["", "total", "", str(total_in), str(total_out), f"{total_cost:.6f}", "", "", "", ""]
-    )
+    rows.append(["", "total", "", str(total_in), str(total_out), usd(total_cost), "", "", "", ""])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
