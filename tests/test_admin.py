@@ -538,3 +538,24 @@ def test_the_budget_comes_right_after_the_username_on_a_persons_page(admin_clien
     assert html.index('name="username"') < budget < html.index("Personal info")
     section = html[budget : html.index("Personal info")]
     assert "Spending budget" in section and "Limit (USD)" in section and "#1" not in section
+
+
+def test_provider_and_api_filters_offer_no_empty_choice(admin_client):
+    from django.core.cache import cache
+
+    from chat.models import DailyUsage
+
+    create_turns()
+    # A turn that failed before the model answered has no provider or API in the ledger.
+    DailyUsage.objects.filter(model="o3").update(provider="", api="")
+    cache.clear()  # the filters' choices are cached for a minute
+    response = admin_client.get(MESSAGES, {"_facets": "True"})
+    filters = {spec.title: spec for spec in response.context["cl"].filter_specs}
+    cl = response.context["cl"]
+    for title in ("provider", "API"):
+        labels = [choice["display"] for choice in filters[title].choices(cl)]
+        assert labels[0] == "All" and all(str(label).strip() for label in labels), labels
+    assert [c["display"] for c in filters["provider"].choices(cl)][1:] == [
+        "demo (2)",
+        "openai (11)",
+    ]
