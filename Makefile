@@ -8,6 +8,7 @@ PORT ?= 8000
 SERVE_STAMP := $(VENV)/.installed-serve
 DEV_STAMP := $(VENV)/.installed-dev
 INSTALL_LOG := $(VENV)/install.log
+DEV_EXTRAS := .[test,bench]
 
 .PHONY: install run test lint format migrate bench serve-prod
 # The second `make test` pass: the same code on PostgreSQL and Redis (CI=true requires them).
@@ -34,7 +35,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing the test, lint and bench tools into $(VENV)…"
-	@$(call pip_install,-e '.[test,bench]')
+	@$(call pip_install,-e '$(DEV_EXTRAS)')
 	@touch $(SERVE_STAMP) $(DEV_STAMP)
 
 .env:
