@@ -160,6 +160,20 @@ def test_non_staff_are_sent_to_the_login_page(client, url):
     assert response.status_code == 302 and response.url.startswith(reverse("admin:login"))
 
 
+def test_a_signed_in_person_who_is_not_staff_is_told_so_and_sent_back_to_chat(client):
+    user = get_user_model().objects.create_user("visitor", password="x")
+    client.force_login(user)
+    html = client.get(reverse("admin:index"), follow=True).content.decode()
+    assert "<h1>No access</h1>" in html and "visitor" in html
+    assert f'href="{reverse("chat:index")}">Back to chat</a>' in html
+    assert 'name="password"' not in html  # not a form asking them to sign in again
+
+
+def test_a_visitor_who_is_not_signed_in_gets_the_sign_in_form(client):
+    html = client.get(reverse("admin:index"), follow=True).content.decode()
+    assert 'name="password"' in html and "No access" not in html
+
+
 @pytest.mark.parametrize("url", [DASHBOARD, EXPORT, reverse("admin:chat_message_usage_csv")])
 def test_staff_without_message_permission_are_forbidden(url):
     assert staff_client().get(url).status_code == 403
