@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -42,6 +43,9 @@ from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
 CLI_OWNER_KEY = "cli"
 EXIT_INTERRUPTED = 130  # what shells report for a process stopped by SIGINT
 PROMPT_PREVIEW_CHARS = 60
+# Between two replies of a --file run on stdout: a markdown rule, so the replies stay
+# apart on a terminal and in `> replies.md` alike.
+REPLY_SEPARATOR = "\n---\n\n"
 
 
 class Interrupted(CommandError):
@@ -100,8 +104,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--file",
             metavar="PATH",
-            help="send each non-empty line as its own turn, each in a new conversation "
-            "(or all in --conversation); '-' reads the lines from stdin",
+            help="send each non-empty line as its own turn, all in one new conversation "
+            "(or in --conversation); '-' reads the lines from stdin",
         )
         parser.add_argument(
             "--no-stream",
@@ -198,8 +202,16 @@ class Command(BaseCommand):
     async def send_all(self, prompts: list[str], options: TurnOptions) -> list[TurnRecord]:
         for n, prompt in enumerate(prompts, 1):
             if len(prompts) > 1:
+                if n > 1 and not options.as_json:
+                    self.stdout.write(REPLY_SEPARATOR, ending="")
                 self.note(f"[{n}/{len(prompts)}] {preview(prompt)}")
-            self.records.append(await self.send(prompt, options))
+            record = await self.send(prompt, options)
+            self.records.append(record)
+            if options.conversation_id is None:
+                # A file is one conversation: each line is answered with the earlier
+                # ones as context, as in the chat page.
+                conversation = uuid.UUID(record["conversation"])
+                options = dataclasses.replace(options, conversation_id=conversation)
         return self.records
 
     async def send(self, prompt: str, options: TurnOptions) -> TurnRecord:
