@@ -83,7 +83,7 @@ bench: install
 	$(BIN)/python -m bench.search
 
 # Several workers, DEBUG off (needs SECRET_KEY; see README "Deployment"). Static files are
-# collected and served by WhiteNoise unless the reverse proxy serves /static/ itself.
+# collected and served by ServeStatic unless the reverse proxy serves /static/ itself.
 # /metrics sums the workers' files in METRICS_DIR (prometheus_client multi-process mode):
 # emptied at each start, or the previous run's counts would be added in.
 METRICS_DIR ?= $(CURDIR)/.metrics
