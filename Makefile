@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
-STAMP := $(VENV)/.installed
+# Serving needs the project's dependencies only; tests, lint and the bench add their extras.
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP := $(VENV)/.installed-dev
+INSTALL_LOG := $(VENV)/install.log
+DEV_EXTRAS := .[test,bench]
 
 .PHONY: install run test lint format migrate bench serve-prod
 # The second `make test` pass: the same code on PostgreSQL and Redis (CI=true requires them).
@@ -13,29 +17,43 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 WORKERS ?= 2
 listening = $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(1)), 2).close()" 2>/dev/null
 
+# pip's own chatter (and the build backend's banners) goes to $(INSTALL_LOG), shown only
+# when the install fails.
+pip_install = $(BIN)/python -m pip install --quiet $(1) >$(INSTALL_LOG) 2>&1 \
+	|| { cat $(INSTALL_LOG); echo "pip install failed (log: $(INSTALL_LOG))" >&2; exit 1; }
+
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Creating $(VENV) with $(PYTHON)…"
+	@$(PYTHON) -m venv $(VENV)
+	@$(call pip_install,--upgrade pip)
 
 # Reinstall only when pyproject.toml changed.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
-	touch $(STAMP)
+$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing what serving needs into $(VENV) (a minute or two the first time)…"
+	@$(call pip_install,-e .)
+	@touch $(SERVE_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing the test, lint and bench tools into $(VENV)…"
+	@$(call pip_install,-e '$(DEV_EXTRAS)')
+	@touch $(SERVE_STAMP) $(DEV_STAMP)
 
 .env:
-	cp .env.example .env
+	@cp .env.example .env
 	@echo "Created .env from .env.example (DEBUG=true, SQLite, offline demo model)."
 
-install: $(STAMP) .env
+# Everything: serving, tests, lint, bench.
+install: $(DEV_STAMP) .env
 
-migrate: install
-	$(BIN)/python manage.py migrate --no-input
+migrate: $(SERVE_STAMP) .env
+	@$(BIN)/python manage.py migrate --no-input -v 0
 
 run: migrate
-	@$(BIN)/python manage.py chat_doctor --offline
-	@echo "Chat page:  http://$(HOST):$(PORT)/"
-	@echo "Admin:      http://$(HOST):$(PORT)/admin/  (first create a user: $(BIN)/python manage.py createsuperuser)"
-	$(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) \
+	@echo
+	@$(BIN)/python manage.py chat_doctor --summary http://$(HOST):$(PORT)/
+	@echo "Settings:   .env (see README, Configuration). Stop with Ctrl-C."
+	@echo
+	@$(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) \
 		$$($(BIN)/python -c "import environ; e = environ.Env(); e.read_env('.env'); print('--reload' if e.bool('DEBUG', default=False) else '')")
 
 test: install
@@ -65,14 +83,17 @@ bench: install
 	$(BIN)/python -m bench.search
 
 # Several workers, DEBUG off (needs SECRET_KEY; see README "Deployment"). Static files are
-# collected and served by WhiteNoise unless the reverse proxy serves /static/ itself.
+# collected and served by ServeStatic unless the reverse proxy serves /static/ itself.
 # /metrics sums the workers' files in METRICS_DIR (prometheus_client multi-process mode):
 # emptied at each start, or the previous run's counts would be added in.
 METRICS_DIR ?= $(CURDIR)/.metrics
 serve-prod: migrate
-	DEBUG=false $(BIN)/python manage.py collectstatic --no-input -v 0
-	rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
-	DEBUG=false PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/uvicorn chatsite.asgi:application \
+	@DEBUG=false $(BIN)/python manage.py collectstatic --no-input -v 0
+	@rm -rf $(METRICS_DIR) && mkdir -p $(METRICS_DIR)
+	@echo
+	@DEBUG=false $(BIN)/python manage.py chat_doctor --summary http://$(HOST):$(PORT)/ --workers $(WORKERS)
+	@echo
+	@DEBUG=false PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/uvicorn chatsite.asgi:application \
 		--host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log \
 		--timeout-graceful-shutdown 20
 

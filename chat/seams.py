@@ -1,5 +1,5 @@
-"""Every use of a private name of Django, asgiref or WhiteNoise: what, why, and how an
-upgrade is caught.
+"""Every use of a private name of Django or asgiref: what, why, and how an upgrade is
+caught.
 
 1. **Django's own middleware, inline on the event loop.** Under ASGI every
    `MiddlewareMixin` middleware runs its `process_request` and `process_response` through
@@ -43,15 +43,13 @@ upgrade is caught.
    collection. Django ticket #37066 (its open pull request wraps Django's other bare
    `async for` sites in `aclosing`) is the nearest; no ticket found for this wrapper.
 
-5. **WhiteNoise as an async middleware** (`AsyncWhiteNoiseMiddleware` replaces
-   `WhiteNoiseMiddleware.__call__` and uses its undocumented `files`, `find_file`,
-   `autorefresh` and `serve`). `WhiteNoiseMiddleware` is sync-only: under ASGI Django
-   would run every request, API and streams included, through a thread and back. WhiteNoise
-   has no async middleware (evansd/whitenoise#179, "Considering ASGI", open; its pull
-   request #359 was never merged and became the ServeStatic fork).
+Static files need no seam: ServeStatic's middleware (the async fork of WhiteNoise) is
+async-native, so a static file is served without a thread hop and with an asynchronous
+body (WhiteNoise's sync middleware and file iterator needed one here, and Django warned
+"StreamingHttpResponse must consume synchronous iterators" on every file).
 
-`check_upstream()` runs at start-up and refuses to start when Django, asgiref or WhiteNoise
-no longer look like what these assume. `tests/test_seams.py` feeds Django's middleware and
+`check_upstream()` runs at start-up and refuses to start when Django or asgiref no longer
+look like what these assume. `tests/test_seams.py` feeds Django's middleware and
 ours the same requests and compares status, headers, cookies and session rows, and records
 a fingerprint of every piece of upstream code replaced or relied on here
 (`replaced_upstream_code()`), so an upgrade that changes one fails loudly.
@@ -61,12 +59,11 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
-from asgiref.sync import SyncToAsync, ThreadSensitiveContext, markcoroutinefunction, sync_to_async
+from asgiref.sync import SyncToAsync, ThreadSensitiveContext, sync_to_async
 from asgiref.typing import ASGI3Application
 from django.conf import settings
 from django.contrib.auth import middleware as auth
@@ -77,8 +74,6 @@ from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.middleware import clickjacking, common, csrf, security
 from django.utils.deprecation import MiddlewareMixin
-from whitenoise.base import WhiteNoise
-from whitenoise.middleware import WhiteNoiseMiddleware
 
 from chat.errors import API_PREFIX
 
@@ -263,39 +258,6 @@ class ClosingStreamingResponse(StreamingHttpResponse):
             await self.body_iterator.aclose()
 
 
-# --- 5. WhiteNoise as an async middleware -------------------------------------------------
-
-
-# WhiteNoise has no type information, so to mypy its middleware is Any: subclassing it is
-# what `disallow_subclassing_any` refuses.
-class AsyncWhiteNoiseMiddleware(WhiteNoiseMiddleware):  # type: ignore[misc]
-    """Looking the path up is a dict lookup; only a static file's response is built in a
-    thread."""
-
-    async_capable = True
-    sync_capable = False
-    get_response: AsyncGetResponse
-
-    def __init__(self, get_response: AsyncGetResponse) -> None:
-        with warnings.catch_warnings():
-            if settings.DEBUG:
-                # In development the finders serve static files; STATIC_ROOT only exists
-                # after collectstatic, which `make run` rightly does not run.
-                warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
-            super().__init__(get_response)
-        markcoroutinefunction(self)
-
-    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if self.autorefresh:
-            static_file = await sync_to_async(self.find_file)(request.path_info)
-        else:
-            static_file = self.files.get(request.path_info)
-        if static_file is not None:
-            served: HttpResponseBase = await sync_to_async(self.serve)(static_file, request)
-            return served
-        return await self.get_response(request)
-
-
 # --- How an upgrade is caught -------------------------------------------------------------
 
 
@@ -317,10 +279,6 @@ def replaced_upstream_code() -> dict[str, str]:
             vars(StreamingHttpResponse)["streaming_content"].fget
         ),
         "ASGIHandler.send_response": inspect.getsource(ASGIHandler.send_response),
-        # 5. The dispatch replaced, and what it calls.
-        "WhiteNoiseMiddleware.__call__": inspect.getsource(WhiteNoiseMiddleware.__call__),
-        "WhiteNoiseMiddleware.serve": inspect.getsource(WhiteNoiseMiddleware.serve),
-        "WhiteNoise.find_file": inspect.getsource(WhiteNoise.find_file),
     }
     for ours in INLINE.values():
         django_class = _django_class(ours)
@@ -332,7 +290,7 @@ def replaced_upstream_code() -> dict[str, str]:
 
 
 def check_upstream() -> None:
-    """Refuse to start when Django, asgiref or WhiteNoise no longer work the way the
+    """Refuse to start when Django or asgiref no longer work the way the
     seams above assume."""
     problems = []
     # 1.
@@ -357,13 +315,9 @@ def check_upstream() -> None:
     # 4.
     if "aclosing(aiter(response))" not in inspect.getsource(ASGIHandler.send_response):
         problems.append("ASGIHandler no longer closes aiter(response)")
-    # 5.
-    for method in ("find_file", "serve"):
-        if not callable(getattr(WhiteNoiseMiddleware, method, None)):
-            problems.append(f"WhiteNoiseMiddleware.{method} is gone")
     if problems:
         raise ImproperlyConfigured(
-            "chat.seams no longer matches the installed Django, asgiref or WhiteNoise: "
+            "chat.seams no longer matches the installed Django or asgiref: "
             + "; ".join(problems)
             + ". Re-check each seam against them (tests/test_seams.py)."
         )

@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "servestatic",  # its configuration checks
     "allauth",
     "allauth.account",
     "allauth.socialaccount",
@@ -56,7 +57,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
-    "chat.seams.AsyncWhiteNoiseMiddleware",
+    "servestatic.middleware.ServeStaticMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -231,6 +231,21 @@ async def test_a_person_who_is_not_staff_reaches_no_admin_page(production, alice
         response = await client.get(path)
         assert response.status_code == 302, path
         assert response["Location"].startswith("/admin/login/"), path
+    # Where they are sent: a kind refusal, with no stale "Successfully signed in" on it.
+    refusal = (await client.get("/admin/", follow=True)).content.decode()
+    assert "No access" in refusal and "Back to chat" in refusal
+    assert "signed in as <strong>alice</strong>" in refusal
+    assert "Successfully signed in" not in refusal and 'name="password"' not in refusal
+
+
+async def test_signing_in_leaves_no_message_waiting_for_a_later_page(production, alice):
+    client = Client()
+    await sign_in(client, "alice")
+    # The chat page shows who is signed in; a message would wait for the next page that
+    # shows messages, such as the sign-in page after signing out.
+    await client.post("/accounts/logout/")
+    page = (await client.get("/accounts/login/")).content.decode()
+    assert "Successfully signed in" not in page
 
 
 async def test_the_page_shows_the_signed_in_person_and_budget(production, alice):

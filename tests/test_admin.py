@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.models import Conversation, Message, ModelPrice
+from chat.money import usd
 from tests.asgi import asgi_request
 from tests.usage_rows import TURNS, Turn, create_turns, expected, many_turns
 
@@ -64,6 +65,7 @@ def test_conversation_list_shows_owner_counts_tokens_and_cost(admin_client):
     assert (first.message_count, first.token_sum, first.cost_sum) == (2, 200, Decimal("0.000176"))
     html = response.content.decode()
     assert "anonymous" in html and "alice" in html and "gpt-4.1-mini" in html
+    assert ">$0.000176</td>" in html  # the one money format, precise when small
 
 
 def test_conversation_search_finds_message_text_once(admin_client):
@@ -158,6 +160,20 @@ def test_non_staff_are_sent_to_the_login_page(client, url):
     assert response.status_code == 302 and response.url.startswith(reverse("admin:login"))
 
 
+def test_a_signed_in_person_who_is_not_staff_is_told_so_and_sent_back_to_chat(client):
+    user = get_user_model().objects.create_user("visitor", password="x")
+    client.force_login(user)
+    html = client.get(reverse("admin:index"), follow=True).content.decode()
+    assert "<h1>No access</h1>" in html and "visitor" in html
+    assert f'href="{reverse("chat:index")}">Back to chat</a>' in html
+    assert 'name="password"' not in html  # not a form asking them to sign in again
+
+
+def test_a_visitor_who_is_not_signed_in_gets_the_sign_in_form(client):
+    html = client.get(reverse("admin:index"), follow=True).content.decode()
+    assert 'name="password"' in html and "No access" not in html
+
+
 @pytest.mark.parametrize("url", [DASHBOARD, EXPORT, reverse("admin:chat_message_usage_csv")])
 def test_staff_without_message_permission_are_forbidden(url):
     assert staff_client().get(url).status_code == 403
@@ -206,6 +222,12 @@ def test_dashboard_numbers_equal_a_direct_computation(admin_client):
         assert got == {k: (v["requests"], v["failed"], v["cost"]) for k, v in want.items()}
     html = response.content.decode()
     assert "<svg" in html and "<rect" in html and "o3" in html and "anonymous" in html
+    # People read one money format: the card and every table's cost cell.
+    assert f'<div class="value">{usd(want_total["cost"])}</div>' in html
+    for table in response.context["tables"]:
+        assert [cells[3] for _, _, cells in table.rows] == [
+            usd(row.cost) for row in table.report.rows
+        ]
 
 
 @pytest.mark.parametrize(
@@ -240,6 +262,22 @@ def test_dashboard_chart_has_a_bar_per_day(admin_client):
     # The tallest token bar is the day with the most tokens; empty days have height 0.
     heights = [sum(s.height for s in bar.segments) for bar in tokens.bars]
     assert max(heights) > 0 and min(heights) == 0
+
+
+def test_dashboard_chart_axis_reads_in_the_money_format(admin_client):
+    create_turns()
+    cost, _ = admin_client.get(DASHBOARD, {"period": "7d"}).context["charts"]
+    labels = [tick.label for tick in cost.ticks]
+    assert len(labels) == len(set(labels)) == 5 and labels[0] == "$0.00"
+    assert all(label == usd(label.removeprefix("$")) for label in labels)
+
+
+def test_dashboard_charts_of_an_empty_period_have_one_zero_line(admin_client):
+    cost, tokens = admin_client.get(DASHBOARD, {"period": "7d"}).context["charts"]
+    assert [tick.label for tick in cost.ticks] == ["$0.00"]
+    assert [tick.label for tick in tokens.ticks] == ["0"]
+    html = admin_client.get(DASHBOARD, {"period": "7d"}).content.decode()
+    assert html.count(">$0.00</text>") == 1
 
 
 def test_dashboard_csv_matches_the_table(admin_client):
@@ -391,7 +429,7 @@ def test_people_list_shows_budget_and_spend_and_the_inline_sets_an_own_limit(
         page = admin_client.get(reverse("admin:auth_user_changelist"))
     html = page.content.decode()
     assert "Spent this period" in html and "$5.00 / month" in html
-    assert f"${spent:.2f}" in html
+    assert usd(spent) in html
     assert len(queries) < 10  # spend comes in the list's own query, not one per person
 
     change = reverse("admin:auth_user_change", args=[user.pk])
@@ -496,3 +534,42 @@ def test_conversation_search_finds_title_words_and_message_words_through_the_ind
     # Words of a message find its conversation (each turn's question is "Question <n>").
     by_text = admin_client.get(CONVERSATIONS, {"q": "question 1"}).content.decode()
     assert "A chat 1" in by_text and "Renamed offsite" not in by_text
+
+
+def test_the_site_names_this_product_and_hides_single_sign_on_while_it_is_off(admin_client):
+    html = admin_client.get(reverse("admin:index")).content.decode()
+    assert "Chat administration" in html and "Django administration" not in html
+    assert "<title>Usage, people and prices | Chat admin</title>" in html
+    # CHAT_OIDC_ISSUER is empty in the tests: allauth's social accounts mean nothing.
+    assert "socialaccount" not in html and "Social accounts" not in html
+    assert "/admin/account/emailaddress/" in html  # allauth's own accounts stay
+
+
+def test_the_budget_comes_right_after_the_username_on_a_persons_page(admin_client):
+    user = get_user_model().objects.create_user("dana", password="x")
+    html = admin_client.get(reverse("admin:auth_user_change", args=[user.pk])).content.decode()
+    budget = html.index('<h2 id="chat_budget-heading" class="inline-heading">')
+    assert html.index('name="username"') < budget < html.index("Personal info")
+    section = html[budget : html.index("Personal info")]
+    assert "Spending budget" in section and "Limit (USD)" in section and "#1" not in section
+
+
+def test_provider_and_api_filters_offer_no_empty_choice(admin_client):
+    from django.core.cache import cache
+
+    from chat.models import DailyUsage
+
+    create_turns()
+    # A turn that failed before the model answered has no provider or API in the ledger.
+    DailyUsage.objects.filter(model="o3").update(provider="", api="")
+    cache.clear()  # the filters' choices are cached for a minute
+    response = admin_client.get(MESSAGES, {"_facets": "True"})
+    filters = {spec.title: spec for spec in response.context["cl"].filter_specs}
+    cl = response.context["cl"]
+    for title in ("provider", "API"):
+        labels = [choice["display"] for choice in filters[title].choices(cl)]
+        assert labels[0] == "All" and all(str(label).strip() for label in labels), labels
+    assert [c["display"] for c in filters["provider"].choices(cl)][1:] == [
+        "demo (2)",
+        "openai (11)",
+    ]

@@ -169,7 +169,7 @@ def test_empty_prompt_is_refused_and_nothing_is_stored(prompt):
     assert not Message.objects.exists()
 
 
-def test_file_sends_each_line_as_its_own_conversation(tmp_path):
+def test_file_sends_each_line_as_a_turn_of_one_conversation(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("first prompt\n\n   \nsecond prompt\nthird 日本\n", encoding="utf-8")
     out, err = run_chat("--file", str(prompts))
@@ -177,8 +177,11 @@ def test_file_sends_each_line_as_its_own_conversation(tmp_path):
     assert [row.status for row in rows] == ["completed"] * 3
     users = Message.objects.filter(role="user").order_by("pk")
     assert [m.content for m in users] == ["first prompt", "second prompt", "third 日本"]
-    assert len({row.conversation_id for row in rows}) == 3
-    assert out == "".join(row.content + "\n" for row in rows)
+    assert len({row.conversation_id for row in rows}) == 1
+    assert [m.conversation_id for m in users] == [rows[0].conversation_id] * 3
+    # The replies, apart: a markdown rule between each two.
+    assert out == "\n---\n\n".join(row.content + "\n" for row in rows)
+    assert err.count("New conversation") == 1
     assert "[1/3] first prompt" in err and "[3/3] third 日本" in err
     table = err.strip().splitlines()[-5:]
     assert table[0].split()[:3] == ["#", "status", "model"]
@@ -208,6 +211,20 @@ def test_conversation_continues_with_earlier_messages_as_context(upstream):
     ]
     assert "New conversation" not in err
     assert Conversation.objects.count() == 1
+
+
+def test_file_lines_are_answered_with_the_earlier_ones_as_context(upstream, tmp_path):
+    upstream.queue(Reply(script=chat_script(["first answer"], usage=USAGE)))
+    upstream.queue(Reply(script=chat_script(["second answer"], usage=USAGE)))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first question\nsecond question\n")
+    out, _ = run_chat("--file", str(prompts))
+    assert upstream.bodies[1]["messages"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "second question"},
+    ]
+    assert out == "first answer\n\n---\n\nsecond answer\n"
 
 
 def test_user_option_owns_the_conversation():

@@ -129,3 +129,26 @@ def test_azure_shows_endpoint_and_version_but_never_the_key(settings):
     assert field(output, "API version") == "2025-04-01-preview"
     assert field(output, "API key") == "set"
     assert "azure-secret-value" not in output
+
+
+def test_summary_says_where_the_page_admin_model_and_database_are():
+    out = io.StringIO()
+    call_command("chat_doctor", "--summary", "http://127.0.0.1:8000/", stdout=out)
+    lines = dict(line.split(":", 1) for line in out.getvalue().splitlines())
+    assert lines["Chat"].strip() == "http://127.0.0.1:8000/"
+    assert lines["Admin"].strip().startswith("http://127.0.0.1:8000/admin/")
+    assert "createsuperuser" in lines["Admin"]
+    assert "offline demo model" in lines["Model"]
+    assert lines["Database"].split(",")[0].strip() in ("SQLite", "postgresql")
+    assert "WARNING" not in lines  # one worker
+
+
+def test_summary_warns_of_several_workers_without_redis(settings):
+    settings.REDIS_URL = ""
+    out = io.StringIO()
+    call_command("chat_doctor", "--summary", "http://h:1/", "--workers", "2", stdout=out)
+    assert "WARNING:    2 workers without REDIS_URL" in out.getvalue()
+    settings.REDIS_URL = "redis://127.0.0.1:6379/0"
+    out = io.StringIO()
+    call_command("chat_doctor", "--summary", "http://h:1/", "--workers", "2", stdout=out)
+    assert "Workers:    2, sharing Redis" in out.getvalue() and "WARNING" not in out.getvalue()

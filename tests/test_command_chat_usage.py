@@ -10,6 +10,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from chat.money import usd
 from tests.usage_rows import TURNS, assert_in_buckets, create_turns, expected
 
 pytestmark = pytest.mark.django_db
@@ -76,7 +77,8 @@ def test_table_is_aligned_with_a_totals_row():
         if model == "total":
             continue
         assert body[model][1:3] == [str(requests), str(failed)]
-        assert Decimal(body[model][6]) == cost
+        # People read the table: amounts in the one money format, precise when small.
+        assert body[model][6] == usd(cost) and body[model][6].startswith("$")
     total = lines[-1].split()
     assert total[0] == "total" and int(total[1]) == want("model", 7)["total"][0]
 

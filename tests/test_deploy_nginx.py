@@ -363,7 +363,7 @@ def test_the_app_sees_https_from_x_forwarded_proto(site: Site):
 
 
 def test_static_files_are_served_by_nginx(site: Site):
-    # Written after the workers started: WhiteNoise (DEBUG off) serves only the files it
+    # Written after the workers started: ServeStatic (DEBUG off) serves only the files it
     # found at start-up, so only nginx can answer this one.
     (site.static_root / "probe.txt").write_text("from nginx\n")
     connection = https(site, client_address())

@@ -35,6 +35,7 @@ LAYERS: list[set[str]] = [
         "chat.payloads",
         "chat.search",
         "chat.text",
+        "chat.money",
         "chat.runtime",
         "chat.seams",
         "chat.migrations",

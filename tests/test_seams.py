@@ -1,7 +1,7 @@
 """chat/seams.py: Django's middleware run inline must behave exactly like
 Django's own. The same requests go through Django's stock handler and through ours; status,
-headers, cookies and session rows must match. The fingerprint test fails on any Django,
-asgiref or WhiteNoise upgrade that changes the code a seam replaces or relies on: re-check
+headers, cookies and session rows must match. The fingerprint test fails on any Django or
+asgiref upgrade that changes the code a seam replaces or relies on: re-check
 that seam (its test here or in tests/test_asgi.py), then record the new fingerprint."""
 
 from __future__ import annotations
@@ -15,13 +15,12 @@ from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
-from whitenoise.middleware import WhiteNoiseMiddleware
 
 from chat import seams
 from chatsite.asgi import django_application
 from tests.asgi import asgi_request
 
-# The code chat.seams replaces or relies on: Django 5.2, asgiref 3.13, WhiteNoise 6.12.
+# The code chat.seams replaces or relies on: Django 5.2, asgiref 3.13.
 FINGERPRINTS = {
     # 1. Django's middleware, inline.
     "AuthenticationMiddleware.process_request": "6dd39b90ad6373e2",
@@ -48,10 +47,6 @@ FINGERPRINTS = {
     "ASGIHandler.send_response": "77eda2b08689b44e",
     "StreamingHttpResponse.__aiter__": "7b36f5b3e5de1837",
     "StreamingHttpResponse.streaming_content": "cdb912493f797f72",
-    # 5. WhiteNoise as an async middleware.
-    "WhiteNoise.find_file": "f338d02358b615c5",
-    "WhiteNoiseMiddleware.__call__": "538b06958308b801",
-    "WhiteNoiseMiddleware.serve": "5858d32edfbb9db2",
 }
 VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
 
@@ -199,10 +194,8 @@ async def _unclosed(self, response, send):  # as if Django stopped closing the b
         (SyncToAsync, "thread_sensitive_context", None, "thread_sensitive_context is gone"),
         (ASGIHandler, "__call__", _no_context, "ThreadSensitiveContext"),
         (ASGIHandler, "send_response", _unclosed, "no longer closes aiter(response)"),
-        (WhiteNoiseMiddleware, "find_file", None, "WhiteNoiseMiddleware.find_file is gone"),
-        (WhiteNoiseMiddleware, "serve", None, "WhiteNoiseMiddleware.serve is gone"),
     ],
-    ids=["asgiref-context", "django-context", "django-closing", "find_file", "serve"],
+    ids=["asgiref-context", "django-context", "django-closing"],
 )
 def test_start_up_check_refuses_an_upstream_that_moved_under_a_seam(
     monkeypatch, owner, name, value, problem

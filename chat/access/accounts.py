@@ -49,6 +49,9 @@ def email_domain_allowed(email: str) -> bool:
 
 # allauth has no type information, so to mypy its adapters are Any: subclassing one is
 # what `disallow_subclassing_any` refuses.
+SIGNED_IN_MESSAGE = "account/messages/logged_in.txt"
+
+
 class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         return bool(settings.CHAT_SIGNUP)
@@ -68,6 +71,21 @@ class AccountAdapter(DefaultAccountAdapter):  # type: ignore[misc]
         if key:
             conversations_adopt(anonymous_key=key, user_id=user.pk)
             forget_anonymous(request)
+
+    def add_message(
+        self,
+        request: HttpRequest,
+        level: int,
+        message_template: str | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        # Signing in lands on the chat page, which names who is signed in and shows no
+        # messages: "Successfully signed in as …" would wait in the session for the next
+        # page that does (an admin page, even the admin's refusal of a non-staff person).
+        if message_template == SIGNED_IN_MESSAGE:
+            return
+        super().add_message(request, level, message_template, *args, **kwargs)
 
 
 class SocialAccountAdapter(DefaultSocialAccountAdapter):  # type: ignore[misc]  # as above

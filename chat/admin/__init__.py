@@ -3,7 +3,8 @@
 One module per model, as Django's contrib apps do: conversations and messages are records,
 so they are read-only (view and delete only); prices are editable; API tokens and people
 with their budgets beside them. The usage dashboard and the CSV export are views of the
-message admin, in modules of their own. Importing the package registers everything.
+message admin, in modules of their own. Importing the package registers everything and
+names the site (`site`).
 """
 
-from chat.admin import conversations, messages, people, prices, tokens  # noqa: F401
+from chat.admin import conversations, messages, people, prices, site, tokens  # noqa: F401

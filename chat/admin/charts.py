@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from django.utils import timezone
 
+from chat.money import usd
 from chat.spend.reports import UsageReport
 
 
@@ -71,7 +72,7 @@ def day_chart(report: UsageReport, *, metric: str) -> Chart:
         if metric == "cost":
             cost = row.cost if row else Decimal(0)
             series.append([float(cost)])
-            titles.append(f"{day:%a %d %b}: ${cost:.4f}")
+            titles.append(f"{day:%a %d %b}: {usd(cost)}")
         else:
             tokens_in, tokens_out = (row.input_tokens, row.output_tokens) if row else (0, 0)
             series.append([tokens_in, tokens_out])
@@ -106,7 +107,9 @@ def day_chart(report: UsageReport, *, metric: str) -> Chart:
                 title=title,
             )
         )
-    for step in range(5):
+    # Nothing to scale (no cost or no tokens in the period): one line at zero, not five
+    # ticks all reading "$0".
+    for step in range(5 if top else 1):
         value = top * step / 4
         chart.ticks.append(
             Tick(
@@ -138,7 +141,7 @@ def _nice_ceiling(value: float) -> float:
 
 def _axis_label(value: float, *, metric: str) -> str:
     if metric == "cost":
-        return f"${value:.4g}" if value else "$0"
+        return usd(value)
     if value >= 1_000_000:
         return f"{value / 1_000_000:.3g}M"
     if value >= 1000:

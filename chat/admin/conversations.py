@@ -10,9 +10,18 @@ from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import HttpRequest
 from django.utils.text import Truncator
 
-from chat.admin.display import owner_name, purged_text, status_badge, version_label
+from chat.admin.display import (
+    cut,
+    owner_name,
+    purged_text,
+    short_time,
+    status_badge,
+    token_pair,
+    version_label,
+)
 from chat.admin.lists import LargeTableAdmin, PersonFilter, ledger_filter, month_filter
 from chat.models import Conversation, Message
+from chat.money import usd
 from chat.search import message_matches, query_words, title_words_match
 
 if TYPE_CHECKING:
@@ -24,9 +33,8 @@ MESSAGE_FIELDS = (
     "model",
     "excerpt",
     "version",
-    "input_tokens",
-    "output_tokens",
-    "cost",
+    "tokens",
+    "spent",
     "ttft_ms",
     "duration_ms",
     "error_type",
@@ -79,6 +87,14 @@ class MessageInline(admin.TabularInline[Message, Conversation]):
     def version(self, message: Message) -> str:
         return version_label(message)
 
+    @admin.display(description="tokens in → out")
+    def tokens(self, message: Message) -> str:
+        return token_pair(message)
+
+    @admin.display(description="cost")
+    def spent(self, message: Message) -> str:
+        return "" if message.cost is None else usd(message.cost)
+
     @admin.display(description="content")
     def excerpt(self, message: Message) -> str:
         return Truncator(purged_text(message.content, message.purged_at)).chars(120)
@@ -89,12 +105,12 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
     list_display = [
         "__str__",
         "owner_display",
-        "model",
+        "model_name",
         "message_count",
         "total_tokens",
         "total_cost",
-        "updated_at",
-        "deleted_at",
+        "last_activity",
+        "deleted",
     ]
     list_filter = [
         ledger_filter("model", "model"),
@@ -113,7 +129,7 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
         "(full-text indexes)."
     )
     # The totals are computed for the page's rows only, so they cannot order the list.
-    sortable_by = ["__str__", "owner_display", "model", "updated_at", "deleted_at"]
+    sortable_by = ["__str__", "owner_display", "model_name", "last_activity", "deleted"]
     fields = CONVERSATION_FIELDS
     readonly_fields = CONVERSATION_FIELDS
     inlines = [MessageInline]
@@ -155,17 +171,32 @@ class ConversationAdmin(LargeTableAdmin[Conversation]):
 
     @admin.display(description="owner", ordering="owner__username")
     def owner_display(self, conversation: Conversation) -> str:
-        return owner_name(conversation)
+        return cut(owner_name(conversation))
+
+    @admin.display(description="model", ordering="model")
+    def model_name(self, conversation: Conversation) -> str:
+        return cut(conversation.model)
 
     @admin.display(description="messages")
     def message_count(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
         return conversation.message_count
 
     @admin.display(description="tokens")
-    def total_tokens(self, conversation: WithAnnotations[Conversation, Totals]) -> int:
-        return conversation.token_sum or 0
+    def total_tokens(self, conversation: WithAnnotations[Conversation, Totals]) -> str:
+        return f"{conversation.token_sum or 0:,}"
 
-    @admin.display(description="cost (USD)")
-    def total_cost(self, conversation: WithAnnotations[Conversation, Totals]) -> Decimal:
-        # SQLite sums decimals as floats: show the stored precision, not the float noise.
-        return Decimal(conversation.cost_sum or 0).quantize(Decimal("0.00000001"))
+    @admin.display(description="cost")
+    def total_cost(self, conversation: WithAnnotations[Conversation, Totals]) -> str:
+        # SQLite sums decimals as floats: `usd` rounds the float noise away.
+        return usd(conversation.cost_sum or 0)
+
+    @admin.display(description="last activity", ordering="updated_at")
+    def last_activity(self, conversation: Conversation) -> str:
+        return short_time(conversation.updated_at)
+
+    @admin.display(description="deleted", ordering="deleted_at")
+    def deleted(self, conversation: Conversation) -> str:
+        # By its owner: hidden from them, kept here with its usage and cost.
+        if conversation.deleted_at is None:
+            return ""
+        return short_time(conversation.deleted_at)

@@ -18,6 +18,7 @@ from django.urls import reverse
 from chat.admin.charts import day_chart
 from chat.admin.csv_files import csv_response
 from chat.models import Message
+from chat.money import usd
 from chat.spend.periods import period_bounds
 from chat.spend.reports import (
     GROUPS,
@@ -98,7 +99,7 @@ def table_cells(row: UsageRow) -> list[str]:
         f"{row.requests:,}",
         f"{row.input_tokens:,}",
         f"{row.output_tokens:,}",
-        f"{row.cost:.6f}",
+        usd(row.cost),
         f"{row.failure_percent:.1f}% ({row.failed})",
         "–" if row.ttft_median_ms is None else f"{row.ttft_median_ms:.0f}",
         "–" if row.ttft_p95_ms is None else f"{row.ttft_p95_ms:.0f}",
@@ -120,6 +121,7 @@ def usage_dashboard(
         "since": since,
         "last_day": (until - timedelta(days=1)).date(),
         "totals": reports["day"].totals,
+        "total_cost": usd(reports["day"].totals.cost),
         "tables": [
             UsageTable(
                 by=by,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 
 from django.contrib import admin
@@ -43,15 +42,12 @@ def message_badge(message: Message) -> str:
     return status_badge(message.status)
 
 
-def field_column(field: str, title: str) -> Callable[[admin.ModelAdmin[Message], Message], object]:
-    """A changelist column showing a message's `field` under a shorter `title`, sorted by
-    that field; assign it to a name in the admin's `list_display`."""
-
-    @admin.display(description=title, ordering=field)
-    def column(model_admin: admin.ModelAdmin[Message], message: Message) -> object:
-        return getattr(message, field)
-
-    return column
+def token_pair(message: Message) -> str:
+    """`1,200 → 80`, marked `≈` when the upstream sent no usage and it was estimated."""
+    if message.input_tokens is None and message.output_tokens is None:
+        return ""
+    pair = f"{message.input_tokens or 0:,} → {message.output_tokens or 0:,}"
+    return f"≈ {pair}" if message.usage_estimated else pair
 
 
 def version_label(message: Message) -> str:
@@ -83,6 +79,29 @@ def purged_text(text: str, purged_at: datetime | None) -> str:
     if purged_at is not None and not text:
         return f"(text purged {timezone.localtime(purged_at):%Y-%m-%d}; usage kept)"
     return text
+
+
+def cut(text: str) -> str:
+    """`text` in a changelist cell that the admin's CSS cuts to its column with an
+    ellipsis (templates/admin/base_site.html), whole on hover."""
+    return format_html('<span class="cut" title="{}">{}</span>', text, text) if text else ""
+
+
+def short_time(moment: datetime) -> str:
+    """`6 Dec 12:13` in TIME_ZONE, in a changelist cell (the whole date on hover)."""
+    local = timezone.localtime(moment)
+    return format_html(
+        '<time datetime="{}" title="{}">{} {}</time>',
+        local.isoformat(),
+        f"{local:%Y-%m-%d %H:%M:%S %Z}",
+        local.day,
+        f"{local:%b %H:%M}" if local.year == timezone.localdate().year else f"{local:%b %Y}",
+    )
+
+
+def duration(ms: int) -> str:
+    """`850 ms`, `12.3 s`: milliseconds while they are the unit that reads."""
+    return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
 
 
 def owner_name(conversation: Conversation) -> str:

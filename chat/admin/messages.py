@@ -15,22 +15,25 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.admin import dashboard
 from chat.admin.display import (
     VersionFilter,
-    field_column,
+    cut,
+    duration,
     message_badge,
     owner_name,
     purged_text,
+    short_time,
+    token_pair,
     version_label,
 )
 from chat.admin.export import messages_csv
 from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
 from chat.models import Message
+from chat.money import usd
 from chat.search import message_matches, query_words
 from chat.spend.prices import messages_recost
 
@@ -56,23 +59,19 @@ FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
 
 @admin.register(Message)
 class MessageAdmin(LargeTableAdmin[Message]):
-    # What went wrong and what it cost first: the list scrolls sideways on small screens.
+    # Who spent what, on which model, when, and what went wrong: what fits a 1280 px
+    # screen beside the filters. Cached and reasoning tokens, duration, provider and API
+    # are on each message's page (and in the CSV export).
     list_display = [
-        "id",
-        "badge",
-        "error_type",
         "created",
+        "badge",
         "owner",
         "conversation_link",
-        "model",
-        "cost",
-        "tokens_in",
-        "tokens_out",
-        "tokens_cached",
-        "tokens_reasoning",
+        "model_name",
+        "spent",
+        "tokens",
         "ttft",
-        "duration",
-        "provider_api",
+        "error",
     ]
     # Every filter has an index (model Meta); model, provider and API offer the values the
     # usage ledger has seen, and the month drill-down the ledger's months: none scans.
@@ -93,7 +92,8 @@ class MessageAdmin(LargeTableAdmin[Message]):
     search_help_text = "Finds messages containing every word (full-text index)."
     # Only the orderings an index serves: a sort on a joined column or an unindexed one
     # would read the whole table to show one page.
-    sortable_by = ["id", "badge", "created", "model", "cost"]
+    list_display_links = ["created"]
+    sortable_by = ["badge", "created", "model_name", "spent"]
     ordering = ["-id"]
     actions = ["export_csv", "recompute_cost"]
     fieldsets = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS.items()]
@@ -143,31 +143,43 @@ class MessageAdmin(LargeTableAdmin[Message]):
     def text(self, message: Message) -> str:
         return purged_text(message.content, message.purged_at)
 
-    tokens_in = field_column("input_tokens", "in")
-    tokens_out = field_column("output_tokens", "out")
-    tokens_cached = field_column("cached_tokens", "cached")
-    tokens_reasoning = field_column("reasoning_tokens", "reasoning")
-    ttft = field_column("ttft_ms", "TTFT ms")
-    duration = field_column("duration_ms", "duration ms")
+    @admin.display(description="model", ordering="model")
+    def model_name(self, message: Message) -> str:
+        return cut(message.model)
 
-    @admin.display(description="created", ordering="created_at")
+    @admin.display(description="cost", ordering="cost")
+    def spent(self, message: Message) -> str:
+        return "" if message.cost is None else usd(message.cost)
+
+    @admin.display(description="tokens in → out")
+    def tokens(self, message: Message) -> str:
+        return token_pair(message)
+
+    @admin.display(description="TTFT", ordering="ttft_ms")
+    def ttft(self, message: Message) -> str:
+        return "" if message.ttft_ms is None else duration(message.ttft_ms)
+
+    @admin.display(description="time", ordering="created_at")
     def created(self, message: Message) -> str:
-        return timezone.localtime(message.created_at).strftime("%Y-%m-%d %H:%M")
+        # The row's link; its id is on its page (and in `manage.py chat`'s "message #7").
+        return short_time(message.created_at)
 
     @admin.display(description="conversation", ordering="conversation__title")
     def conversation_link(self, message: Message) -> str:
+        # The whole title on hover; the cell is cut to its column by the admin's CSS.
         url = reverse("admin:chat_conversation_change", args=[message.conversation_id])
+        title = str(message.conversation)
         return format_html(
-            '<a href="{}">{}</a>', url, Truncator(str(message.conversation)).chars(40)
+            '<a class="cut" href="{}" title="{}">{}</a>', url, title, Truncator(title).chars(60)
         )
 
     @admin.display(description="owner", ordering="conversation__owner__username")
     def owner(self, message: Message) -> str:
-        return owner_name(message.conversation)
+        return cut(owner_name(message.conversation))
 
-    @admin.display(description="provider / API", ordering="provider")
-    def provider_api(self, message: Message) -> str:
-        return " / ".join(part for part in (message.provider, message.api) if part)
+    @admin.display(description="error", ordering="error_type")
+    def error(self, message: Message) -> str:
+        return cut(message.error_type)
 
     @admin.action(description="Export selected messages as CSV")
     def export_csv(

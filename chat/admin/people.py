@@ -16,7 +16,9 @@ from django.db.models.functions import Coalesce
 from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest
 
+from chat.admin.display import cut, short_time
 from chat.models import Budget, GroupBudget
+from chat.money import usd
 from chat.spend.budgets import budget_forget, limit_of, period_spend
 from chat.spend.ledger import E8
 from chat.spend.periods import budget_period
@@ -35,7 +37,10 @@ class PeriodSpend(TypedDict):
     period_spend: int  # USD × 10⁸, as the ledger keeps it
 
 
-class BudgetInline(admin.StackedInline[Budget, User]):
+class BudgetInline(admin.TabularInline[Budget, User]):
+    """Shown right after the username (templates/admin/auth/user/change_form.html): a
+    table row of two fields, not a stacked form titled "Spending budget: #1"."""
+
     model = Budget
     can_delete = True
     extra = 1
@@ -51,7 +56,14 @@ admin.site.unregister(User)
 @admin.register(User)
 class PersonAdmin(UserAdmin[User]):
     inlines = [*UserAdmin.inlines, BudgetInline]
-    list_display = ["username", "email", "is_staff", "budget", "spent_this_period", "last_login"]
+    list_display = [
+        "username",
+        "email_address",
+        "is_staff",
+        "budget",
+        "spent_this_period",
+        "last_sign_in",
+    ]
     list_select_related = ["chat_budget"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
@@ -61,14 +73,24 @@ class PersonAdmin(UserAdmin[User]):
         spend = Coalesce(period_spend(), 0, output_field=BigIntegerField())
         return super().get_queryset(request).annotate(period_spend=spend)
 
+    @admin.display(description="email address", ordering="email")
+    def email_address(self, user: User) -> str:
+        return cut(user.email)
+
+    @admin.display(description="last sign-in", ordering="last_login")
+    def last_sign_in(self, user: User) -> str:
+        if user.last_login is None:
+            return "never"
+        return short_time(user.last_login)
+
     @admin.display(description="budget")
     def budget(self, user: User) -> str:
         limit = limit_of(getattr(user, "chat_budget", None))
-        return "no limit" if limit is None else f"${limit:.2f} / {budget_period().name}"
+        return "no limit" if limit is None else f"{usd(limit)} / {budget_period().name}"
 
     @admin.display(description="spent this period", ordering="period_spend")
     def spent_this_period(self, user: WithAnnotations[User, PeriodSpend]) -> str:
-        return f"${Decimal(user.period_spend) / E8:.2f}"
+        return usd(Decimal(user.period_spend) / E8)
 
     def save_related(
         self,
@@ -109,7 +131,7 @@ class TeamAdmin(GroupAdmin):
         budget = getattr(group, "chat_budget", None)
         if budget is None:
             return "none"
-        return f"${budget.limit_usd:.2f} / {budget_period().name} for all members"
+        return f"{usd(budget.limit_usd)} / {budget_period().name} for all members"
 
     def save_related(
         self,

@@ -8,6 +8,7 @@ token are read from the ledger's histogram: a median or p95 is exact to its buck
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from django.contrib.auth import get_user_model
 from django.db.models import Sum
 
 from chat.models import TTFT_BUCKETS_MS, TTFT_FIELDS, DailyUsage
+from chat.money import usd
 from chat.spend.budgets import BudgetJson, BudgetStatus, budgets_by_username
 from chat.spend.ledger import E8, ledger_day
 
@@ -160,28 +162,37 @@ TABLE_HEADER = [
 BUDGET_HEADER = ["budget_usd", "spent_this_period_usd"]
 
 
-def usage_table(report: UsageReport) -> list[list[str]]:
+def usage_table(report: UsageReport, *, readable: bool = False) -> list[list[str]]:
     """The report as text cells (rows, then the totals row), shared by CSV and table output.
-    By user, each person's budget and spend this budget period follow."""
+    By user, each person's budget and spend this budget period follow. Amounts are full
+    precision for machines (CSV), or `readable` as people read them (`chat.money`)."""
+    money = usd if readable else _full_precision
     header = [report.by, *TABLE_HEADER[1:]]
-    table = [header, *(_cells(row) for row in [*report.rows, report.totals])]
+    table = [header, *(_cells(row, money) for row in [*report.rows, report.totals])]
     if report.by != "user":
         return table
     people = budgets_by_username([row.key for row in report.rows])
     header += BUDGET_HEADER
     for cells, row in zip(table[1:], [*report.rows, None], strict=True):
-        cells += _budget_cells(people.get(row.key) if row else None)
+        cells += _budget_cells(people.get(row.key) if row else None, money)
     return table
 
 
-def _budget_cells(status: BudgetStatus | None) -> list[str]:
+def _full_precision(amount: Decimal) -> str:
+    return f"{amount:.8f}"
+
+
+def _budget_cells(status: BudgetStatus | None, money: Callable[[Decimal], str]) -> list[str]:
     if status is None:  # the totals row, or anonymous visitors: no budget
         return ["", ""]
-    limit = "no limit" if status.limit is None else f"{status.limit:.2f}"
-    return [limit, f"{status.spent:.8f}"]
+    if status.limit is None:
+        limit = "no limit"
+    else:
+        limit = money(status.limit) if money is usd else f"{status.limit:.2f}"
+    return [limit, money(status.spent)]
 
 
-def _cells(row: UsageRow) -> list[str]:
+def _cells(row: UsageRow, money: Callable[[Decimal], str]) -> list[str]:
     return [
         row.key,
         str(row.requests),
@@ -189,7 +200,7 @@ def _cells(row: UsageRow) -> list[str]:
         f"{row.failure_rate:.4f}",
         str(row.input_tokens),
         str(row.output_tokens),
-        f"{row.cost:.8f}",
+        money(row.cost),
         _ms(row.ttft_median_ms),
         _ms(row.ttft_p95_ms),
     ]

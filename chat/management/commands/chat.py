@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.models import Message
+from chat.money import usd
 from chat.streams import EndData, UsageData
 from chat.text import shortened
 from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
@@ -41,6 +43,9 @@ from chat.turns import choose_model, stored_end_data, turn_start, turn_stream
 CLI_OWNER_KEY = "cli"
 EXIT_INTERRUPTED = 130  # what shells report for a process stopped by SIGINT
 PROMPT_PREVIEW_CHARS = 60
+# Between two replies of a --file run on stdout: a markdown rule, so the replies stay
+# apart on a terminal and in `> replies.md` alike.
+REPLY_SEPARATOR = "\n---\n\n"
 
 
 class Interrupted(CommandError):
@@ -99,8 +104,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--file",
             metavar="PATH",
-            help="send each non-empty line as its own turn, each in a new conversation "
-            "(or all in --conversation); '-' reads the lines from stdin",
+            help="send each non-empty line as its own turn, all in one new conversation "
+            "(or in --conversation); '-' reads the lines from stdin",
         )
         parser.add_argument(
             "--no-stream",
@@ -197,8 +202,16 @@ class Command(BaseCommand):
     async def send_all(self, prompts: list[str], options: TurnOptions) -> list[TurnRecord]:
         for n, prompt in enumerate(prompts, 1):
             if len(prompts) > 1:
+                if n > 1 and not options.as_json:
+                    self.stdout.write(REPLY_SEPARATOR, ending="")
                 self.note(f"[{n}/{len(prompts)}] {preview(prompt)}")
-            self.records.append(await self.send(prompt, options))
+            record = await self.send(prompt, options)
+            self.records.append(record)
+            if options.conversation_id is None:
+                # A file is one conversation: each line is answered with the earlier
+                # ones as context, as in the chat page.
+                conversation = uuid.UUID(record["conversation"])
+                options = dataclasses.replace(options, conversation_id=conversation)
         return self.records
 
     async def send(self, prompt: str, options: TurnOptions) -> TurnRecord:
@@ -316,7 +329,7 @@ def summary_line(record: TurnRecord) -> str:
 
 
 def format_cost(cost: str | None) -> str:
-    return "cost unknown (no price)" if cost is None else f"${Decimal(cost):.6f}"
+    return "cost unknown (no price)" if cost is None else usd(cost)
 
 
 def failure_line(record: TurnRecord) -> str:
@@ -350,16 +363,14 @@ def summary_table(prompts: list[str], records: list[TurnRecord]) -> str:
                 record["model"],
                 str(usage.get("input_tokens", "")),
                 str(usage.get("output_tokens", "")),
-                "" if record["cost"] is None else f"{Decimal(record['cost']):.6f}",
+                "" if record["cost"] is None else usd(record["cost"]),
                 _str(record["ttft_ms"]),
                 _str(record["duration_ms"]),
                 str(record["message"]),
                 preview(prompt),
             ]
         )
-    rows.append(
-        ["", "total", "", str(total_in), str(total_out), f"{total_cost:.6f}", "", "", "", ""]
-    )
+    rows.append(["", "total", "", str(total_in), str(total_out), usd(total_cost), "", "", "", ""])
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()

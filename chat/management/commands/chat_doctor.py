@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import textwrap
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +39,18 @@ class Command(BaseCommand):
             help="only print the configuration; send nothing",
         )
         parser.add_argument(
+            "--summary",
+            metavar="URL",
+            help="only print what an operator starting the server at URL needs: where the "
+            "page and the admin are, the model backend, the database (what `make run` shows)",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=1,
+            help="with --summary: how many worker processes will serve",
+        )
+        parser.add_argument(
             "--no-reply",
             dest="reply",
             action="store_false",
@@ -50,6 +63,10 @@ class Command(BaseCommand):
             config = llm.backend()
         except ImproperlyConfigured as exc:
             raise CommandError(f"The model backend is misconfigured: {exc}") from None
+        if options["summary"]:
+            for label, value in start_summary(config, options["summary"], options["workers"]):
+                self.line(label, value)
+            return
         for label, value in describe(config):
             self.line(label, value)
         if options["offline"]:
@@ -113,6 +130,47 @@ def describe(config: Backend) -> list[tuple[str, str]]:
     if config.name == "azure":
         rows.insert(3, ("API version", settings.AZURE_OPENAI_API_VERSION or "(SDK default)"))
     return rows
+
+
+def start_summary(config: Backend, url: str, workers: int) -> list[tuple[str, str]]:
+    """What the server about to start at `url` serves, in a few lines (never a secret)."""
+    url = url.rstrip("/")
+    rows = [
+        ("Chat", f"{url}/"),
+        ("Model", config.label),
+        ("Database", database_label()),
+        (
+            "Admin",
+            f"{url}/admin/ (first create a user: .venv/bin/python manage.py createsuperuser)",
+        ),
+    ]
+    if workers > 1:
+        if settings.REDIS_URL:
+            rows.append(("Workers", f"{workers}, sharing Redis"))
+        else:
+            rows.append(
+                (
+                    "WARNING",
+                    f"{workers} workers without REDIS_URL: each keeps its own rate limits, "
+                    "quotas and stop requests, and a reply can only be resumed on the worker "
+                    "that started it. Set REDIS_URL, or WORKERS=1.",
+                )
+            )
+    return rows
+
+
+def database_label() -> str:
+    """The default database, without its password."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = Path(str(database["NAME"]))
+        shown = (
+            name.relative_to(settings.BASE_DIR) if name.is_relative_to(settings.BASE_DIR) else name
+        )
+        return f"SQLite, {shown}"
+    host = database.get("HOST") or "local socket"
+    port = f":{database['PORT']}" if database.get("PORT") else ""
+    return f"{database['ENGINE'].rsplit('.', 1)[-1]}, {database['NAME']} on {host}{port}"
 
 
 async def reply_check(config: Backend) -> tuple[str, Finished, int]:

@@ -39,7 +39,7 @@ class Command(BaseCommand):
             writer = csv.writer(self.stdout, lineterminator="\n")
             writer.writerows(usage_table(report))
         else:
-            self.stdout.write(_aligned(usage_table(report)))
+            self.stdout.write(_aligned(usage_table(report, readable=True)))
 
 
 def _aligned(rows: list[list[str]]) -> str:
