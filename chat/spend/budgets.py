@@ -35,6 +35,7 @@ from django.utils import timezone
 
 from chat.errors import LimitExceeded
 from chat.models import Budget, DailyUsage, GroupBudget, Message
+from chat.money import usd
 from chat.spend.counters import cache_is_shared, run_cache_ops
 from chat.spend.ledger import E8, ledger_day
 from chat.spend.periods import Period, budget_period
@@ -354,13 +355,13 @@ async def budget_check(*, user_id: int, opening: int | None = None) -> None:
     if status.own_exceeded:
         message = (
             f"Your budget of ${status.limit:.2f} per {status.period.name} is used up "
-            f"(spent ${status.spent:.2f}); {resets}"
+            f"(spent {usd(status.spent)}); {resets}"
         )
     else:
         group = next(g for g in status.groups if g.exceeded)
         message = (
             f"The budget of your group {group.name!r}, ${group.limit:.2f} per "
-            f"{status.period.name}, is used up (spent ${group.spent:.2f}); {resets}"
+            f"{status.period.name}, is used up (spent {usd(group.spent)}); {resets}"
         )
     raise LimitExceeded("budget_exceeded", message, retry_after=status.period.seconds_left())
 
