@@ -180,6 +180,23 @@ CHAT_HTTP_CLIENT = env.str("CHAT_HTTP_CLIENT", default="aiohttp")
 # timeout (uvicorn's is 5 s), or a reused connection may already be closed at the far end.
 CHAT_UPSTREAM_KEEPALIVE_SECONDS = env.float("CHAT_UPSTREAM_KEEPALIVE_SECONDS", default=4.0)
 
+# Reasoning models (shell patterns): the Responses API asks them for a summary of their
+# reasoning (CHAT_REASONING_SUMMARY: auto, concise, detailed; "" asks for none) and, when
+# CHAT_REASONING_EFFORT is set (minimal, low, medium, high), for that effort.
+CHAT_REASONING_MODELS = env.list(
+    "CHAT_REASONING_MODELS", default=["o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*"]
+)
+CHAT_REASONING_SUMMARY = env.str("CHAT_REASONING_SUMMARY", default="auto")
+CHAT_REASONING_EFFORT = env.str("CHAT_REASONING_EFFORT", default="")
+# Tools the model may call: dotted paths of plain functions (chat.tools). Unset: the two
+# examples when the offline demo model answers, none otherwise.
+CHAT_TOOLS: list[str] | None = env.list("CHAT_TOOLS", default=None)
+CHAT_TOOL_TIMEOUT_SECONDS = env.float("CHAT_TOOL_TIMEOUT_SECONDS", default=20.0)
+# Model calls per turn at most: the last one is offered no tools, so it answers in text.
+CHAT_TOOL_MAX_ROUNDS = env.int("CHAT_TOOL_MAX_ROUNDS", default=5)
+if CHAT_TOOL_MAX_ROUNDS < 1:
+    raise ImproperlyConfigured("CHAT_TOOL_MAX_ROUNDS must be 1 or more.")
+
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 AZURE_OPENAI_ENDPOINT = env.str("AZURE_OPENAI_ENDPOINT", default="")

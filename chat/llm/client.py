@@ -3,7 +3,8 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import httpx2
@@ -11,6 +12,7 @@ import openai
 from django.conf import settings
 
 from chat.llm.backends import Api, Backend, backend
+from chat.llm.context import ToolSpec, tool_definitions
 from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
 from chat.llm.events import Finished, ProviderEvent
@@ -78,13 +80,44 @@ def _http_client() -> httpx2.AsyncClient | None:
     return openai.DefaultAioHttpClient(limits=limits)
 
 
+def is_reasoning_model(model: str) -> bool:
+    """Whether `model` is one that reasons before it answers (`CHAT_REASONING_MODELS`)."""
+    return any(fnmatchcase(model, pattern) for pattern in settings.CHAT_REASONING_MODELS)
+
+
+def _reasoning(model: str, api: Api) -> dict[str, Any]:
+    """The request's reasoning options: a summary of the reasoning (Responses), and the
+    effort when one is set; nothing for a model that does not reason."""
+    if not is_reasoning_model(model):
+        return {}
+    effort = settings.CHAT_REASONING_EFFORT
+    if api == "chat":
+        return {"reasoning_effort": effort} if effort else {}
+    options = (
+        {"summary": settings.CHAT_REASONING_SUMMARY} if settings.CHAT_REASONING_SUMMARY else {}
+    )
+    if effort:
+        options["effort"] = effort
+    return {"reasoning": options} if options else {}
+
+
 async def stream_reply(
-    *, messages: list[dict[str, str]], model: str, api: Api, system: str = ""
+    *,
+    messages: list[dict[str, Any]],
+    model: str,
+    api: Api,
+    system: str = "",
+    tools: Sequence[ToolSpec] = (),
 ) -> AsyncGenerator[ProviderEvent, None]:
-    """Stream one reply: `TextDelta`s, then exactly one `Finished`, or a `ProviderError`.
+    """Stream one reply: `TextDelta`s, `ReasoningDelta`s, `ReasoningItem`s and `ToolCall`s
+    in the order the model sent them, then exactly one `Finished`, or a `ProviderError`.
+    `messages` are input items in `api`'s shape (`chat.llm.context`); `tools` are offered.
 
     The upstream response is closed on every exit, including cancellation of the consumer.
     """
+    extra: dict[str, Any] = _reasoning(model, api)
+    if tools:
+        extra["tools"] = tool_definitions(api, tools)
     sdk = sdk_client()
     # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
     # passed as `messages`/`input`, the SDK first walks it against its typed params, on
@@ -97,7 +130,7 @@ async def stream_reply(
             model=model,
             instructions=system or openai.omit,
             stream=True,
-            extra_body={"input": messages},
+            extra_body={"input": messages, **extra},
         )
         parse = ResponsesParser()
     else:
@@ -107,7 +140,7 @@ async def stream_reply(
             messages=[],
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"messages": [*chat_messages, *messages]},
+            extra_body={"messages": [*chat_messages, *messages], **extra},
         )
         parse = ChatParser()
     request_id = ""
@@ -117,6 +150,8 @@ async def stream_reply(
             async for data in sse_data(sse_lines(response.iter_bytes())):
                 for event in parse(data):
                     yield event
+            for event in parse.flush():
+                yield event
             finished = parse.end()
             yield Finished(
                 finished.status,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from chat import llm
 from chat.llm import Finished, ProviderError, Usage
-from chat.models import Message
+from chat.models import Message, ModelPrice
 from chat.ops import metrics
 from chat.spend.ledger import ledger_record
 from chat.spend.prices import cost_of, price_now
@@ -47,8 +48,14 @@ async def turn_finish(
     stopped: bool,
     ttft_ms: int | None,
     duration_ms: int,
+    parts: Sequence[dict[str, Any]] = (),
+    rounds: Sequence[Finished] = (),
+    unfinished_round_text: str | None = None,
 ) -> EndData:
-    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data."""
+    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data.
+    `rounds` are its model calls that finished (each with usage); `finished` is the last,
+    with their sum, when the turn ended well. A turn cut short still counts the calls
+    that finished, and an estimate for the one under way when it wrote text."""
     if error is not None:
         status = Status.FAILED
     elif finished is not None:
@@ -56,9 +63,13 @@ async def turn_finish(
     else:
         status = Status.CANCELLED if stopped else Status.FAILED
     usage = finished.usage if finished is not None else None
-    if usage is None and (text or status == Status.COMPLETED):
-        prompt = turn.system + "".join(m["content"] for m in turn.context)
-        usage = llm.estimate_usage(prompt=prompt, reply=text)
+    partial = text if unfinished_round_text is None else unfinished_round_text
+    if usage is None:
+        counted = [r.usage for r in rounds if r.usage is not None]
+        if partial or (status == Status.COMPLETED and not rounds):
+            prompt = turn.system + "".join(str(m.get("content") or "") for m in turn.context)
+            counted.append(llm.estimate_usage(prompt=prompt, reply=partial))
+        usage = sum(counted[1:], counted[0]) if counted else None
     result = await _finishes.submit(
         _Finish(
             turn=turn,
@@ -69,6 +80,8 @@ async def turn_finish(
             error=error,
             ttft_ms=ttft_ms,
             duration_ms=duration_ms,
+            parts=list(parts),
+            rounds=list(rounds),
         )
     )
     upstream_request_id = (finished.request_id if finished else "") or (
@@ -113,6 +126,8 @@ class _Finish:
     error: ProviderError | None
     ttft_ms: int | None
     duration_ms: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[Finished] = field(default_factory=list)
 
 
 def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
@@ -150,6 +165,8 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         "finished_at": now,
         "error_type": error.error_type if error else "",
         "error_message": storable(error.message) if error else "",
+        "parts": finish.parts,
+        "rounds": [_round(r, price) for r in finish.rounds],
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)
@@ -171,6 +188,20 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         retry_after=error.retry_after if error else None,
     )
     return data, True
+
+
+def _round(finished: Finished, price: ModelPrice | None) -> dict[str, Any]:
+    """One model call of the turn as stored: what it used and cost, and its ids."""
+    usage = finished.usage
+    cost = cost_of(usage, price) if usage is not None and price is not None else None
+    return {
+        "response_id": finished.response_id,
+        "request_id": finished.request_id,
+        "finish_reason": finished.finish_reason,
+        "usage": usage.as_dict() if usage else None,
+        "usage_estimated": usage.estimated if usage else False,
+        "cost": None if cost is None else f"{cost:f}",
+    }
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)

@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.llm import ProviderEvent, TextDelta
+from chat.llm import TextDelta
 from chat.runtime import PerLoop, spawn
 from chat.streams import IDLE, StreamEvent
 
+Event = TypeVar("Event")
 CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
@@ -81,10 +82,10 @@ async def _poll_stops(keys: set[str]) -> None:
 
 
 async def relay(
-    upstream: AsyncIterator[ProviderEvent], *, cancel_key: str, idle_after: float
-) -> AsyncGenerator[ProviderEvent | StreamEvent, None]:
-    """`upstream`'s events, and `IDLE` (the one `StreamEvent` here) after `idle_after`
-    seconds without any."""
+    upstream: AsyncIterator[Event], *, cancel_key: str, idle_after: float
+) -> AsyncGenerator[Event | StreamEvent, None]:
+    """`upstream`'s events (the model's, and the tools' in between), and `IDLE` (the one
+    `StreamEvent` here) after `idle_after` seconds without any."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)

@@ -1,0 +1,132 @@
+"""A turn's model calls: the model may ask for tools, which run here, and is called again
+with their results, up to `CHAT_TOOL_MAX_ROUNDS` calls (the last offered no tools, so it
+answers in text). Yields every model event and each tool's start and result, in order;
+`turn_stream` shows, stores and bills them. Run inside the relay, so Stop cancels a tool
+that is running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from chat import llm
+from chat.access.owners import Owner
+from chat.tools import ToolResult, tool_run, tools_enabled
+from chat.turns.start import Turn
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted:
+    call: llm.ToolCall
+    runner: str  # who runs it: "python" (this server)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolFinished:
+    call: llm.ToolCall
+    result: ToolResult
+
+
+RoundEvent = llm.ProviderEvent | ToolStarted | ToolFinished
+NO_OWNER = Owner(anonymous_key="nobody")
+
+
+async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
+    tools = tools_enabled()
+    specs = [tool.spec for tool in tools.values()]
+    sent: list[dict[str, Any]] = list(turn.context)
+    for number in range(1, settings.CHAT_TOOL_MAX_ROUNDS + 1):
+        last = number == settings.CHAT_TOOL_MAX_ROUNDS
+        made = ReplyParts()
+        calls: list[llm.ToolCall] = []
+        async for event in llm.stream_reply(
+            messages=sent,
+            model=turn.model,
+            api=turn.api,
+            system=turn.system,
+            tools=() if last else specs,
+        ):
+            made.add(event)
+            if isinstance(event, llm.ToolCall):
+                calls.append(event)
+            yield event
+        if not calls:
+            return
+        for call in calls:
+            yield ToolStarted(call, "python")
+            if last:
+                result = ToolResult(
+                    f"Not run: this turn reached its limit of {number} model calls.", True, 0
+                )
+            else:
+                result = await tool_run(tools=tools, call=call, caller=turn.owner or NO_OWNER)
+            finished = ToolFinished(call, result)
+            made.add(finished)
+            yield finished
+        if last:
+            return
+        sent += llm.input_items(turn.api, made.parts)
+
+
+class ReplyParts:
+    """A reply's parts, in order, built from its events: consecutive text or reasoning
+    pieces join into one part; a reasoning part knows how long the thinking took."""
+
+    def __init__(self) -> None:
+        self.parts: list[dict[str, Any]] = []
+        self._reasoning_started: float | None = None
+
+    def add(self, event: RoundEvent | llm.ProviderEvent) -> None:
+        last = self.parts[-1] if self.parts else None
+        if isinstance(event, llm.ReasoningDelta):
+            if last is None or last["type"] != "reasoning" or "item" in last:
+                self._reasoning_started = time.monotonic()
+                self.parts.append({"type": "reasoning", "text": ""})
+            self.parts[-1]["text"] += event.text
+            return
+        if isinstance(event, llm.ReasoningItem):
+            if last is not None and last["type"] == "reasoning" and "item" not in last:
+                last["item"] = event.item
+            else:
+                self.parts.append({"type": "reasoning", "text": "", "item": event.item})
+            return
+        if isinstance(event, llm.Finished):
+            return
+        self._reasoning_done()
+        if isinstance(event, llm.TextDelta):
+            if last is not None and last["type"] == "text":
+                last["text"] += event.text
+            elif event.text:
+                self.parts.append({"type": "text", "text": event.text})
+        elif isinstance(event, llm.ToolCall):
+            self.parts.append(
+                {
+                    "type": "tool_call",
+                    "id": event.call_id,
+                    "name": event.name,
+                    "arguments": event.arguments,
+                    "runner": "python",
+                }
+            )
+        elif isinstance(event, ToolFinished):
+            self.parts.append(
+                {
+                    "type": "tool_result",
+                    "id": event.call.call_id,
+                    "name": event.call.name,
+                    "output": event.result.output,
+                    "error": event.result.error,
+                    "duration_ms": event.result.duration_ms,
+                }
+            )
+
+    def _reasoning_done(self) -> None:
+        if self._reasoning_started is not None and self.parts:
+            thought = self.parts[-1]
+            if thought["type"] == "reasoning":
+                thought["duration_ms"] = int((time.monotonic() - self._reasoning_started) * 1000)
+            self._reasoning_started = None
