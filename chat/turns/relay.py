@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.llm import TextDelta
+from chat.llm import ReasoningDelta, TextDelta
 from chat.runtime import PerLoop, spawn
 from chat.streams import IDLE, StreamEvent
 
@@ -111,7 +111,7 @@ async def relay(
             else:
                 item = queue.get_nowait()
             items = [item]
-            if isinstance(item, TextDelta) and not queue.empty():
+            if isinstance(item, TextDelta | ReasoningDelta) and not queue.empty():
                 items = _merge_queued(item, queue)
             for one in items:
                 if one is _DONE:
@@ -129,14 +129,16 @@ async def relay(
             await task
 
 
-def _merge_queued(first: TextDelta, queue: asyncio.Queue[Any]) -> list[Any]:
-    """`first` joined with the deltas already waiting behind it (nothing waits for more)."""
+def _merge_queued(first: TextDelta | ReasoningDelta, queue: asyncio.Queue[Any]) -> list[Any]:
+    """`first` joined with the deltas of its kind already waiting behind it (nothing waits
+    for more)."""
+    kind = type(first)
     texts = [first.text]
     rest: list[Any] = []
     while not queue.empty():
         item = queue.get_nowait()
-        if isinstance(item, TextDelta) and not rest:
+        if type(item) is kind and not rest:
             texts.append(item.text)
         else:
             rest.append(item)
-    return [TextDelta("".join(texts)), *rest]
+    return [kind("".join(texts)), *rest]
