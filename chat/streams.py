@@ -16,7 +16,16 @@ from typing import Any, Literal, NotRequired, TypedDict, cast
 from chat.errors import ErrorDetail, error_detail
 
 EventType = Literal[
-    "start", "delta", "reasoning", "tool_call", "tool_result", "end", "error", "idle"
+    "start",
+    "delta",
+    "reasoning",
+    "tool_call",
+    "tool_result",
+    "web_search",
+    "citation",
+    "end",
+    "error",
+    "idle",
 ]
 # The events that make up a reply's parts (`fold` gathers them in order).
 PART_EVENTS = {
@@ -24,6 +33,8 @@ PART_EVENTS = {
     "reasoning": "reasoning",
     "tool_call": "tool_call",
     "tool_result": "tool_result",
+    "web_search": "web_search",
+    "citation": "citation",
 }
 
 SSE_PING = b": ping\n\n"
@@ -185,8 +196,11 @@ def fold(events: Iterable[StreamEvent]) -> ChatReply:
             kind = PART_EVENTS[event.type]
             if event.type == "delta":
                 texts.append(event.data["text"])
+            same = [p for p in parts if kind == "web_search" and p.get("id") == event.data["id"]]
             if kind in ("text", "reasoning") and parts and parts[-1]["type"] == kind:
                 parts[-1]["text"] += event.data["text"]
+            elif same:  # a search under way, then done
+                same[0].update(event.data)
             else:
                 parts.append({"type": kind, **event.data})
         elif event.type in ("end", "error"):

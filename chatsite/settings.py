@@ -191,6 +191,9 @@ CHAT_REASONING_EFFORT = env.str("CHAT_REASONING_EFFORT", default="")
 # Tools the model may call: dotted paths of plain functions (chat.tools). Unset: the two
 # examples when the offline demo model answers, none otherwise.
 CHAT_TOOLS: list[str] | None = env.list("CHAT_TOOLS", default=None)
+# OpenAI's hosted web search (Responses API only), priced per 1,000 searches.
+CHAT_WEB_SEARCH = env.bool("CHAT_WEB_SEARCH", default=False)
+CHAT_WEB_SEARCH_USD_PER_1000 = Decimal(env.str("CHAT_WEB_SEARCH_USD_PER_1000", default="10.00"))
 CHAT_TOOL_TIMEOUT_SECONDS = env.float("CHAT_TOOL_TIMEOUT_SECONDS", default=20.0)
 # Model calls per turn at most: the last one is offered no tools, so it answers in text.
 CHAT_TOOL_MAX_ROUNDS = env.int("CHAT_TOOL_MAX_ROUNDS", default=5)

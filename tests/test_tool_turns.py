@@ -313,3 +313,50 @@ async def test_the_demo_model_thinks_calls_the_time_tool_and_answers(settings):
         text = "".join(data["text"] for name, data in events if name == "delta")
         assert text.startswith("It is **") and "Asia/Tokyo" in text
         assert events[-1][1]["usage"]["reasoning_tokens"] > 0
+
+
+async def test_hosted_web_search_shows_progress_cites_sources_and_is_priced(
+    upstream, settings, mini_price
+):
+    settings.CHAT_API = "responses"
+    settings.CHAT_WEB_SEARCH = True
+    settings.CHAT_WEB_SEARCH_USD_PER_1000 = Decimal("10")
+    text = ["Django 5.2 is an LTS release."]
+    cited = {
+        "url": "https://www.djangoproject.com/",
+        "title": "Django",
+        "start_index": 0,
+        "end_index": 10,
+    }
+    stream = wire.responses_stream(
+        text,
+        response_id="resp_1",
+        model=MODEL,
+        usage=wire.responses_usage(input_tokens=1000, output_tokens=100),
+        web_searches=["django 5.2 lts"],
+        citations=[cited],
+    )
+    upstream.queue(Reply(script=list(stream)))
+    response = await AsgiClient().post("/api/chat", {"message": "Is 5.2 LTS?"}, headers=SSE)
+    events = parse_sse(response.body)
+
+    assert upstream.bodies[0]["tools"] == [{"type": "web_search"}]
+    assert kinds(events) == ["start", "web_search", "web_search", "delta", "citation", "end"]
+    assert events[1][1]["status"] == "searching"
+    assert events[2][1] == {"id": "ws_0_1", "status": "completed", "query": "django 5.2 lts"}
+    assert events[4][1] == cited
+    row = await Message.objects.aget(pk=events[0][1]["message"])
+    assert [p["type"] for p in row.parts] == ["web_search", "text", "citation"]
+    assert row.parts[0]["query"] == "django 5.2 lts" and row.rounds[0]["web_searches"] == 1
+    tokens = Decimal("1000") * Decimal("0.40") / 10**6 + Decimal("100") * Decimal("1.60") / 10**6
+    assert row.cost == tokens + Decimal("0.01")  # one search at $10 per 1,000
+    # The JSON reply folds the search under way and done into one part.
+    upstream.queue(Reply(script=list(stream)))
+    folded = (await AsgiClient().post("/api/chat", {"message": "Is 5.2 LTS?"})).json()
+    assert folded["parts"][0] == {
+        "type": "web_search",
+        "id": "ws_0_1",
+        "status": "completed",
+        "query": "django 5.2 lts",
+    }
+    assert [p["type"] for p in folded["parts"]] == ["web_search", "text", "citation"]

@@ -15,6 +15,7 @@ from chat.llm.backends import APIS, Api, Backend, api_named, backend
 from chat.llm.context import ToolSpec, has_tool_parts, input_items
 from chat.llm.errors import ProviderError
 from chat.llm.events import (
+    Citation,
     Finished,
     ProviderEvent,
     ReasoningDelta,
@@ -22,6 +23,7 @@ from chat.llm.events import (
     TextDelta,
     ToolCall,
     Usage,
+    WebSearch,
     estimate_usage,
 )
 
@@ -46,6 +48,7 @@ __all__ = [
     "APIS",
     "Api",
     "Backend",
+    "Citation",
     "Finished",
     "ProviderError",
     "ProviderEvent",
@@ -55,6 +58,7 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
     "Usage",
+    "WebSearch",
     "api_named",
     "backend",
     "estimate_usage",

@@ -3,6 +3,7 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncGenerator, Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -15,7 +16,7 @@ from chat.llm.backends import Api, Backend, backend
 from chat.llm.context import ToolSpec, tool_definitions
 from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
-from chat.llm.events import Finished, ProviderEvent
+from chat.llm.events import ProviderEvent
 from chat.llm.parsers import ChatParser, ResponsesParser, sse_data, sse_lines
 from chat.runtime import PerLoop
 
@@ -108,16 +109,21 @@ async def stream_reply(
     api: Api,
     system: str = "",
     tools: Sequence[ToolSpec] = (),
+    web_search: bool = False,
 ) -> AsyncGenerator[ProviderEvent, None]:
     """Stream one reply: `TextDelta`s, `ReasoningDelta`s, `ReasoningItem`s and `ToolCall`s
     in the order the model sent them, then exactly one `Finished`, or a `ProviderError`.
-    `messages` are input items in `api`'s shape (`chat.llm.context`); `tools` are offered.
+    `messages` are input items in `api`'s shape (`chat.llm.context`); `tools` are offered,
+    and with `web_search` (Responses only) the provider's hosted web search.
 
     The upstream response is closed on every exit, including cancellation of the consumer.
     """
     extra: dict[str, Any] = _reasoning(model, api)
-    if tools:
-        extra["tools"] = tool_definitions(api, tools)
+    offered = tool_definitions(api, tools)
+    if web_search and api == "responses":
+        offered.append({"type": "web_search"})
+    if offered:
+        extra["tools"] = offered
     sdk = sdk_client()
     # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
     # passed as `messages`/`input`, the SDK first walks it against its typed params, on
@@ -153,13 +159,7 @@ async def stream_reply(
             for event in parse.flush():
                 yield event
             finished = parse.end()
-            yield Finished(
-                finished.status,
-                finished.finish_reason,
-                finished.usage,
-                finished.response_id,
-                request_id,
-            )
+            yield dataclasses.replace(finished, request_id=request_id)
     except ProviderError as exc:
         exc.request_id = exc.request_id or request_id
         raise

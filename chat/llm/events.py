@@ -73,15 +73,39 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSearch:
+    """The provider's hosted web search (Responses `web_search`): under way, then done
+    with the query it ran."""
+
+    item_id: str
+    status: Literal["searching", "completed"]
+    query: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A source the text cites (a `url_citation` annotation): characters
+    `start_index`–`end_index` of the reply's text."""
+
+    url: str
+    title: str
+    start_index: int
+    end_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     status: Literal["completed", "incomplete"]
     finish_reason: str
     usage: Usage | None
     response_id: str = ""
     request_id: str = ""
+    web_searches: int = 0  # hosted searches run, priced per call
 
 
-ProviderEvent = TextDelta | ReasoningDelta | ReasoningItem | ToolCall | Finished
+ProviderEvent = (
+    TextDelta | ReasoningDelta | ReasoningItem | ToolCall | WebSearch | Citation | Finished
+)
 
 
 def estimate_usage(*, prompt: str, reply: str) -> Usage:

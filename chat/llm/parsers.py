@@ -14,6 +14,7 @@ from typing import Any
 
 from chat.llm.errors import ProviderError, redact
 from chat.llm.events import (
+    Citation,
     Finished,
     ProviderEvent,
     ReasoningDelta,
@@ -21,6 +22,7 @@ from chat.llm.events import (
     TextDelta,
     ToolCall,
     Usage,
+    WebSearch,
 )
 from chat.llm.wire import DONE
 
@@ -80,6 +82,7 @@ class ResponsesParser:
 
     def __init__(self) -> None:
         self._finished: Finished | None = None
+        self._searches = 0
 
     def __call__(self, data: dict[str, Any]) -> list[ProviderEvent]:
         kind = data.get("type")
@@ -90,7 +93,27 @@ class ResponsesParser:
         if kind == "response.reasoning_summary_part.added" and data.get("summary_index"):
             return [ReasoningDelta("\n\n")]  # the summary's next paragraph
         if kind == "response.output_item.done":
-            return _output_item(data.get("item") or {})
+            item = data.get("item") or {}
+            if item.get("type") == "web_search_call":
+                self._searches += 1
+            return _output_item(item)
+        if kind == "response.output_item.added":
+            item = data.get("item") or {}
+            if item.get("type") == "web_search_call":
+                return [WebSearch(str(item.get("id") or ""), "searching")]
+            return []
+        if kind == "response.output_text.annotation.added":
+            note = data.get("annotation") or {}
+            if note.get("type") != "url_citation":
+                return []
+            return [
+                Citation(
+                    url=str(note.get("url") or ""),
+                    title=str(note.get("title") or ""),
+                    start_index=int(note.get("start_index") or 0),
+                    end_index=int(note.get("end_index") or 0),
+                )
+            ]
         if kind in ("response.completed", "response.incomplete"):
             response = data.get("response") or {}
             details = response.get("incomplete_details") or {}
@@ -102,6 +125,7 @@ class ResponsesParser:
                     response.get("usage"), input_key="input_tokens", output_key="output_tokens"
                 ),
                 response_id=response.get("id") or "",
+                web_searches=self._searches,
             )
         if kind == "response.failed":
             error = (data.get("response") or {}).get("error") or {}
@@ -136,6 +160,9 @@ def _output_item(item: dict[str, Any]) -> list[ProviderEvent]:
         ]
     if kind == "reasoning":
         return [ReasoningItem(item)]
+    if kind == "web_search_call":
+        query = (item.get("action") or {}).get("query") or ""
+        return [WebSearch(str(item.get("id") or ""), "completed", str(query))]
     return []
 
 

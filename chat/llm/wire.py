@@ -139,6 +139,8 @@ def responses_stream(
     incomplete_reason: str | None = None,
     reasoning: Sequence[str] = (),
     tool_calls: Sequence[WireToolCall] = (),
+    web_searches: Sequence[str] = (),
+    citations: Sequence[JsonObject] = (),
 ) -> Stream:
     """The events of a streamed reply whose text arrives as `parts`: the response created
     and in progress, its message and content part opened, a delta per part, the text and
@@ -147,7 +149,10 @@ def responses_stream(
     With `reasoning`, a reasoning item comes first, its summary streamed a delta per piece
     (`response.reasoning_summary_text.delta`). With `tool_calls`, a `function_call` item
     each follows the text (no message item when there is no text), its arguments streamed
-    in their fragments (`response.function_call_arguments.delta`)."""
+    in their fragments (`response.function_call_arguments.delta`). `web_searches` are
+    hosted `web_search_call` items (one per query) before the message, and `citations`
+    (`url_citation` annotations: url, title, start_index, end_index) are added to its text
+    after the last delta (`response.output_text.annotation.added`)."""
     numbers = count()
     item_id = _item_id(response_id)
     place = {"item_id": item_id, "output_index": 0, "content_index": 0}
@@ -185,6 +190,23 @@ def responses_stream(
             event("response.output_item.done", output_index=len(output), item=done_item),
         ]
         output.append(done_item)
+    for number, query in enumerate(web_searches):
+        ws_id = f"ws_{number}_" + response_id.removeprefix("resp_")
+        ws_place = {"item_id": ws_id, "output_index": len(output)}
+        searching: JsonObject = {"id": ws_id, "type": "web_search_call", "status": "in_progress"}
+        searched = {
+            **searching,
+            "status": "completed",
+            "action": {"type": "search", "query": query},
+        }
+        head += [
+            event("response.output_item.added", output_index=len(output), item=searching),
+            event("response.web_search_call.in_progress", **ws_place),
+            event("response.web_search_call.searching", **ws_place),
+            event("response.web_search_call.completed", **ws_place),
+            event("response.output_item.done", output_index=len(output), item=searched),
+        ]
+        output.append(searched)
     with_message = bool(parts) or not tool_calls
     if with_message:
         place["output_index"] = len(output)
@@ -201,11 +223,16 @@ def responses_stream(
             event("response.output_text.delta", **place, delta=part, logprobs=[]) for part in parts
         ]
     message = _message(item_id, status, text)
-    tail: list[Payload] = []
+    annotations = [{"type": "url_citation", **citation} for citation in citations]
+    message["content"][0]["annotations"] = annotations
+    tail: list[Payload] = [
+        event("response.output_text.annotation.added", **place, annotation_index=i, annotation=a)
+        for i, a in enumerate(annotations)
+    ]
     if with_message:
         tail += [
             event("response.output_text.done", **place, text=text, logprobs=[]),
-            event("response.content_part.done", **place, part=_output_text(text)),
+            event("response.content_part.done", **place, part=message["content"][0]),
             event("response.output_item.done", output_index=len(output), item=message),
         ]
         output.append(message)

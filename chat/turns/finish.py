@@ -8,8 +8,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -154,6 +156,9 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     usage, finished, error = finish.usage, finish.finished, finish.error
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
+    searches = sum(r.web_searches for r in finish.rounds)
+    if searches:  # hosted web search is billed per call, beside the tokens
+        cost = (cost or Decimal(0)) + search_cost(searches)
     fields: dict[str, Any] = {
         "content": storable(finish.text),
         "status": finish.status,
@@ -194,14 +199,21 @@ def _round(finished: Finished, price: ModelPrice | None) -> dict[str, Any]:
     """One model call of the turn as stored: what it used and cost, and its ids."""
     usage = finished.usage
     cost = cost_of(usage, price) if usage is not None and price is not None else None
+    if finished.web_searches:
+        cost = (cost or Decimal(0)) + search_cost(finished.web_searches)
     return {
         "response_id": finished.response_id,
         "request_id": finished.request_id,
         "finish_reason": finished.finish_reason,
         "usage": usage.as_dict() if usage else None,
         "usage_estimated": usage.estimated if usage else False,
+        "web_searches": finished.web_searches,
         "cost": None if cost is None else f"{cost:f}",
     }
+
+
+def search_cost(searches: int) -> Decimal:
+    return settings.CHAT_WEB_SEARCH_USD_PER_1000 * searches / 1000
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)

@@ -49,6 +49,7 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
             api=turn.api,
             system=turn.system,
             tools=() if last else specs,
+            web_search=settings.CHAT_WEB_SEARCH,
         ):
             made.add(event)
             if isinstance(event, llm.ToolCall):
@@ -97,6 +98,27 @@ class ReplyParts:
         if isinstance(event, llm.Finished):
             return
         self._reasoning_done()
+        if isinstance(event, llm.WebSearch):
+            found = next(
+                (p for p in self.parts if p["type"] == "web_search" and p["id"] == event.item_id),
+                None,
+            )
+            if found is None:
+                found = {"type": "web_search", "id": event.item_id}
+                self.parts.append(found)
+            found.update(status=event.status, query=event.query)
+            return
+        if isinstance(event, llm.Citation):
+            self.parts.append(
+                {
+                    "type": "citation",
+                    "url": event.url,
+                    "title": event.title,
+                    "start_index": event.start_index,
+                    "end_index": event.end_index,
+                }
+            )
+            return
         if isinstance(event, llm.TextDelta):
             if last is not None and last["type"] == "text":
                 last["text"] += event.text

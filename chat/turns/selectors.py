@@ -107,6 +107,12 @@ def part_events(parts: list[dict[str, Any]]) -> list[StreamEvent]:
         elif kind == "tool_result":
             result = ("id", "name", "output", "error", "duration_ms")
             events.append(StreamEvent("tool_result", {f: part.get(f) for f in result}))
+        elif kind == "web_search":
+            search = ("id", "status", "query")
+            events.append(StreamEvent("web_search", {f: part.get(f) for f in search}))
+        elif kind == "citation":
+            cited = ("url", "title", "start_index", "end_index")
+            events.append(StreamEvent("citation", {f: part.get(f) for f in cited}))
     return events
 
 

@@ -94,6 +94,21 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                         yield StreamEvent("reasoning", {"text": event.text})
                 elif isinstance(event, ToolCall):
                     yield StreamEvent("tool_call", tool_call_data(event, runner="python"))
+                elif isinstance(event, llm.WebSearch):
+                    yield StreamEvent(
+                        "web_search",
+                        {"id": event.item_id, "status": event.status, "query": event.query},
+                    )
+                elif isinstance(event, llm.Citation):
+                    yield StreamEvent(
+                        "citation",
+                        {
+                            "url": event.url,
+                            "title": event.title,
+                            "start_index": event.start_index,
+                            "end_index": event.end_index,
+                        },
+                    )
                 elif isinstance(event, ToolStarted):
                     pass  # announced by its `tool_call` already
                 elif isinstance(event, ToolFinished):

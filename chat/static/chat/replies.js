@@ -49,7 +49,7 @@ export class ReplyView {
     this.parts = new PartsView(); // thinking and tool cards, above the answer
     this.item = el("li", { class: "message message-assistant", "data-role": "assistant" }, [
       el("span", { class: "role", text: "Assistant" }),
-      el("div", { class: "bubble" }, [this.parts.box, this.markdown]),
+      el("div", { class: "bubble" }, [this.parts.box, this.markdown, this.parts.sources]),
       el("div", { class: "reply-foot" }, [this.details, this.actions]),
       this.notices,
     ]);

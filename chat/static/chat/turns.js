@@ -110,6 +110,14 @@ export class Turns {
       view.parts.toolCall(data);
       announce(`Calling the tool ${data.name}.`);
     });
+    source.addEventListener("web_search", (event) => {
+      seen(event);
+      view.parts.webSearch(JSON.parse(event.data));
+    });
+    source.addEventListener("citation", (event) => {
+      seen(event);
+      view.parts.citation(JSON.parse(event.data));
+    });
     source.addEventListener("tool_result", (event) => {
       seen(event);
       view.parts.toolResult(JSON.parse(event.data));
