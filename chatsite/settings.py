@@ -194,6 +194,11 @@ CHAT_TOOLS: list[str] | None = env.list("CHAT_TOOLS", default=None)
 # OpenAI's hosted web search (Responses API only), priced per 1,000 searches.
 CHAT_WEB_SEARCH = env.bool("CHAT_WEB_SEARCH", default=False)
 CHAT_WEB_SEARCH_USD_PER_1000 = Decimal(env.str("CHAT_WEB_SEARCH_USD_PER_1000", default="10.00"))
+# MCP servers whose tools are offered too (chat/tools/mcp.py): a JSON object of name →
+# {"url": streamable HTTP endpoint} or {"command", "args", "env"} (stdio), optionally "tools".
+CHAT_MCP_SERVERS: dict[str, dict[str, Any]] = env.json("CHAT_MCP_SERVERS", default={})
+CHAT_MCP_TIMEOUT_SECONDS = env.float("CHAT_MCP_TIMEOUT_SECONDS", default=10.0)
+CHAT_MCP_CACHE_SECONDS = env.float("CHAT_MCP_CACHE_SECONDS", default=300.0)
 CHAT_TOOL_TIMEOUT_SECONDS = env.float("CHAT_TOOL_TIMEOUT_SECONDS", default=20.0)
 # Model calls per turn at most: the last one is offered no tools, so it answers in text.
 CHAT_TOOL_MAX_ROUNDS = env.int("CHAT_TOOL_MAX_ROUNDS", default=5)

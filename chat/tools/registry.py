@@ -28,6 +28,10 @@ EXAMPLES = (
 _ARG_LINE = re.compile(r"^\s*(\w+)\s*(?:\([^)]*\))?\s*:\s*(.+)$")
 
 
+class ToolError(Exception):
+    """A tool's own failure, shown to the model as it is (an MCP server's error result)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Tool:
     name: str
@@ -35,6 +39,7 @@ class Tool:
     arguments: type[pydantic.BaseModel]
     spec: llm.ToolSpec
     caller_parameter: str | None  # the parameter that receives who is asking
+    runner: str = "python"  # who runs it: this server, or "mcp:<server>"
 
 
 def tool_from(function: Callable[..., Any]) -> Tool:

@@ -18,7 +18,10 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
-from chat.tools.registry import Caller, Tool
+from chat.tools.registry import Caller, Tool, ToolError
+
+# How an MCP tool's name is made: `<server>__<tool>` (chat.tools.mcp).
+SEPARATOR = "__"
 
 logger = logging.getLogger("chat")
 MAX_OUTPUT_CHARS = 20_000
@@ -31,10 +34,21 @@ class ToolResult:
     duration_ms: int
 
 
-async def tool_run(*, tools: dict[str, Tool], call: llm.ToolCall, caller: Caller) -> ToolResult:
-    """Run `call` with the tool of its name; cancelled with the turn (Stop)."""
+async def tool_run(
+    *,
+    tools: dict[str, Tool],
+    call: llm.ToolCall,
+    caller: Caller,
+    unavailable: dict[str, str] | None = None,
+) -> ToolResult:
+    """Run `call` with the tool of its name; cancelled with the turn (Stop).
+    `unavailable`: why an MCP server's tools are missing, by server name."""
     started = time.monotonic()
-    output, error = await _run(tools, call, caller)
+    server = call.name.split(SEPARATOR, 1)[0] if SEPARATOR in call.name else ""
+    if call.name not in tools and server in (unavailable or {}):
+        output, error = (unavailable or {})[server], True
+    else:
+        output, error = await _run(tools, call, caller)
     if len(output) > MAX_OUTPUT_CHARS:
         output = output[:MAX_OUTPUT_CHARS] + "… (cut)"
     return ToolResult(output, error, int((time.monotonic() - started) * 1000))
@@ -67,6 +81,8 @@ async def _run(tools: dict[str, Tool], call: llm.ToolCall, caller: Caller) -> tu
     except TimeoutError:
         seconds = settings.CHAT_TOOL_TIMEOUT_SECONDS
         return f"{call.name} did not answer within {seconds:g} seconds.", True
+    except ToolError as exc:
+        return str(exc), True
     except Exception as exc:
         logger.warning("tool %s failed", call.name, exc_info=True)
         return f"{call.name} failed: {type(exc).__name__}: {exc}", True

@@ -6,6 +6,7 @@ that is running."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -15,14 +16,14 @@ from django.conf import settings
 
 from chat import llm
 from chat.access.owners import Owner
-from chat.tools import ToolResult, tool_run, tools_enabled
+from chat.tools import ToolResult, tool_run, tools_available
 from chat.turns.start import Turn
 
 
 @dataclass(frozen=True, slots=True)
 class ToolStarted:
     call: llm.ToolCall
-    runner: str  # who runs it: "python" (this server)
+    runner: str  # who runs it: "python" (this server), "mcp:<server>", "none" (unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +37,7 @@ NO_OWNER = Owner(anonymous_key="nobody")
 
 
 async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
-    tools = tools_enabled()
+    tools, unavailable = await tools_available()
     specs = [tool.spec for tool in tools.values()]
     sent: list[dict[str, Any]] = list(turn.context)
     for number in range(1, settings.CHAT_TOOL_MAX_ROUNDS + 1):
@@ -58,13 +59,28 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
         if not calls:
             return
         for call in calls:
-            yield ToolStarted(call, "python")
-            if last:
-                result = ToolResult(
-                    f"Not run: this turn reached its limit of {number} model calls.", True, 0
+            tool = tools.get(call.name)
+            started = ToolStarted(call, tool.runner if tool else "none")
+            made.add(started)
+            yield started
+        if last:
+            refused = f"Not run: this turn reached its limit of {number} model calls."
+            results = [ToolResult(refused, True, 0) for _ in calls]
+        else:
+            # The round's calls run side by side (a model asks for several at once when
+            # they do not depend on each other); Stop cancels them all.
+            results = await asyncio.gather(
+                *(
+                    tool_run(
+                        tools=tools,
+                        call=call,
+                        caller=turn.owner or NO_OWNER,
+                        unavailable=unavailable,
+                    )
+                    for call in calls
                 )
-            else:
-                result = await tool_run(tools=tools, call=call, caller=turn.owner or NO_OWNER)
+            )
+        for call, result in zip(calls, results, strict=True):
             finished = ToolFinished(call, result)
             made.add(finished)
             yield finished
@@ -124,14 +140,14 @@ class ReplyParts:
                 last["text"] += event.text
             elif event.text:
                 self.parts.append({"type": "text", "text": event.text})
-        elif isinstance(event, llm.ToolCall):
+        elif isinstance(event, ToolStarted):
             self.parts.append(
                 {
                     "type": "tool_call",
-                    "id": event.call_id,
-                    "name": event.name,
-                    "arguments": event.arguments,
-                    "runner": "python",
+                    "id": event.call.call_id,
+                    "name": event.call.name,
+                    "arguments": event.call.arguments,
+                    "runner": event.runner,
                 }
             )
         elif isinstance(event, ToolFinished):

@@ -93,7 +93,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                     if event.text:
                         yield StreamEvent("reasoning", {"text": event.text})
                 elif isinstance(event, ToolCall):
-                    yield StreamEvent("tool_call", tool_call_data(event, runner="python"))
+                    pass  # announced when it starts, with who runs it
                 elif isinstance(event, llm.WebSearch):
                     yield StreamEvent(
                         "web_search",
@@ -110,7 +110,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                         },
                     )
                 elif isinstance(event, ToolStarted):
-                    pass  # announced by its `tool_call` already
+                    yield StreamEvent("tool_call", tool_call_data(event.call, runner=event.runner))
                 elif isinstance(event, ToolFinished):
                     yield StreamEvent(
                         "tool_result",
