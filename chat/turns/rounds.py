@@ -91,41 +91,59 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
 
 class ReplyParts:
     """A reply's parts, in order, built from its events: consecutive text or reasoning
-    pieces join into one part; a reasoning part knows how long the thinking took."""
+    pieces join into one part; a reasoning part knows how long the thinking took. Pieces
+    are joined once, when `parts` is read: a long reply is thousands of them."""
 
     def __init__(self) -> None:
-        self.parts: list[dict[str, Any]] = []
+        self._parts: list[dict[str, Any]] = []
+        self._pieces: list[str] | None = None  # of the last part, when it is text
         self._reasoning_started: float | None = None
 
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        return [
+            {**part, "text": "".join(part["text"])} if "text" in part else dict(part)
+            for part in self._parts
+        ]
+
     def add(self, event: RoundEvent | llm.ProviderEvent) -> None:
-        last = self.parts[-1] if self.parts else None
+        if isinstance(event, llm.TextDelta):  # the common case, first
+            if self._pieces is None:
+                if not event.text:
+                    return
+                self._reasoning_done()
+                self._pieces = []
+                self._parts.append({"type": "text", "text": self._pieces})
+            self._pieces.append(event.text)
+            return
+        if isinstance(event, llm.Finished):
+            return
+        self._pieces = None
+        last = self._parts[-1] if self._parts else None
         if isinstance(event, llm.ReasoningDelta):
             if last is None or last["type"] != "reasoning" or "item" in last:
                 self._reasoning_started = time.monotonic()
-                self.parts.append({"type": "reasoning", "text": ""})
-            self.parts[-1]["text"] += event.text
+                self._parts.append({"type": "reasoning", "text": []})
+            self._parts[-1]["text"].append(event.text)
             return
         if isinstance(event, llm.ReasoningItem):
             if last is not None and last["type"] == "reasoning" and "item" not in last:
                 last["item"] = event.item
             else:
-                self.parts.append({"type": "reasoning", "text": "", "item": event.item})
-            return
-        if isinstance(event, llm.Finished):
+                self._parts.append({"type": "reasoning", "text": [], "item": event.item})
             return
         self._reasoning_done()
         if isinstance(event, llm.WebSearch):
             found = next(
-                (p for p in self.parts if p["type"] == "web_search" and p["id"] == event.item_id),
+                (p for p in self._parts if p["type"] == "web_search" and p["id"] == event.item_id),
                 None,
             )
             if found is None:
                 found = {"type": "web_search", "id": event.item_id}
-                self.parts.append(found)
+                self._parts.append(found)
             found.update(status=event.status, query=event.query)
-            return
-        if isinstance(event, llm.Citation):
-            self.parts.append(
+        elif isinstance(event, llm.Citation):
+            self._parts.append(
                 {
                     "type": "citation",
                     "url": event.url,
@@ -134,14 +152,8 @@ class ReplyParts:
                     "end_index": event.end_index,
                 }
             )
-            return
-        if isinstance(event, llm.TextDelta):
-            if last is not None and last["type"] == "text":
-                last["text"] += event.text
-            elif event.text:
-                self.parts.append({"type": "text", "text": event.text})
         elif isinstance(event, ToolStarted):
-            self.parts.append(
+            self._parts.append(
                 {
                     "type": "tool_call",
                     "id": event.call.call_id,
@@ -151,7 +163,7 @@ class ReplyParts:
                 }
             )
         elif isinstance(event, ToolFinished):
-            self.parts.append(
+            self._parts.append(
                 {
                     "type": "tool_result",
                     "id": event.call.call_id,
@@ -163,8 +175,8 @@ class ReplyParts:
             )
 
     def _reasoning_done(self) -> None:
-        if self._reasoning_started is not None and self.parts:
-            thought = self.parts[-1]
+        if self._reasoning_started is not None and self._parts:
+            thought = self._parts[-1]
             if thought["type"] == "reasoning":
                 thought["duration_ms"] = int((time.monotonic() - self._reasoning_started) * 1000)
             self._reasoning_started = None
