@@ -20,16 +20,17 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from django.conf import settings
-from mcp import Client
-from mcp.client.stdio import StdioServerParameters
 
 from chat import llm
 from chat.tools.registry import Tool, ToolError
 from chat.tools.runner import SEPARATOR
+
+if TYPE_CHECKING:
+    from mcp.client.stdio import StdioServerParameters
 
 logger = logging.getLogger("chat")
 DOWN_SECONDS = 30.0
@@ -52,6 +53,10 @@ class McpServer:
     tools: tuple[str, ...] = ()  # only these, when given
 
     def target(self) -> str | StdioServerParameters:
+        # Imported only when a server is configured: the SDK and its dependencies are
+        # tens of MiB per worker that a deployment without MCP does not need.
+        from mcp.client.stdio import StdioServerParameters
+
         if self.url:
             return self.url
         return StdioServerParameters(
@@ -110,6 +115,8 @@ async def _listing(server: McpServer) -> _Listed:
     known = _listed.get(server)
     if known is not None and known.until > now:
         return known
+    from mcp import Client
+
     try:
         async with asyncio.timeout(settings.CHAT_MCP_TIMEOUT_SECONDS):
             async with Client(server.target()) as client:
@@ -138,6 +145,8 @@ def _tool(server: McpServer, name: str, description: str, schema: dict[str, Any]
     offered = f"{server.name}{SEPARATOR}{_NOT_A_NAME.sub('-', name)}"[:64]
 
     async def call(**arguments: Any) -> str:
+        from mcp import Client
+
         async with Client(server.target()) as client:
             result = await client.call_tool(name, arguments)
         text = "\n".join(_text(block) for block in result.content)
