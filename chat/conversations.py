@@ -144,7 +144,7 @@ def message_data(m: Message) -> MessageData:
         "created_at": m.created_at.isoformat(),
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
         "parts": shown_parts(m.parts),
-        "rounds": m.rounds,
+        "rounds": m.rounds or [],
     }
 
 
@@ -259,7 +259,7 @@ def conversations_purge(*, deleted_before: datetime) -> int:
     conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
     Message.objects.filter(conversation__in=conversations, purged_at__isnull=True).exclude(
         status__in=UNFINISHED
-    ).update(content="", error_message="", parts=[], purged_at=now)
+    ).update(content="", error_message="", parts=None, purged_at=now)
     return conversations.filter(purged_at__isnull=True).update(
         title="", system_prompt="", purged_at=now
     )
@@ -286,7 +286,7 @@ def history_purge(
     for done in _purge_in_batches(
         old_messages,
         ("purged_at", "created_at"),
-        {"content": "", "error_message": "", "parts": []},
+        {"content": "", "error_message": "", "parts": None},
         batch,
     ):
         messages += done
@@ -433,7 +433,7 @@ def export_record(conversation: Conversation, messages: list[Message]) -> Export
                 "cost": money_json(m.cost),
                 "created_at": m.created_at.isoformat(),
                 "parts": shown_parts(m.parts),
-                "rounds": m.rounds,
+                "rounds": m.rounds or [],
             }
             for m in messages
         ],

@@ -90,13 +90,14 @@ class Message(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     error_type = models.CharField(max_length=60, blank=True)
     error_message = models.TextField(blank=True)
-    # A reply is an ordered list of parts: reasoning, tool calls and their results, text
-    # (`chat.llm.context` names their fields). Written once with the row's outcome, read
-    # with it: to show, export and replay the reply, never queried into.
-    parts = models.JSONField(default=list, blank=True)
-    # Each upstream call of the turn (a tool loop makes several): its usage, response id,
-    # finish reason and cost. The row's tokens and cost are their sums.
-    rounds = models.JSONField(default=list, blank=True)
+    # A reply that is more than text is an ordered list of parts: reasoning, tool calls and
+    # their results, web searches, text, citations (`chat.llm.context` names their fields).
+    # Written once with the row's outcome, read with it: to show, export and replay the
+    # reply, never queried into. Null for a reply that is text only (`content` is all of it).
+    parts = models.JSONField(null=True, blank=True)
+    # Each upstream call of a turn that made several (a tool loop): its usage, response id,
+    # finish reason, web searches and cost. The row's tokens and cost are their sums.
+    rounds = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # When a worker started streaming it: a deferred turn may wait long before that, so
     # staleness is measured from here, not from `created_at`.

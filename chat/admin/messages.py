@@ -144,6 +144,7 @@ class MessageAdmin(LargeTableAdmin[Message]):
     @admin.display(description="content")
     def text(self, message: Message) -> str:
         return purged_text(message.content, message.purged_at)
+
     @admin.display(description="parts, in order")
     def parts_shown(self, message: Message) -> str:
         return parts_table(message.parts)

@@ -12,7 +12,7 @@ from django.utils.text import Truncator
 PREVIEW_CHARS = 2000
 
 
-def parts_table(parts: list[dict[str, Any]]) -> SafeString | str:
+def parts_table(parts: list[dict[str, Any]] | None) -> SafeString | str:
     if not parts:
         return "—"
     rows = format_html_join(
@@ -49,7 +49,7 @@ def _body(part: dict[str, Any]) -> str:
     return str(part.get("text") or "")
 
 
-def rounds_table(rounds: list[dict[str, Any]]) -> SafeString | str:
+def rounds_table(rounds: list[dict[str, Any]] | None) -> SafeString | str:
     if not rounds:
         return "—"
     rows = format_html_join(

@@ -154,6 +154,7 @@ def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
 
 def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     usage, finished, error = finish.usage, finish.finished, finish.error
+    rich = any(part["type"] != "text" for part in finish.parts)
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
     searches = sum(r.web_searches for r in finish.rounds)
@@ -170,8 +171,11 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         "finished_at": now,
         "error_type": error.error_type if error else "",
         "error_message": storable(error.message) if error else "",
-        "parts": finish.parts,
-        "rounds": [_round(r, price) for r in finish.rounds],
+        # Text only and one model call: `content` and the row's usage say it all.
+        "parts": finish.parts if rich else None,
+        "rounds": [_round(r, price) for r in finish.rounds]
+        if rich or len(finish.rounds) > 1
+        else None,
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)

@@ -82,10 +82,10 @@ def turn_replay(message: Message) -> list[StreamEvent]:
     return events
 
 
-def shown_parts(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def shown_parts(parts: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """A reply's parts as the API shows and exports them: without the provider's opaque
-    reasoning item, which only the model reads."""
-    return [{k: v for k, v in part.items() if k != "item"} for part in parts]
+    reasoning item, which only the model reads; none for a reply that is text only."""
+    return [{k: v for k, v in part.items() if k != "item"} for part in parts or ()]
 
 
 def part_events(parts: list[dict[str, Any]]) -> list[StreamEvent]:
