@@ -360,3 +360,25 @@ async def test_hosted_web_search_shows_progress_cites_sources_and_is_priced(
         "query": "django 5.2 lts",
     }
     assert [p["type"] for p in folded["parts"]] == ["web_search", "text", "citation"]
+
+
+@pytest.mark.usefixtures("mini_price")
+async def test_a_turn_that_reaches_the_budget_stops_after_that_round(tools, ada):
+    from django.contrib.auth import get_user_model
+
+    from chat.models import Budget
+
+    user = await get_user_model().objects.aget(username="ada")
+    await Budget.objects.acreate(user=user, limit_usd=Decimal("0.01"))
+    # 30,000 input tokens at $0.40 per million: $0.012, past the $0.01 budget.
+    tools.queue(chat_round([], n=1, calls=[ADD], prompt=30_000, completion=10))
+    tools.queue(chat_round(["never sent"], n=2))
+    reply = (await ada.post("/api/chat", {"message": "2+3?"})).json()
+
+    assert tools.calls == 1  # no second model call
+    assert (reply["status"], reply["finish_reason"]) == ("incomplete", "budget_exceeded")
+    assert [p["type"] for p in reply["parts"]] == ["tool_call", "tool_result"]
+    row = await Message.objects.aget(pk=reply["message"])
+    assert row.input_tokens == 30_000 and row.cost == Decimal("0.012016")
+    refused = await ada.post("/api/chat", {"message": "and now?"})
+    assert refused.status == 429 and refused.json()["error"]["type"] == "budget_exceeded"

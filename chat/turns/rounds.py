@@ -10,12 +10,17 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from chat import llm
 from chat.access.owners import Owner
+from chat.spend.budgets import budget_status
+from chat.spend.prices import cost_of, price_now
 from chat.tools import ToolResult, tool_run, tools_available
 from chat.turns.start import Turn
 
@@ -32,7 +37,12 @@ class ToolFinished:
     result: ToolResult
 
 
-RoundEvent = llm.ProviderEvent | ToolStarted | ToolFinished
+@dataclass(frozen=True, slots=True)
+class BudgetReached:
+    """The person's budget ran out during the turn: no more model calls."""
+
+
+RoundEvent = llm.ProviderEvent | ToolStarted | ToolFinished | BudgetReached
 NO_OWNER = Owner(anonymous_key="nobody")
 
 
@@ -40,7 +50,11 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
     tools, unavailable = await tools_available()
     specs = [tool.spec for tool in tools.values()]
     sent: list[dict[str, Any]] = list(turn.context)
+    spent = llm.Usage()
     for number in range(1, settings.CHAT_TOOL_MAX_ROUNDS + 1):
+        if number > 1 and await _budget_reached(turn, spent):
+            yield BudgetReached()
+            return
         last = number == settings.CHAT_TOOL_MAX_ROUNDS
         made = ReplyParts()
         calls: list[llm.ToolCall] = []
@@ -55,6 +69,8 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
             made.add(event)
             if isinstance(event, llm.ToolCall):
                 calls.append(event)
+            elif isinstance(event, llm.Finished) and event.usage is not None:
+                spent = spent + event.usage
             yield event
         if not calls:
             return
@@ -87,6 +103,21 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
         if last:
             return
         sent += llm.input_items(turn.api, made.parts)
+
+
+async def _budget_reached(turn: Turn, spent: llm.Usage) -> bool:
+    """Whether what the turn has cost so far takes the asking person (or one of their
+    groups) to a spending limit: then it stops after the round that did, rather than
+    calling the model again. Their budget is settled with the whole turn when it ends."""
+    if turn.owner is None or turn.owner.user_id is None:
+        return False
+    status = await budget_status(user_id=turn.owner.user_id)
+    limits = [(status.limit, status.spent), *((g.limit, g.spent) for g in status.groups)]
+    if all(limit is None for limit, _ in limits):
+        return False
+    price = await sync_to_async(price_now)(turn.model, timezone.now())
+    so_far = cost_of(spent, price) if price is not None else Decimal(0)
+    return any(limit is not None and used + so_far >= limit for limit, used in limits)
 
 
 class ReplyParts:

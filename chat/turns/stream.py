@@ -22,7 +22,7 @@ from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
-from chat.turns.rounds import ReplyParts, ToolFinished, ToolStarted, turn_rounds
+from chat.turns.rounds import BudgetReached, ReplyParts, ToolFinished, ToolStarted, turn_rounds
 from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
 
@@ -43,6 +43,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     reply = ReplyParts()
     rounds: list[Finished] = []
     round_text: list[str] = []  # the text of the model call under way
+    budget_reached = False
     ttft_ms: int | None = None
     finished: Finished | None = None
     error: ProviderError | None = None
@@ -125,9 +126,15 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                 elif isinstance(event, Finished):
                     rounds.append(_with_usage(event, turn=turn, text="".join(round_text)))
                     round_text.clear()
+                elif isinstance(event, BudgetReached):
+                    budget_reached = True
             if rounds:
                 total = sum((r.usage for r in rounds if r.usage), Usage())
                 finished = dataclasses.replace(rounds[-1], usage=total)
+                if budget_reached:
+                    finished = dataclasses.replace(
+                        finished, status="incomplete", finish_reason="budget_exceeded"
+                    )
     except ProviderError as exc:
         error = exc
     except relay.StopRequested:

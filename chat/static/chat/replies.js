@@ -115,6 +115,8 @@ export class ReplyView {
     this.showDetails(data);
     if (data.status === "cancelled") {
       this.notice(this.text ? "Stopped. The text so far was kept." : "Stopped before any text.");
+    } else if (data.status === "incomplete" && data.finish_reason === "budget_exceeded") {
+      this.notice("Stopped after a tool round: your budget for this period is used up.");
     } else if (data.status === "incomplete") {
       const reason = data.finish_reason ? ` (${data.finish_reason})` : "";
       this.notice(`The reply was cut short${reason}.`);
