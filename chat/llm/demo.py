@@ -9,6 +9,8 @@ echo the prompt, stream a token at a time and report usage; `chat.llm.wire` writ
 Offered the example tools, it uses them as a real model would: asked the time somewhere
 ("what time is it in Tokyo?") or to search past conversations ("search my conversations
 for invoices"), it thinks briefly and calls the tool, then answers from its result.
+Offered the hosted web search (Responses API), "search the web for …" shows a search
+and a cited source, and says plainly that no search was run.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ from chat.llm.events import estimate_tokens
 DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 _TIME_IN = re.compile(r"\btime\b.*?\bin\s+([\w /_+-]+?)\s*[?.!]*$", re.IGNORECASE)
+_WEB_SEARCH = re.compile(r"\bsearch the web for\s+(.+?)\s*[?.!]*$", re.IGNORECASE)
+_EXAMPLE_SOURCE = (
+    "Django's documentation",
+    "https://docs.djangoproject.com/",
+    "Django documentation",
+)
 _SEARCH_FOR = re.compile(r"\bsearch\b.*?\bconversations?\b.*?\bfor\s+(.+?)\s*[?.!]*$", re.I)
 
 
@@ -94,6 +102,8 @@ class DemoTransport(httpx2.AsyncBaseTransport):
             input_tokens=estimate_tokens(prompt_text),
         )
         answer.use_tools(messages, last_user, offered=_tool_names(body.get("tools")))
+        if not chat and _offers_web_search(body.get("tools")):
+            answer.search_web(last_user)
         headers = {"x-request-id": f"req_demo_{answer.key}"}
         written = answer.chat(body) if chat else answer.responses(body)
         if isinstance(written, dict):
@@ -129,6 +139,12 @@ def _tool_names(tools: Any) -> set[str]:
         if isinstance(tool, dict):
             names.add(str(tool.get("name") or (tool.get("function") or {}).get("name") or ""))
     return names
+
+
+def _offers_web_search(tools: Any) -> bool:
+    return isinstance(tools, list) and any(
+        isinstance(tool, dict) and tool.get("type") == "web_search" for tool in tools
+    )
 
 
 def _tool_output(message: Any) -> tuple[str, str] | None:
@@ -190,6 +206,27 @@ class _Answer:
         self.key = uuid.uuid4().hex[:16]
         self.reasoning: list[str] = []
         self.tool_calls: list[wire.WireToolCall] = []
+        self.web_searches: list[str] = []
+        self.citations: list[wire.JsonObject] = []
+
+    def search_web(self, last_user: str) -> None:
+        """Show what a hosted web search looks like: the search, an answer citing a source
+        (an example, and said to be one: the demo searches nothing)."""
+        asked = _WEB_SEARCH.search(last_user.strip())
+        if not asked:
+            return
+        query = asked.group(1).strip()
+        cited, url, title = _EXAMPLE_SOURCE
+        reply = (
+            f"The offline demo model cannot search the web, so nothing was looked up for "
+            f"“{query}”. A real model cites what it found, like this: {cited}."
+        )
+        start = reply.index(cited)
+        self._say(f"I would search the web for {query}.", reply)
+        self.web_searches = [query]
+        self.citations = [
+            {"url": url, "title": title, "start_index": start, "end_index": start + len(cited)}
+        ]
 
     def use_tools(self, messages: list[Any], last_user: str, *, offered: set[str]) -> None:
         """Think briefly and call a tool the question needs, or answer from its result."""
@@ -243,7 +280,12 @@ class _Answer:
         }
         if body.get("stream"):
             return wire.responses_stream(
-                self.parts, reasoning=self.reasoning, tool_calls=self.tool_calls, **fields
+                self.parts,
+                reasoning=self.reasoning,
+                tool_calls=self.tool_calls,
+                web_searches=self.web_searches,
+                citations=self.citations,
+                **fields,
             )
         return wire.responses_body(self.reply, **fields)
 

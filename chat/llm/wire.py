@@ -199,13 +199,16 @@ def responses_stream(
             "status": "completed",
             "action": {"type": "search", "query": query},
         }
-        head += [
-            event("response.output_item.added", output_index=len(output), item=searching),
-            event("response.web_search_call.in_progress", **ws_place),
-            event("response.web_search_call.searching", **ws_place),
-            event("response.web_search_call.completed", **ws_place),
-            event("response.output_item.done", output_index=len(output), item=searched),
-        ]
+        # After the reasoning item, in output order, when there is one.
+        (deltas if reasoning else head).extend(
+            [
+                event("response.output_item.added", output_index=len(output), item=searching),
+                event("response.web_search_call.in_progress", **ws_place),
+                event("response.web_search_call.searching", **ws_place),
+                event("response.web_search_call.completed", **ws_place),
+                event("response.output_item.done", output_index=len(output), item=searched),
+            ]
+        )
         output.append(searched)
     with_message = bool(parts) or not tool_calls
     if with_message:

@@ -157,8 +157,10 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     rich = any(part["type"] != "text" for part in finish.parts)
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
+    # Hosted web search is billed per call, beside the tokens (the demo's is pretend).
+    priced_searches = finish.turn.provider != "demo"
     searches = sum(r.web_searches for r in finish.rounds)
-    if searches:  # hosted web search is billed per call, beside the tokens
+    if searches and priced_searches:
         cost = (cost or Decimal(0)) + search_cost(searches)
     fields: dict[str, Any] = {
         "content": storable(finish.text),
@@ -173,7 +175,7 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         "error_message": storable(error.message) if error else "",
         # Text only and one model call: `content` and the row's usage say it all.
         "parts": finish.parts if rich else None,
-        "rounds": [_round(r, price) for r in finish.rounds]
+        "rounds": [_round(r, price, priced_searches) for r in finish.rounds]
         if rich or len(finish.rounds) > 1
         else None,
     }
@@ -199,11 +201,11 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     return data, True
 
 
-def _round(finished: Finished, price: ModelPrice | None) -> dict[str, Any]:
+def _round(finished: Finished, price: ModelPrice | None, priced_searches: bool) -> dict[str, Any]:
     """One model call of the turn as stored: what it used and cost, and its ids."""
     usage = finished.usage
     cost = cost_of(usage, price) if usage is not None and price is not None else None
-    if finished.web_searches:
+    if finished.web_searches and priced_searches:
         cost = (cost or Decimal(0)) + search_cost(finished.web_searches)
     return {
         "response_id": finished.response_id,

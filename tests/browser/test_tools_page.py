@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import LiveServer
+from tests.browser.conftest import LiveServer, _browser_page, _free_port, live_server
 from tests.browser.test_chat_page import conversation_id, last_reply, send
 
 pytestmark = pytest.mark.browser
@@ -61,3 +63,40 @@ def test_thinking_streams_then_folds_and_a_tool_card_shows_the_call(
     expect(reply.locator(".thinking-section")).to_have_count(2)
     expect(reply.locator(".thinking-section").first).not_to_have_attribute("open", "")
     expect(reply.locator(".tool-card")).to_have_attribute("data-state", "done")
+
+
+@pytest.fixture(scope="module")
+def search_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """The demo on the Responses API with the hosted web search offered."""
+    workdir = tmp_path_factory.mktemp("search")
+    with live_server(workdir, _free_port(), CHAT_API="responses", CHAT_WEB_SEARCH="true") as server:
+        yield server
+
+
+@pytest.fixture
+def search_page(browser: Any, search_server: LiveServer) -> Iterator[Any]:
+    with _browser_page(browser, search_server.url) as page:
+        yield page
+
+
+def test_a_web_search_shows_what_it_searched_and_numbered_sources(
+    search_page: Page, search_server: LiveServer
+) -> None:
+    page = search_page
+    page.goto("/")
+    send(page, "search the web for django release dates")
+    reply = last_reply(page)
+    expect(reply).to_have_attribute("data-state", "completed")
+    expect(reply.locator(".web-search")).to_have_text("🔎 Searched the web: django release dates")
+    source = reply.locator(".sources li a")
+    expect(source).to_have_count(1)
+    expect(source).to_have_text("Django documentation")
+    expect(source).to_have_attribute("href", "https://docs.djangoproject.com/")
+    expect(source).to_have_attribute("rel", "noopener noreferrer")
+    expect(reply.locator(".markdown")).to_contain_text("cannot search the web")
+
+    _, assistant = search_server.messages(conversation_id(page))
+    parts = json.loads(assistant["parts"])
+    assert [p["type"] for p in parts] == ["reasoning", "web_search", "text", "citation"]
+    page.reload()
+    expect(last_reply(page).locator(".sources li a")).to_have_text("Django documentation")
