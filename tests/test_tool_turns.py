@@ -287,6 +287,10 @@ async def test_the_next_turn_sends_earlier_calls_and_results_as_context(tools):
         await client.get(f"/api/conversations/{first['conversation']}/export?format=md")
     ).body.decode()
     assert '**Tool call** `add` `{"a": 2, "b": 3}`' in markdown
+    exported = (
+        await client.get(f"/api/conversations/{first['conversation']}/export?format=json")
+    ).json()
+    assert exported["messages"][1]["parts"] == reply["parts"]
     assert "**Tool result** `add`\n\n```\n5\n```" in markdown
 
 
