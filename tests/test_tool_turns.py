@@ -386,3 +386,22 @@ async def test_a_turn_that_reaches_the_budget_stops_after_that_round(tools, ada)
     assert row.input_tokens == 30_000 and row.cost == Decimal("0.012016")
     refused = await ada.post("/api/chat", {"message": "and now?"})
     assert refused.status == 429 and refused.json()["error"]["type"] == "budget_exceeded"
+
+
+async def test_a_round_cut_before_its_usage_chunk_is_estimated_and_flagged(tools):
+    tools.queue(chat_round([], n=1, calls=[ADD], prompt=100, completion=10))
+    whole = chat_round(["It is 5."], n=2).script
+    tools.queue(Reply(script=[frame for frame in whole if not _usage_only(frame)]))
+    reply = (await AsgiClient().post("/api/chat", {"message": "2+3?"})).json()
+
+    assert reply["status"] == "completed" and reply["usage_estimated"] is True
+    row = await Message.objects.aget(pk=reply["message"])
+    first, second = row.rounds
+    assert first["usage"]["input_tokens"] == 100 and first["usage_estimated"] is False
+    assert second["usage_estimated"] is True and second["usage"]["output_tokens"] > 0
+    assert row.input_tokens == 100 + second["usage"]["input_tokens"]
+
+
+def _usage_only(frame) -> bool:
+    """The chunk with no choices that carries a Chat Completions stream's usage."""
+    return isinstance(frame, dict) and frame.get("choices") == [] and bool(frame.get("usage"))
