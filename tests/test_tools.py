@@ -125,3 +125,18 @@ def test_search_conversations_finds_only_the_askers_own():
     Message.objects.create(conversation=theirs, role="user", content="bob's invoice secret")
     found = search_conversations("invoice", caller=ADA)
     assert [(hit["title"], hit["text"]) for hit in found] == [("Budget", "the invoice for March")]
+
+
+def test_the_system_check_names_a_path_that_is_no_tool_and_an_mcp_server_without_target(
+    settings,
+):
+    from chat.tools.registry import tools_check
+
+    settings.CHAT_TOOLS = ["tests.tool_functions.add", "tests.tool_functions.nope", "math.pi"]
+    settings.CHAT_MCP_SERVERS = {"half": {"args": ["x"]}}
+    found = [(m.id, m.msg.split(":")[1].strip()) for m in tools_check()]
+    assert found == [
+        ("chat.E101", "'tests.tool_functions.nope' cannot be a tool"),
+        ("chat.E101", "'math.pi' cannot be a tool"),
+        ("chat.E102", '\'half\' needs a "url" or a "command".'),
+    ]

@@ -14,6 +14,7 @@ from typing import Any, get_type_hints
 
 import pydantic
 from django.conf import settings
+from django.core import checks
 from django.utils.module_loading import import_string
 
 from chat import llm
@@ -45,6 +46,8 @@ class Tool:
 def tool_from(function: Callable[..., Any]) -> Tool:
     """`function` as a tool: its name, the first paragraph of its docstring as what it
     does, and each parameter's type, default and `Args:` line as its schema."""
+    if not inspect.isfunction(function) and not inspect.iscoroutinefunction(function):
+        raise TypeError(f"{function!r} is not a function.")
     name = function.__name__
     doc = inspect.getdoc(function) or ""
     summary, arg_docs = _docstring(doc)
@@ -87,6 +90,28 @@ def _docstring(doc: str) -> tuple[str, dict[str, str]]:
         elif in_args and (match := _ARG_LINE.match(line)):
             args[match.group(1)] = match.group(2).strip()
     return summary, args
+
+
+def tools_check(**kwargs: Any) -> list[checks.CheckMessage]:
+    """`manage.py check` (and start-up): every `CHAT_TOOLS` path is a function that can be
+    a tool, and every MCP server names a URL or a command; not the first turn failing."""
+    problems: list[checks.CheckMessage] = []
+    for path in settings.CHAT_TOOLS or ():
+        try:
+            tool_from(import_string(path))
+        except (ImportError, ValueError, TypeError, pydantic.PydanticUserError) as exc:
+            problems.append(
+                checks.Error(f"CHAT_TOOLS: {path!r} cannot be a tool: {exc}", id="chat.E101")
+            )
+    for name, config in (settings.CHAT_MCP_SERVERS or {}).items():
+        if not isinstance(config, dict) or not (config.get("url") or config.get("command")):
+            problems.append(
+                checks.Error(
+                    f'CHAT_MCP_SERVERS: {name!r} needs a "url" or a "command".',
+                    id="chat.E102",
+                )
+            )
+    return problems
 
 
 @cache
