@@ -1,8 +1,10 @@
 """A small MCP server of our own (the `mcp` SDK's MCPServer) that the tests start over
-stdio: `python -m tests.mcp_server`."""
+stdio, `python -m tests.mcp_server`, or over streamable HTTP,
+`python -m tests.mcp_server --port 8123` (served at `/mcp`)."""
 
 from __future__ import annotations
 
+import sys
 import time
 
 from mcp.server.mcpserver import MCPServer
@@ -30,4 +32,8 @@ def nap(seconds: float) -> str:
 
 
 if __name__ == "__main__":
-    server.run()
+    if "--port" in sys.argv:
+        port = int(sys.argv[sys.argv.index("--port") + 1])
+        server.run("streamable-http", host="127.0.0.1", port=port)
+    else:
+        server.run()

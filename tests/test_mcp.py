@@ -4,6 +4,7 @@ nobody here wrote. A server that is down offers nothing and never fails a turn."
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from chat.models import Message
 from chat.tools import mcp_forget, mcp_tools, tool_run
 from chat.tools.registry import Caller
 from tests.asgi import AsgiClient
+from tests.servers import free_port, start
 from tests.upstream import MODEL, Reply
 
 pytestmark = [pytest.mark.asyncio]
@@ -76,6 +78,27 @@ async def test_our_servers_tools_are_listed_with_their_schemas_and_called(settin
     assert refused.error is True and "Error executing tool refuse" in refused.output
     wrong = await tool_run(tools=tools, call=call("notes__shout", '{"txt": 1}'), caller=ASKER)
     assert wrong.error is True and "text" in wrong.output and "Field required" in wrong.output
+
+
+@pytest.fixture(scope="module")
+def http_server():
+    """Our server over streamable HTTP, in a process of its own."""
+    port = free_port()
+    proc = start(
+        [sys.executable, "-m", "tests.mcp_server", "--port", str(port)], dict(os.environ), port
+    )
+    yield f"http://127.0.0.1:{port}/mcp"
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_a_streamable_http_server_is_listed_and_called(settings, http_server):
+    settings.CHAT_MCP_SERVERS = {"web": {"url": http_server, "tools": ["shout"]}}
+    tools, down = await mcp_tools()
+    assert (sorted(tools), down) == (["web__shout"], {})
+    assert tools["web__shout"].runner == "mcp:web"
+    result = await tool_run(tools=tools, call=call("web__shout", '{"text": "über"}'), caller=ASKER)
+    assert (result.output, result.error) == ("ÜBER", False)
 
 
 async def test_a_hanging_mcp_tool_is_timed_out(settings):
