@@ -328,3 +328,25 @@ class GroupBudget(models.Model):
 
     def __str__(self) -> str:
         return f"${self.limit_usd} per period"
+
+
+class DailyToolUsage(models.Model):
+    """Tool calls per day (in `TIME_ZONE`), tool and who ran it (`python`, `mcp:<server>`,
+    `provider` for hosted web search, `none` for a tool the model invented): counted in the
+    transaction that finishes their turn (`chat.spend.tool_calls`), read by the usage
+    dashboard. Only ever added to."""
+
+    day = models.DateField()
+    tool = models.CharField(max_length=100)
+    runner = models.CharField(max_length=60)
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0, help_text="All the calls' time together.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "tool", "runner"], name="one_tool_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} on {self.day}: {self.calls}"

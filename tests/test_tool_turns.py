@@ -12,7 +12,7 @@ import pytest
 
 from chat import llm
 from chat.llm import wire
-from chat.models import Message
+from chat.models import DailyToolUsage, Message
 from chat.turns import turn_replay
 from tests import tool_functions
 from tests.asgi import AsgiClient, parse_sse
@@ -364,6 +364,8 @@ async def test_hosted_web_search_shows_progress_cites_sources_and_is_priced(
         "query": "django 5.2 lts",
     }
     assert [p["type"] for p in folded["parts"]] == ["web_search", "text", "citation"]
+    counted = [(r.tool, r.runner, r.calls) async for r in DailyToolUsage.objects.all()]
+    assert counted == [("web_search", "provider", 2)]
 
 
 @pytest.mark.usefixtures("mini_price")

@@ -29,6 +29,7 @@ from chat.spend.reports import (
     usage_summary,
     usage_table,
 )
+from chat.spend.tool_calls import reasoning_tokens_total, tool_calls_summary
 
 PERIODS = [
     ("today", "Today"),
@@ -136,6 +137,8 @@ def usage_dashboard(
             day_chart(reports["day"], metric="tokens"),
         ],
         "changelist_url": changelist_url(since, until),
+        "tool_calls": tool_calls_summary(since=since, until=until),
+        "reasoning_tokens": reasoning_tokens_total(since=since, until=until),
     }
     return TemplateResponse(request, "admin/chat/usage_dashboard.html", context)
 

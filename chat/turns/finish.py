@@ -21,6 +21,7 @@ from chat.models import Message, ModelPrice
 from chat.ops import metrics
 from chat.spend.ledger import ledger_record
 from chat.spend.prices import cost_of, price_now
+from chat.spend.tool_calls import tool_calls_record
 from chat.streams import EndData
 from chat.text import storable
 from chat.turns.batching import Batcher
@@ -147,6 +148,12 @@ def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
                 f.turn.message_id for f, (_, ok) in zip(finishes, results, strict=True) if ok
             ]
             ledger_record(written)
+            tool_calls_record(
+                finished_at=now,
+                replies=[
+                    f.parts for f, (_, ok) in zip(finishes, results, strict=True) if ok and f.parts
+                ],
+            )
             return [data for data, _ in results]
     finally:
         release_connection()
