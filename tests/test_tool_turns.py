@@ -9,10 +9,12 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import sync_to_async
 
 from chat import llm
 from chat.llm import wire
 from chat.models import DailyToolUsage, Message
+from chat.spend.prices import messages_recost
 from chat.turns import turn_replay
 from tests import tool_functions
 from tests.asgi import AsgiClient, parse_sse
@@ -354,6 +356,9 @@ async def test_hosted_web_search_shows_progress_cites_sources_and_is_priced(
     assert row.parts[0]["query"] == "django 5.2 lts" and row.rounds[0]["web_searches"] == 1
     tokens = Decimal("1000") * Decimal("0.40") / 10**6 + Decimal("100") * Decimal("1.60") / 10**6
     assert row.cost == tokens + Decimal("0.01")  # one search at $10 per 1,000
+    # Recomputing the cost from the price list keeps the search's price in it.
+    recost = await sync_to_async(messages_recost)(messages=Message.objects.filter(pk=row.pk))
+    assert (recost.unchanged, recost.changed) == (1, 0)
     # The JSON reply folds the search under way and done into one part.
     upstream.queue(Reply(script=list(stream)))
     folded = (await AsgiClient().post("/api/chat", {"message": "Is 5.2 LTS?"})).json()

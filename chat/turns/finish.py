@@ -11,7 +11,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -20,7 +19,7 @@ from chat.llm import Finished, ProviderError, Usage
 from chat.models import Message, ModelPrice
 from chat.ops import metrics
 from chat.spend.ledger import ledger_record
-from chat.spend.prices import cost_of, price_now
+from chat.spend.prices import cost_of, price_now, search_cost
 from chat.spend.tool_calls import tool_calls_record
 from chat.streams import EndData
 from chat.text import storable
@@ -223,10 +222,6 @@ def _round(finished: Finished, price: ModelPrice | None, priced_searches: bool) 
         "web_searches": finished.web_searches,
         "cost": None if cost is None else f"{cost:f}",
     }
-
-
-def search_cost(searches: int) -> Decimal:
-    return settings.CHAT_WEB_SEARCH_USD_PER_1000 * searches / 1000
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)
