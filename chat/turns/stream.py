@@ -30,9 +30,9 @@ logger = logging.getLogger("chat")
 
 
 async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
-    """Call the model and yield `start`, then `reasoning`, `delta`, `tool_call` and
-    `tool_result` events as they happen (a tool loop calls the model several times),
-    then `end` or `error`.
+    """Call the model and yield `start`, then `reasoning`, `delta`, `tool_call`,
+    `tool_result`, `web_search` and `citation` events as they happen (a tool loop calls
+    the model several times), then `end` or `error`.
 
     The row is finished exactly once, in a shielded `finally`, for every outcome:
     completed, upstream error, timeout, stop request, or the consumer going away. Each
