@@ -5,7 +5,10 @@
 Serves `POST /v1/chat/completions` and `POST /v1/responses`, streamed or not, over
 HTTP/1.1 keep-alive with chunked bodies; `chat.llm.wire` writes what they answer.
 `POST /_config` changes the timing (JSON body with any of `ttft_ms`, `delay_ms`,
-`tokens`, `error_rate`); `GET /_stats` counts the model calls answered so far. It is a
+`tokens`, `error_rate`, `tool_rounds`); `GET /_stats` counts the model calls answered so
+far. With `tool_rounds`, a Chat Completions request that offers tools and carries fewer
+tool results than that is answered with a call of its first tool (`TOOL_ARGUMENTS`,
+`TOOL_CALL_TOKENS` tokens), the way a model asks for one, instead of text. It is a
 hand-written server, not an ASGI app, so that it spends as little as possible of the
 CPU the benchmark measures the servers with.
 """
@@ -26,6 +29,8 @@ IDLE_TIMEOUT_SECONDS = 30.0  # keep-alive clients must expire idle connections b
 PROMPT_TOKENS = 12
 CHAT_ID = "chatcmpl-fake"
 RESPONSE_ID = "resp_fake"
+TOOL_ARGUMENTS = ['{"timezone"', ': "UTC"}']
+TOOL_CALL_TOKENS = 8
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Config:
     delay_ms: float = 10.0
     tokens: int = 100
     error_rate: float = 0.0
+    tool_rounds: int = 0
 
 
 @dataclass
@@ -141,6 +147,19 @@ def _responses_usage(config: Config) -> wire.JsonObject:
 def _chat_stream(model: str, config: Config, body: dict[str, Any]) -> wire.Stream:
     # Streamed, OpenAI sends usage only when the request asks for it.
     asked = bool((body.get("stream_options") or {}).get("include_usage"))
+    tools = body.get("tools") or []
+    results = sum(1 for m in body.get("messages") or () if m.get("role") == "tool")
+    if tools and results < config.tool_rounds:
+        name = tools[0]["function"]["name"]
+        call = wire.WireToolCall(f"call_fake_{results}", name, TOOL_ARGUMENTS)
+        spent = wire.chat_usage(prompt_tokens=PROMPT_TOKENS, completion_tokens=TOOL_CALL_TOKENS)
+        return wire.chat_stream(
+            [],
+            completion_id=CHAT_ID,
+            model=model,
+            usage=spent if asked else None,
+            tool_calls=[call],
+        )
     usage = _chat_usage(config) if asked else None
     return wire.chat_stream(_parts(config), completion_id=CHAT_ID, model=model, usage=usage)
 

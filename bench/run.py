@@ -37,6 +37,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from bench.fake_upstream import TOOL_CALL_TOKENS
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,6 +58,7 @@ class Scenario:
     mode: str = "sse"  # or "json"
     ttft_ms: float = 50.0
     time_limit_s: float = 60.0
+    tool_rounds: int = 0  # model calls that ask for a tool before the reply (ours only)
 
 
 SCENARIOS = [
@@ -70,6 +73,15 @@ SCENARIOS = [
         100,
         10.0,
         "resume",
+    ),
+    Scenario(
+        "tools50",
+        "as c50, with a tool offered: a plain reply, then each turn one tool round first",
+        300,
+        50,
+        100,
+        10.0,
+        tool_rounds=1,
     ),
     Scenario(
         "burst1000",
@@ -445,12 +457,38 @@ async def configure_upstream(port: int, scenario: Scenario) -> None:
         "ttft_ms": scenario.ttft_ms,
         "delay_ms": scenario.delay_ms,
         "tokens": scenario.tokens,
+        "tool_rounds": scenario.tool_rounds,
     }
     async with (
         aiohttp.ClientSession() as session,
         session.post(f"http://{HOST}:{port}/_config", json=config) as response,
     ):
         response.raise_for_status()
+
+
+async def measure_tools(
+    scenario: Scenario,
+    up_port: int,
+    app: subprocess.Popen[bytes],
+    port: int,
+    quiet: bool,
+    db_path: Path | str,
+) -> list[Figures]:
+    """The same chats on the app with a tool offered: plain replies first ("ours-plain"),
+    then each with `tool_rounds` tool rounds before it ("ours"); the difference in CPU per
+    reply is this server's cost of a tool round (two model calls, the tool, the parts)."""
+    url = f"http://{HOST}:{port}/api/chat"
+    results = []
+    for target, rounds in (("ours-plain", 0), ("ours", scenario.tool_rounds)):
+        run_as = Scenario(**{**asdict(scenario), "tool_rounds": rounds})
+        await configure_upstream(up_port, run_as)
+        figures, outcomes = await measure(target, app.pid, url, run_as)
+        figures.recorded = check_recorded(db_path, outcomes, run_as)
+        figures.scenario = scenario.name
+        results.append(figures)
+        if not quiet:
+            print(table([figures]).splitlines()[-1], file=sys.stderr, flush=True)
+    return results
 
 
 def percentile(values: list[float], q: int) -> float | None:
@@ -585,7 +623,7 @@ def check_recorded(db_path: Path | str, outcomes: list[Outcome], scenario: Scena
         row
         for row in rows
         if row[1] == "completed"
-        and row[2] == scenario.tokens
+        and row[2] == scenario.tokens + scenario.tool_rounds * TOOL_CALL_TOKENS
         and not row[3]
         and row[4] is not None
         and row[5] == 1
@@ -781,6 +819,10 @@ def verdicts(results: list[Figures]) -> list[str]:
     if (found := pair("c1")) and found[0].ttft_p50_ms and found[1].ttft_p50_ms:
         added = found[1].ttft_p50_ms - found[0].ttft_p50_ms
         out.append(f"added TTFT p50 at concurrency 1: {added:+.1f} ms (target <= 10)")
+    plain, tooled = by.get(("tools50", "ours-plain")), by.get(("tools50", "ours"))
+    if plain and tooled:
+        per_round = tooled.cpu_ms_per_reply - plain.cpu_ms_per_reply
+        out.append(f"CPU per tool round (tools50): {per_round:.2f} ms (target <= 5)")
     if found := pair("burst1000"):
         floor, ours = found
         if floor.ttft_p99_ms and ours.ttft_p99_ms:
@@ -805,7 +847,7 @@ async def run(
     database_url: str = "",
     redis_url: str = "",
 ) -> tuple[list[Figures], list[StartCost], AdminLoad | None]:
-    up_port, app_port, floor_port = free_port(), free_port(), free_port()
+    up_port, app_port, floor_port, tools_port = free_port(), free_port(), free_port(), free_port()
     db_path: Path | str = database_url or workdir / "bench.sqlite3"
     env = app_env(up_port, workdir / "bench.sqlite3", database_url, redis_url)
     migrate(env)
@@ -817,7 +859,14 @@ async def run(
         started(
             uvicorn_cmd("bench.passthrough:app", floor_port), env, workdir / "floor.log"
         ) as floor,
+        # Ours with a Python tool offered, for the tool scenarios (the others offer none).
+        started(
+            uvicorn_cmd("chatsite.asgi:application", tools_port),
+            {**env, "CHAT_TOOLS": "chat.tools.examples.current_time"},
+            workdir / "tools-app.log",
+        ) as tools_app,
     ):
+        await wait_for_port(tools_port, tools_app, "our app with a tool")
         await wait_for_port(up_port, upstream, "fake upstream")
         await wait_for_port(app_port, app, "our app")
         await wait_for_port(floor_port, floor, "pass-through floor")
@@ -832,6 +881,11 @@ async def run(
         results: list[Figures] = []
         starts: list[StartCost] = []
         for scenario in scenarios:
+            if scenario.tool_rounds:
+                results += await measure_tools(
+                    scenario, up_port, tools_app, tools_port, quiet, db_path
+                )
+                continue
             await configure_upstream(up_port, scenario)
             for target, pid, url in targets:
                 if scenario.mode == "resume" and target == "floor":

@@ -7,8 +7,13 @@ class ChatConfig(AppConfig):
     verbose_name = "Chat"
 
     def ready(self) -> None:
+        from django.core import checks
+
         from chat import llm
         from chat.access import accounts, identity  # noqa: F401 (their receivers)
+        from chat.tools.registry import tools_check
+
+        checks.register(tools_check)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.

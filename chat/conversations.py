@@ -30,7 +30,7 @@ from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.streams import UsageData, money_json
 from chat.text import one_line
-from chat.turns import UNFINISHED, message_usage, stream_url
+from chat.turns import UNFINISHED, message_usage, shown_parts, stream_url
 
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
@@ -69,6 +69,8 @@ class MessageData(TypedDict):
     error: ErrorDetail | None
     created_at: str
     stream_url: str | None
+    parts: list[dict[str, Any]]  # reasoning, tool calls and results, text; in order
+    rounds: list[dict[str, Any]]  # each model call's usage and cost
 
 
 class CurrentMessage(MessageData):
@@ -141,6 +143,8 @@ def message_data(m: Message) -> MessageData:
         "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
         "created_at": m.created_at.isoformat(),
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
+        "parts": shown_parts(m.parts),
+        "rounds": m.rounds or [],
     }
 
 
@@ -255,7 +259,7 @@ def conversations_purge(*, deleted_before: datetime) -> int:
     conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
     Message.objects.filter(conversation__in=conversations, purged_at__isnull=True).exclude(
         status__in=UNFINISHED
-    ).update(content="", error_message="", purged_at=now)
+    ).update(content="", error_message="", parts=None, purged_at=now)
     return conversations.filter(purged_at__isnull=True).update(
         title="", system_prompt="", purged_at=now
     )
@@ -280,7 +284,10 @@ def history_purge(
     old_conversations = Conversation.objects.filter(purged_at__isnull=True, updated_at__lt=before)
     messages = conversations = 0
     for done in _purge_in_batches(
-        old_messages, ("purged_at", "created_at"), {"content": "", "error_message": ""}, batch
+        old_messages,
+        ("purged_at", "created_at"),
+        {"content": "", "error_message": "", "parts": None},
+        batch,
     ):
         messages += done
         if progress is not None:
@@ -295,7 +302,7 @@ def history_purge(
 
 
 def _purge_in_batches(
-    rows: QuerySet[Any], order: tuple[str, ...], cleared: dict[str, str], batch: int
+    rows: QuerySet[Any], order: tuple[str, ...], cleared: dict[str, Any], batch: int
 ) -> Iterator[int]:
     """Clear `cleared` and set `purged_at` on `rows`, `batch` at a time in `order` (its
     index's), each batch its own transaction; yields how many each batch purged."""
@@ -347,8 +354,31 @@ def conversation_markdown(detail: ConversationDetail) -> str:
             lines += ["## You", ""]
         else:
             lines += [f"## Assistant ({message['model']}, {message['status']})", ""]
-        lines += [message["content"] or "*(no text)*", ""]
+        if any(part["type"] != "text" for part in message["parts"]):
+            lines += _parts_markdown(message["parts"])
+        else:
+            lines += [message["content"] or "*(no text)*", ""]
     return "\n".join(lines)
+
+
+def _parts_markdown(parts: list[dict[str, Any]]) -> list[str]:
+    """Reasoning as a quote, each tool call and its result as a line and a code block."""
+    lines: list[str] = []
+    for part in parts:
+        kind = part["type"]
+        if kind == "text":
+            lines += [part["text"], ""]
+        elif kind == "reasoning" and part.get("text"):
+            took = part.get("duration_ms")
+            head = "> **Thinking**" + (f" ({took / 1000:.1f} s)" if took is not None else "")
+            lines += [head, ">", *(f"> {line}" for line in part["text"].splitlines()), ""]
+        elif kind == "tool_call":
+            lines += [f"**Tool call** `{part['name']}` `{part['arguments']}`", ""]
+        elif kind == "tool_result":
+            label = "Tool error" if part.get("error") else "Tool result"
+            fence = "````" if "```" in part["output"] else "```"
+            lines += [f"**{label}** `{part['name']}`", "", fence, part["output"], fence, ""]
+    return lines
 
 
 class ExportedMessage(TypedDict):
@@ -362,6 +392,8 @@ class ExportedMessage(TypedDict):
     usage: UsageData | None
     cost: str | None
     created_at: str
+    parts: list[dict[str, Any]]
+    rounds: list[dict[str, Any]]
 
 
 class ExportRecord(TypedDict):
@@ -400,6 +432,8 @@ def export_record(conversation: Conversation, messages: list[Message]) -> Export
                 "usage": message_usage(m),
                 "cost": money_json(m.cost),
                 "created_at": m.created_at.isoformat(),
+                "parts": shown_parts(m.parts),
+                "rounds": m.rounds or [],
             }
             for m in messages
         ],

@@ -90,6 +90,14 @@ class Message(models.Model):
     cost = models.DecimalField(max_digits=14, decimal_places=8, null=True, blank=True)
     error_type = models.CharField(max_length=60, blank=True)
     error_message = models.TextField(blank=True)
+    # A reply that is more than text is an ordered list of parts: reasoning, tool calls and
+    # their results, web searches, text, citations (`chat.llm.context` names their fields).
+    # Written once with the row's outcome, read with it: to show, export and replay the
+    # reply, never queried into. Null for a reply that is text only (`content` is all of it).
+    parts = models.JSONField(null=True, blank=True)
+    # Each upstream call of a turn that made several (a tool loop): its usage, response id,
+    # finish reason, web searches and cost. The row's tokens and cost are their sums.
+    rounds = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     # When a worker started streaming it: a deferred turn may wait long before that, so
     # staleness is measured from here, not from `created_at`.
@@ -320,3 +328,25 @@ class GroupBudget(models.Model):
 
     def __str__(self) -> str:
         return f"${self.limit_usd} per period"
+
+
+class DailyToolUsage(models.Model):
+    """Tool calls per day (in `TIME_ZONE`), tool and who ran it (`python`, `mcp:<server>`,
+    `provider` for hosted web search, `none` for a tool the model invented): counted in the
+    transaction that finishes their turn (`chat.spend.tool_calls`), read by the usage
+    dashboard. Only ever added to."""
+
+    day = models.DateField()
+    tool = models.CharField(max_length=100)
+    runner = models.CharField(max_length=60)
+    calls = models.IntegerField(default=0)
+    errors = models.IntegerField(default=0)
+    duration_ms = models.BigIntegerField(default=0, help_text="All the calls' time together.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "tool", "runner"], name="one_tool_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} on {self.day}: {self.calls}"

@@ -15,7 +15,27 @@ from typing import Any, Literal, NotRequired, TypedDict, cast
 
 from chat.errors import ErrorDetail, error_detail
 
-EventType = Literal["start", "delta", "end", "error", "idle"]
+EventType = Literal[
+    "start",
+    "delta",
+    "reasoning",
+    "tool_call",
+    "tool_result",
+    "web_search",
+    "citation",
+    "end",
+    "error",
+    "idle",
+]
+# The events that make up a reply's parts (`fold` gathers them in order).
+PART_EVENTS = {
+    "delta": "text",
+    "reasoning": "reasoning",
+    "tool_call": "tool_call",
+    "tool_result": "tool_result",
+    "web_search": "web_search",
+    "citation": "citation",
+}
 
 SSE_PING = b": ping\n\n"
 _LINE_BREAKS_JSON_KEEPS = ("\x85", "\u2028", "\u2029")
@@ -83,6 +103,7 @@ class ChatReply(TypedDict):
     ttft_ms: int | None
     duration_ms: int | None
     stream_url: NotRequired[str]
+    parts: NotRequired[list[dict[str, Any]]]
     usage_estimated: NotRequired[bool]
     error: NotRequired[ErrorDetail]
     retry_after: NotRequired[str]  # sent as the Retry-After header, not in the body
@@ -166,15 +187,27 @@ def fold(events: Iterable[StreamEvent]) -> ChatReply:
         "ttft_ms": None,
         "duration_ms": None,
     }
-    parts: list[str] = []
+    texts: list[str] = []
+    parts: list[dict[str, Any]] = []
     for event in events:
         if event.type == "start":
             reply.update(event.data)
-        elif event.type == "delta":
-            parts.append(event.data["text"])
+        elif event.type in PART_EVENTS:
+            kind = PART_EVENTS[event.type]
+            if event.type == "delta":
+                texts.append(event.data["text"])
+            same = [p for p in parts if kind == "web_search" and p.get("id") == event.data["id"]]
+            if kind in ("text", "reasoning") and parts and parts[-1]["type"] == kind:
+                parts[-1]["text"] += event.data["text"]
+            elif same:  # a search under way, then done
+                same[0].update(event.data)
+            else:
+                parts.append({"type": kind, **event.data})
         elif event.type in ("end", "error"):
             reply.update(event.data)
-    reply["reply"] = "".join(parts)
+    reply["reply"] = "".join(texts)
+    if any(part["type"] != "text" for part in parts):
+        reply["parts"] = parts  # only when the reply is more than its text
     # Its keys are those above and the `start` (`StartData`) and `end` or `error` events'
     # (`EndData`, `ErrorData`): a `ChatReply`.
     return cast(ChatReply, reply)

@@ -180,6 +180,31 @@ CHAT_HTTP_CLIENT = env.str("CHAT_HTTP_CLIENT", default="aiohttp")
 # timeout (uvicorn's is 5 s), or a reused connection may already be closed at the far end.
 CHAT_UPSTREAM_KEEPALIVE_SECONDS = env.float("CHAT_UPSTREAM_KEEPALIVE_SECONDS", default=4.0)
 
+# Reasoning models (shell patterns): the Responses API asks them for a summary of their
+# reasoning (CHAT_REASONING_SUMMARY: auto, concise, detailed; "" asks for none) and, when
+# CHAT_REASONING_EFFORT is set (minimal, low, medium, high), for that effort.
+CHAT_REASONING_MODELS = env.list(
+    "CHAT_REASONING_MODELS", default=["o1*", "o3*", "o4*", "gpt-5*", "gpt-oss*"]
+)
+CHAT_REASONING_SUMMARY = env.str("CHAT_REASONING_SUMMARY", default="auto")
+CHAT_REASONING_EFFORT = env.str("CHAT_REASONING_EFFORT", default="")
+# Tools the model may call: dotted paths of plain functions (chat.tools). Unset: the two
+# examples when the offline demo model answers, none otherwise.
+CHAT_TOOLS: list[str] | None = env.list("CHAT_TOOLS", default=None)
+# OpenAI's hosted web search (Responses API only), priced per 1,000 searches.
+CHAT_WEB_SEARCH = env.bool("CHAT_WEB_SEARCH", default=False)
+CHAT_WEB_SEARCH_USD_PER_1000 = Decimal(env.str("CHAT_WEB_SEARCH_USD_PER_1000", default="10.00"))
+# MCP servers whose tools are offered too (chat/tools/mcp.py): a JSON object of name →
+# {"url": streamable HTTP endpoint} or {"command", "args", "env"} (stdio), optionally "tools".
+CHAT_MCP_SERVERS: dict[str, dict[str, Any]] = env.json("CHAT_MCP_SERVERS", default={})
+CHAT_MCP_TIMEOUT_SECONDS = env.float("CHAT_MCP_TIMEOUT_SECONDS", default=10.0)
+CHAT_MCP_CACHE_SECONDS = env.float("CHAT_MCP_CACHE_SECONDS", default=300.0)
+CHAT_TOOL_TIMEOUT_SECONDS = env.float("CHAT_TOOL_TIMEOUT_SECONDS", default=20.0)
+# Model calls per turn at most: the last one is offered no tools, so it answers in text.
+CHAT_TOOL_MAX_ROUNDS = env.int("CHAT_TOOL_MAX_ROUNDS", default=5)
+if CHAT_TOOL_MAX_ROUNDS < 1:
+    raise ImproperlyConfigured("CHAT_TOOL_MAX_ROUNDS must be 1 or more.")
+
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 AZURE_OPENAI_ENDPOINT = env.str("AZURE_OPENAI_ENDPOINT", default="")

@@ -404,3 +404,18 @@ def test_closed_output_cancels_the_turn_with_one_line(upstream):
         "with 4 characters of reply."
     )
     assert upstream.streams[0].closed
+
+
+def test_tool_calls_and_results_are_noted_on_stderr_with_the_demo():
+    out, err = run_chat("what time is it in Tokyo?")
+    assert '[tool] current_time {"timezone": "Tokyo"}\n' in err
+    assert '[tool] current_time → {"timezone": "Asia/Tokyo", "time": "' in err
+    assert out.startswith("It is **") and "Asia/Tokyo" in out
+    [row] = assistant_rows()
+    assert [p["type"] for p in row.parts] == [
+        "reasoning",
+        "tool_call",
+        "tool_result",
+        "reasoning",
+        "text",
+    ]

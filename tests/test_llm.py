@@ -242,3 +242,89 @@ async def test_a_non_object_event_is_an_upstream_error(upstream):
     upstream.queue(Reply(script=["[1, 2]"]))
     with pytest.raises(ProviderError, match="unreadable"):
         await collect("chat")
+
+
+# --- Reasoning and tool calls ----------------------------------------------------------
+
+CALLS = [
+    wire.WireToolCall("call_a", "add", ['{"a"', ": 2,", ' "b": 3}']),
+    wire.WireToolCall("call_b", "whoami", ["{", "}"]),
+]
+
+
+async def test_responses_reasoning_summary_and_function_calls_in_fragments(upstream):
+    stream = wire.responses_stream(
+        [],
+        response_id="resp_1",
+        model="gpt-5-mini",
+        usage=wire.responses_usage(input_tokens=20, output_tokens=9, reasoning_tokens=6),
+        reasoning=["Add ", "them."],
+        tool_calls=CALLS,
+    )
+    upstream.queue(Reply(script=list(stream)))
+    events = await collect("responses")
+    reasoning_item = {
+        "id": "rs_1",
+        "type": "reasoning",
+        "summary": [{"type": "summary_text", "text": "Add them."}],
+    }
+    assert events[:-1] == [
+        llm.ReasoningDelta("Add "),
+        llm.ReasoningDelta("them."),
+        llm.ReasoningItem(reasoning_item),
+        llm.ToolCall("call_a", "add", '{"a": 2, "b": 3}'),
+        llm.ToolCall("call_b", "whoami", "{}"),
+    ]
+    assert events[-1].usage.reasoning_tokens == 6
+    kinds = [frame["type"] for frame in stream]
+    assert kinds.count("response.function_call_arguments.delta") == 5
+    assert kinds.count("response.reasoning_summary_text.delta") == 2
+
+
+async def test_chat_reasoning_content_and_parallel_tool_calls_in_fragments(upstream):
+    stream = wire.chat_stream(
+        [],
+        completion_id="chatcmpl-1",
+        model="m",
+        usage=wire.chat_usage(prompt_tokens=20, completion_tokens=9),
+        reasoning=["Add ", "them."],
+        tool_calls=CALLS,
+    )
+    upstream.queue(Reply(script=list(stream)))
+    events = await collect("chat")
+    assert events[:-1] == [
+        llm.ReasoningDelta("Add "),
+        llm.ReasoningDelta("them."),
+        llm.ToolCall("call_a", "add", '{"a": 2, "b": 3}'),
+        llm.ToolCall("call_b", "whoami", "{}"),
+    ]
+    assert events[-1].finish_reason == "tool_calls"
+    assert events[-1].status == "completed"
+
+
+async def test_chat_reasoning_named_reasoning_as_ollama_sends_it(upstream):
+    stream = wire.chat_stream(
+        ["42"], completion_id="c", model="m", reasoning=["hmm"], reasoning_field="reasoning"
+    )
+    upstream.queue(Reply(script=list(stream)))
+    events = await collect("chat")
+    assert events[:2] == [llm.ReasoningDelta("hmm"), TextDelta("42")]
+
+
+async def test_a_reasoning_model_is_asked_for_a_summary_and_tools_are_offered(upstream, settings):
+    settings.CHAT_REASONING_EFFORT = "low"
+    upstream.queue(Reply(script=responses_script(["ok"])))
+    tool = {"name": "add", "description": "Add.", "parameters": {"type": "object"}}
+    async for _ in llm.stream_reply(
+        messages=[{"role": "user", "content": "x"}],
+        model="gpt-5-mini",
+        api="responses",
+        tools=[tool],
+    ):
+        pass
+    body = upstream.bodies[-1]
+    assert body["reasoning"] == {"summary": "auto", "effort": "low"}
+    assert body["tools"] == [{"type": "function", "strict": False, **tool}]
+    upstream.queue(Reply(script=chat_script(["ok"])))
+    await collect("chat")  # gpt-4.1-mini: not a reasoning model, no tools
+    assert "reasoning_effort" not in upstream.bodies[-1] and "tools" not in upstream.bodies[-1]

@@ -29,6 +29,7 @@ from chat.spend.reports import (
     usage_summary,
     usage_table,
 )
+from chat.spend.tool_calls import ToolCallRow, reasoning_tokens_total, tool_calls_summary
 
 PERIODS = [
     ("today", "Today"),
@@ -106,6 +107,12 @@ def table_cells(row: UsageRow) -> list[str]:
     ]
 
 
+def tool_call_cells(row: ToolCallRow) -> list[str]:
+    """A tool's row as the tool-call table shows it, formatted like `table_cells`."""
+    mean = "–" if row.mean_ms is None else f"{row.mean_ms:.0f}"
+    return [row.tool, row.runner, f"{row.calls:,}", f"{row.errors:,}", mean]
+
+
 def usage_dashboard(
     request: HttpRequest, *, admin_site: AdminSite, opts: Options[Message]
 ) -> TemplateResponse:
@@ -136,6 +143,10 @@ def usage_dashboard(
             day_chart(reports["day"], metric="tokens"),
         ],
         "changelist_url": changelist_url(since, until),
+        "tool_calls": [
+            tool_call_cells(row) for row in tool_calls_summary(since=since, until=until)
+        ],
+        "reasoning_tokens": f"{reasoning_tokens_total(since=since, until=until):,}",
     }
     return TemplateResponse(request, "admin/chat/usage_dashboard.html", context)
 

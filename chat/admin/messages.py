@@ -32,6 +32,7 @@ from chat.admin.display import (
 )
 from chat.admin.export import messages_csv
 from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
+from chat.admin.parts import parts_table, rounds_table
 from chat.models import Message
 from chat.money import usd
 from chat.search import message_matches, query_words
@@ -50,6 +51,7 @@ FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
         "usage_estimated",
         "cost",
     ),
+    "Reply parts and model calls": ("parts_shown", "rounds_shown"),
     "Timing": ("created_at", "finished_at", "ttft_ms", "duration_ms"),
     "Error": ("error_type", "error_message"),
     "Version": ("version", "version_of", "superseded_at"),
@@ -142,6 +144,14 @@ class MessageAdmin(LargeTableAdmin[Message]):
     @admin.display(description="content")
     def text(self, message: Message) -> str:
         return purged_text(message.content, message.purged_at)
+
+    @admin.display(description="parts, in order")
+    def parts_shown(self, message: Message) -> str:
+        return parts_table(message.parts)
+
+    @admin.display(description="each model call")
+    def rounds_shown(self, message: Message) -> str:
+        return rounds_table(message.rounds)
 
     @admin.display(description="model", ordering="model")
     def model_name(self, message: Message) -> str:

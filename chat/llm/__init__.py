@@ -12,8 +12,20 @@ use `wire`.
 from typing import TYPE_CHECKING, Any
 
 from chat.llm.backends import APIS, Api, Backend, api_named, backend
+from chat.llm.context import ToolSpec, has_tool_parts, input_items
 from chat.llm.errors import ProviderError
-from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage, estimate_usage
+from chat.llm.events import (
+    Citation,
+    Finished,
+    ProviderEvent,
+    ReasoningDelta,
+    ReasoningItem,
+    TextDelta,
+    ToolCall,
+    Usage,
+    WebSearch,
+    estimate_usage,
+)
 
 if TYPE_CHECKING:
     from chat.llm.client import list_models, reset, stream_reply, use_transport
@@ -36,14 +48,22 @@ __all__ = [
     "APIS",
     "Api",
     "Backend",
+    "Citation",
     "Finished",
     "ProviderError",
     "ProviderEvent",
+    "ReasoningDelta",
+    "ReasoningItem",
     "TextDelta",
+    "ToolCall",
+    "ToolSpec",
     "Usage",
+    "WebSearch",
     "api_named",
     "backend",
     "estimate_usage",
+    "has_tool_parts",
+    "input_items",
     "list_models",
     "reset",
     "stream_reply",

@@ -3,7 +3,9 @@ reply through the Responses API or Chat Completions as our events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import dataclasses
+from collections.abc import AsyncGenerator, Sequence
+from fnmatch import fnmatchcase
 from typing import Any
 
 import httpx2
@@ -11,9 +13,10 @@ import openai
 from django.conf import settings
 
 from chat.llm.backends import Api, Backend, backend
+from chat.llm.context import ToolSpec, tool_definitions
 from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
-from chat.llm.events import Finished, ProviderEvent
+from chat.llm.events import ProviderEvent
 from chat.llm.parsers import ChatParser, ResponsesParser, sse_data, sse_lines
 from chat.runtime import PerLoop
 
@@ -78,13 +81,49 @@ def _http_client() -> httpx2.AsyncClient | None:
     return openai.DefaultAioHttpClient(limits=limits)
 
 
+def is_reasoning_model(model: str) -> bool:
+    """Whether `model` is one that reasons before it answers (`CHAT_REASONING_MODELS`)."""
+    return any(fnmatchcase(model, pattern) for pattern in settings.CHAT_REASONING_MODELS)
+
+
+def _reasoning(model: str, api: Api) -> dict[str, Any]:
+    """The request's reasoning options: a summary of the reasoning (Responses), and the
+    effort when one is set; nothing for a model that does not reason."""
+    if not is_reasoning_model(model):
+        return {}
+    effort = settings.CHAT_REASONING_EFFORT
+    if api == "chat":
+        return {"reasoning_effort": effort} if effort else {}
+    options = (
+        {"summary": settings.CHAT_REASONING_SUMMARY} if settings.CHAT_REASONING_SUMMARY else {}
+    )
+    if effort:
+        options["effort"] = effort
+    return {"reasoning": options} if options else {}
+
+
 async def stream_reply(
-    *, messages: list[dict[str, str]], model: str, api: Api, system: str = ""
+    *,
+    messages: list[dict[str, Any]],
+    model: str,
+    api: Api,
+    system: str = "",
+    tools: Sequence[ToolSpec] = (),
+    web_search: bool = False,
 ) -> AsyncGenerator[ProviderEvent, None]:
-    """Stream one reply: `TextDelta`s, then exactly one `Finished`, or a `ProviderError`.
+    """Stream one reply: `TextDelta`s, `ReasoningDelta`s, `ReasoningItem`s and `ToolCall`s
+    in the order the model sent them, then exactly one `Finished`, or a `ProviderError`.
+    `messages` are input items in `api`'s shape (`chat.llm.context`); `tools` are offered,
+    and with `web_search` (Responses only) the provider's hosted web search.
 
     The upstream response is closed on every exit, including cancellation of the consumer.
     """
+    extra: dict[str, Any] = _reasoning(model, api)
+    offered = tool_definitions(api, tools)
+    if web_search and api == "responses":
+        offered.append({"type": "web_search"})
+    if offered:
+        extra["tools"] = offered
     sdk = sdk_client()
     # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
     # passed as `messages`/`input`, the SDK first walks it against its typed params, on
@@ -97,7 +136,7 @@ async def stream_reply(
             model=model,
             instructions=system or openai.omit,
             stream=True,
-            extra_body={"input": messages},
+            extra_body={"input": messages, **extra},
         )
         parse = ResponsesParser()
     else:
@@ -107,7 +146,7 @@ async def stream_reply(
             messages=[],
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"messages": [*chat_messages, *messages]},
+            extra_body={"messages": [*chat_messages, *messages], **extra},
         )
         parse = ChatParser()
     request_id = ""
@@ -117,14 +156,10 @@ async def stream_reply(
             async for data in sse_data(sse_lines(response.iter_bytes())):
                 for event in parse(data):
                     yield event
+            for event in parse.flush():
+                yield event
             finished = parse.end()
-            yield Finished(
-                finished.status,
-                finished.finish_reason,
-                finished.usage,
-                finished.response_id,
-                request_id,
-            )
+            yield dataclasses.replace(finished, request_id=request_id)
     except ProviderError as exc:
         exc.request_id = exc.request_id or request_id
         raise

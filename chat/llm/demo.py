@@ -5,6 +5,12 @@ path (SDK, SSE parsing, usage, storage) runs on a fresh machine. It speaks both 
 formats, streamed and not: `POST /responses`, `POST /chat/completions`, `GET /models`.
 Replies are labelled as the demo, span several lines with markdown and non-ASCII text,
 echo the prompt, stream a token at a time and report usage; `chat.llm.wire` writes them.
+
+Offered the example tools, it uses them as a real model would: asked the time somewhere
+("what time is it in Tokyo?") or to search past conversations ("search my conversations
+for invoices"), it thinks briefly and calls the tool, then answers from its result.
+Offered the hosted web search (Responses API), "search the web for …" shows a search
+and a cited source, and says plainly that no search was run.
 """
 
 from __future__ import annotations
@@ -24,6 +30,14 @@ from chat.llm.events import estimate_tokens
 
 DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
+_TIME_IN = re.compile(r"\btime\b.*?\bin\s+([\w /_+-]+?)\s*[?.!]*$", re.IGNORECASE)
+_WEB_SEARCH = re.compile(r"\bsearch the web for\s+(.+?)\s*[?.!]*$", re.IGNORECASE)
+_EXAMPLE_SOURCE = (
+    "Django's documentation",
+    "https://docs.djangoproject.com/",
+    "Django documentation",
+)
+_SEARCH_FOR = re.compile(r"\bsearch\b.*?\bconversations?\b.*?\bfor\s+(.+?)\s*[?.!]*$", re.I)
 
 
 def demo_reply(prompt: str) -> str:
@@ -87,6 +101,9 @@ class DemoTransport(httpx2.AsyncBaseTransport):
             reply=demo_reply(last_user),
             input_tokens=estimate_tokens(prompt_text),
         )
+        answer.use_tools(messages, last_user, offered=_tool_names(body.get("tools")))
+        if not chat and _offers_web_search(body.get("tools")):
+            answer.search_web(last_user)
         headers = {"x-request-id": f"req_demo_{answer.key}"}
         written = answer.chat(body) if chat else answer.responses(body)
         if isinstance(written, dict):
@@ -114,6 +131,49 @@ def _text_of(message: Any) -> str:
     if isinstance(content, list):  # content parts: [{"type": "input_text", "text": ...}]
         return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return str(content)
+
+
+def _tool_names(tools: Any) -> set[str]:
+    names: set[str] = set()
+    for tool in tools if isinstance(tools, list) else ():
+        if isinstance(tool, dict):
+            names.add(str(tool.get("name") or (tool.get("function") or {}).get("name") or ""))
+    return names
+
+
+def _offers_web_search(tools: Any) -> bool:
+    return isinstance(tools, list) and any(
+        isinstance(tool, dict) and tool.get("type") == "web_search" for tool in tools
+    )
+
+
+def _tool_output(message: Any) -> tuple[str, str] | None:
+    """The call id and output when `message` is a tool's result (either API's shape)."""
+    if not isinstance(message, dict):
+        return None
+    if message.get("type") == "function_call_output":
+        return str(message.get("call_id")), str(message.get("output"))
+    if message.get("role") == "tool":
+        return str(message.get("tool_call_id")), str(message.get("content"))
+    return None
+
+
+def _answer_from_tool(output: str) -> str:
+    try:
+        found = json.loads(output)
+    except ValueError:
+        return f"The tool answered: {output}"
+    if isinstance(found, dict) and "time" in found and "timezone" in found:
+        return (
+            f"It is **{found['time']}** in {found['timezone']} ({found.get('date', '')}), "
+            "according to the `current_time` tool. *(Offline demo model.)*"
+        )
+    if isinstance(found, list):
+        if not found:
+            return "I found nothing about that in your conversations. *(Offline demo model.)*"
+        lines = [f"- **{hit.get('title') or 'Untitled'}**: {hit.get('text', '')}" for hit in found]
+        return "From your conversations:\n\n" + "\n".join(lines)
+    return f"The tool answered: `{output}`"
 
 
 def _error(status: int, message: str) -> httpx2.Response:
@@ -144,6 +204,68 @@ class _Answer:
         self.input_tokens = input_tokens
         self.created = int(time.time())
         self.key = uuid.uuid4().hex[:16]
+        self.reasoning: list[str] = []
+        self.tool_calls: list[wire.WireToolCall] = []
+        self.web_searches: list[str] = []
+        self.citations: list[wire.JsonObject] = []
+
+    def search_web(self, last_user: str) -> None:
+        """Show what a hosted web search looks like: the search, an answer citing a source
+        (an example, and said to be one: the demo searches nothing)."""
+        asked = _WEB_SEARCH.search(last_user.strip())
+        if not asked:
+            return
+        query = asked.group(1).strip()
+        cited, url, title = _EXAMPLE_SOURCE
+        reply = (
+            f"The offline demo model cannot search the web, so nothing was looked up for "
+            f"“{query}”. A real model cites what it found, like this: {cited}."
+        )
+        start = reply.index(cited)
+        self._say(f"I would search the web for {query}.", reply)
+        self.web_searches = [query]
+        self.citations = [
+            {"url": url, "title": title, "start_index": start, "end_index": start + len(cited)}
+        ]
+
+    def use_tools(self, messages: list[Any], last_user: str, *, offered: set[str]) -> None:
+        """Think briefly and call a tool the question needs, or answer from its result."""
+        result = _tool_output(messages[-1])
+        if result is not None:
+            self._say(
+                "I have the tool's answer; now I put it in a sentence.",
+                _answer_from_tool(result[1]),
+            )
+            return
+        asked_time = _TIME_IN.search(last_user.strip())
+        asked_search = _SEARCH_FOR.search(last_user.strip())
+        if asked_time and "current_time" in offered:
+            place = asked_time.group(1).strip()
+            self._call(
+                f"The person wants the time in {place}. I cannot know the time myself, "
+                "so I ask the current_time tool.",
+                "current_time",
+                {"timezone": place},
+            )
+        elif asked_search and "search_conversations" in offered:
+            words = asked_search.group(1).strip()
+            self._call(
+                f"They ask about their earlier conversations; I search them for {words!r}.",
+                "search_conversations",
+                {"query": words},
+            )
+
+    def _say(self, thought: str, reply: str) -> None:
+        self.reasoning = tokenize(thought)
+        self.reply = reply
+        self.parts = tokenize(reply)
+
+    def _call(self, thought: str, name: str, arguments: dict[str, Any]) -> None:
+        self._say(thought, "")
+        text = json.dumps(arguments, ensure_ascii=False)
+        # Arguments in fragments, as models stream them.
+        pieces = [text[i : i + 8] for i in range(0, len(text), 8)]
+        self.tool_calls = [wire.WireToolCall(f"call_demo_{self.key}", name, pieces)]
 
     def responses(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
         fields: _ResponsesFields = {
@@ -151,11 +273,20 @@ class _Answer:
             "model": self.model,
             "created_at": self.created,
             "usage": wire.responses_usage(
-                input_tokens=self.input_tokens, output_tokens=len(self.parts)
+                input_tokens=self.input_tokens,
+                output_tokens=len(self.parts) + len(self.reasoning),
+                reasoning_tokens=len(self.reasoning),
             ),
         }
         if body.get("stream"):
-            return wire.responses_stream(self.parts, **fields)
+            return wire.responses_stream(
+                self.parts,
+                reasoning=self.reasoning,
+                tool_calls=self.tool_calls,
+                web_searches=self.web_searches,
+                citations=self.citations,
+                **fields,
+            )
         return wire.responses_body(self.reply, **fields)
 
     def chat(self, body: dict[str, Any]) -> wire.Stream | wire.JsonObject:
@@ -164,7 +295,9 @@ class _Answer:
             "model": self.model,
             "created": self.created,
             "usage": wire.chat_usage(
-                prompt_tokens=self.input_tokens, completion_tokens=len(self.parts)
+                prompt_tokens=self.input_tokens,
+                completion_tokens=len(self.parts) + len(self.reasoning),
+                reasoning_tokens=len(self.reasoning),
             ),
         }
         if not body.get("stream"):
@@ -172,4 +305,6 @@ class _Answer:
         # Streamed, OpenAI sends usage only when the request asks for it.
         if not (body.get("stream_options") or {}).get("include_usage"):
             fields["usage"] = None
-        return wire.chat_stream(self.parts, **fields)
+        return wire.chat_stream(
+            self.parts, reasoning=self.reasoning, tool_calls=self.tool_calls, **fields
+        )

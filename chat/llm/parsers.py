@@ -13,7 +13,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from chat.llm.errors import ProviderError, redact
-from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage
+from chat.llm.events import (
+    Citation,
+    Finished,
+    ProviderEvent,
+    ReasoningDelta,
+    ReasoningItem,
+    TextDelta,
+    ToolCall,
+    Usage,
+    WebSearch,
+)
 from chat.llm.wire import DONE
 
 _SSE_EOL = re.compile(rb"\r\n|\r|\n")
@@ -72,11 +82,38 @@ class ResponsesParser:
 
     def __init__(self) -> None:
         self._finished: Finished | None = None
+        self._searches = 0
 
     def __call__(self, data: dict[str, Any]) -> list[ProviderEvent]:
         kind = data.get("type")
         if kind == "response.output_text.delta":
             return [TextDelta(data.get("delta") or "")]
+        if kind == "response.reasoning_summary_text.delta":
+            return [ReasoningDelta(data.get("delta") or "")]
+        if kind == "response.reasoning_summary_part.added" and data.get("summary_index"):
+            return [ReasoningDelta("\n\n")]  # the summary's next paragraph
+        if kind == "response.output_item.done":
+            item = data.get("item") or {}
+            if item.get("type") == "web_search_call":
+                self._searches += 1
+            return _output_item(item)
+        if kind == "response.output_item.added":
+            item = data.get("item") or {}
+            if item.get("type") == "web_search_call":
+                return [WebSearch(str(item.get("id") or ""), "searching")]
+            return []
+        if kind == "response.output_text.annotation.added":
+            note = data.get("annotation") or {}
+            if note.get("type") != "url_citation":
+                return []
+            return [
+                Citation(
+                    url=str(note.get("url") or ""),
+                    title=str(note.get("title") or ""),
+                    start_index=int(note.get("start_index") or 0),
+                    end_index=int(note.get("end_index") or 0),
+                )
+            ]
         if kind in ("response.completed", "response.incomplete"):
             response = data.get("response") or {}
             details = response.get("incomplete_details") or {}
@@ -88,6 +125,7 @@ class ResponsesParser:
                     response.get("usage"), input_key="input_tokens", output_key="output_tokens"
                 ),
                 response_id=response.get("id") or "",
+                web_searches=self._searches,
             )
         if kind == "response.failed":
             error = (data.get("response") or {}).get("error") or {}
@@ -99,20 +137,46 @@ class ResponsesParser:
             raise ProviderError("upstream", redact(error.get("message") or "The model failed."))
         return []
 
+    def flush(self) -> list[ProviderEvent]:
+        return []
+
     def end(self) -> Finished:
         if self._finished is None:
             raise ProviderError("upstream", "The model's stream ended before it finished.")
         return self._finished
 
 
+def _output_item(item: dict[str, Any]) -> list[ProviderEvent]:
+    """A finished output item: a function call complete with its arguments (read here
+    rather than from the argument deltas), or the opaque reasoning item to send back."""
+    kind = item.get("type")
+    if kind == "function_call":
+        return [
+            ToolCall(
+                call_id=str(item.get("call_id") or item.get("id") or ""),
+                name=str(item.get("name") or ""),
+                arguments=str(item.get("arguments") or ""),
+            )
+        ]
+    if kind == "reasoning":
+        return [ReasoningItem(item)]
+    if kind == "web_search_call":
+        query = (item.get("action") or {}).get("query") or ""
+        return [WebSearch(str(item.get("id") or ""), "completed", str(query))]
+    return []
+
+
 class ChatParser:
     """Chat Completions chunks → our events. Usage may ride on the last content chunk or
-    come alone on a final chunk with no choices, so `Finished` waits for the stream's end."""
+    come alone on a final chunk with no choices, so `Finished` waits for the stream's end.
+    A tool call arrives in fragments keyed by `index` (the id and name first, then pieces
+    of the arguments): it is one `ToolCall` once the choice has finished."""
 
     def __init__(self) -> None:
         self._finish_reason = ""
         self._usage: Usage | None = None
         self._response_id = ""
+        self._calls: dict[int, dict[str, str]] = {}
 
     def __call__(self, data: dict[str, Any]) -> list[ProviderEvent]:
         if "error" in data:
@@ -125,12 +189,36 @@ class ChatParser:
             )
         events: list[ProviderEvent] = []
         for choice in data.get("choices") or ():
-            text = (choice.get("delta") or {}).get("content")
+            delta = choice.get("delta") or {}
+            # vLLM, DeepSeek and llama.cpp name it `reasoning_content`; Ollama and
+            # OpenRouter `reasoning`.
+            thought = delta.get("reasoning_content") or delta.get("reasoning")
+            if isinstance(thought, str) and thought:
+                events.append(ReasoningDelta(thought))
+            text = delta.get("content")
             if text:
                 events.append(TextDelta(text))
+            for fragment in delta.get("tool_calls") or ():
+                self._add_call_fragment(fragment)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
+                events += self.flush()
         return events
+
+    def _add_call_fragment(self, fragment: dict[str, Any]) -> None:
+        call = self._calls.setdefault(
+            int(fragment.get("index") or 0), {"id": "", "name": "", "arguments": ""}
+        )
+        function = fragment.get("function") or {}
+        call["id"] = call["id"] or str(fragment.get("id") or "")
+        call["name"] = call["name"] or str(function.get("name") or "")
+        call["arguments"] += str(function.get("arguments") or "")
+
+    def flush(self) -> list[ProviderEvent]:
+        """The tool calls gathered so far, complete (once)."""
+        calls = [self._calls[index] for index in sorted(self._calls)]
+        self._calls.clear()
+        return [ToolCall(c["id"], c["name"], c["arguments"]) for c in calls]
 
     def end(self) -> Finished:
         if not self._finish_reason and self._usage is None:

@@ -47,6 +47,20 @@ class Stream:
         yield from self.tail
 
 
+@dataclass(frozen=True, slots=True)
+class WireToolCall:
+    """A function call as a stream sends it: its id, name, and its JSON arguments in the
+    fragments they arrive in."""
+
+    call_id: str
+    name: str
+    fragments: Sequence[str]
+
+    @property
+    def arguments(self) -> str:
+        return "".join(self.fragments)
+
+
 def sse_frame(payload: Payload) -> bytes:
     """One SSE event: `data: <payload>` and a blank line. A Responses event (an object with
     a `type`) is also named on an `event:` line, as OpenAI names them; Chat Completions
@@ -123,14 +137,27 @@ def responses_stream(
     usage: JsonObject | None = None,
     status: Literal["completed", "incomplete"] = "completed",
     incomplete_reason: str | None = None,
+    reasoning: Sequence[str] = (),
+    tool_calls: Sequence[WireToolCall] = (),
+    web_searches: Sequence[str] = (),
+    citations: Sequence[JsonObject] = (),
 ) -> Stream:
     """The events of a streamed reply whose text arrives as `parts`: the response created
     and in progress, its message and content part opened, a delta per part, the text and
-    part and message done, then `response.completed` or `response.incomplete` with usage."""
+    part and message done, then `response.completed` or `response.incomplete` with usage.
+
+    With `reasoning`, a reasoning item comes first, its summary streamed a delta per piece
+    (`response.reasoning_summary_text.delta`). With `tool_calls`, a `function_call` item
+    each follows the text (no message item when there is no text), its arguments streamed
+    in their fragments (`response.function_call_arguments.delta`). `web_searches` are
+    hosted `web_search_call` items (one per query) before the message, and `citations`
+    (`url_citation` annotations: url, title, start_index, end_index) are added to its text
+    after the last delta (`response.output_text.annotation.added`)."""
     numbers = count()
     item_id = _item_id(response_id)
     place = {"item_id": item_id, "output_index": 0, "content_index": 0}
     text = "".join(parts)
+    output: list[JsonObject] = []
 
     def event(kind: str, **fields: Any) -> JsonObject:
         return {"type": kind, "sequence_number": next(numbers), **fields}
@@ -141,14 +168,101 @@ def responses_stream(
     head: list[Payload] = [
         event("response.created", response=started),
         event("response.in_progress", response=started),
-        event("response.output_item.added", output_index=0, item=_message(item_id, "in_progress")),
-        event("response.content_part.added", **place, part=_output_text("")),
     ]
-    deltas: list[Payload] = [
-        event("response.output_text.delta", **place, delta=part, logprobs=[]) for part in parts
+    deltas: list[Payload] = []
+    if reasoning:
+        rs_id = "rs_" + response_id.removeprefix("resp_")
+        rs_place = {"item_id": rs_id, "output_index": len(output), "summary_index": 0}
+        summary = "".join(reasoning)
+        rs_item: JsonObject = {"id": rs_id, "type": "reasoning", "summary": []}
+        head += [
+            event("response.output_item.added", output_index=len(output), item=rs_item),
+            event("response.reasoning_summary_part.added", **rs_place, part=_summary("")),
+        ]
+        done_item = {**rs_item, "summary": [_summary(summary)]}
+        deltas += [
+            event("response.reasoning_summary_text.delta", **rs_place, delta=piece)
+            for piece in reasoning
+        ]
+        deltas += [
+            event("response.reasoning_summary_text.done", **rs_place, text=summary),
+            event("response.reasoning_summary_part.done", **rs_place, part=_summary(summary)),
+            event("response.output_item.done", output_index=len(output), item=done_item),
+        ]
+        output.append(done_item)
+    for number, query in enumerate(web_searches):
+        ws_id = f"ws_{number}_" + response_id.removeprefix("resp_")
+        ws_place = {"item_id": ws_id, "output_index": len(output)}
+        searching: JsonObject = {"id": ws_id, "type": "web_search_call", "status": "in_progress"}
+        searched = {
+            **searching,
+            "status": "completed",
+            "action": {"type": "search", "query": query},
+        }
+        # After the reasoning item, in output order, when there is one.
+        (deltas if reasoning else head).extend(
+            [
+                event("response.output_item.added", output_index=len(output), item=searching),
+                event("response.web_search_call.in_progress", **ws_place),
+                event("response.web_search_call.searching", **ws_place),
+                event("response.web_search_call.completed", **ws_place),
+                event("response.output_item.done", output_index=len(output), item=searched),
+            ]
+        )
+        output.append(searched)
+    with_message = bool(parts) or not tool_calls
+    if with_message:
+        place["output_index"] = len(output)
+        opened: list[Payload] = [
+            event(
+                "response.output_item.added",
+                output_index=len(output),
+                item=_message(item_id, "in_progress"),
+            ),
+            event("response.content_part.added", **place, part=_output_text("")),
+        ]
+        (deltas if reasoning else head).extend(opened)
+        deltas += [
+            event("response.output_text.delta", **place, delta=part, logprobs=[]) for part in parts
+        ]
+    message = _message(item_id, status, text)
+    annotations = [{"type": "url_citation", **citation} for citation in citations]
+    message["content"][0]["annotations"] = annotations
+    tail: list[Payload] = [
+        event("response.output_text.annotation.added", **place, annotation_index=i, annotation=a)
+        for i, a in enumerate(annotations)
     ]
+    if with_message:
+        tail += [
+            event("response.output_text.done", **place, text=text, logprobs=[]),
+            event("response.content_part.done", **place, part=message["content"][0]),
+            event("response.output_item.done", output_index=len(output), item=message),
+        ]
+        output.append(message)
+    for call in tool_calls:
+        fc_id = "fc_" + call.call_id.removeprefix("call_")
+        fc_place = {"item_id": fc_id, "output_index": len(output)}
+        item = {
+            "id": fc_id,
+            "type": "function_call",
+            "status": "in_progress",
+            "arguments": "",
+            "call_id": call.call_id,
+            "name": call.name,
+        }
+        done = {**item, "status": "completed", "arguments": call.arguments}
+        tail.append(event("response.output_item.added", output_index=len(output), item=item))
+        tail += [
+            event("response.function_call_arguments.delta", **fc_place, delta=fragment)
+            for fragment in call.fragments
+        ]
+        tail += [
+            event("response.function_call_arguments.done", **fc_place, arguments=call.arguments),
+            event("response.output_item.done", output_index=len(output), item=done),
+        ]
+        output.append(done)
     finished = responses_body(
-        text,
+        None,
         response_id=response_id,
         model=model,
         created_at=created_at,
@@ -156,13 +270,13 @@ def responses_stream(
         usage=usage,
         incomplete_reason=incomplete_reason,
     )
-    tail: list[Payload] = [
-        event("response.output_text.done", **place, text=text, logprobs=[]),
-        event("response.content_part.done", **place, part=_output_text(text)),
-        event("response.output_item.done", output_index=0, item=finished["output"][0]),
-        event(f"response.{status}", response=finished),
-    ]
+    finished["output"] = output
+    tail.append(event(f"response.{status}", response=finished))
     return Stream(head, deltas, tail)
+
+
+def _summary(text: str) -> JsonObject:
+    return {"type": "summary_text", "text": text}
 
 
 def responses_error(
@@ -269,9 +383,17 @@ def chat_stream(
     usage: JsonObject | None = None,
     usage_on_finish_chunk: bool = False,
     finish_reason: str = "stop",
+    reasoning: Sequence[str] = (),
+    reasoning_field: Literal["reasoning_content", "reasoning"] = "reasoning_content",
+    tool_calls: Sequence[WireToolCall] = (),
 ) -> Stream:
     """The chunks of a streamed reply whose text arrives as `parts`: the role, a chunk per
-    part, the finish reason, then `[DONE]`. With `usage`, as OpenAI answers
+    part, the finish reason, then `[DONE]`. `reasoning` comes first, a chunk per piece, in
+    `reasoning_field` (vLLM, DeepSeek and llama.cpp's name, or Ollama's); `tool_calls`
+    follow the text, each opened with its id and name and then a chunk per fragment of its
+    arguments, keyed by `index`, and the finish reason becomes `tool_calls`.
+
+    With `usage`, as OpenAI answers
     `stream_options.include_usage`: every chunk carries `"usage": null` and one more chunk
     with no choices carries the usage, just before `[DONE]`. Some compatible servers put
     it on the finish chunk instead (`usage_on_finish_chunk`)."""
@@ -291,7 +413,19 @@ def chat_stream(
         return data
 
     head: list[Payload] = [chunk({"role": "assistant", "content": "", "refusal": None})]
-    deltas: list[Payload] = [chunk({"content": part}) for part in parts]
+    deltas: list[Payload] = [chunk({reasoning_field: piece}) for piece in reasoning]
+    deltas += [chunk({"content": part}) for part in parts]
+    for index, call in enumerate(tool_calls):
+        opened = {"index": index, "id": call.call_id, "type": "function"}
+        deltas.append(
+            chunk({"tool_calls": [{**opened, "function": {"name": call.name, "arguments": ""}}]})
+        )
+        deltas += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+            for fragment in call.fragments
+        ]
+    if tool_calls and finish_reason == "stop":
+        finish_reason = "tool_calls"
     finish = chunk({}, finish_reason)
     if usage is not None and usage_on_finish_chunk:
         finish["usage"] = usage

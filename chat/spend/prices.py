@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import QuerySet
 
@@ -100,6 +101,18 @@ class Recost:
     skipped: int  # no stored usage, or no price for the model at that time
 
 
+def search_cost(searches: int) -> Decimal:
+    """Hosted web searches are billed per call (`CHAT_WEB_SEARCH_USD_PER_1000`)."""
+    return settings.CHAT_WEB_SEARCH_USD_PER_1000 * searches / 1000
+
+
+def web_searches_of(rounds: list[dict[str, Any]] | None, provider: str) -> int:
+    """The billed web searches of a reply's model calls (the demo's are pretend)."""
+    if provider == "demo":
+        return 0
+    return sum(int(r.get("web_searches") or 0) for r in rounds or ())
+
+
 def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Recost:
     """Recompute the cost of chosen assistant messages from the current price list, with
     the price that was in force when each one finished; the usage ledger moves by the
@@ -107,7 +120,7 @@ def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Re
     prices = list(ModelPrice.objects.all())
     changed: list[tuple[dict[str, Any], Decimal]] = []
     unchanged = skipped = 0
-    rows = messages.filter(role=Message.Role.ASSISTANT).values(*MESSAGE_VALUES)
+    rows = messages.filter(role=Message.Role.ASSISTANT).values(*MESSAGE_VALUES, "rounds")
     for row in rows.iterator(chunk_size=2000):
         price = price_in(prices, model=row["model"], at=row["finished_at"] or row["created_at"])
         if price is None or row["input_tokens"] is None or row["output_tokens"] is None:
@@ -119,6 +132,8 @@ def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Re
             cached_tokens=row["cached_tokens"] or 0,
         )
         cost = cost_of(usage, price)
+        if searches := web_searches_of(row["rounds"], row["provider"]):
+            cost += search_cost(searches)
         if cost == row["cost"]:
             unchanged += 1
             continue

@@ -21,6 +21,7 @@ from chat.turns.log import TurnLog
 from chat.turns.selectors import (
     UNFINISHED,
     message_usage,
+    shown_parts,
     stored_end_data,
     stream_url,
     turn_replay,
@@ -36,6 +37,7 @@ __all__ = [
     "TurnLog",
     "choose_model",
     "message_usage",
+    "shown_parts",
     "stored_end_data",
     "stream_url",
     "turn_cancel",

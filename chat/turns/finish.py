@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
@@ -14,10 +16,11 @@ from django.utils import timezone
 
 from chat import llm
 from chat.llm import Finished, ProviderError, Usage
-from chat.models import Message
+from chat.models import Message, ModelPrice
 from chat.ops import metrics
 from chat.spend.ledger import ledger_record
-from chat.spend.prices import cost_of, price_now
+from chat.spend.prices import cost_of, price_now, search_cost
+from chat.spend.tool_calls import tool_calls_record
 from chat.streams import EndData
 from chat.text import storable
 from chat.turns.batching import Batcher
@@ -47,8 +50,14 @@ async def turn_finish(
     stopped: bool,
     ttft_ms: int | None,
     duration_ms: int,
+    parts: Sequence[dict[str, Any]] = (),
+    rounds: Sequence[Finished] = (),
+    unfinished_round_text: str | None = None,
 ) -> EndData:
-    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data."""
+    """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data.
+    `rounds` are its model calls that finished (each with usage); `finished` is the last,
+    with their sum, when the turn ended well. A turn cut short still counts the calls
+    that finished, and an estimate for the one under way when it wrote text."""
     if error is not None:
         status = Status.FAILED
     elif finished is not None:
@@ -56,9 +65,13 @@ async def turn_finish(
     else:
         status = Status.CANCELLED if stopped else Status.FAILED
     usage = finished.usage if finished is not None else None
-    if usage is None and (text or status == Status.COMPLETED):
-        prompt = turn.system + "".join(m["content"] for m in turn.context)
-        usage = llm.estimate_usage(prompt=prompt, reply=text)
+    partial = text if unfinished_round_text is None else unfinished_round_text
+    if usage is None:
+        counted = [r.usage for r in rounds if r.usage is not None]
+        if partial or (status == Status.COMPLETED and not rounds):
+            prompt = turn.system + "".join(str(m.get("content") or "") for m in turn.context)
+            counted.append(llm.estimate_usage(prompt=prompt, reply=partial))
+        usage = sum(counted[1:], counted[0]) if counted else None
     result = await _finishes.submit(
         _Finish(
             turn=turn,
@@ -69,6 +82,8 @@ async def turn_finish(
             error=error,
             ttft_ms=ttft_ms,
             duration_ms=duration_ms,
+            parts=list(parts),
+            rounds=list(rounds),
         )
     )
     upstream_request_id = (finished.request_id if finished else "") or (
@@ -113,6 +128,8 @@ class _Finish:
     error: ProviderError | None
     ttft_ms: int | None
     duration_ms: int
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[Finished] = field(default_factory=list)
 
 
 def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
@@ -130,6 +147,12 @@ def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
                 f.turn.message_id for f, (_, ok) in zip(finishes, results, strict=True) if ok
             ]
             ledger_record(written)
+            tool_calls_record(
+                finished_at=now,
+                replies=[
+                    f.parts for f, (_, ok) in zip(finishes, results, strict=True) if ok and f.parts
+                ],
+            )
             return [data for data, _ in results]
     finally:
         release_connection()
@@ -137,8 +160,14 @@ def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
 
 def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
     usage, finished, error = finish.usage, finish.finished, finish.error
+    rich = any(part["type"] != "text" for part in finish.parts)
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
+    # Hosted web search is billed per call, beside the tokens (the demo's is pretend).
+    priced_searches = finish.turn.provider != "demo"
+    searches = sum(r.web_searches for r in finish.rounds)
+    if searches and priced_searches:
+        cost = (cost or Decimal(0)) + search_cost(searches)
     fields: dict[str, Any] = {
         "content": storable(finish.text),
         "status": finish.status,
@@ -150,6 +179,11 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         "finished_at": now,
         "error_type": error.error_type if error else "",
         "error_message": storable(error.message) if error else "",
+        # Text only and one model call: `content` and the row's usage say it all.
+        "parts": finish.parts if rich else None,
+        "rounds": [_round(r, price, priced_searches) for r in finish.rounds]
+        if rich or len(finish.rounds) > 1
+        else None,
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)
@@ -171,6 +205,23 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         retry_after=error.retry_after if error else None,
     )
     return data, True
+
+
+def _round(finished: Finished, price: ModelPrice | None, priced_searches: bool) -> dict[str, Any]:
+    """One model call of the turn as stored: what it used and cost, and its ids."""
+    usage = finished.usage
+    cost = cost_of(usage, price) if usage is not None and price is not None else None
+    if finished.web_searches and priced_searches:
+        cost = (cost or Decimal(0)) + search_cost(finished.web_searches)
+    return {
+        "response_id": finished.response_id,
+        "request_id": finished.request_id,
+        "finish_reason": finished.finish_reason,
+        "usage": usage.as_dict() if usage else None,
+        "usage_estimated": usage.estimated if usage else False,
+        "web_searches": finished.web_searches,
+        "cost": None if cost is None else f"{cost:f}",
+    }
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)

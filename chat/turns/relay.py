@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
-from chat.llm import ProviderEvent, TextDelta
+from chat.llm import ReasoningDelta, TextDelta
 from chat.runtime import PerLoop, spawn
 from chat.streams import IDLE, StreamEvent
 
+Event = TypeVar("Event")
 CANCEL_POLL_SECONDS = 1.0
 _DONE = object()
 _STOP = object()
@@ -81,10 +82,10 @@ async def _poll_stops(keys: set[str]) -> None:
 
 
 async def relay(
-    upstream: AsyncIterator[ProviderEvent], *, cancel_key: str, idle_after: float
-) -> AsyncGenerator[ProviderEvent | StreamEvent, None]:
-    """`upstream`'s events, and `IDLE` (the one `StreamEvent` here) after `idle_after`
-    seconds without any."""
+    upstream: AsyncIterator[Event], *, cancel_key: str, idle_after: float
+) -> AsyncGenerator[Event | StreamEvent, None]:
+    """`upstream`'s events (the model's, and the tools' in between), and `IDLE` (the one
+    `StreamEvent` here) after `idle_after` seconds without any."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)
@@ -110,7 +111,7 @@ async def relay(
             else:
                 item = queue.get_nowait()
             items = [item]
-            if isinstance(item, TextDelta) and not queue.empty():
+            if isinstance(item, TextDelta | ReasoningDelta) and not queue.empty():
                 items = _merge_queued(item, queue)
             for one in items:
                 if one is _DONE:
@@ -128,14 +129,16 @@ async def relay(
             await task
 
 
-def _merge_queued(first: TextDelta, queue: asyncio.Queue[Any]) -> list[Any]:
-    """`first` joined with the deltas already waiting behind it (nothing waits for more)."""
+def _merge_queued(first: TextDelta | ReasoningDelta, queue: asyncio.Queue[Any]) -> list[Any]:
+    """`first` joined with the deltas of its kind already waiting behind it (nothing waits
+    for more)."""
+    kind = type(first)
     texts = [first.text]
     rest: list[Any] = []
     while not queue.empty():
         item = queue.get_nowait()
-        if isinstance(item, TextDelta) and not rest:
+        if type(item) is kind and not rest:
             texts.append(item.text)
         else:
             rest.append(item)
-    return [TextDelta("".join(texts)), *rest]
+    return [kind("".join(texts)), *rest]

@@ -4,6 +4,7 @@ from the row."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from django.urls import reverse
 
@@ -72,10 +73,46 @@ def turn_replay(message: Message) -> list[StreamEvent]:
             }
         )
     ]
-    if message.content:
+    if message.parts:
+        events += part_events(message.parts)
+    elif message.content:
         events.append(StreamEvent("delta", {"text": message.content}))
     kind: EventType = "error" if message.status == Status.FAILED else "end"
     events.append(StreamEvent(kind, stored_end_data(message)))
+    return events
+
+
+def shown_parts(parts: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A reply's parts as the API shows and exports them: without the provider's opaque
+    reasoning item, which only the model reads; none for a reply that is text only."""
+    return [{k: v for k, v in part.items() if k != "item"} for part in parts or ()]
+
+
+def part_events(parts: list[dict[str, Any]]) -> list[StreamEvent]:
+    """A stored reply's parts as the events that streamed them (a reasoning part also
+    says how long the thinking took; its opaque item stays on the server)."""
+    events: list[StreamEvent] = []
+    for part in parts:
+        kind = part.get("type")
+        if kind == "text" and part.get("text"):
+            events.append(StreamEvent("delta", {"text": part["text"]}))
+        elif kind == "reasoning" and part.get("text"):
+            data = {"text": part["text"]}
+            if part.get("duration_ms") is not None:
+                data["duration_ms"] = part["duration_ms"]
+            events.append(StreamEvent("reasoning", data))
+        elif kind == "tool_call":
+            call = ("id", "name", "arguments", "runner")
+            events.append(StreamEvent("tool_call", {f: part.get(f) for f in call}))
+        elif kind == "tool_result":
+            result = ("id", "name", "output", "error", "duration_ms")
+            events.append(StreamEvent("tool_result", {f: part.get(f) for f in result}))
+        elif kind == "web_search":
+            search = ("id", "status", "query")
+            events.append(StreamEvent("web_search", {f: part.get(f) for f in search}))
+        elif kind == "citation":
+            cited = ("url", "title", "start_index", "end_index")
+            events.append(StreamEvent("citation", {f: part.get(f) for f in cited}))
     return events
 
 

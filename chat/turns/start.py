@@ -34,8 +34,10 @@ class Turn:
     api: llm.Api
     provider: str
     system: str
-    context: list[dict[str, str]] = field(default_factory=list)
+    # Input items in the api's shape: messages, and earlier replies' tool calls and results.
+    context: list[dict[str, Any]] = field(default_factory=list)
     user_message_id: int | None = None  # the prompt's row, when this turn stored it
+    owner: Owner | None = None  # who asks: handed to the tools that want to know
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
@@ -208,13 +210,14 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
         api=start.api,
         provider=provider_name,
         system=plan.conversation.system_prompt,
+        owner=start.owner,
     )
     if not start.defer:  # a deferred turn's context is read when it is claimed
         turn.context = (
             [{"role": "user", "content": start.message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
             # A new conversation's context is the message just stored: no query.
             if plan.is_new
-            else _context(plan.conversation.pk, before=assistant.pk)
+            else _context(plan.conversation.pk, before=assistant.pk, api=start.api)
         )
     return turn
 
@@ -222,9 +225,11 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
 _starts: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 
-def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:
+def _context(conversation_id: uuid.UUID, *, before: int, api: llm.Api) -> list[dict[str, Any]]:
     """Earlier messages sent to the model, oldest first, capped to the newest N; of a
-    regenerated or edited turn only its current version."""
+    regenerated or edited turn only its current version. A reply that called tools goes
+    as its calls and their results too, in the api's shape, so the model still knows
+    what it found out."""
     rows = (
         Message.objects.filter(
             conversation_id=conversation_id, pk__lt=before, superseded_at__isnull=True
@@ -232,9 +237,15 @@ def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]
         .exclude(role=Message.Role.ASSISTANT, content="")
         .exclude(status__in=[Status.PENDING, Status.STREAMING])
         .order_by("-pk")
-        .values_list("role", "content")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        .values_list("role", "content", "parts")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
     )
-    return [{"role": role, "content": content} for role, content in reversed(rows)]
+    context: list[dict[str, Any]] = []
+    for role, content, parts in reversed(rows):
+        if role == Message.Role.ASSISTANT and parts and llm.has_tool_parts(parts):
+            context += llm.input_items(api, parts)
+        else:
+            context.append({"role": role, "content": content})
+    return context
 
 
 async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
@@ -267,15 +278,19 @@ async def _claim(message: Message) -> Turn | None:
     )
     if not won:
         return None
-    context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
+    context = await sync_to_async(_context)(message.conversation_id, before=message.pk, api=api)
+    conversation = message.conversation
     return Turn(
         conversation_id=message.conversation_id,
         message_id=message.pk,
         model=message.model,
         api=api,
         provider=message.provider,
-        system=message.conversation.system_prompt,
+        system=conversation.system_prompt,
         context=context,
+        owner=Owner(user_id=conversation.owner_id)
+        if conversation.owner_id is not None
+        else Owner(anonymous_key=conversation.anonymous_key),
     )
 
 

@@ -4,6 +4,7 @@ shielded `finally` whatever happens."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -14,13 +15,14 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
-from chat.llm import Finished, ProviderError, TextDelta
+from chat.llm import Finished, ProviderError, ReasoningDelta, TextDelta, ToolCall, Usage
 from chat.models import Message
 from chat.runtime import shielded, spawn
 from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
 from chat.turns.finish import ms_since, release_connection, turn_finish
+from chat.turns.rounds import BudgetReached, ReplyParts, ToolFinished, ToolStarted, turn_rounds
 from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
 
@@ -28,13 +30,20 @@ logger = logging.getLogger("chat")
 
 
 async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
-    """Call the model and yield `start`, `delta`…, then `end` or `error`.
+    """Call the model and yield `start`, then `reasoning`, `delta`, `tool_call`,
+    `tool_result`, `web_search` and `citation` events as they happen (a tool loop calls
+    the model several times), then `end` or `error`.
 
     The row is finished exactly once, in a shielded `finally`, for every outcome:
-    completed, upstream error, timeout, stop request, or the consumer going away.
+    completed, upstream error, timeout, stop request, or the consumer going away. Each
+    model call's usage is counted once; the turn's is their sum.
     """
     started = time.monotonic()
     parts: list[str] = []
+    reply = ReplyParts()
+    rounds: list[Finished] = []
+    round_text: list[str] = []  # the text of the model call under way
+    budget_reached = False
     ttft_ms: int | None = None
     finished: Finished | None = None
     error: ProviderError | None = None
@@ -59,9 +68,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         # DB thread, before turn_finish's write queued behind it there.
         if connection.vendor != "sqlite":
             spawn(sync_to_async(release_connection)())
-        upstream = llm.stream_reply(
-            messages=turn.context, model=turn.model, api=turn.api, system=turn.system
-        )
+        upstream = turn_rounds(turn=turn)
         relayed = relay.relay(
             upstream,
             cancel_key=stop_key,
@@ -71,17 +78,63 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         # before the row is finished, not whenever the garbage collector gets to it.
         async with aclosing(relayed):
             async for event in relayed:
+                if isinstance(event, StreamEvent):
+                    yield event  # IDLE
+                    continue
+                reply.add(event)
                 if isinstance(event, TextDelta):
                     if not event.text:
                         continue
                     if ttft_ms is None:
                         ttft_ms = ms_since(started)
                     parts.append(event.text)
+                    round_text.append(event.text)
                     yield StreamEvent("delta", {"text": event.text})
+                elif isinstance(event, ReasoningDelta):
+                    if event.text:
+                        yield StreamEvent("reasoning", {"text": event.text})
+                elif isinstance(event, ToolCall):
+                    pass  # announced when it starts, with who runs it
+                elif isinstance(event, llm.WebSearch):
+                    yield StreamEvent(
+                        "web_search",
+                        {"id": event.item_id, "status": event.status, "query": event.query},
+                    )
+                elif isinstance(event, llm.Citation):
+                    yield StreamEvent(
+                        "citation",
+                        {
+                            "url": event.url,
+                            "title": event.title,
+                            "start_index": event.start_index,
+                            "end_index": event.end_index,
+                        },
+                    )
+                elif isinstance(event, ToolStarted):
+                    yield StreamEvent("tool_call", tool_call_data(event.call, runner=event.runner))
+                elif isinstance(event, ToolFinished):
+                    yield StreamEvent(
+                        "tool_result",
+                        {
+                            "id": event.call.call_id,
+                            "name": event.call.name,
+                            "output": event.result.output,
+                            "error": event.result.error,
+                            "duration_ms": event.result.duration_ms,
+                        },
+                    )
                 elif isinstance(event, Finished):
-                    finished = event
-                else:
-                    yield event  # IDLE
+                    rounds.append(_with_usage(event, turn=turn, text="".join(round_text)))
+                    round_text.clear()
+                elif isinstance(event, BudgetReached):
+                    budget_reached = True
+            if rounds:
+                total = sum((r.usage for r in rounds if r.usage), Usage())
+                finished = dataclasses.replace(rounds[-1], usage=total)
+                if budget_reached:
+                    finished = dataclasses.replace(
+                        finished, status="incomplete", finish_reason="budget_exceeded"
+                    )
     except ProviderError as exc:
         error = exc
     except relay.StopRequested:
@@ -98,6 +151,9 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                 turn_finish(
                     turn=turn,
                     text="".join(parts),
+                    parts=reply.parts,
+                    rounds=rounds,
+                    unfinished_round_text="".join(round_text),
                     finished=finished,
                     error=error,
                     stopped=stopped or (finished is None and error is None),
@@ -111,6 +167,23 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         yield StreamEvent("error", outcome)
     else:
         yield StreamEvent("end", outcome)
+
+
+def tool_call_data(call: ToolCall, *, runner: str) -> dict[str, str]:
+    return {"id": call.call_id, "name": call.name, "arguments": call.arguments, "runner": runner}
+
+
+def _with_usage(finished: Finished, *, turn: Turn, text: str) -> Finished:
+    """A model call's `Finished` with usage: its own, or an estimate flagged as such."""
+    if finished.usage is not None:
+        return finished
+    return dataclasses.replace(
+        finished, usage=llm.estimate_usage(prompt=context_text(turn), reply=text)
+    )
+
+
+def context_text(turn: Turn) -> str:
+    return turn.system + "".join(str(m.get("content") or "") for m in turn.context)
 
 
 async def turn_follow(*, message: Message) -> AsyncGenerator[StreamEvent, None]:

@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -237,6 +237,8 @@ class Command(BaseCommand):
             # Closed here, not by the garbage collector, if writing fails (a closed pipe).
             async with contextlib.aclosing(turn_stream(turn=turn)) as events:
                 async for event in events:
+                    if event.type in ("tool_call", "tool_result") and live:
+                        self.note(tool_line(event.type, event.data))
                     if event.type != "delta":
                         continue
                     parts.append(event.data["text"])
@@ -380,3 +382,12 @@ def summary_table(prompts: list[str], records: list[TurnRecord]) -> str:
 
 def _str(value: int | None) -> str:
     return "" if value is None else str(value)
+
+
+def tool_line(kind: str, data: Mapping[str, Any]) -> str:
+    """A tool call or its result, one line on stderr while the reply streams."""
+    if kind == "tool_call":
+        return f"[tool] {data['name']} {data['arguments']}"
+    output = " ".join(str(data["output"]).split())
+    cut = output if len(output) <= 200 else output[:200] + "…"
+    return f"[tool] {data['name']} {'failed: ' if data['error'] else '→ '}{cut}"

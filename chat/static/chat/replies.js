@@ -6,6 +6,7 @@ import { describeFailure } from "./api.js";
 import { addCodeCopyButtons, copyButton } from "./copy.js";
 import { el, formatCost, formatMs } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
+import { PartsView } from "./parts.js";
 import { keepingBottom } from "./transcript.js";
 
 // `nodes` as parent's children, leaving in place those already there: taking a focused
@@ -45,9 +46,10 @@ export class ReplyView {
     this.details = el("p", { class: "details" });
     this.actions = el("div", { class: "message-actions" });
     this.notices = el("div", { class: "notices" });
+    this.parts = new PartsView(); // thinking and tool cards, above the answer
     this.item = el("li", { class: "message message-assistant", "data-role": "assistant" }, [
       el("span", { class: "role", text: "Assistant" }),
-      el("div", { class: "bubble" }, [this.markdown]),
+      el("div", { class: "bubble" }, [this.parts.box, this.markdown, this.parts.sources]),
       el("div", { class: "reply-foot" }, [this.details, this.actions]),
       this.notices,
     ]);
@@ -84,6 +86,7 @@ export class ReplyView {
 
   // Re-rendered at most once a frame: tokens can arrive faster than the screen repaints.
   update(text) {
+    this.parts.fold();
     this.text = text;
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
@@ -105,12 +108,15 @@ export class ReplyView {
   }
 
   finish(data, text = this.text) {
+    this.parts.fold();
     this.text = text;
     this.setState(data.status || "completed");
     this.paint();
     this.showDetails(data);
     if (data.status === "cancelled") {
       this.notice(this.text ? "Stopped. The text so far was kept." : "Stopped before any text.");
+    } else if (data.status === "incomplete" && data.finish_reason === "budget_exceeded") {
+      this.notice("Stopped after a tool round: your budget for this period is used up.");
     } else if (data.status === "incomplete") {
       const reason = data.finish_reason ? ` (${data.finish_reason})` : "";
       this.notice(`The reply was cut short${reason}.`);
@@ -124,9 +130,10 @@ export class ReplyView {
     const usage = data.usage;
     if (usage) {
       const approx = data.usage_estimated ? "≈" : "";
+      const thought = usage.reasoning_tokens ? ` (${approx}${usage.reasoning_tokens} thinking)` : "";
       parts.push([
         data.usage_estimated ? "Estimated tokens" : "Tokens",
-        `${approx}${usage.input_tokens} in · ${approx}${usage.output_tokens} out`,
+        `${approx}${usage.input_tokens} in · ${approx}${usage.output_tokens} out${thought}`,
       ]);
     }
     if (data.cost != null) parts.push(["Cost", formatCost(Number(data.cost))]);

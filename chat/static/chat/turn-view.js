@@ -117,6 +117,7 @@ export class TurnView {
   storedView(message) {
     const view = new ReplyView(message.model);
     view.text = message.content;
+    if (!UNFINISHED.has(message.status)) view.parts.show(message.parts);
     if (UNFINISHED.has(message.status)) {
       // Reopening the stream never re-runs the turn: a pending one is claimed once, a
       // streaming one (the reply was being written when the page went away) is replayed or

@@ -1,6 +1,7 @@
 // Replies being written: one EventSource per turn, Stop, and reconnecting.
 //
-//   new EventSource(stream_url)      start, delta…, then end | error (closed on both; on a
+//   new EventSource(stream_url)      start, then reasoning, tool_call, tool_result and delta
+//                                    events, then end | error (closed on both; on a
 //                                    network error the browser reconnects with Last-Event-ID
 //                                    and the reply goes on where it was)
 //   POST /api/messages/<id>/cancel   Stop
@@ -95,7 +96,31 @@ export class Turns {
       const data = JSON.parse(event.data);
       // A replay starts from the beginning: its text replaces what was shown.
       turn.text = "";
+      view.parts.reset();
       view.model = data.model;
+    });
+    source.addEventListener("reasoning", (event) => {
+      seen(event);
+      const data = JSON.parse(event.data);
+      view.parts.reasoning(data.text, data.duration_ms);
+    });
+    source.addEventListener("tool_call", (event) => {
+      seen(event);
+      const data = JSON.parse(event.data);
+      view.parts.toolCall(data);
+      announce(`Calling the tool ${data.name}.`);
+    });
+    source.addEventListener("web_search", (event) => {
+      seen(event);
+      view.parts.webSearch(JSON.parse(event.data));
+    });
+    source.addEventListener("citation", (event) => {
+      seen(event);
+      view.parts.citation(JSON.parse(event.data));
+    });
+    source.addEventListener("tool_result", (event) => {
+      seen(event);
+      view.parts.toolResult(JSON.parse(event.data));
     });
     source.addEventListener("delta", (event) => {
       seen(event);
