@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -26,6 +27,8 @@ from django.utils.text import slugify
 
 from chat.access.owners import Owner
 from chat.errors import ChatError, ErrorDetail, error_detail, not_found
+from chat.files.lifecycle import files_purge, files_purge_written_before, files_release
+from chat.files.selectors import FileData, afiles_for_messages
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.streams import UsageData, money_json
@@ -69,6 +72,7 @@ class MessageData(TypedDict):
     error: ErrorDetail | None
     created_at: str
     stream_url: str | None
+    attachments: list[FileData]  # a user message's files
 
 
 class CurrentMessage(MessageData):
@@ -100,6 +104,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
     if conversation is None:
         raise not_found("conversation")
     rows = [m async for m in conversation.messages.order_by("pk")]
+    files = await afiles_for_messages(m.pk for m in rows if m.role == Message.Role.USER)
     versions: dict[int, list[Message]] = {}
     for m in rows:
         versions.setdefault(m.version_of_id or m.pk, []).append(m)
@@ -111,11 +116,11 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
         index = turn_versions.index(m)
         messages.append(
             {
-                **message_data(m),
+                **message_data(m, files),
                 "version": index + 1,
                 "versions": len(turn_versions),
-                "previous_versions": [message_data(v) for v in turn_versions[:index]],
-                "later_versions": [message_data(v) for v in turn_versions[index + 1 :]],
+                "previous_versions": [message_data(v, files) for v in turn_versions[:index]],
+                "later_versions": [message_data(v, files) for v in turn_versions[index + 1 :]],
             }
         )
     return {
@@ -125,7 +130,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
     }
 
 
-def message_data(m: Message) -> MessageData:
+def message_data(m: Message, files: dict[int, list[FileData]] | None = None) -> MessageData:
     return {
         "id": m.pk,
         "role": m.role,
@@ -141,6 +146,7 @@ def message_data(m: Message) -> MessageData:
         "error": error_detail(m.error_type, m.error_message) if m.error_type else None,
         "created_at": m.created_at.isoformat(),
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
+        "attachments": (files or {}).get(m.pk, []),
     }
 
 
@@ -245,12 +251,16 @@ async def conversation_delete(*, owner: Owner, conversation_id: uuid.UUID) -> No
     )
     if not deleted:
         raise not_found("conversation")
+    # The page sends the DELETE once its Undo window has passed: the files can go now.
+    await sync_to_async(files_release)(conversation_id=conversation_id)
 
 
 def conversations_purge(*, deleted_before: datetime) -> int:
     """Remove for good the text of conversations deleted before `deleted_before`: titles,
-    system prompts, messages and error messages. Their usage numbers stay. Returns how many
-    conversations were purged (again purging one changes nothing)."""
+    system prompts, messages and error messages, and their files' bytes. Their usage
+    numbers stay. Returns how many conversations were purged (again purging one changes
+    nothing)."""
+    files_purge(deleted_before=deleted_before)
     now = timezone.now()
     conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
     Message.objects.filter(conversation__in=conversations, purged_at__isnull=True).exclude(
@@ -265,6 +275,7 @@ def conversations_purge(*, deleted_before: datetime) -> int:
 class Retention:
     messages: int
     conversations: int
+    files: int = 0
 
 
 def history_purge(
@@ -273,7 +284,8 @@ def history_purge(
     """Remove the text of every message written before `before` and the title and system
     prompt of every conversation last used before it (retention, CHAT_RETENTION_DAYS), a
     small batch per transaction so no lock lasts, oldest first; their usage and cost stay
-    in every row and in the ledger. `progress(messages, conversations)` after each batch."""
+    in every row and in the ledger; then the files only such messages had.
+    `progress(messages, conversations)` after each batch."""
     old_messages = Message.objects.filter(purged_at__isnull=True, created_at__lt=before).exclude(
         status__in=UNFINISHED
     )
@@ -291,7 +303,8 @@ def history_purge(
         conversations += done
         if progress is not None:
             progress(messages, conversations)
-    return Retention(messages=messages, conversations=conversations)
+    files = files_purge_written_before(before=before)
+    return Retention(messages=messages, conversations=conversations, files=files)
 
 
 def _purge_in_batches(

@@ -25,6 +25,7 @@ LAYERS: list[set[str]] = [
         "chat.conversations",
     },
     {"chat.turns"},
+    {"chat.files"},
     {"chat.access"},
     {"chat.spend", "chat.ops"},
     {"chat.llm"},

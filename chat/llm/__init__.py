@@ -12,6 +12,13 @@ use `wire`.
 from typing import TYPE_CHECKING, Any
 
 from chat.llm.backends import APIS, Api, Backend, api_named, backend
+from chat.llm.content import (
+    ContextMessage,
+    InputFile,
+    file_kind,
+    files_estimate,
+    sees_images,
+)
 from chat.llm.errors import ProviderError
 from chat.llm.events import Finished, ProviderEvent, TextDelta, Usage, estimate_usage
 
@@ -36,7 +43,9 @@ __all__ = [
     "APIS",
     "Api",
     "Backend",
+    "ContextMessage",
     "Finished",
+    "InputFile",
     "ProviderError",
     "ProviderEvent",
     "TextDelta",
@@ -44,8 +53,11 @@ __all__ = [
     "api_named",
     "backend",
     "estimate_usage",
+    "file_kind",
+    "files_estimate",
     "list_models",
     "reset",
+    "sees_images",
     "stream_reply",
     "use_transport",
 ]

@@ -11,6 +11,7 @@ import openai
 from django.conf import settings
 
 from chat.llm.backends import Api, Backend, backend
+from chat.llm.content import ContextMessage, chat_messages, responses_input
 from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
 from chat.llm.events import Finished, ProviderEvent
@@ -79,7 +80,7 @@ def _http_client() -> httpx2.AsyncClient | None:
 
 
 async def stream_reply(
-    *, messages: list[dict[str, str]], model: str, api: Api, system: str = ""
+    *, messages: list[ContextMessage], model: str, api: Api, system: str = ""
 ) -> AsyncGenerator[ProviderEvent, None]:
     """Stream one reply: `TextDelta`s, then exactly one `Finished`, or a `ProviderError`.
 
@@ -97,17 +98,17 @@ async def stream_reply(
             model=model,
             instructions=system or openai.omit,
             stream=True,
-            extra_body={"input": messages},
+            extra_body={"input": responses_input(messages, model=model)},
         )
         parse = ResponsesParser()
     else:
-        chat_messages = [{"role": "system", "content": system}] if system else []
+        system_message = [{"role": "system", "content": system}] if system else []
         request = sdk.chat.completions.with_streaming_response.create(
             model=model,
             messages=[],
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"messages": [*chat_messages, *messages]},
+            extra_body={"messages": [*system_message, *chat_messages(messages, model=model)]},
         )
         parse = ChatParser()
     request_id = ""

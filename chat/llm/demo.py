@@ -10,6 +10,9 @@ echo the prompt, stream a token at a time and report usage; `chat.llm.wire` writ
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import io
 import json
 import re
 import time
@@ -18,6 +21,7 @@ from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
 import httpx2
+from PIL import Image, UnidentifiedImageError
 
 from chat.llm import wire
 from chat.llm.events import estimate_tokens
@@ -26,16 +30,19 @@ DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
 
 
-def demo_reply(prompt: str) -> str:
-    """The reply the demo gives to `prompt` (the last user message)."""
+def demo_reply(prompt: str, received: list[str] | None = None) -> str:
+    """The reply the demo gives to `prompt` (the last user message), saying what it
+    received with it (`received`: one line per image or PDF, from `files_received`)."""
     excerpt = prompt.strip()
     if len(excerpt) > 300:
         excerpt = excerpt[:300] + "…"
+    files = "".join(f"- {line}\n" for line in received or [])
     return (
         "**Offline demo model** — no API key is configured, so this reply is canned "
         "and nothing left this machine.\n\n"
         f"You said:\n\n> {excerpt.replace(chr(10), chr(10) + '> ')}\n\n"
-        "What just happened, for real:\n"
+        + (f"You attached:\n{files}\n" if files else "")
+        + "What just happened, for real:\n"
         "1. Your message and an empty reply row were stored.\n"
         "2. The OpenAI SDK streamed this text, token by token.\n"
         "3. Usage and cost are recorded when the stream ends.\n\n"
@@ -81,10 +88,10 @@ class DemoTransport(httpx2.AsyncBaseTransport):
         if not isinstance(messages, list) or not messages:
             return _error(400, "No messages were sent.")
         prompt_text = "\n".join(_text_of(m) for m in messages) + str(body.get("instructions", ""))
-        last_user = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        last: Any = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         answer = _Answer(
             model=body.get("model") or DEMO_MODEL,
-            reply=demo_reply(last_user),
+            reply=demo_reply(_text_of(last), files_received(last)),
             input_tokens=estimate_tokens(prompt_text),
         )
         headers = {"x-request-id": f"req_demo_{answer.key}"}
@@ -114,6 +121,47 @@ def _text_of(message: Any) -> str:
     if isinstance(content, list):  # content parts: [{"type": "input_text", "text": ...}]
         return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return str(content)
+
+
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def files_received(message: Any) -> list[str]:
+    """What the images and PDFs in `message`'s content parts are, in either API's shape:
+    an image's format and size, a PDF's name and page count (its `/Type /Page` objects,
+    a count that is right for ordinary PDFs without parsing them)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    lines = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("input_image", "image_url"):
+            url = part["image_url"] if kind == "input_image" else part["image_url"]["url"]
+            lines.append(_describe_image(_data_of(url)))
+        elif kind in ("input_file", "file"):
+            file = part if kind == "input_file" else part["file"]
+            pages = len(_PDF_PAGE.findall(_data_of(file.get("file_data", ""))))
+            lines.append(f"a PDF, {file.get('filename', 'unnamed')}, of {pages} page(s)")
+    return lines
+
+
+def _data_of(url: str) -> bytes:
+    _, _, encoded = url.partition(";base64,")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _describe_image(data: bytes) -> str:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return f"a {image.format} image of {image.width}×{image.height} pixels"
+    except (UnidentifiedImageError, OSError):
+        return "an image I could not read"
 
 
 def _error(status: int, message: str) -> httpx2.Response:

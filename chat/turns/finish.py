@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,6 +59,13 @@ async def turn_finish(
     if usage is None and (text or status == Status.COMPLETED):
         prompt = turn.system + "".join(m["content"] for m in turn.context)
         usage = llm.estimate_usage(prompt=prompt, reply=text)
+        if turn.attached:  # the files' share, guessed: still flagged as an estimate
+            files = llm.files_estimate(turn.context)
+            usage = replace(
+                usage,
+                input_tokens=usage.input_tokens + files,
+                total_tokens=usage.total_tokens + files,
+            )
     result = await _finishes.submit(
         _Finish(
             turn=turn,

@@ -4,6 +4,7 @@ turn is claimed exactly once (`turn_claim`), so only one caller ever reaches the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,9 @@ from django.utils import timezone
 from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
-from chat.models import Conversation, Message
+from chat.files.context import files_check_model
+from chat.files.selectors import files_owned
+from chat.models import Attachment, Conversation, Message, MessageAttachment
 from chat.runtime import committed
 from chat.spend.ledger import message_finalize
 from chat.text import title_from
@@ -34,8 +37,11 @@ class Turn:
     api: llm.Api
     provider: str
     system: str
-    context: list[dict[str, str]] = field(default_factory=list)
+    context: list[llm.ContextMessage] = field(default_factory=list)
     user_message_id: int | None = None  # the prompt's row, when this turn stored it
+    # The files of the context's messages: a message's index in `context` → attachment
+    # ids, in order; their bytes are read when the model is called (`chat.files.context`).
+    attached: dict[int, list[uuid.UUID]] = field(default_factory=dict)
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
@@ -71,6 +77,7 @@ async def turn_start(
     model: str | None = None,
     system: str | None = None,
     api: str | None = None,
+    attachments: Sequence[uuid.UUID] = (),
     defer: bool = False,
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
@@ -84,6 +91,7 @@ async def turn_start(
         system=system,
         api=choose_api(api),
         defer=defer,
+        attachments=tuple(attachments),
     )
     return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
@@ -104,6 +112,7 @@ class _Start:
     system: str | None
     api: llm.Api
     defer: bool
+    attachments: tuple[uuid.UUID, ...] = ()
 
 
 def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
@@ -124,7 +133,9 @@ def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
                 rows += _messages(plan, backend.name)
         # Their ids come back from the INSERT (RETURNING), in order.
         Message.objects.bulk_create(rows)
-        pairs = iter(zip(rows[0::2], rows[1::2], strict=True))
+        written = list(zip(rows[0::2], rows[1::2], strict=True))
+        _attach([plan for plan in plans if isinstance(plan, _Plan)], written)
+        pairs = iter(written)
         return [
             _turn(plan, *next(pairs), backend.name) if isinstance(plan, _Plan) else plan
             for plan in plans
@@ -137,6 +148,16 @@ class _Plan:
     conversation: Conversation
     model: str
     is_new: bool
+    files: list[Attachment] = field(default_factory=list)
+
+
+def _attach(plans: list[_Plan], pairs: list[tuple[Message, Message]]) -> None:
+    """The user messages' files, in one INSERT for the batch."""
+    MessageAttachment.objects.bulk_create(
+        MessageAttachment(message=user, attachment=attachment, position=position)
+        for plan, (user, _) in zip(plans, pairs, strict=True)
+        for position, attachment in enumerate(plan.files)
+    )
 
 
 def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
@@ -153,8 +174,10 @@ def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
 
 def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
     try:
+        files = files_owned(owner=start.owner, ids=start.attachments)
         if start.conversation_id is None:
             chosen = choose_model(start.model)
+            files_check_model(files, model=chosen)
             conversation = Conversation(
                 owner_id=start.owner.user_id,
                 anonymous_key=start.owner.anonymous_key,
@@ -162,11 +185,12 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
                 model=chosen,
                 system_prompt=start.system or "",
             )
-            return _Plan(start, conversation, chosen, is_new=True)
+            return _Plan(start, conversation, chosen, is_new=True, files=files)
         found = locked.get(start.conversation_id)
         if found is None or not start.owner.owns(found):
             raise not_found("conversation")
         chosen = choose_model(start.model, found.model)
+        files_check_model(files, model=chosen)
     except ChatError as exc:
         return exc
     changes: dict[str, Any] = {"updated_at": timezone.now(), "model": chosen}
@@ -174,7 +198,7 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
         changes["system_prompt"] = start.system
     Conversation.objects.filter(pk=found.pk).update(**changes)
     found.system_prompt = changes.get("system_prompt", found.system_prompt)
-    return _Plan(start, found, chosen, is_new=False)
+    return _Plan(start, found, chosen, is_new=False, files=files)
 
 
 def _messages(plan: _Plan, provider_name: str) -> list[Message]:
@@ -210,21 +234,26 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
         system=plan.conversation.system_prompt,
     )
     if not start.defer:  # a deferred turn's context is read when it is claimed
-        turn.context = (
-            [{"role": "user", "content": start.message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        if plan.is_new:
             # A new conversation's context is the message just stored: no query.
-            if plan.is_new
-            else _context(plan.conversation.pk, before=assistant.pk)
-        )
+            turn.context = [{"role": "user", "content": start.message}]
+            turn.context = turn.context[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+            if plan.files and turn.context:
+                turn.attached = {0: [a.pk for a in plan.files]}
+        else:
+            turn.context, turn.attached = _context(plan.conversation.pk, before=assistant.pk)
     return turn
 
 
 _starts: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 
-def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]:
+def _context(
+    conversation_id: uuid.UUID, *, before: int
+) -> tuple[list[llm.ContextMessage], dict[int, list[uuid.UUID]]]:
     """Earlier messages sent to the model, oldest first, capped to the newest N; of a
-    regenerated or edited turn only its current version."""
+    regenerated or edited turn only its current version. With them, the files attached
+    to them (by index in the context)."""
     rows = (
         Message.objects.filter(
             conversation_id=conversation_id, pk__lt=before, superseded_at__isnull=True
@@ -232,9 +261,21 @@ def _context(conversation_id: uuid.UUID, *, before: int) -> list[dict[str, str]]
         .exclude(role=Message.Role.ASSISTANT, content="")
         .exclude(status__in=[Status.PENDING, Status.STREAMING])
         .order_by("-pk")
-        .values_list("role", "content")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        .values_list("pk", "role", "content")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
     )
-    return [{"role": role, "content": content} for role, content in reversed(rows)]
+    ordered = list(reversed(rows))
+    context: list[llm.ContextMessage] = [
+        {"role": role, "content": content} for _, role, content in ordered
+    ]
+    index = {pk: i for i, (pk, role, _) in enumerate(ordered) if role == Message.Role.USER}
+    attached: dict[int, list[uuid.UUID]] = {}
+    if index:
+        files = MessageAttachment.objects.filter(message_id__in=list(index)).order_by(
+            "message_id", "position"
+        )
+        for message_id, attachment_id in files.values_list("message_id", "attachment_id"):
+            attached.setdefault(index[message_id], []).append(attachment_id)
+    return context, attached
 
 
 async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
@@ -267,7 +308,7 @@ async def _claim(message: Message) -> Turn | None:
     )
     if not won:
         return None
-    context = await sync_to_async(_context)(message.conversation_id, before=message.pk)
+    context, attached = await sync_to_async(_context)(message.conversation_id, before=message.pk)
     return Turn(
         conversation_id=message.conversation_id,
         message_id=message.pk,
@@ -276,6 +317,7 @@ async def _claim(message: Message) -> Turn | None:
         provider=message.provider,
         system=message.conversation.system_prompt,
         context=context,
+        attached=attached,
     )
 
 

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
+from chat.files.context import files_in_context
 from chat.llm import Finished, ProviderError, TextDelta
 from chat.models import Message
 from chat.runtime import shielded, spawn
@@ -59,6 +60,8 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         # DB thread, before turn_finish's write queued behind it there.
         if connection.vendor != "sqlite":
             spawn(sync_to_async(release_connection)())
+        if turn.attached:
+            turn.context = await files_in_context(turn.context, turn.attached)
         upstream = llm.stream_reply(
             messages=turn.context, model=turn.model, api=turn.api, system=turn.system
         )
