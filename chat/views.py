@@ -100,6 +100,10 @@ async def index(request: HttpRequest) -> HttpResponse:
         "label": backend.label,
         "account": account,
         "loginUrl": resolve_url(settings.LOGIN_URL),
+        "files": {
+            "maxBytes": settings.CHAT_FILES_MAX_BYTES,
+            "perMessage": settings.CHAT_FILES_PER_MESSAGE,
+        },
     }
     context = {"backend": backend, "chat_config": chat_config, "account": account}
     return render(request, "chat/index.html", context)

@@ -22,12 +22,10 @@ from typing import Any, Literal, NotRequired, TypedDict
 from django.conf import settings
 
 from chat.llm.demo import DEMO_MODEL
+from chat.llm.events import FILE_TOKENS_ESTIMATE
 
 FileKind = Literal["image", "pdf", "text"]
 FILE_KINDS: tuple[FileKind, ...] = ("image", "pdf", "text")
-# Rough input tokens of one image or PDF when the upstream reports no usage: OpenAI's
-# price for a 512×512 tile at high detail plus its base, a middle-of-the-road guess.
-FILE_TOKENS_ESTIMATE = 765
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ import httpx2
 from PIL import Image, UnidentifiedImageError
 
 from chat.llm import wire
-from chat.llm.events import estimate_tokens
+from chat.llm.events import FILE_TOKENS_ESTIMATE, estimate_tokens
 
 DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -89,10 +89,12 @@ class DemoTransport(httpx2.AsyncBaseTransport):
             return _error(400, "No messages were sent.")
         prompt_text = "\n".join(_text_of(m) for m in messages) + str(body.get("instructions", ""))
         last: Any = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        received = files_received(last)
         answer = _Answer(
             model=body.get("model") or DEMO_MODEL,
-            reply=demo_reply(_text_of(last), files_received(last)),
-            input_tokens=estimate_tokens(prompt_text),
+            reply=demo_reply(_text_of(last), received),
+            # Images and PDFs cost input tokens upstream too: a flat share each.
+            input_tokens=estimate_tokens(prompt_text) + FILE_TOKENS_ESTIMATE * len(received),
         )
         headers = {"x-request-id": f"req_demo_{answer.key}"}
         written = answer.chat(body) if chat else answer.responses(body)
