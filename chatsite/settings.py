@@ -310,6 +310,9 @@ CHAT_FILES_MAX_BYTES = env.int("CHAT_FILES_MAX_BYTES", default=20 * 1024 * 1024)
 CHAT_FILES_PER_MESSAGE = env.int("CHAT_FILES_PER_MESSAGE", default=10)
 CHAT_FILES_DAILY_BYTES = env.int("CHAT_FILES_DAILY_BYTES", default=200 * 1024 * 1024)
 CHAT_FILES_MAX_PIXELS = env.int("CHAT_FILES_MAX_PIXELS", default=25_000_000)
+# Each worker keeps the newest files encoded for the model (base64), up to this many
+# characters: a conversation sends its earlier images again on every turn.
+CHAT_FILES_CACHE_BYTES = env.int("CHAT_FILES_CACHE_BYTES", default=64 * 1024 * 1024)
 # Models that take images and PDFs (a dated snapshot, `gpt-4.1-2025-04-14`, counts as its
 # base name); the offline demo model always does. Others get 400 for an image.
 CHAT_VISION_MODELS = env.list(

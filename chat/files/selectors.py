@@ -73,6 +73,15 @@ def files_owned(*, owner: Owner, ids: Iterable[uuid.UUID]) -> list[Attachment]:
     return [found[pk] for pk in wanted]
 
 
+async def afiles_owned(*, owner: Owner, ids: Iterable[uuid.UUID]) -> list[Attachment]:
+    """`files_owned` from async code."""
+    wanted = list(dict.fromkeys(ids))
+    found = {a.pk: a async for a in owned(owner).filter(pk__in=wanted)}
+    if len(found) != len(wanted):
+        raise not_found("file")
+    return [found[pk] for pk in wanted]
+
+
 def files_for_messages(message_ids: Iterable[int]) -> dict[int, list[Attachment]]:
     """Each message's attachments in the order attached, in one query."""
     rows = (

@@ -15,6 +15,7 @@ from chat.llm.backends import APIS, Api, Backend, api_named, backend
 from chat.llm.content import (
     ContextMessage,
     InputFile,
+    data_url,
     file_kind,
     files_estimate,
     sees_images,
@@ -52,6 +53,7 @@ __all__ = [
     "Usage",
     "api_named",
     "backend",
+    "data_url",
     "estimate_usage",
     "file_kind",
     "files_estimate",

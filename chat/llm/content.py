@@ -30,20 +30,22 @@ FILE_KINDS: tuple[FileKind, ...] = ("image", "pdf", "text")
 
 @dataclass(frozen=True, slots=True)
 class InputFile:
-    """One attached file's bytes, as the model gets them."""
+    """One attached file as the model gets it: an image or a PDF as a base64 `data:` URL
+    (`data_url`), a text file as its text."""
 
     kind: FileKind
     name: str
     content_type: str
-    data: bytes
-
-    @property
-    def data_url(self) -> str:
-        return f"data:{self.content_type};base64,{base64.b64encode(self.data).decode()}"
+    data_url: str = ""
+    text: str = ""
 
     def as_text(self) -> str:
         """A text file inline: its name, then its content."""
-        return f"Attached file {self.name}:\n\n{self.data.decode('utf-8', 'replace')}"
+        return f"Attached file {self.name}:\n\n{self.text}"
+
+
+def data_url(content_type: str, data: bytes) -> str:
+    return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
 class ContextMessage(TypedDict):
@@ -109,7 +111,7 @@ def _chat_part(file: InputFile) -> dict[str, Any]:
 def files_estimate(messages: Sequence[ContextMessage]) -> int:
     """Input tokens the files of `messages` may have cost, for an estimate."""
     return sum(
-        len(file.data) // 4 if file.kind == "text" else FILE_TOKENS_ESTIMATE
+        len(file.text) // 4 if file.kind == "text" else FILE_TOKENS_ESTIMATE
         for m in messages
         for file in m.get("files", ())
     )

@@ -17,7 +17,7 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.files.context import files_check_model
-from chat.files.selectors import files_owned
+from chat.files.selectors import afiles_owned
 from chat.models import Attachment, Conversation, Message, MessageAttachment
 from chat.runtime import committed
 from chat.spend.ledger import message_finalize
@@ -39,9 +39,10 @@ class Turn:
     system: str
     context: list[llm.ContextMessage] = field(default_factory=list)
     user_message_id: int | None = None  # the prompt's row, when this turn stored it
-    # The files of the context's messages: a message's index in `context` → attachment
-    # ids, in order; their bytes are read when the model is called (`chat.files.context`).
-    attached: dict[int, list[uuid.UUID]] = field(default_factory=dict)
+    # The files of the context's messages: a message's index in `context` → its
+    # attachments, in order; their bytes are read when the model is called
+    # (`chat.files.context`).
+    attached: dict[int, list[Attachment]] = field(default_factory=dict)
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
@@ -82,7 +83,9 @@ async def turn_start(
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
     already claimed as `streaming`) before any upstream call. Turns started at the same
-    moment are written together, in one transaction (`chat.turns.batching`)."""
+    moment are written together, in one transaction (`chat.turns.batching`). The files
+    are looked up first, outside it: a foreign or unknown one refuses the turn (404)."""
+    files = await afiles_owned(owner=owner, ids=attachments) if attachments else []
     start = _Start(
         owner=owner,
         message=message,
@@ -91,7 +94,7 @@ async def turn_start(
         system=system,
         api=choose_api(api),
         defer=defer,
-        attachments=tuple(attachments),
+        files=tuple(files),
     )
     return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
@@ -112,7 +115,7 @@ class _Start:
     system: str | None
     api: llm.Api
     defer: bool
-    attachments: tuple[uuid.UUID, ...] = ()
+    files: tuple[Attachment, ...] = ()
 
 
 def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
@@ -174,7 +177,7 @@ def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
 
 def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
     try:
-        files = files_owned(owner=start.owner, ids=start.attachments)
+        files = list(start.files)
         if start.conversation_id is None:
             chosen = choose_model(start.model)
             files_check_model(files, model=chosen)
@@ -239,7 +242,7 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
             turn.context = [{"role": "user", "content": start.message}]
             turn.context = turn.context[: settings.CHAT_MAX_CONTEXT_MESSAGES]
             if plan.files and turn.context:
-                turn.attached = {0: [a.pk for a in plan.files]}
+                turn.attached = {0: plan.files}
         else:
             turn.context, turn.attached = _context(plan.conversation.pk, before=assistant.pk)
     return turn
@@ -250,7 +253,7 @@ _starts: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 def _context(
     conversation_id: uuid.UUID, *, before: int
-) -> tuple[list[llm.ContextMessage], dict[int, list[uuid.UUID]]]:
+) -> tuple[list[llm.ContextMessage], dict[int, list[Attachment]]]:
     """Earlier messages sent to the model, oldest first, capped to the newest N; of a
     regenerated or edited turn only its current version. With them, the files attached
     to them (by index in the context)."""
@@ -268,13 +271,15 @@ def _context(
         {"role": role, "content": content} for _, role, content in ordered
     ]
     index = {pk: i for i, (pk, role, _) in enumerate(ordered) if role == Message.Role.USER}
-    attached: dict[int, list[uuid.UUID]] = {}
+    attached: dict[int, list[Attachment]] = {}
     if index:
-        files = MessageAttachment.objects.filter(message_id__in=list(index)).order_by(
-            "message_id", "position"
+        files = (
+            MessageAttachment.objects.filter(message_id__in=list(index))
+            .select_related("attachment")
+            .order_by("message_id", "position")
         )
-        for message_id, attachment_id in files.values_list("message_id", "attachment_id"):
-            attached.setdefault(index[message_id], []).append(attachment_id)
+        for row in files:
+            attached.setdefault(index[row.message_id], []).append(row.attachment)
     return context, attached
 
 
