@@ -210,3 +210,43 @@ async def test_deleting_the_conversation_removes_its_files(ada, upstream, local_
     assert (await ada.get(image["url"])).status == 404
     # Still shown in the other conversation: kept.
     assert (await ada.get(shared["url"])).status == 200
+
+
+async def test_a_model_that_cannot_see_gets_earlier_images_named_in_text(ada, upstream, settings):
+    settings.CHAT_MODELS = ["gpt-4.1-mini", "llama3.2"]
+    image = await uploaded(ada, "shot.png", png())
+    upstream.queue(Reply(script=chat_script(["red"])))
+    first = (await ada.post("/api/chat", {"message": "What?", "attachments": [image["id"]]})).json()
+    upstream.queue(Reply(script=chat_script(["ok"])))
+    response = await ada.post(
+        "/api/chat",
+        {"message": "And now?", "conversation": first["conversation"], "model": "llama3.2"},
+    )
+    assert response.status == 200
+    user = upstream.bodies[1]["messages"][0]
+    assert [part["type"] for part in user["content"]] == ["text", "text"]
+    assert "shot.png was attached here" in user["content"][1]["text"]
+
+
+async def test_a_file_whose_bytes_were_removed_is_named_instead(ada, upstream, local_storage):
+    from asgiref.sync import sync_to_async
+    from django.utils import timezone
+
+    from chat.conversations import history_purge
+
+    image = await uploaded(ada, "shot.png", png())
+    upstream.queue(Reply(script=chat_script(["red"])))
+    first = (await ada.post("/api/chat", {"message": "What?", "attachments": [image["id"]]})).json()
+    # Retention: everything written before now goes, the file with it.
+    done = await sync_to_async(history_purge)(before=timezone.now())
+    assert done.files == 1 and (await ada.get(image["url"])).status == 404
+    row = await Attachment.objects.aget(pk=image["id"])
+    assert not (local_storage / row.storage_key).exists()
+    upstream.queue(Reply(script=chat_script(["gone"])))
+    response = await ada.post(
+        "/api/chat", {"message": "Still there?", "conversation": first["conversation"]}
+    )
+    assert response.status == 200
+    user = upstream.bodies[1]["messages"][0]
+    # Its text went with retention too; what is left says a file was there.
+    assert user["content"] == "\n[shot.png was attached here and removed.]"
