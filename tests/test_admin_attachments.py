@@ -13,6 +13,7 @@ from django.urls import reverse
 
 from chat.files.storage import stored_write
 from chat.models import Attachment, Conversation, Message, MessageAttachment
+from tests.asgi import asgi_request
 from tests.files import png
 from tests.test_admin import staff_client
 
@@ -54,11 +55,11 @@ def sent_image():
     return message, attachment, data
 
 
-def body_of(response) -> bytes:
-    async def collect() -> bytes:
-        return b"".join([chunk async for chunk in response.streaming_content])
-
-    return async_to_sync(collect)()
+def served(client: Client, url: str):
+    """`url` through the ASGI application, as uvicorn serves it, with `client`'s session:
+    the bytes are an async stream, which Django's sync test client cannot read cleanly."""
+    cookies = {"sessionid": client.cookies["sessionid"].value}
+    return async_to_sync(asgi_request)("GET", url, cookies=cookies)
 
 
 def test_a_message_page_lists_its_files_with_a_link(admin_client, sent_image):
@@ -70,13 +71,14 @@ def test_a_message_page_lists_its_files_with_a_link(admin_client, sent_image):
     assert "screenshot.png" in html and "image/png" in html and download in html
 
 
+@pytest.mark.django_db(transaction=True)  # the ASGI app reads the rows from its own thread
 def test_staff_with_the_permission_get_the_bytes_and_others_do_not(sent_image):
     _, attachment, data = sent_image
     url = reverse("admin:chat_attachment_download", args=[attachment.pk])
     allowed = staff_client("view_attachment")
-    response = allowed.get(url)
-    assert response.status_code == 200 and body_of(response) == data
-    assert response["X-Content-Type-Options"] == "nosniff"
+    response = served(allowed, url)
+    assert response.status == 200 and response.body == data
+    assert response.headers["x-content-type-options"] == "nosniff"
     get_user_model().objects.create_user("other", is_staff=True)
     refused = Client()
     refused.force_login(get_user_model().objects.get(username="other"))

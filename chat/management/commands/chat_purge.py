@@ -54,8 +54,9 @@ class Command(BaseCommand):
                 raise CommandError(str(error)) from None
             purged = conversations_purge(deleted_before=before)
             self.stdout.write(
-                f"Purged the text and files of {purged} conversation(s) deleted before "
-                f"{timezone.localtime(before):%Y-%m-%d %H:%M}; their usage and cost are kept."
+                f"Purged the text of {purged} conversation(s) deleted before "
+                f"{timezone.localtime(before):%Y-%m-%d %H:%M}, and their files; their usage "
+                "and cost are kept."
             )
         if options["retention"]:
             self._retention(verbose=options["verbosity"] > 1)
