@@ -15,6 +15,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 
+from chat.admin.lists import LargeTableAdmin
 from chat.files.serving import file_response
 from chat.models import Attachment, Message, MessageAttachment
 
@@ -51,7 +52,7 @@ INLINE_FIELDS = ("name", "type", "size", "link")
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin[Attachment]):
+class AttachmentAdmin(LargeTableAdmin[Attachment]):
     list_display = [
         "name",
         "kind",
@@ -61,10 +62,11 @@ class AttachmentAdmin(admin.ModelAdmin[Attachment]):
         "created_at",
         "stored",
     ]
-    list_filter = ["kind", "content_type", ("removed_at", admin.EmptyFieldListFilter), "created_at"]
+    # No filter or date drill-down that reads every row for its choices (the table grows
+    # with every upload): kind has fixed choices, the dates are relative.
+    list_filter = ["kind", ("removed_at", admin.EmptyFieldListFilter), "created_at"]
     list_select_related = ["owner"]
     search_fields = ["name", "owner__username", "sha256"]
-    date_hierarchy = "created_at"
     ordering = ["-created_at"]
     fields = ATTACHMENT_FIELDS
     readonly_fields = ATTACHMENT_FIELDS
