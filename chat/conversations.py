@@ -361,6 +361,9 @@ def conversation_markdown(detail: ConversationDetail) -> str:
         else:
             lines += [f"## Assistant ({message['model']}, {message['status']})", ""]
         lines += [message["content"] or "*(no text)*", ""]
+        if message["attachments"]:
+            names = ", ".join(file["name"] for file in message["attachments"])
+            lines += [f"*Attached: {names}*", ""]
     return "\n".join(lines)
 
 

@@ -250,3 +250,13 @@ async def test_a_file_whose_bytes_were_removed_is_named_instead(ada, upstream, l
     user = upstream.bodies[1]["messages"][0]
     # Its text went with retention too; what is left says a file was there.
     assert user["content"] == "\n[shot.png was attached here and removed.]"
+
+
+async def test_the_export_names_the_files(ada, upstream):
+    image = await uploaded(ada, "shot.png", png())
+    turn = (await ada.post("/api/chat", {"message": "See", "attachments": [image["id"]]})).json()
+    export = f"/api/conversations/{turn['conversation']}/export"
+    markdown = (await ada.get(f"{export}?format=md")).body.decode()
+    assert "## You\n\nSee\n\n*Attached: shot.png*\n" in markdown
+    data = (await ada.get(f"{export}?format=json")).json()
+    assert data["messages"][0]["attachments"][0]["name"] == "shot.png"
