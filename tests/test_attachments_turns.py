@@ -260,3 +260,14 @@ async def test_the_export_names_the_files(ada, upstream):
     assert "## You\n\nSee\n\n*Attached: shot.png*\n" in markdown
     data = (await ada.get(f"{export}?format=json")).json()
     assert data["messages"][0]["attachments"][0]["name"] == "shot.png"
+
+
+async def test_regenerating_with_a_model_that_cannot_see_is_refused_first(ada, upstream, settings):
+    settings.CHAT_MODELS = ["gpt-4.1-mini", "llama3.2"]
+    image = await uploaded(ada, "shot.png", png())
+    upstream.queue(Reply(script=chat_script(["red"])))
+    turn = (await ada.post("/api/chat", {"message": "What?", "attachments": [image["id"]]})).json()
+    refused = await ada.post(f"/api/messages/{turn['message']}/regenerate", {"model": "llama3.2"})
+    assert refused.status == 400
+    assert refused.json()["error"]["type"] == "model_cannot_see_images"
+    assert upstream.calls == 1
