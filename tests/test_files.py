@@ -184,3 +184,17 @@ async def test_anonymous_visitors_upload_into_their_own_cookie(settings):
     assert (await visitor.get(data["url"])).status == 200
     assert (await other.get(data["url"])).status == 404
     assert attachments_storage().exists((await Attachment.objects.aget()).storage_key)
+
+
+async def test_the_same_file_uploaded_twice_at_once_is_stored_once(ada, local_storage):
+    """Both pass the dedupe lookup before either row exists: the unique constraint stops
+    the second, whose stored copy is deleted and which answers with the first's row."""
+    import asyncio
+
+    first, second = await asyncio.gather(
+        upload(ada, "a.png", png(50, 50)), upload(ada, "b.png", png(50, 50))
+    )
+    assert first.status == second.status == 201
+    assert first.json()["id"] == second.json()["id"]
+    assert await Attachment.objects.acount() == 1
+    assert len(list(local_storage.rglob("*.png"))) == 1
