@@ -114,6 +114,13 @@ async def test_bad_files_are_refused_in_json_and_nothing_is_stored(
     assert not local_storage.exists() or not any(local_storage.rglob("*.*"))
 
 
+async def test_text_that_is_not_markup_at_first_sight_is_never_named_as_a_page(ada):
+    data = await uploaded(ada, "page.html", b"just words, then <b>bold</b>\n")
+    assert (data["name"], data["type"]) == ("page.txt", "text/plain")
+    script = await uploaded(ada, "tool.py", b"print('hi')\n")
+    assert script["name"] == "tool.py"
+
+
 async def test_names_are_made_safe(ada):
     data = await uploaded(ada, "../../etc/\u202egnp.exe\x07notes.txt", b"hello\n")
     assert data["name"] == "gnp.exenotes.txt"

@@ -89,12 +89,18 @@ async def file_upload(*, owner: Owner, upload: UploadedFile) -> FileData:
     return file_data(attachment)
 
 
+# Extensions a browser or desktop would open as a page, whatever the bytes: a text file
+# named so is saved as .txt.
+MARKUP_EXTENSIONS = frozenset({"htm", "html", "xhtml", "shtml", "svg", "svgz", "xml", "mht"})
+
+
 def _name_extension(inspected: Inspected, name: str) -> str:
     """The extension the name should end in: the type's, except that a text file keeps
-    a text extension of its own (`.log`, `.py` are plain text too)."""
+    a text extension of its own (`.log`, `.py` are plain text too), never a markup one."""
     if inspected.kind == Attachment.Kind.TEXT and inspected.content_type == "text/plain":
         ext = name.rpartition(".")[2].lower() if "." in name else ""
-        return ext if ext and ext.isalnum() and len(ext) <= 10 else "txt"
+        keep = ext.isalnum() and len(ext) <= 10 and ext not in MARKUP_EXTENSIONS
+        return ext if keep else "txt"
     return inspected.extension
 
 
