@@ -23,7 +23,18 @@ const TYPES = new Set([
   "text/markdown",
   "text/csv",
 ]);
-const EXTENSIONS = new Set(["png", "jpg", "jpeg", "webp", "gif", "pdf", "txt", "md", "markdown", "csv"]);
+const EXTENSIONS = new Set([
+  "png",
+  "jpg",
+  "jpeg",
+  "webp",
+  "gif",
+  "pdf",
+  "txt",
+  "md",
+  "markdown",
+  "csv",
+]);
 export const ACCEPT = [...TYPES, ".md", ".markdown", ".csv", ".txt"].join(",");
 
 export function formatSize(bytes) {
@@ -44,7 +55,8 @@ export function refusalOf(file, { maxBytes, perMessage }, count = 0) {
   }
   if (file.size === 0) return "The file is empty.";
   if (file.size > maxBytes) {
-    return `The file is ${formatSize(file.size)}; files of up to ${formatSize(maxBytes)} are accepted.`;
+    const limit = formatSize(maxBytes);
+    return `The file is ${formatSize(file.size)}; files of up to ${limit} are accepted.`;
   }
   if (count >= perMessage) return `At most ${perMessage} files can go with a message.`;
   return null;
@@ -84,7 +96,13 @@ export function fileLinks(files) {
   return files.map((file) =>
     file.kind === "image"
       ? el("a", { class: "attachment-image", href: file.url, target: "_blank", rel: "noopener" }, [
-          el("img", { src: file.url, alt: file.name, loading: "lazy", width: file.width, height: file.height }),
+          el("img", {
+            src: file.url,
+            alt: file.name,
+            loading: "lazy",
+            width: file.width,
+            height: file.height,
+          }),
         ])
       : el("a", { class: "attachment-file", href: file.url, download: file.name }, [
           el("span", { class: "attachment-name", text: file.name }),
@@ -144,7 +162,8 @@ export class AttachmentTray {
     for (const file of files) {
       const count = this.items.filter((item) => !item.refused).length;
       const refusal = refusalOf(file, this.limits, count);
-      const item = this.chip(file.name || "pasted image", file.size, file.type.startsWith("image/") ? URL.createObjectURL(file) : null);
+      const preview = file.type.startsWith("image/") ? URL.createObjectURL(file) : null;
+      const item = this.chip(file.name || "pasted image", file.size, preview);
       if (refusal) {
         this.refuse(item, refusal);
         continue;
@@ -187,7 +206,12 @@ export class AttachmentTray {
 
   chip(name, size, preview) {
     const item = { data: null, refused: false, abort: null, preview };
-    item.progress = el("progress", { class: "attachment-progress", max: "1", value: "0", "aria-label": `Uploading ${name}` });
+    item.progress = el("progress", {
+      class: "attachment-progress",
+      max: "1",
+      value: "0",
+      "aria-label": `Uploading ${name}`,
+    });
     item.reason = el("p", { class: "attachment-refusal", role: "alert", hidden: true });
     const thumb = preview
       ? el("img", { class: "attachment-thumb", src: preview, alt: "" })
