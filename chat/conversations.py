@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypedDict
 
-from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -252,7 +251,7 @@ async def conversation_delete(*, owner: Owner, conversation_id: uuid.UUID) -> No
     if not deleted:
         raise not_found("conversation")
     # The page sends the DELETE once its Undo window has passed: the files can go now.
-    await sync_to_async(files_release)(conversation_id=conversation_id)
+    await files_release(conversation_id=conversation_id)
 
 
 def conversations_purge(*, deleted_before: datetime) -> int:

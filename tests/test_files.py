@@ -119,6 +119,8 @@ async def test_text_that_is_not_markup_at_first_sight_is_never_named_as_a_page(a
     assert (data["name"], data["type"]) == ("page.txt", "text/plain")
     script = await uploaded(ada, "tool.py", b"print('hi')\n")
     assert script["name"] == "tool.py"
+    notes = await uploaded(ada, "notes.md", b"Draw it with an <svg> element.\n")
+    assert notes["type"] == "text/markdown"
 
 
 async def test_names_are_made_safe(ada):

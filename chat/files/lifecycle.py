@@ -12,6 +12,7 @@ import logging
 import uuid
 from datetime import datetime
 
+from asgiref.sync import sync_to_async
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
@@ -29,13 +30,26 @@ def _still_shown() -> Exists:
     )
 
 
-def files_release(*, conversation_id: uuid.UUID) -> int:
+async def files_release(*, conversation_id: uuid.UUID) -> int:
     """Remove the files of a conversation its owner deleted that no conversation of theirs
-    still shows. Returns how many were removed."""
+    still shows. Returns how many were removed. The storage calls (disk, or HTTP to S3)
+    run on the thread pool, the queries where the request's others do."""
     used = Attachment.objects.filter(
         uses__message__conversation_id=conversation_id, removed_at__isnull=True
     )
-    return _remove(used.exclude(_still_shown()).distinct())
+    gone = [a async for a in used.exclude(_still_shown()).distinct().only("pk", "storage_key")]
+    delete = sync_to_async(stored_delete, thread_sensitive=False)
+    removed = 0
+    for attachment in gone:
+        try:
+            await delete(attachment.storage_key)
+        except OSError:
+            logger.exception("could not remove attachment %s from storage", attachment.pk)
+            continue
+        removed += await Attachment.objects.filter(pk=attachment.pk).aupdate(
+            removed_at=timezone.now()
+        )
+    return removed
 
 
 def files_purge(*, deleted_before: datetime) -> int:

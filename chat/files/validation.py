@@ -68,7 +68,7 @@ def inspect(file: IO[bytes], *, name: str, max_pixels: int) -> Inspected:
     image = _open_image(file)
     if image is not None:
         return _reencoded(image, max_pixels=max_pixels)
-    if _looks_like_markup(head):
+    if _looks_like_markup(head) or name.lower().endswith((".svg", ".svgz")):
         raise unsupported("SVG, HTML and XML files are not accepted (they can carry scripts).")
     if not _is_text(file):
         raise unsupported("This type of file is not accepted.")
@@ -148,8 +148,10 @@ def _pixels_only(image: Image.Image, image_format: str) -> Image.Image:
 
 
 def _looks_like_markup(head: bytes) -> bool:
+    """A document a browser would render: it starts as one. (Text that merely mentions a
+    tag is text; it is served as text/plain, nosniff, as a download, so it renders nowhere.)"""
     start = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    return start.startswith((b"<?xml", b"<svg", b"<!doctype", b"<html")) or b"<svg" in head.lower()
+    return start.startswith((b"<?xml", b"<svg", b"<!doctype", b"<html", b"<!--"))
 
 
 def _is_text(file: IO[bytes]) -> bool:
