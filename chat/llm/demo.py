@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from typing import Any, TypedDict
 
 import httpx2
-from PIL import Image, UnidentifiedImageError
 
 from chat.llm import wire
 from chat.llm.events import FILE_TOKENS_ESTIMATE, estimate_tokens
@@ -159,6 +158,9 @@ def _data_of(url: str) -> bytes:
 
 
 def _describe_image(data: bytes) -> str:
+    # Imported here: `chat.llm` loads without Pillow for commands that never see an image.
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as image:
             return f"a {image.format} image of {image.width}×{image.height} pixels"
