@@ -319,7 +319,8 @@ async def conversation_export(request: HttpRequest, conversation_id: uuid.UUID) 
 async def file_create(request: HttpRequest) -> HttpResponse:
     owner = await request_owner(request)
     upload = await uploaded_file(request, max_bytes=settings.CHAT_FILES_MAX_BYTES)
-    return JsonResponse(await file_upload(owner=owner, upload=upload), status=201)
+    key = limits.limits_key(request, owner.user_id)
+    return JsonResponse(await file_upload(owner=owner, upload=upload, limits_key=key), status=201)
 
 
 @api_view("GET")

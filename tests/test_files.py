@@ -141,7 +141,7 @@ async def test_identical_uploads_by_one_person_are_stored_once(ada, bob, local_s
     assert len(list(local_storage.rglob("*.png"))) == 2
 
 
-async def test_size_limits_answer_413(ada, settings):
+async def test_size_limits_answer_413(ada, settings, shared_cache):
     settings.CHAT_FILES_MAX_BYTES = 1000
     response = await upload(ada, "big.txt", b"x" * 5000)
     assert response.status == 413 and response.json()["error"]["type"] == "file_too_large"
@@ -149,6 +149,18 @@ async def test_size_limits_answer_413(ada, settings):
     settings.CHAT_FILES_DAILY_BYTES = 6000
     assert (await upload(ada, "one.txt", b"1" * 4000)).status == 201
     response = await upload(ada, "two.txt", b"2" * 4000)
+    assert response.status == 413 and response.json()["error"]["type"] == "daily_upload_limit"
+    # A refused file is not counted against the day; the same bytes again are free.
+    assert (await upload(ada, "bad.bin", bytes(range(256)) * 7)).status == 415
+    assert (await upload(ada, "again.txt", b"1" * 4000)).status == 201
+    assert (await upload(ada, "three.txt", b"3" * 2000)).status == 201
+
+
+async def test_anonymous_uploads_count_by_address_not_by_cookie(settings, shared_cache):
+    settings.CHAT_FILES_DAILY_BYTES = 6000
+    first, second = AsgiClient(), AsgiClient()  # two identities, one address
+    assert (await upload(first, "one.txt", b"1" * 4000)).status == 201
+    response = await upload(second, "two.txt", b"2" * 4000)
     assert response.status == 413 and response.json()["error"]["type"] == "daily_upload_limit"
 
 

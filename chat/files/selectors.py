@@ -27,14 +27,13 @@ class FileData(TypedDict):
     url: str
 
 
-def owned(owner: Owner, *, removed: bool = False) -> QuerySet[Attachment]:
-    """The owner's attachments whose bytes are still stored (and, with `removed`, those
-    whose bytes are gone)."""
+def owned(owner: Owner) -> QuerySet[Attachment]:
+    """The owner's attachments whose bytes are still stored."""
     if owner.user_id is not None:
         mine = Attachment.objects.filter(owner_id=owner.user_id)
     else:
         mine = Attachment.objects.filter(owner__isnull=True, anonymous_key=owner.anonymous_key)
-    return mine if removed else mine.filter(removed_at__isnull=True)
+    return mine.filter(removed_at__isnull=True)
 
 
 def file_url(attachment_id: uuid.UUID | str) -> str:

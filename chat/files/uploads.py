@@ -18,7 +18,6 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError
-from django.db.models import Sum
 
 from chat.access.owners import Owner
 from chat.errors import ChatError
@@ -27,7 +26,7 @@ from chat.files.names import safe_name
 from chat.files.selectors import FileData, file_data, owned
 from chat.files.validation import CHUNK, Inspected, inspect
 from chat.models import Attachment
-from chat.spend.periods import period_bounds
+from chat.spend import limits
 
 
 def _megabytes(size: int) -> str:
@@ -42,9 +41,10 @@ def too_large(size: int) -> ChatError:
     )
 
 
-async def file_upload(*, owner: Owner, upload: UploadedFile) -> FileData:
+async def file_upload(*, owner: Owner, upload: UploadedFile, limits_key: str) -> FileData:
     """Store `upload` for `owner` and describe it. The same bytes uploaded again by the
-    same person give the stored attachment back (not counted again against the day)."""
+    same person give the stored attachment back (not counted again against the day).
+    `limits_key`: whom the daily bytes are counted against (`chat.spend.limits`)."""
     size = upload.size or 0
     if size > settings.CHAT_FILES_MAX_BYTES:
         raise too_large(size)
@@ -53,12 +53,26 @@ async def file_upload(*, owner: Owner, upload: UploadedFile) -> FileData:
     existing = await mine.filter(sha256=digest).afirst()
     if existing is not None:
         return file_data(existing)
-    await _check_daily(owner, size)
+    await limits.upload_take(limits_key, size)
+    try:
+        attachment, stored = await _stored(owner, upload, digest)
+    except ChatError:
+        await limits.upload_return(limits_key, size)
+        raise
+    if not stored:  # the same bytes, stored by a request that just won
+        await limits.upload_return(limits_key, size)
+    return file_data(attachment)
+
+
+async def _stored(owner: Owner, upload: UploadedFile, digest: str) -> tuple[Attachment, bool]:
+    """The upload checked and written; False with the row of an identical upload that was
+    stored meanwhile."""
     name = upload.name or ""
     inspected: Inspected = await sync_to_async(inspect, thread_sensitive=False)(
         upload, name=name, max_pixels=settings.CHAT_FILES_MAX_PIXELS
     )
     content: IO[bytes] = upload
+    size = upload.size or 0
     if inspected.reencoded is not None:
         content, size = io.BytesIO(inspected.reencoded), len(inspected.reencoded)
         if size > settings.CHAT_FILES_MAX_BYTES:
@@ -83,10 +97,10 @@ async def file_upload(*, owner: Owner, upload: UploadedFile) -> FileData:
             storage_key=key,
         )
     except IntegrityError:
-        # The same bytes from the same person, stored by a request that just won: keep one.
+        # The unique constraint (owner, sha256): keep the first copy.
         await sync_to_async(storage.stored_delete, thread_sensitive=False)(key)
-        attachment = await mine.aget(sha256=digest)
-    return file_data(attachment)
+        return await owned(owner).aget(sha256=digest), False
+    return attachment, True
 
 
 # Extensions a browser or desktop would open as a page, whatever the bytes: a text file
@@ -111,16 +125,3 @@ def _sha256(upload: UploadedFile) -> str:
         digest.update(chunk)
     upload.seek(0)
     return digest.hexdigest()
-
-
-async def _check_daily(owner: Owner, size: int) -> None:
-    """Bytes uploaded today in TIME_ZONE, also those removed since, and this upload."""
-    start, _ = period_bounds(since="today")
-    today = owned(owner, removed=True).filter(created_at__gte=start)
-    used = (await today.aaggregate(total=Sum("size")))["total"] or 0
-    limit = settings.CHAT_FILES_DAILY_BYTES
-    if used + size > limit:
-        raise ChatError(
-            "daily_upload_limit",
-            f"You have uploaded {_megabytes(used)} today; the daily limit is {_megabytes(limit)}.",
-        )
