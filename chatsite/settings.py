@@ -310,6 +310,8 @@ CHAT_FILES_MAX_BYTES = env.int("CHAT_FILES_MAX_BYTES", default=20 * 1024 * 1024)
 CHAT_FILES_PER_MESSAGE = env.int("CHAT_FILES_PER_MESSAGE", default=10)
 CHAT_FILES_DAILY_BYTES = env.int("CHAT_FILES_DAILY_BYTES", default=200 * 1024 * 1024)
 CHAT_FILES_MAX_PIXELS = env.int("CHAT_FILES_MAX_PIXELS", default=25_000_000)
+# A text file goes to the model inline, cut after this many characters (with a note).
+CHAT_FILES_MAX_TEXT_CHARS = env.int("CHAT_FILES_MAX_TEXT_CHARS", default=200_000)
 # Each worker keeps the newest files encoded for the model (base64), up to this many
 # characters: a conversation sends its earlier images again on every turn.
 CHAT_FILES_CACHE_BYTES = env.int("CHAT_FILES_CACHE_BYTES", default=64 * 1024 * 1024)

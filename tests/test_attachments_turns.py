@@ -271,3 +271,12 @@ async def test_regenerating_with_a_model_that_cannot_see_is_refused_first(ada, u
     assert refused.status == 400
     assert refused.json()["error"]["type"] == "model_cannot_see_images"
     assert upstream.calls == 1
+
+
+async def test_a_long_text_file_is_cut_for_the_model_with_a_note(ada, upstream, settings):
+    settings.CHAT_FILES_MAX_TEXT_CHARS = 10
+    notes = await uploaded(ada, "log.txt", b"0123456789abcdef\n")
+    upstream.queue(Reply(script=chat_script(["ok"])))
+    await ada.post("/api/chat", {"message": "Read", "attachments": [notes["id"]]})
+    text = upstream.bodies[0]["messages"][0]["content"][1]["text"]
+    assert text == "Attached file log.txt:\n\n0123456789\n[… cut here: 7 more characters]"

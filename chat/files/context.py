@@ -63,6 +63,9 @@ def _input_file(attachment: Attachment) -> llm.InputFile:
     kind = llm.file_kind(attachment.kind)
     if kind == "text":
         text = stored_read(attachment.storage_key).decode("utf-8", "replace")
+        limit = settings.CHAT_FILES_MAX_TEXT_CHARS
+        if len(text) > limit:
+            text = f"{text[:limit]}\n[… cut here: {len(text) - limit:,} more characters]"
         return llm.InputFile(kind, attachment.name, attachment.content_type, text=text)
     url = encoded.get(attachment.storage_key)
     if url is None:
