@@ -11,6 +11,10 @@ ours is checked in the database afterwards: exactly one finished row, with the u
 usage. Last, `starts1000` opens 1000 streams against an upstream that holds its first
 token back, and reads each server thread's CPU until every upstream call was made: the
 cost of opening a stream, split between the event loop and the other threads.
+
+`image20` sends every turn with a screenshot (a 1280×800 PNG each visitor uploaded once,
+before the measurement; that upload, re-encode included, is measured on its own) and
+`text20` the same turns without: ours only, since the floor has no attachments.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import io
 import json
 import os
 import re
@@ -36,6 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+from PIL import Image, ImageDraw
 
 from bench.fake_upstream import TOOL_CALL_TOKENS
 
@@ -92,6 +98,17 @@ SCENARIOS = [
         400.0,
         time_limit_s=90.0,
     ),
+    # The same turns with and without an image: what a screenshot adds to a turn's CPU.
+    Scenario("text20", "concurrency 20, 100 tokens 10 ms apart, text only", 200, 20, 100, 10.0),
+    Scenario(
+        "image20",
+        "as text20, each turn with a 1280x800 PNG screenshot",
+        200,
+        20,
+        100,
+        10.0,
+        "image",
+    ),
 ]
 
 
@@ -125,6 +142,14 @@ ADMIN_MESSAGES = 200_000
 ADMIN_PAGES = ("/admin/chat/message/usage/?period=30d", "/admin/chat/message/")
 ADMIN_LOADERS = 2  # staff members reloading at once
 ADMIN_TTFT_P99_BUDGET_MS = 50.0
+
+
+@dataclass
+class UploadCost:
+    uploads: int
+    errors: int
+    cpu_ms_per_upload: float  # the server's, re-encode included
+    bytes_per_upload: int
 
 
 @dataclass
@@ -268,11 +293,13 @@ def app_env(
         SECRET_KEY="bench-only-not-secret",
         ALLOWED_HOSTS=HOST,
         DATABASE_URL=f"sqlite:///{db_path}",
+        MEDIA_ROOT=str(db_path.parent / "media"),
         OPENAI_BASE_URL=f"http://{HOST}:{upstream_port}/v1",
         OPENAI_API_KEY="x",
         CHAT_PROVIDER="openai",
         CHAT_API="chat",
         CHAT_MODEL="fake-model",
+        CHAT_VISION_MODELS="fake-model",
         CHAT_ALLOW_ANONYMOUS="true",
         # Plain HTTP on loopback: no TLS proxy in front of the benchmark.
         SECURE_SSL_REDIRECT="false",
@@ -297,12 +324,14 @@ def app_env(
 
 class User:
     """One simulated visitor: keeps its cookies (the anonymous identity) like a browser;
-    `auth` headers (a personal API token) make it a signed-in person instead."""
+    `auth` headers (a personal API token) make it a signed-in person instead. Image
+    scenarios keep the file it uploaded."""
 
     def __init__(self, auth: dict[str, str] | None = None) -> None:
         self.cookies: dict[str, str] = {}
         self.cookie = ""
         self.auth = auth or {}
+        self.file_id = ""
 
     def headers(self, **extra: str) -> dict[str, str]:
         extra = {**extra, **self.auth}
@@ -326,15 +355,18 @@ async def chat_once(
     headers = user.headers(
         **{
             "Content-Type": "application/json",
-            "Accept": "text/event-stream" if mode == "sse" else "application/json",
+            "Accept": "application/json" if mode == "json" else "text/event-stream",
         }
     )
+    request: dict[str, Any] = {"message": "Say something."}
+    if user.file_id:
+        request["attachments"] = [user.file_id]
     began = time.perf_counter()
     ttft: float | None = None
     body = bytearray()
     open_request(gauge)
     try:
-        async with session.post(url, json={"message": "Say something."}, headers=headers) as r:
+        async with session.post(url, json=request, headers=headers) as r:
             user.remember(r)
             async for chunk in r.content.iter_any():
                 if ttft is None and b"event: delta" in chunk:
@@ -416,14 +448,47 @@ async def resume_once(
     return Outcome(ok, ttft, total, created["message"], "" if ok else bytes(body[-200:]).decode())
 
 
+def screenshot() -> bytes:
+    """A screenshot-like PNG of a few hundred KiB: flat panels, lines of "text", a
+    gradient, and a photo (noise, which compresses as badly as one)."""
+    image = Image.linear_gradient("L").resize((1280, 800)).convert("RGB")
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, 0, 260, 800), fill=(32, 36, 44))
+    for row in range(40, 780, 22):
+        draw.rectangle((300, row, 300 + (row * 37) % 800, row + 10), fill=(20, 20, 20))
+    image.paste(Image.effect_noise((480, 300), 60).convert("RGB"), (760, 420))
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+async def upload_files(base: str, users: list[User], data: bytes) -> list[Outcome]:
+    """Each user uploads `data` once, as the page does (POST /api/files, multipart)."""
+    outcomes: list[Outcome] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        for user in users:
+            form = aiohttp.FormData()
+            form.add_field("file", data, filename="screenshot.png", content_type="image/png")
+            began = time.perf_counter()
+            async with session.post(f"{base}/api/files", data=form, headers=user.headers()) as r:
+                user.remember(r)
+                reply = await r.json()
+            ok = r.status == 201
+            user.file_id = reply.get("id", "") if ok else ""
+            outcomes.append(Outcome(ok, None, time.perf_counter() - began, error=str(reply)[:200]))
+    return outcomes
+
+
 async def drive(
     url: str,
     scenario: Scenario,
     gauge: list[int],
     outcomes: list[Outcome] | None = None,
     auth: dict[str, str] | None = None,
+    users: list[User] | None = None,
 ) -> tuple[list[Outcome], float]:
-    """Run `scenario` against `url`; `outcomes` (if given) fills as requests end."""
+    """Run `scenario` against `url`; `outcomes` (if given) fills as requests end; `users`:
+    the visitors to drive it as (one per concurrent worker), else new ones."""
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=scenario.time_limit_s)
     async with aiohttp.ClientSession(
@@ -434,7 +499,7 @@ async def drive(
             outcomes = []
 
         async def worker() -> None:
-            user = User(auth)
+            user = users.pop() if users else User(auth)
             for _ in todo:
                 if scenario.mode == "resume":
                     outcomes.append(await resume_once(session, url, user, gauge, scenario.tokens))
@@ -506,6 +571,7 @@ async def measure(
     scenario: Scenario,
     profile: Path | None = None,
     auth: dict[str, str] | None = None,
+    users: list[User] | None = None,
 ) -> tuple[Figures, list[Outcome]]:
     """Drive `scenario` at one server; with `profile`, py-spy samples the server meanwhile
     (collapsed stacks, for `sort | uniq`; its sampling costs the server some CPU)."""
@@ -541,7 +607,7 @@ async def measure(
 
     sampler = asyncio.create_task(sample_rss())
     cpu_before = cpu_seconds(pid)
-    outcomes, elapsed = await drive(url, scenario, gauge, auth=auth)
+    outcomes, elapsed = await drive(url, scenario, gauge, auth=auth, users=users)
     await asyncio.sleep(0.3)  # let the server finish its bookkeeping (turn_finish) first
     cpu = cpu_seconds(pid) - cpu_before
     sampler.cancel()
@@ -793,6 +859,29 @@ def table(results: list[Figures]) -> str:
     return "\n".join(lines)
 
 
+async def measure_uploads(pid: int, base: str, users: list[User]) -> UploadCost:
+    """Each user's one upload (re-encoded by the server), the server's CPU per upload."""
+    data = screenshot()
+    cpu_before = cpu_seconds(pid)
+    outcomes = await upload_files(base, users, data)
+    await asyncio.sleep(0.3)
+    cpu = cpu_seconds(pid) - cpu_before
+    return UploadCost(
+        uploads=len(users),
+        errors=sum(not o.ok for o in outcomes),
+        cpu_ms_per_upload=cpu * 1000 / max(1, len(users)),
+        bytes_per_upload=len(data),
+    )
+
+
+def upload_line(cost: UploadCost) -> str:
+    return (
+        f"uploads: {cost.uploads} PNGs of {cost.bytes_per_upload / 1024:.0f} KiB, "
+        f"{cost.errors} errors, {cost.cpu_ms_per_upload:.1f} ms server CPU each "
+        "(re-encode included)"
+    )
+
+
 def start_line(cost: StartCost) -> str:
     return (
         f"{STARTS.name} {cost.target:<6} {cost.cpu_ms_per_start:.2f} ms CPU per stream start "
@@ -816,6 +905,14 @@ def verdicts(results: list[Figures]) -> list[str]:
         floor, ours = found
         ratio = ours.cpu_ms_per_reply / floor.cpu_ms_per_reply
         out.append(f"CPU per 100-token reply (c50): {ratio:.2f}x floor (target <= 0.80)")
+    if ("text20", "ours") in by and ("image20", "ours") in by:
+        text, image = by[("text20", "ours")], by[("image20", "ours")]
+        added = image.cpu_ms_per_reply / text.cpu_ms_per_reply - 1
+        out.append(
+            f"CPU per turn with an image: {image.cpu_ms_per_reply:.2f} ms vs "
+            f"{text.cpu_ms_per_reply:.2f} ms text only ({added:+.0%}, target <= +10%, "
+            "plus the one-time upload)"
+        )
     if (found := pair("c1")) and found[0].ttft_p50_ms and found[1].ttft_p50_ms:
         added = found[1].ttft_p50_ms - found[0].ttft_p50_ms
         out.append(f"added TTFT p50 at concurrency 1: {added:+.1f} ms (target <= 10)")
@@ -846,7 +943,7 @@ async def run(
     with_admin: bool = True,
     database_url: str = "",
     redis_url: str = "",
-) -> tuple[list[Figures], list[StartCost], AdminLoad | None]:
+) -> tuple[list[Figures], list[StartCost], AdminLoad | None, UploadCost | None]:
     up_port, app_port, floor_port, tools_port = free_port(), free_port(), free_port(), free_port()
     db_path: Path | str = database_url or workdir / "bench.sqlite3"
     env = app_env(up_port, workdir / "bench.sqlite3", database_url, redis_url)
@@ -880,6 +977,7 @@ async def run(
             await drive(url, warmup, [0, 0])
         results: list[Figures] = []
         starts: list[StartCost] = []
+        upload_cost: UploadCost | None = None
         for scenario in scenarios:
             if scenario.tool_rounds:
                 results += await measure_tools(
@@ -888,10 +986,16 @@ async def run(
                 continue
             await configure_upstream(up_port, scenario)
             for target, pid, url in targets:
-                if scenario.mode == "resume" and target == "floor":
-                    continue  # the pass-through has no turns to resume
+                if scenario.mode in ("resume", "image") and target == "floor":
+                    continue  # the pass-through has no turns to resume, no files
+                users = None
+                if scenario.mode == "image":
+                    users = [User() for _ in range(scenario.concurrency)]
+                    upload_cost = await measure_uploads(pid, f"http://{HOST}:{app_port}", users)
+                    if not quiet:
+                        print(upload_line(upload_cost), file=sys.stderr, flush=True)
                 figures, outcomes = await measure(
-                    target, pid, url, scenario, workdir if profile else None
+                    target, pid, url, scenario, workdir if profile else None, users=users
                 )
                 if target == "ours":
                     figures.recorded = check_recorded(db_path, outcomes, scenario)
@@ -917,7 +1021,7 @@ async def run(
             )
             if not quiet:
                 print(admin_line(admin_load), file=sys.stderr, flush=True)
-    return results, starts, admin_load
+    return results, starts, admin_load, upload_cost
 
 
 def main() -> None:
@@ -949,7 +1053,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="chat-bench-"))
     ledger_lines: list[str] = []
     try:
-        results, starts, admin_load = _event_loop_runner()(
+        results, starts, admin_load, upload_cost = _event_loop_runner()(
             run(
                 wanted,
                 workdir,
@@ -983,6 +1087,7 @@ def main() -> None:
                     "starts": [asdict(s) for s in starts],
                     "admin": asdict(admin_load) if admin_load else None,
                     "ledger": ledger_lines,
+                    "uploads": asdict(upload_cost) if upload_cost else None,
                 }
             )
         )
@@ -995,6 +1100,8 @@ def main() -> None:
         print(admin_line(admin_load))
     for line in ledger_lines:
         print(line)
+    if upload_cost is not None:
+        print(upload_line(upload_cost))
     for line in verdicts(results):
         print(line)
 

@@ -26,6 +26,8 @@ from django.utils.text import slugify
 
 from chat.access.owners import Owner
 from chat.errors import ChatError, ErrorDetail, error_detail, not_found
+from chat.files.lifecycle import files_purge, files_purge_written_before, files_release
+from chat.files.selectors import FileData, afiles_for_messages
 from chat.models import Conversation, Message
 from chat.search import message_matches, query_words, snippet, title_matches
 from chat.streams import UsageData, money_json
@@ -71,6 +73,7 @@ class MessageData(TypedDict):
     stream_url: str | None
     parts: list[dict[str, Any]]  # reasoning, tool calls and results, text; in order
     rounds: list[dict[str, Any]]  # each model call's usage and cost
+    attachments: list[FileData]  # a user message's files
 
 
 class CurrentMessage(MessageData):
@@ -102,6 +105,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
     if conversation is None:
         raise not_found("conversation")
     rows = [m async for m in conversation.messages.order_by("pk")]
+    files = await afiles_for_messages(m.pk for m in rows if m.role == Message.Role.USER)
     versions: dict[int, list[Message]] = {}
     for m in rows:
         versions.setdefault(m.version_of_id or m.pk, []).append(m)
@@ -113,11 +117,11 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
         index = turn_versions.index(m)
         messages.append(
             {
-                **message_data(m),
+                **message_data(m, files),
                 "version": index + 1,
                 "versions": len(turn_versions),
-                "previous_versions": [message_data(v) for v in turn_versions[:index]],
-                "later_versions": [message_data(v) for v in turn_versions[index + 1 :]],
+                "previous_versions": [message_data(v, files) for v in turn_versions[:index]],
+                "later_versions": [message_data(v, files) for v in turn_versions[index + 1 :]],
             }
         )
     return {
@@ -127,7 +131,7 @@ async def conversation_detail(*, owner: Owner, conversation_id: uuid.UUID) -> Co
     }
 
 
-def message_data(m: Message) -> MessageData:
+def message_data(m: Message, files: dict[int, list[FileData]] | None = None) -> MessageData:
     return {
         "id": m.pk,
         "role": m.role,
@@ -145,6 +149,7 @@ def message_data(m: Message) -> MessageData:
         "stream_url": stream_url(m.pk) if m.status in UNFINISHED else None,
         "parts": shown_parts(m.parts),
         "rounds": m.rounds or [],
+        "attachments": (files or {}).get(m.pk, []),
     }
 
 
@@ -249,12 +254,16 @@ async def conversation_delete(*, owner: Owner, conversation_id: uuid.UUID) -> No
     )
     if not deleted:
         raise not_found("conversation")
+    # The page sends the DELETE once its Undo window has passed: the files can go now.
+    await files_release(conversation_id=conversation_id)
 
 
 def conversations_purge(*, deleted_before: datetime) -> int:
     """Remove for good the text of conversations deleted before `deleted_before`: titles,
-    system prompts, messages and error messages. Their usage numbers stay. Returns how many
-    conversations were purged (again purging one changes nothing)."""
+    system prompts, messages and error messages, and their files' bytes. Their usage
+    numbers stay. Returns how many conversations were purged (again purging one changes
+    nothing)."""
+    files_purge(deleted_before=deleted_before)
     now = timezone.now()
     conversations = Conversation.objects.filter(deleted_at__lt=deleted_before)
     Message.objects.filter(conversation__in=conversations, purged_at__isnull=True).exclude(
@@ -269,6 +278,7 @@ def conversations_purge(*, deleted_before: datetime) -> int:
 class Retention:
     messages: int
     conversations: int
+    files: int = 0
 
 
 def history_purge(
@@ -277,7 +287,8 @@ def history_purge(
     """Remove the text of every message written before `before` and the title and system
     prompt of every conversation last used before it (retention, CHAT_RETENTION_DAYS), a
     small batch per transaction so no lock lasts, oldest first; their usage and cost stay
-    in every row and in the ledger. `progress(messages, conversations)` after each batch."""
+    in every row and in the ledger; then the files only such messages had.
+    `progress(messages, conversations)` after each batch."""
     old_messages = Message.objects.filter(purged_at__isnull=True, created_at__lt=before).exclude(
         status__in=UNFINISHED
     )
@@ -298,7 +309,8 @@ def history_purge(
         conversations += done
         if progress is not None:
             progress(messages, conversations)
-    return Retention(messages=messages, conversations=conversations)
+    files = files_purge_written_before(before=before)
+    return Retention(messages=messages, conversations=conversations, files=files)
 
 
 def _purge_in_batches(
@@ -358,6 +370,9 @@ def conversation_markdown(detail: ConversationDetail) -> str:
             lines += _parts_markdown(message["parts"])
         else:
             lines += [message["content"] or "*(no text)*", ""]
+        if message["attachments"]:
+            names = ", ".join(file["name"] for file in message["attachments"])
+            lines += [f"*Attached: {names}*", ""]
     return "\n".join(lines)
 
 

@@ -42,6 +42,15 @@ HTTP_STATUS: dict[str, int] = {
     "not_acceptable": 406,
     "method_not_allowed": 405,
     "not_found": 404,
+    # Attachments (`chat.files`): their type, size and number.
+    "empty_file": 400,
+    "invalid_file": 400,
+    "model_cannot_see_images": 400,
+    "file_too_large": 413,
+    "image_too_large": 413,
+    "too_many_files": 413,
+    "daily_upload_limit": 413,
+    "unsupported_file_type": 415,
     # Who asks, and from where.
     "authentication_required": 401,
     "invalid_token": 401,

@@ -20,6 +20,9 @@ from chat.ops import metrics, request_ids
 logger = logging.getLogger("chat")
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The one API path whose POST is a file: multipart, as `<input type=file>` and `curl -F`
+# send it. Cross-site browser requests to it are refused like any other (by origin).
+UPLOAD_PATH = API_PREFIX + "files"
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -139,7 +142,13 @@ class CrossOriginProtectionMiddleware(AsyncMiddleware):
             )
         if request.method in UNSAFE_METHODS and not _bodiless_delete(request):
             content_type = request.content_type or ""
-            if content_type != "application/json":
+            if request.path == UPLOAD_PATH:
+                if content_type != "multipart/form-data":
+                    return error_response(
+                        "unsupported_media_type",
+                        "Send the file as multipart/form-data, in the field 'file'.",
+                    )
+            elif content_type != "application/json":
                 return error_response(
                     "unsupported_media_type",
                     "Send the body as Content-Type: application/json.",

@@ -350,3 +350,79 @@ class DailyToolUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tool} on {self.day}: {self.calls}"
+
+
+class Attachment(models.Model):
+    """A file a person uploaded to show the model: its bytes live in the `attachments`
+    storage (`chat.files.storage`), never in a row. One person's identical uploads are one
+    row (`sha256`); a message refers to it through `MessageAttachment`."""
+
+    class Kind(models.TextChoices):
+        IMAGE = "image"
+        PDF = "pdf"
+        TEXT = "text"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="chat_attachments",
+    )
+    anonymous_key = models.CharField(max_length=64, blank=True)
+    name = models.CharField(max_length=200, help_text="Made safe: no path, control or bidi.")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    content_type = models.CharField(max_length=100)
+    size = models.PositiveBigIntegerField(help_text="Bytes stored (after re-encoding).")
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, help_text="Of the bytes as uploaded.")
+    storage_key = models.CharField(max_length=255, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    # Its bytes were removed from storage (conversation deleted, retention, never sent).
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "created_at"], name="attachment_owner_created"),
+            models.Index(fields=["anonymous_key", "created_at"], name="attachment_anon_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(owner__isnull=False) | ~Q(anonymous_key=""),
+                name="attachment_has_owner",
+            ),
+            # Dedupe: a person's identical live uploads are one row.
+            models.UniqueConstraint(
+                fields=["owner", "sha256"],
+                condition=Q(owner__isnull=False, removed_at__isnull=True),
+                name="attachment_one_per_user_sha256",
+            ),
+            models.UniqueConstraint(
+                fields=["anonymous_key", "sha256"],
+                condition=Q(owner__isnull=True, removed_at__isnull=True),
+                name="attachment_one_per_visitor_sha256",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MessageAttachment(models.Model):
+    """A file sent with a user message, in the order it was attached."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attached")
+    attachment = models.ForeignKey(Attachment, on_delete=models.CASCADE, related_name="uses")
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["message", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "attachment"], name="attached_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.attachment_id} on message {self.message_id}"

@@ -8,9 +8,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
+from django.http.multipartparser import MultiPartParserError
 
 from chat.errors import ChatError
 from chat.text import storable
@@ -22,6 +25,13 @@ class ChatRequest:
     conversation: uuid.UUID | None = None
     model: str | None = None
     system: str | None = None
+    attachments: tuple[uuid.UUID, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EditRequest:
+    message: str
+    attachments: tuple[uuid.UUID, ...] | None = None  # None: keep the message's files
 
 
 def bad_request(message: str, type: str = "invalid_request") -> ChatError:
@@ -48,11 +58,13 @@ def request_body(request: HttpRequest) -> bytes:
 
 
 def parse_chat_request(
-    body: bytes, *, max_message_chars: int, max_system_chars: int
+    body: bytes, *, max_message_chars: int, max_system_chars: int, max_files: int = 0
 ) -> ChatRequest:
-    """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?}`."""
-    data = json_object(body, fields={"message", "conversation", "model", "system"})
+    """`{"message": str, "conversation": uuid|null, "model": str?, "system": str?,
+    "attachments": [uuid, …]?}` (at most `max_files` attachments)."""
+    data = json_object(body, fields={"message", "conversation", "model", "system", "attachments"})
     message = _message(data, max_chars=max_message_chars)
+    attachments = _attachments(data, max_files=max_files) or ()
     model = _model(data)
 
     conversation = data.get("conversation")
@@ -73,7 +85,13 @@ def parse_chat_request(
                 "system_too_long", f"'system' is longer than {max_system_chars} characters."
             )
         _check_storable(system, "system")
-    return ChatRequest(message=message, conversation=conversation, model=model, system=system)
+    return ChatRequest(
+        message=message,
+        conversation=conversation,
+        model=model,
+        system=system,
+        attachments=attachments,
+    )
 
 
 def json_object(body: bytes, *, fields: set[str]) -> dict[str, Any]:
@@ -90,10 +108,58 @@ def json_object(body: bytes, *, fields: set[str]) -> dict[str, Any]:
     return data
 
 
-def parse_edit_request(body: bytes, *, max_message_chars: int) -> str:
-    """`{"message": str}`: the new text of the last user message."""
-    data = json_object(body, fields={"message"})
-    return _message(data, max_chars=max_message_chars)
+def parse_edit_request(body: bytes, *, max_message_chars: int, max_files: int = 0) -> EditRequest:
+    """`{"message": str, "attachments": [uuid, …]?}`: the new text of the last user
+    message, and its files (without `attachments`, those it had)."""
+    data = json_object(body, fields={"message", "attachments"})
+    return EditRequest(
+        message=_message(data, max_chars=max_message_chars),
+        attachments=_attachments(data, max_files=max_files),
+    )
+
+
+def _attachments(data: dict[str, Any], *, max_files: int) -> tuple[uuid.UUID, ...] | None:
+    """`attachments`: file ids from `POST /api/files`, each once, at most `max_files`."""
+    value = data.get("attachments")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise bad_request("'attachments' must be a list of file ids.")
+    try:
+        ids = tuple(dict.fromkeys(uuid.UUID(v) for v in value))
+    except ValueError:
+        raise bad_request("'attachments' holds something that is not a file id.") from None
+    if len(ids) > max_files:
+        raise ChatError("too_many_files", f"At most {max_files} files can go with a message.")
+    return ids
+
+
+# Room for a multipart body's boundaries and headers around the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+async def uploaded_file(request: HttpRequest, *, max_bytes: int) -> UploadedFile:
+    """The file in the multipart field `file`. A declared body far above `max_bytes` is
+    refused before it is parsed; the parsing (to a temporary file beyond Django's
+    FILE_UPLOAD_MAX_MEMORY_SIZE) runs off the event loop."""
+    declared = request.META.get("CONTENT_LENGTH") or ""
+    if not declared.isdigit():
+        # Django's multipart parser reads a declared length only (no chunked uploads).
+        raise bad_request("A file upload needs a Content-Length header.")
+    if int(declared) > max_bytes + MULTIPART_OVERHEAD:
+        raise ChatError(
+            "file_too_large", f"Files of up to {max_bytes / (1024 * 1024):.1f} MB are accepted."
+        )
+    try:
+        files = await sync_to_async(lambda: request.FILES, thread_sensitive=False)()
+    except RequestDataTooBig:
+        raise body_too_large() from None
+    except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent):
+        raise bad_request("The multipart body could not be read.") from None
+    upload = files.get("file")
+    if upload is None:
+        raise bad_request("Send the file in the multipart field 'file'.")
+    return upload
 
 
 def parse_regenerate_request(body: bytes) -> str | None:

@@ -24,6 +24,9 @@ from chat.access.accounts import account_summary
 from chat.access.identity import request_owner
 from chat.access.owners import Owner
 from chat.errors import ChatError
+from chat.files.selectors import file_find
+from chat.files.serving import file_response
+from chat.files.uploads import file_upload
 from chat.ops import metrics
 from chat.payloads import (
     parse_chat_request,
@@ -31,6 +34,7 @@ from chat.payloads import (
     parse_regenerate_request,
     parse_rename_request,
     request_body,
+    uploaded_file,
 )
 from chat.seams import ClosingStreamingResponse
 from chat.spend import limits
@@ -96,6 +100,10 @@ async def index(request: HttpRequest) -> HttpResponse:
         "label": backend.label,
         "account": account,
         "loginUrl": resolve_url(settings.LOGIN_URL),
+        "files": {
+            "maxBytes": settings.CHAT_FILES_MAX_BYTES,
+            "perMessage": settings.CHAT_FILES_PER_MESSAGE,
+        },
     }
     context = {"backend": backend, "chat_config": chat_config, "account": account}
     return render(request, "chat/index.html", context)
@@ -116,6 +124,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
         request_body(request),
         max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS,
         max_system_chars=settings.CHAT_MAX_SYSTEM_CHARS,
+        max_files=settings.CHAT_FILES_PER_MESSAGE,
     )
     owner = await request_owner(request)
     key = limits.limits_key(request, owner.user_id)
@@ -128,6 +137,7 @@ async def chat(request: HttpRequest) -> HttpResponseBase:
             conversation_id=payload.conversation,
             model=payload.model,
             system=payload.system,
+            attachments=payload.attachments,
             defer=defer,
         )
     if defer:
@@ -209,11 +219,16 @@ async def message_regenerate(request: HttpRequest, message_id: int) -> HttpRespo
 
 @api_view("POST")
 async def message_edit(request: HttpRequest, message_id: int) -> HttpResponse:
-    text = parse_edit_request(
-        request_body(request), max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS
+    edit = parse_edit_request(
+        request_body(request),
+        max_message_chars=settings.CHAT_MAX_MESSAGE_CHARS,
+        max_files=settings.CHAT_FILES_PER_MESSAGE,
     )
     return await new_version(
-        request, lambda owner: turn_edit(owner=owner, message_id=message_id, message=text)
+        request,
+        lambda owner: turn_edit(
+            owner=owner, message_id=message_id, message=edit.message, attachments=edit.attachments
+        ),
     )
 
 
@@ -298,6 +313,20 @@ async def conversation_export(request: HttpRequest, conversation_id: uuid.UUID) 
     response = HttpResponse(export.body, content_type=export.content_type)
     response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
     return response
+
+
+@api_view("POST")
+async def file_create(request: HttpRequest) -> HttpResponse:
+    owner = await request_owner(request)
+    upload = await uploaded_file(request, max_bytes=settings.CHAT_FILES_MAX_BYTES)
+    key = limits.limits_key(request, owner.user_id)
+    return JsonResponse(await file_upload(owner=owner, upload=upload, limits_key=key), status=201)
+
+
+@api_view("GET")
+async def file_detail(request: HttpRequest, file_id: uuid.UUID) -> HttpResponseBase:
+    owner = await request_owner(request)
+    return file_response(await file_find(owner=owner, file_id=file_id))
 
 
 @csrf_exempt  # any method: a 404, never a CSRF refusal (see `api_view`)

@@ -327,6 +327,64 @@ CHAT_STALE_TURN_SECONDS = env.int("CHAT_STALE_TURN_SECONDS", default=3600)
 # How often each worker sweeps for such turns while it runs (0 = only at start-up).
 CHAT_STALE_SWEEP_SECONDS = env.float("CHAT_STALE_SWEEP_SECONDS", default=300.0)
 
+# --- Attachments (chat/files/; README "Attachments") --------------------------------------
+# Bytes stored per file (after re-encoding an image), files per message, and bytes a
+# person may upload per day in TIME_ZONE; above each: 413. Images above this many pixels
+# are refused before they are decoded (decompression bombs included).
+CHAT_FILES_MAX_BYTES = env.int("CHAT_FILES_MAX_BYTES", default=20 * 1024 * 1024)
+CHAT_FILES_PER_MESSAGE = env.int("CHAT_FILES_PER_MESSAGE", default=10)
+CHAT_FILES_DAILY_BYTES = env.int("CHAT_FILES_DAILY_BYTES", default=200 * 1024 * 1024)
+CHAT_FILES_MAX_PIXELS = env.int("CHAT_FILES_MAX_PIXELS", default=25_000_000)
+# A text file goes to the model inline, cut after this many characters (with a note).
+CHAT_FILES_MAX_TEXT_CHARS = env.int("CHAT_FILES_MAX_TEXT_CHARS", default=200_000)
+# Each worker keeps the newest files encoded for the model (base64), up to this many
+# characters: a conversation sends its earlier images again on every turn.
+CHAT_FILES_CACHE_BYTES = env.int("CHAT_FILES_CACHE_BYTES", default=64 * 1024 * 1024)
+# Models that take images and PDFs (a dated snapshot, `gpt-4.1-2025-04-14`, counts as its
+# base name); the offline demo model always does. Others get 400 for an image.
+CHAT_VISION_MODELS = env.list(
+    "CHAT_VISION_MODELS",
+    default=[
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "o3",
+        "o4-mini",
+    ],
+)
+# Local files under MEDIA_ROOT/attachments by default; S3-compatible object storage when
+# a bucket is named (credentials as boto3 reads them: AWS_ACCESS_KEY_ID, … or a role).
+# Private either way: the bytes are only ever served through GET /api/files/<id>.
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=BASE_DIR / "media")
+CHAT_FILES_S3_BUCKET = env.str("CHAT_FILES_S3_BUCKET", default="")
+_ATTACHMENTS_STORAGE: dict[str, Any] = {
+    "BACKEND": "django.core.files.storage.FileSystemStorage",
+    "OPTIONS": {"location": str(MEDIA_ROOT("attachments")), "base_url": None},
+}
+if CHAT_FILES_S3_BUCKET:
+    _ATTACHMENTS_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CHAT_FILES_S3_BUCKET,
+            "endpoint_url": env.str("CHAT_FILES_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("CHAT_FILES_S3_REGION", default="") or None,
+            "location": "attachments",
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+STORAGES: dict[str, Any] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "attachments": _ATTACHMENTS_STORAGE,
+}
+
 # --- Production hardening (see README "Security and limits") -----------------------------
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -38,12 +38,14 @@ async def asgi_request(
     raw_path: bytes | None = None,
     raw_query: bytes | None = None,
     app: Any = None,
+    body_chunk: int | None = None,
 ) -> AsgiResult:
     """Send one request; with `disconnect_after_chunks`, the client goes away after that
     many body chunks (as a browser tab closing), by answering `receive` with a disconnect.
     `raw_path` is the path as sent on the wire, when `path` is its decoded form (as uvicorn
     gives both); `raw_query` the query string's bytes as sent, valid UTF-8 or not; `app`
-    another ASGI application than ours (Django's stock one)."""
+    another ASGI application than ours (Django's stock one); `body_chunk`: the body sent in
+    messages of that many bytes, as a server receives a large upload."""
     if isinstance(body, dict):
         body = json.dumps(body).encode()
         headers = {"content-type": "application/json", **(headers or {})}
@@ -70,13 +72,18 @@ async def asgi_request(
     }
     result = AsgiResult()
     disconnected = asyncio.Event()
+    size = body_chunk or max(1, len(body))
+    offset = 0
     body_sent = False
 
     async def receive() -> dict[str, Any]:
-        nonlocal body_sent
+        # Sliced as it is asked for: a large body is not copied by the client.
+        nonlocal offset, body_sent
         if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            piece = body[offset : offset + size]
+            offset += size
+            body_sent = offset >= len(body)
+            return {"type": "http.request", "body": piece, "more_body": not body_sent}
         await disconnected.wait()
         return {"type": "http.disconnect"}
 

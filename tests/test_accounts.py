@@ -259,3 +259,44 @@ async def test_the_page_shows_the_signed_in_person_and_budget(production, alice)
     assert config["account"]["budget"]["spent"] == "0"
     me = (await client.get("/api/account")).json()
     assert me["user"]["username"] == "alice" and me["budget"]["limit"] == "5.00"
+
+
+async def test_an_anonymous_visitors_files_move_with_their_conversations(settings, alice, tmp_path):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from tests.files import png
+
+    settings.CHAT_ALLOW_ANONYMOUS = True
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    }
+
+    async def upload(client: Client, data: bytes) -> str:
+        sent = await client.post("/api/files", {"file": SimpleUploadedFile("a.png", data)})
+        assert sent.status_code == 201, sent.content
+        return sent.json()["id"]
+
+    own = Client()
+    await sign_in(own, "alice")
+    hers = await upload(own, png(10, 10))  # the account already has this one
+    visitor = Client()
+    await visitor.get("/api/account")
+    new, same = await upload(visitor, png(20, 20)), await upload(visitor, png(10, 10))
+    assert same != hers
+    started = await visitor.post(
+        "/api/chat",
+        {"message": "look", "attachments": [new, same]},
+        content_type="application/json",
+    )
+    conversation = started.json()["conversation"]
+
+    await sign_in(visitor, "alice")
+    detail = (await visitor.get(f"/api/conversations/{conversation}")).json()
+    files = detail["messages"][0]["attachments"]
+    assert [f["id"] for f in files] == [new, hers]
+    for file in files:
+        assert (await visitor.get(file["url"])).status_code == 200

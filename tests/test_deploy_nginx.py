@@ -175,6 +175,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url,
         "STATIC_ROOT": str(static_root),
+        "MEDIA_ROOT": str(tmp / "media"),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "CHAT_PROVIDER": "demo",
         "CHAT_DEMO_DELAY": str(DEMO_DELAY),
@@ -399,6 +400,28 @@ def test_an_oversized_body_is_refused_by_nginx(site: Site):
     )
     assert response.status == 413 and response.getheader("X-Request-ID")
     assert json.loads(body)["error"]["type"] == "body_too_large"
+
+
+def test_an_attachment_goes_through_nginx_and_a_larger_one_is_refused_there(site: Site):
+    from tests.files import multipart
+
+    # 3 MB: over the 1 MB nginx allows other bodies, under what it allows uploads.
+    body, content_type = multipart("notes.txt", b"a line of text\n" * 200_000)
+    connection = https(site, client_address())
+    response, data = request(connection, "POST", "/api/files", body, {"Content-Type": content_type})
+    assert response.status == 201, data
+    uploaded = json.loads(data)
+    cookie = response.getheader("Set-Cookie", "").split(";", 1)[0]
+    response, served = request(connection, "GET", uploaded["url"], headers={"Cookie": cookie})
+    assert response.status == 200 and served == b"a line of text\n" * 200_000
+    assert response.getheader("X-Content-Type-Options") == "nosniff"
+
+    body, content_type = multipart("big.pdf", b"%PDF-1.4\n" + b"0" * (22 * 1024 * 1024))
+    response, data = request(
+        https(site, client_address()), "POST", "/api/files", body, {"Content-Type": content_type}
+    )
+    assert response.status == 413 and response.getheader("X-Request-ID") is None
+    assert json.loads(data)["error"]["type"] == "file_too_large"
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
         "chat.conversations",
     },
     {"chat.turns"},
-    {"chat.tools"},
+    {"chat.tools", "chat.files"},
     {"chat.access"},
     {"chat.spend", "chat.ops"},
     {"chat.llm"},

@@ -36,6 +36,7 @@ def test_demo_backend_shows_the_banner_and_no_picker_for_one_model(client, setti
         "label": "offline demo model (no API key configured; replies are canned)",
         "account": {"user": None, "budget": None},
         "loginUrl": "/accounts/login/",
+        "files": {"maxBytes": 20 * 1024 * 1024, "perMessage": 10},
     }
     assert 'id="demo-banner"' in html
     assert "<select" not in html

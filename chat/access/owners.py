@@ -8,7 +8,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from chat.models import Conversation, Message
+from chat.models import Attachment, Conversation, Message, MessageAttachment
 from chat.spend.ledger import ledger_adopt
 
 
@@ -74,4 +74,26 @@ def conversations_adopt(*, anonymous_key: str, user_id: int) -> int:
             owner_id=user_id, anonymous_key="", updated_at=timezone.now()
         )
         ledger_adopt(anonymous_key=anonymous_key, user_id=user_id, conversation_ids=ids)
+        attachments_adopt(anonymous_key=anonymous_key, user_id=user_id)
     return moved
+
+
+def attachments_adopt(*, anonymous_key: str, user_id: int) -> None:
+    """The visitor's uploads become the account's, so the files of adopted conversations
+    still open for their owner. A file the account already has (the same bytes) is not
+    moved: the messages use the account's copy instead, and the visitor's, used by
+    nothing now, goes with the uploads never sent (`chat_purge`)."""
+    visitor = Attachment.objects.filter(owner__isnull=True, anonymous_key=anonymous_key)
+    live = visitor.filter(removed_at__isnull=True)
+    kept = dict(
+        Attachment.objects.filter(
+            owner_id=user_id, removed_at__isnull=True, sha256__in=live.values("sha256")
+        ).values_list("sha256", "pk")
+    )
+    for duplicate in live.filter(sha256__in=list(kept)).only("pk", "sha256"):
+        MessageAttachment.objects.filter(attachment_id=duplicate.pk).update(
+            attachment_id=kept[duplicate.sha256]
+        )
+    visitor.exclude(removed_at__isnull=True, sha256__in=list(kept)).update(
+        owner_id=user_id, anonymous_key=""
+    )

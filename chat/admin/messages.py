@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from chat.admin import dashboard
+from chat.admin.attachments import MessageAttachmentInline
 from chat.admin.display import (
     VersionFilter,
     cut,
@@ -99,6 +100,7 @@ class MessageAdmin(LargeTableAdmin[Message]):
     ordering = ["-id"]
     actions = ["export_csv", "recompute_cost"]
     fieldsets = [(title, {"fields": fields}) for title, fields in FIELD_GROUPS.items()]
+    inlines = [MessageAttachmentInline]
     readonly_fields = [field for fields in FIELD_GROUPS.values() for field in fields]
 
     # The stored record must be trustworthy: nobody adds, edits or deletes one here. Text

@@ -12,6 +12,14 @@ use `wire`.
 from typing import TYPE_CHECKING, Any
 
 from chat.llm.backends import APIS, Api, Backend, api_named, backend
+from chat.llm.content import (
+    ContextMessage,
+    InputFile,
+    data_url,
+    file_kind,
+    files_estimate,
+    sees_images,
+)
 from chat.llm.context import ToolSpec, has_tool_parts, input_items
 from chat.llm.errors import ProviderError
 from chat.llm.events import (
@@ -49,7 +57,9 @@ __all__ = [
     "Api",
     "Backend",
     "Citation",
+    "ContextMessage",
     "Finished",
+    "InputFile",
     "ProviderError",
     "ProviderEvent",
     "ReasoningDelta",
@@ -61,11 +71,15 @@ __all__ = [
     "WebSearch",
     "api_named",
     "backend",
+    "data_url",
     "estimate_usage",
     "has_tool_parts",
     "input_items",
+    "file_kind",
+    "files_estimate",
     "list_models",
     "reset",
+    "sees_images",
     "stream_reply",
     "use_transport",
 ]

@@ -13,6 +13,7 @@ import openai
 from django.conf import settings
 
 from chat.llm.backends import Api, Backend, backend
+from chat.llm.content import ContextMessage, chat_messages, responses_input
 from chat.llm.context import ToolSpec, tool_definitions
 from chat.llm.demo import DemoTransport
 from chat.llm.errors import ProviderError, translate_error
@@ -104,7 +105,7 @@ def _reasoning(model: str, api: Api) -> dict[str, Any]:
 
 async def stream_reply(
     *,
-    messages: list[dict[str, Any]],
+    messages: list[ContextMessage],
     model: str,
     api: Api,
     system: str = "",
@@ -113,8 +114,10 @@ async def stream_reply(
 ) -> AsyncGenerator[ProviderEvent, None]:
     """Stream one reply: `TextDelta`s, `ReasoningDelta`s, `ReasoningItem`s and `ToolCall`s
     in the order the model sent them, then exactly one `Finished`, or a `ProviderError`.
-    `messages` are input items in `api`'s shape (`chat.llm.context`); `tools` are offered,
-    and with `web_search` (Responses only) the provider's hosted web search.
+    `messages` are the conversation: messages, with the files attached to them
+    (`chat.llm.content`), and earlier replies' tool calls and results as input items in
+    `api`'s shape (`chat.llm.context`); `tools` are offered, and with `web_search`
+    (Responses only) the provider's hosted web search.
 
     The upstream response is closed on every exit, including cancellation of the consumer.
     """
@@ -136,17 +139,20 @@ async def stream_reply(
             model=model,
             instructions=system or openai.omit,
             stream=True,
-            extra_body={"input": messages, **extra},
+            extra_body={"input": responses_input(messages, model=model), **extra},
         )
         parse = ResponsesParser()
     else:
-        chat_messages = [{"role": "system", "content": system}] if system else []
+        system_message = [{"role": "system", "content": system}] if system else []
         request = sdk.chat.completions.with_streaming_response.create(
             model=model,
             messages=[],
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"messages": [*chat_messages, *messages], **extra},
+            extra_body={
+                "messages": [*system_message, *chat_messages(messages, model=model)],
+                **extra,
+            },
         )
         parse = ChatParser()
     request_id = ""

@@ -16,6 +16,9 @@ and a cited source, and says plainly that no search was run.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import io
 import json
 import re
 import time
@@ -26,7 +29,7 @@ from typing import Any, TypedDict
 import httpx2
 
 from chat.llm import wire
-from chat.llm.events import estimate_tokens
+from chat.llm.events import FILE_TOKENS_ESTIMATE, estimate_tokens
 
 DEMO_MODEL = "offline-demo"
 _TOKEN = re.compile(r"\S+\s*|\s+")
@@ -40,16 +43,19 @@ _EXAMPLE_SOURCE = (
 _SEARCH_FOR = re.compile(r"\bsearch\b.*?\bconversations?\b.*?\bfor\s+(.+?)\s*[?.!]*$", re.I)
 
 
-def demo_reply(prompt: str) -> str:
-    """The reply the demo gives to `prompt` (the last user message)."""
+def demo_reply(prompt: str, received: list[str] | None = None) -> str:
+    """The reply the demo gives to `prompt` (the last user message), saying what it
+    received with it (`received`: one line per image or PDF, from `files_received`)."""
     excerpt = prompt.strip()
     if len(excerpt) > 300:
         excerpt = excerpt[:300] + "…"
+    files = "".join(f"- {line}\n" for line in received or [])
     return (
         "**Offline demo model** — no API key is configured, so this reply is canned "
         "and nothing left this machine.\n\n"
         f"You said:\n\n> {excerpt.replace(chr(10), chr(10) + '> ')}\n\n"
-        "What just happened, for real:\n"
+        + (f"You attached:\n{files}\n" if files else "")
+        + "What just happened, for real:\n"
         "1. Your message and an empty reply row were stored.\n"
         "2. The OpenAI SDK streamed this text, token by token.\n"
         "3. Usage and cost are recorded when the stream ends.\n\n"
@@ -95,11 +101,14 @@ class DemoTransport(httpx2.AsyncBaseTransport):
         if not isinstance(messages, list) or not messages:
             return _error(400, "No messages were sent.")
         prompt_text = "\n".join(_text_of(m) for m in messages) + str(body.get("instructions", ""))
-        last_user = next((_text_of(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        last: Any = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        last_user = _text_of(last)
+        received = files_received(last)
         answer = _Answer(
             model=body.get("model") or DEMO_MODEL,
-            reply=demo_reply(last_user),
-            input_tokens=estimate_tokens(prompt_text),
+            reply=demo_reply(last_user, received),
+            # Images and PDFs cost input tokens upstream too: a flat share each.
+            input_tokens=estimate_tokens(prompt_text) + FILE_TOKENS_ESTIMATE * len(received),
         )
         answer.use_tools(messages, last_user, offered=_tool_names(body.get("tools")))
         if not chat and _offers_web_search(body.get("tools")):
@@ -174,6 +183,50 @@ def _answer_from_tool(output: str) -> str:
         lines = [f"- **{hit.get('title') or 'Untitled'}**: {hit.get('text', '')}" for hit in found]
         return "From your conversations:\n\n" + "\n".join(lines)
     return f"The tool answered: `{output}`"
+
+
+_PDF_PAGE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def files_received(message: Any) -> list[str]:
+    """What the images and PDFs in `message`'s content parts are, in either API's shape:
+    an image's format and size, a PDF's name and page count (its `/Type /Page` objects,
+    a count that is right for ordinary PDFs without parsing them)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        return []
+    lines = []
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        kind = part.get("type")
+        if kind in ("input_image", "image_url"):
+            url = part["image_url"] if kind == "input_image" else part["image_url"]["url"]
+            lines.append(_describe_image(_data_of(url)))
+        elif kind in ("input_file", "file"):
+            file = part if kind == "input_file" else part["file"]
+            pages = len(_PDF_PAGE.findall(_data_of(file.get("file_data", ""))))
+            lines.append(f"a PDF, {file.get('filename', 'unnamed')}, of {pages} page(s)")
+    return lines
+
+
+def _data_of(url: str) -> bytes:
+    _, _, encoded = url.partition(";base64,")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _describe_image(data: bytes) -> str:
+    # Imported here: `chat.llm` loads without Pillow for commands that never see an image.
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return f"a {image.format} image of {image.width}×{image.height} pixels"
+    except (UnidentifiedImageError, OSError):
+        return "an image I could not read"
 
 
 def _error(status: int, message: str) -> httpx2.Response:

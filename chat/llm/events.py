@@ -108,6 +108,11 @@ ProviderEvent = (
 )
 
 
+# Rough input tokens of one image or PDF when the upstream reports no usage: OpenAI's
+# price for a 512×512 tile at high detail plus its base, a middle-of-the-road guess.
+FILE_TOKENS_ESTIMATE = 765
+
+
 def estimate_usage(*, prompt: str, reply: str) -> Usage:
     """A rough count (4 characters a token) when the upstream sent none; flagged as such."""
     inp, out = estimate_tokens(prompt), estimate_tokens(reply)

@@ -1,4 +1,5 @@
-"""Per-owner limits that hold across workers: request rate, daily tokens, concurrent streams.
+"""Per-owner limits that hold across workers: request rate, daily tokens, concurrent streams,
+bytes uploaded per day.
 
 Counters live in Django's cache (`chat.spend.counters`: Redis when `REDIS_URL` is set, so every
 worker sees the same numbers). Money budgets are `chat.spend.budgets`, checked here too.
@@ -23,7 +24,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from django.utils import timezone
 
-from chat.errors import LimitExceeded
+from chat.errors import ChatError, LimitExceeded
 from chat.models import Message
 from chat.runtime import shielded
 from chat.spend.budgets import budget_check, budget_spent_changed
@@ -137,6 +138,38 @@ def _quota_record(key: str, tokens: int) -> int:
     if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
         return 0
     return count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+
+
+def _uploads_key(key: str) -> str:
+    return f"chat:uploads:{key}:{timezone.localdate().isoformat()}"
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"
+
+
+def _upload_take(key: str, size: int) -> None:
+    counter, limit = _uploads_key(key), settings.CHAT_FILES_DAILY_BYTES
+    total = count(counter, timeout=2 * 86400, delta=size)
+    if total > limit:
+        count(counter, timeout=2 * 86400, delta=-size)
+        raise ChatError(
+            "daily_upload_limit",
+            f"You have uploaded {_megabytes(total - size)} today; the daily limit is "
+            f"{_megabytes(limit)}. It resets at midnight ({settings.TIME_ZONE}).",
+        )
+
+
+async def upload_take(key: str, size: int) -> None:
+    """Count an upload's bytes against today's `CHAT_FILES_DAILY_BYTES` (413 when it would
+    go over, and then not counted). Counted like the other limits, an anonymous caller by
+    address: a new cookie per upload does not reset it."""
+    await run_cache_ops(_upload_take, key, size)
+
+
+async def upload_return(key: str, size: int) -> None:
+    """Give back an upload's bytes: it was refused after all, or was already stored."""
+    await run_cache_ops(count, _uploads_key(key), timeout=2 * 86400, delta=-size)
 
 
 def _streams_key(key: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -69,8 +69,7 @@ async def turn_finish(
     if usage is None:
         counted = [r.usage for r in rounds if r.usage is not None]
         if partial or (status == Status.COMPLETED and not rounds):
-            prompt = turn.system + "".join(str(m.get("content") or "") for m in turn.context)
-            counted.append(llm.estimate_usage(prompt=prompt, reply=partial))
+            counted.append(usage_estimate(turn, partial))
         usage = sum(counted[1:], counted[0]) if counted else None
     result = await _finishes.submit(
         _Finish(
@@ -116,6 +115,21 @@ async def turn_finish(
     # From `result`, what was stored: the counters add up to the rows.
     metrics.turn_recorded(model=turn.model, outcome=result)
     return result
+
+
+def usage_estimate(turn: Turn, reply: str) -> Usage:
+    """A model call's usage guessed from its prompt and `reply`, flagged as an estimate;
+    attached files count a share each (the text alone would miss an image's cost)."""
+    prompt = turn.system + "".join(str(m.get("content") or "") for m in turn.context)
+    estimate = llm.estimate_usage(prompt=prompt, reply=reply)
+    if not turn.attached:
+        return estimate
+    files = llm.files_estimate(turn.context)
+    return replace(
+        estimate,
+        input_tokens=estimate.input_tokens + files,
+        total_tokens=estimate.total_tokens + files,
+    )
 
 
 @dataclass(frozen=True, slots=True)

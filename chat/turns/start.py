@@ -4,6 +4,7 @@ turn is claimed exactly once (`turn_claim`), so only one caller ever reaches the
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,9 @@ from django.utils import timezone
 from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
-from chat.models import Conversation, Message
+from chat.files.context import files_check_model
+from chat.files.selectors import afiles_owned
+from chat.models import Attachment, Conversation, Message, MessageAttachment
 from chat.runtime import committed
 from chat.spend.ledger import message_finalize
 from chat.text import title_from
@@ -38,6 +41,10 @@ class Turn:
     context: list[dict[str, Any]] = field(default_factory=list)
     user_message_id: int | None = None  # the prompt's row, when this turn stored it
     owner: Owner | None = None  # who asks: handed to the tools that want to know
+    # The files of the context's messages: a message's index in `context` → its
+    # attachments, in order; their bytes are read when the model is called
+    # (`chat.files.context`).
+    attached: dict[int, list[Attachment]] = field(default_factory=dict)
 
 
 def choose_model(requested: str | None, conversation_model: str = "") -> str:
@@ -73,11 +80,14 @@ async def turn_start(
     model: str | None = None,
     system: str | None = None,
     api: str | None = None,
+    attachments: Sequence[uuid.UUID] = (),
     defer: bool = False,
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
     already claimed as `streaming`) before any upstream call. Turns started at the same
-    moment are written together, in one transaction (`chat.turns.batching`)."""
+    moment are written together, in one transaction (`chat.turns.batching`). The files
+    are looked up first, outside it: a foreign or unknown one refuses the turn (404)."""
+    files = await afiles_owned(owner=owner, ids=attachments) if attachments else []
     start = _Start(
         owner=owner,
         message=message,
@@ -86,6 +96,7 @@ async def turn_start(
         system=system,
         api=choose_api(api),
         defer=defer,
+        files=tuple(files),
     )
     return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
@@ -106,6 +117,7 @@ class _Start:
     system: str | None
     api: llm.Api
     defer: bool
+    files: tuple[Attachment, ...] = ()
 
 
 def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
@@ -126,7 +138,9 @@ def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
                 rows += _messages(plan, backend.name)
         # Their ids come back from the INSERT (RETURNING), in order.
         Message.objects.bulk_create(rows)
-        pairs = iter(zip(rows[0::2], rows[1::2], strict=True))
+        written = list(zip(rows[0::2], rows[1::2], strict=True))
+        _attach([plan for plan in plans if isinstance(plan, _Plan)], written)
+        pairs = iter(written)
         return [
             _turn(plan, *next(pairs), backend.name) if isinstance(plan, _Plan) else plan
             for plan in plans
@@ -139,6 +153,16 @@ class _Plan:
     conversation: Conversation
     model: str
     is_new: bool
+    files: list[Attachment] = field(default_factory=list)
+
+
+def _attach(plans: list[_Plan], pairs: list[tuple[Message, Message]]) -> None:
+    """The user messages' files, in one INSERT for the batch."""
+    MessageAttachment.objects.bulk_create(
+        MessageAttachment(message=user, attachment=attachment, position=position)
+        for plan, (user, _) in zip(plans, pairs, strict=True)
+        for position, attachment in enumerate(plan.files)
+    )
 
 
 def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
@@ -155,8 +179,10 @@ def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
 
 def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
     try:
+        files = list(start.files)
         if start.conversation_id is None:
             chosen = choose_model(start.model)
+            files_check_model(files, model=chosen)
             conversation = Conversation(
                 owner_id=start.owner.user_id,
                 anonymous_key=start.owner.anonymous_key,
@@ -164,11 +190,12 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
                 model=chosen,
                 system_prompt=start.system or "",
             )
-            return _Plan(start, conversation, chosen, is_new=True)
+            return _Plan(start, conversation, chosen, is_new=True, files=files)
         found = locked.get(start.conversation_id)
         if found is None or not start.owner.owns(found):
             raise not_found("conversation")
         chosen = choose_model(start.model, found.model)
+        files_check_model(files, model=chosen)
     except ChatError as exc:
         return exc
     changes: dict[str, Any] = {"updated_at": timezone.now(), "model": chosen}
@@ -176,7 +203,7 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
         changes["system_prompt"] = start.system
     Conversation.objects.filter(pk=found.pk).update(**changes)
     found.system_prompt = changes.get("system_prompt", found.system_prompt)
-    return _Plan(start, found, chosen, is_new=False)
+    return _Plan(start, found, chosen, is_new=False, files=files)
 
 
 def _messages(plan: _Plan, provider_name: str) -> list[Message]:
@@ -213,23 +240,29 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
         owner=start.owner,
     )
     if not start.defer:  # a deferred turn's context is read when it is claimed
-        turn.context = (
-            [{"role": "user", "content": start.message}][: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        if plan.is_new:
             # A new conversation's context is the message just stored: no query.
-            if plan.is_new
-            else _context(plan.conversation.pk, before=assistant.pk, api=start.api)
-        )
+            turn.context = [{"role": "user", "content": start.message}]
+            turn.context = turn.context[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+            if plan.files and turn.context:
+                turn.attached = {0: plan.files}
+        else:
+            turn.context, turn.attached = _context(
+                plan.conversation.pk, before=assistant.pk, api=start.api
+            )
     return turn
 
 
 _starts: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 
-def _context(conversation_id: uuid.UUID, *, before: int, api: llm.Api) -> list[dict[str, Any]]:
+def _context(
+    conversation_id: uuid.UUID, *, before: int, api: llm.Api
+) -> tuple[list[dict[str, Any]], dict[int, list[Attachment]]]:
     """Earlier messages sent to the model, oldest first, capped to the newest N; of a
     regenerated or edited turn only its current version. A reply that called tools goes
     as its calls and their results too, in the api's shape, so the model still knows
-    what it found out."""
+    what it found out. With them, the files attached to them (by index in the context)."""
     rows = (
         Message.objects.filter(
             conversation_id=conversation_id, pk__lt=before, superseded_at__isnull=True
@@ -237,15 +270,27 @@ def _context(conversation_id: uuid.UUID, *, before: int, api: llm.Api) -> list[d
         .exclude(role=Message.Role.ASSISTANT, content="")
         .exclude(status__in=[Status.PENDING, Status.STREAMING])
         .order_by("-pk")
-        .values_list("role", "content", "parts")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        .values_list("pk", "role", "content", "parts")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
     )
     context: list[dict[str, Any]] = []
-    for role, content, parts in reversed(rows):
+    index: dict[int, int] = {}  # a user message's id → its place in `context`
+    for pk, role, content, parts in reversed(rows):
         if role == Message.Role.ASSISTANT and parts and llm.has_tool_parts(parts):
             context += llm.input_items(api, parts)
-        else:
-            context.append({"role": role, "content": content})
-    return context
+            continue
+        if role == Message.Role.USER:
+            index[pk] = len(context)
+        context.append({"role": role, "content": content})
+    attached: dict[int, list[Attachment]] = {}
+    if index:
+        files = (
+            MessageAttachment.objects.filter(message_id__in=list(index))
+            .select_related("attachment")
+            .order_by("message_id", "position")
+        )
+        for row in files:
+            attached.setdefault(index[row.message_id], []).append(row.attachment)
+    return context, attached
 
 
 async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
@@ -278,7 +323,9 @@ async def _claim(message: Message) -> Turn | None:
     )
     if not won:
         return None
-    context = await sync_to_async(_context)(message.conversation_id, before=message.pk, api=api)
+    context, attached = await sync_to_async(_context)(
+        message.conversation_id, before=message.pk, api=api
+    )
     conversation = message.conversation
     return Turn(
         conversation_id=message.conversation_id,
@@ -291,6 +338,7 @@ async def _claim(message: Message) -> Turn | None:
         owner=Owner(user_id=conversation.owner_id)
         if conversation.owner_id is not None
         else Owner(anonymous_key=conversation.anonymous_key),
+        attached=attached,
     )
 
 

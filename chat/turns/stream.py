@@ -15,13 +15,14 @@ from django.conf import settings
 from django.db import connection
 
 from chat import llm
+from chat.files.context import files_in_context
 from chat.llm import Finished, ProviderError, ReasoningDelta, TextDelta, ToolCall, Usage
 from chat.models import Message
 from chat.runtime import shielded, spawn
 from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight
-from chat.turns.finish import ms_since, release_connection, turn_finish
+from chat.turns.finish import ms_since, release_connection, turn_finish, usage_estimate
 from chat.turns.rounds import BudgetReached, ReplyParts, ToolFinished, ToolStarted, turn_rounds
 from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
@@ -68,6 +69,8 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         # DB thread, before turn_finish's write queued behind it there.
         if connection.vendor != "sqlite":
             spawn(sync_to_async(release_connection)())
+        if turn.attached:
+            turn.context = await files_in_context(turn.context, turn.attached)
         upstream = turn_rounds(turn=turn)
         relayed = relay.relay(
             upstream,
@@ -177,13 +180,7 @@ def _with_usage(finished: Finished, *, turn: Turn, text: str) -> Finished:
     """A model call's `Finished` with usage: its own, or an estimate flagged as such."""
     if finished.usage is not None:
         return finished
-    return dataclasses.replace(
-        finished, usage=llm.estimate_usage(prompt=context_text(turn), reply=text)
-    )
-
-
-def context_text(turn: Turn) -> str:
-    return turn.system + "".join(str(m.get("content") or "") for m in turn.context)
+    return dataclasses.replace(finished, usage=usage_estimate(turn, text))
 
 
 async def turn_follow(*, message: Message) -> AsyncGenerator[StreamEvent, None]:

@@ -11,6 +11,7 @@ any deferred turn, through `turn_claim`.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asgiref.sync import sync_to_async
@@ -21,7 +22,9 @@ from django.utils import timezone
 from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
-from chat.models import Conversation, Message
+from chat.files.context import files_check_model
+from chat.files.selectors import files_for_messages, files_owned
+from chat.models import Conversation, Message, MessageAttachment
 from chat.runtime import committed
 from chat.spend.ledger import message_finalize
 from chat.turns.selectors import UNFINISHED
@@ -44,16 +47,31 @@ async def turn_regenerate(*, owner: Owner, message_id: int, model: str | None = 
     return await _new_version(owner=owner, message_id=message_id, role=Role.ASSISTANT, model=model)
 
 
-async def turn_edit(*, owner: Owner, message_id: int, message: str) -> NewVersion:
-    """The last user message `message_id` with new text, and a new reply to it."""
-    return await _new_version(owner=owner, message_id=message_id, role=Role.USER, text=message)
+async def turn_edit(
+    *,
+    owner: Owner,
+    message_id: int,
+    message: str,
+    attachments: Sequence[uuid.UUID] | None = None,
+) -> NewVersion:
+    """The last user message `message_id` with new text, and a new reply to it; with
+    `attachments`, other files (else the ones it had)."""
+    return await _new_version(
+        owner=owner, message_id=message_id, role=Role.USER, text=message, files=attachments
+    )
 
 
 async def _new_version(
-    *, owner: Owner, message_id: int, role: str, text: str | None = None, model: str | None = None
+    *,
+    owner: Owner,
+    message_id: int,
+    role: str,
+    text: str | None = None,
+    model: str | None = None,
+    files: Sequence[uuid.UUID] | None = None,
 ) -> NewVersion:
     work = sync_to_async(_version_write)(
-        owner=owner, message_id=message_id, role=role, text=text, model=model
+        owner=owner, message_id=message_id, role=role, text=text, model=model, files=files
     )
     return await committed(work, undo=_abandon)
 
@@ -69,7 +87,13 @@ async def _abandon(version: NewVersion) -> None:
 
 
 def _version_write(
-    *, owner: Owner, message_id: int, role: str, text: str | None, model: str | None
+    *,
+    owner: Owner,
+    message_id: int,
+    role: str,
+    text: str | None,
+    model: str | None,
+    files: Sequence[uuid.UUID] | None,
 ) -> NewVersion:
     with transaction.atomic():
         conversation = _locked(owner=owner, message_id=message_id, role=role)
@@ -79,6 +103,12 @@ def _version_write(
             raise ChatError("not_last_turn", f"Only the conversation's last {what}.")
         _check_finished(reply)
         chosen = choose_model(model, conversation.model)
+        attachments = (
+            files_for_messages([user.pk]).get(user.pk, [])
+            if files is None
+            else files_owned(owner=owner, ids=files)
+        )
+        files_check_model(attachments, model=chosen)
         now = timezone.now()
         Message.objects.filter(pk__in=[user.pk, reply.pk]).update(superseded_at=now)
         new_user, new_reply = Message.objects.bulk_create(
@@ -100,6 +130,10 @@ def _version_write(
                     version_of_id=reply.version_of_id or reply.pk,
                 ),
             ]
+        )
+        MessageAttachment.objects.bulk_create(
+            MessageAttachment(message=new_user, attachment=attachment, position=position)
+            for position, attachment in enumerate(attachments)
         )
         Conversation.objects.filter(pk=conversation.pk).update(updated_at=now, model=chosen)
     return NewVersion(conversation.pk, new_user.pk, new_reply.pk)

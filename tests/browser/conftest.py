@@ -117,6 +117,7 @@ def live_server(workdir: Path, port: int, **overrides: str) -> Iterator[LiveServ
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{database}",
+        "MEDIA_ROOT": str(workdir / "media"),
         "DEBUG": "true",
         "SECRET_KEY": "browser-tests-only",
         "CHAT_READ_DOTENV": "false",

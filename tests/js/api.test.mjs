@@ -87,6 +87,10 @@ test("no network is status 0, type network", async () => {
 test("failures read as what the person can do next", () => {
   const cases = [
     [{ status: 413, type: "message_too_long" }, "That message is too long", false],
+    [{ status: 413, type: "file_too_large" }, "File not accepted", false],
+    [{ status: 415, type: "unsupported_file_type" }, "File not accepted", false],
+    [{ status: 413, type: "too_many_files" }, "Too many files", false],
+    [{ status: 400, type: "model_cannot_see_images" }, "This model can't read images or PDFs", false],
     [{ status: 429, type: "rate_limited" }, "Too many messages at once", true],
     [{ status: 429, type: "quota_exceeded" }, "Usage quota reached", true],
     [{ status: 429, type: "upstream_rate_limit" }, "The model provider is busy", true],

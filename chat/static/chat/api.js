@@ -73,6 +73,10 @@ export function describeFailure({ status, type = "", message = "", retryAfter = 
   else if (type === "not_last_turn") [headline, retryable] = ["Only the last turn can change", false];
   else if (type === "budget_exceeded") [headline, retryable] = ["Budget reached", false];
   else if (type === "authentication_required") [headline, retryable] = ["Signed out", false];
+  else if (type === "model_cannot_see_images") {
+    [headline, retryable] = ["This model can't read images or PDFs", false];
+  } else if (type === "too_many_files") [headline, retryable] = ["Too many files", false];
+  else if (/file|image/.test(type)) [headline, retryable] = ["File not accepted", false];
   else if (status === 429 && /quota/i.test(type)) headline = "Usage quota reached";
   else if (status === 429 && type.startsWith("upstream")) headline = "The model provider is busy";
   else if (status === 429) headline = "Too many messages at once";

@@ -15,12 +15,14 @@
 //   listing.js        the list's rules without the DOM: paging, debounce, pending deletes
 //   menu.js, rename.js, toasts.js   a menu button's menu, renaming in place, Undo toasts
 //   account.js        who is signed in, their spend and budget
+//   attachments.js    files for the next message: attach, drop, paste, upload, thumbnails
 //
 // The reply is written on the server whether or not this page is open: closing or reloading
 // the page never stops it (only Stop does), and opening its stream URL again follows it on,
 // never calling the model a second time. The page never re-posts a message on its own.
 
 import { showBudget } from "./account.js";
+import { AttachmentTray } from "./attachments.js";
 import { ConversationList } from "./conversations.js";
 import { Thread } from "./thread.js";
 
@@ -92,7 +94,9 @@ const thread = new Thread({
     unavailable: () => {
       els.titleActions.hidden = true;
     },
-    editInComposer(text) {
+    editInComposer(text, files = []) {
+      tray.clear();
+      tray.restore(files);
       els.input.value = text;
       autosize();
       els.input.focus();
@@ -150,12 +154,30 @@ function autosize() {
   els.input.style.height = `${els.input.scrollHeight + 2}px`;
 }
 
+const tray = new AttachmentTray({
+  elements: {
+    tray: $("attachments"),
+    input: $("attach-input"),
+    button: $("attach"),
+    dropTarget: $("main"),
+    textarea: els.input,
+  },
+  limits: config.files,
+  hooks: { announce, changed: () => {} },
+});
+
 function submit() {
   const text = els.input.value;
   if (!text.trim() || thread.busy()) return;
+  if (tray.uploading()) {
+    announce("Wait for the files to finish uploading.");
+    return;
+  }
+  const files = tray.files();
   els.input.value = "";
+  tray.clear();
   autosize();
-  thread.send(text);
+  thread.send(text, files);
 }
 
 $("composer").addEventListener("submit", (event) => {

@@ -3,6 +3,7 @@
 // reply its events and thread.js places the views in the transcript.
 
 import { describeFailure } from "./api.js";
+import { fileLinks } from "./attachments.js";
 import { addCodeCopyButtons, copyButton } from "./copy.js";
 import { el, formatCost, formatMs } from "./format.js";
 import { renderMarkdown } from "./markdown.js";
@@ -20,20 +21,29 @@ export function setChildren(parent, nodes) {
 }
 
 export class UserView {
-  constructor(text) {
+  // files: the message's attachments, as the API describes them.
+  constructor(text, files = []) {
     this.bubble = el("div", { class: "bubble", text });
+    this.files = el("div", { class: "message-files" });
     this.actions = el("div", { class: "message-actions" });
     this.item = el("li", { class: "message message-user", "data-role": "user" }, [
       el("span", { class: "visually-hidden", text: "You:" }),
+      this.files,
       this.bubble,
       this.actions,
     ]);
     this.text = text;
+    this.setFiles(files);
   }
 
   setText(text) {
     this.text = text;
     this.bubble.textContent = text;
+  }
+
+  setFiles(files = []) {
+    this.files.replaceChildren(...fileLinks(files));
+    this.files.hidden = files.length === 0;
   }
 }
 

@@ -89,7 +89,8 @@ export class Thread {
     clearTranscript();
   }
 
-  async send(text) {
+  // `files`: uploaded attachments ({id, name, kind, url, …}) going with the message.
+  async send(text, files = []) {
     if (this.busy()) return;
     const seq = this.routeSeq;
     const model = this.chosenModel();
@@ -97,7 +98,7 @@ export class Thread {
     view.thinking();
     const versions = new TurnVersions([
       {
-        user: { id: null, role: "user", content: text },
+        user: { id: null, role: "user", content: text, attachments: files },
         reply: { id: null, role: "assistant", status: "pending", model },
       },
     ]);
@@ -110,11 +111,16 @@ export class Thread {
       await Promise.all(this.turnViews.map((v) => v.selecting)); // the version to answer from
       created = await api("/api/chat?stream=defer", {
         method: "POST",
-        body: { message: text, conversation: this.conversation, ...(model ? { model } : {}) },
+        body: {
+          message: text,
+          conversation: this.conversation,
+          ...(model ? { model } : {}),
+          ...(files.length ? { attachments: files.map((file) => file.id) } : {}),
+        },
       });
     } catch (error) {
       this.turns.end(turn);
-      this.refused(error, { turnView, view, text });
+      this.refused(error, { turnView, view, text, files });
       return;
     }
     versions.versions[0].reply.id = created.message;
@@ -133,7 +139,7 @@ export class Thread {
 
   // The POST was refused, so nothing was stored: retrying re-sends the same text in place
   // of this attempt, and editing puts it back in the message box.
-  refused(error, { turnView, view, text }) {
+  refused(error, { turnView, view, text, files = [] }) {
     const failure = failureOf(error);
     const discard = () => {
       turnView.remove();
@@ -142,11 +148,11 @@ export class Thread {
     };
     const retry = () => {
       discard();
-      this.send(text);
+      this.send(text, files);
     };
     const edit = () => {
       discard();
-      this.hooks.editInComposer(text);
+      this.hooks.editInComposer(text, files);
     };
     let actions = describeFailure(failure).retryable
       ? [

@@ -29,7 +29,7 @@ export class TurnView {
     this.selecting = null; // a select on its way (a promise)
     this.editing = null;
     const shown = versions.shownVersion;
-    this.user = shown.user ? new UserView(shown.user.content) : null;
+    this.user = shown.user ? new UserView(shown.user.content, shown.user.attachments) : null;
     const hasReply = shown.reply !== null || this.views.has(versions.shown);
     this.reply = hasReply ? this.replyView(versions.shown) : null;
     this.buildControls();
@@ -145,7 +145,10 @@ export class TurnView {
   // Show versions.shown: its message text and its reply, in place.
   showShown() {
     const version = this.versions.shownVersion;
-    if (this.user && version.user) this.user.setText(version.user.content);
+    if (this.user && version.user) {
+      this.user.setText(version.user.content);
+      this.user.setFiles(version.user.attachments);
+    }
     const view = this.replyView(this.versions.shown);
     if (view !== this.reply) {
       this.reply.item.replaceWith(view.item);
@@ -242,8 +245,10 @@ export class TurnView {
   follow(created, { content, model }) {
     const view = new ReplyView(model || this.host.config.defaultModel);
     view.thinking();
+    // Regenerate and edit keep the message's files.
+    const attachments = this.versions.shownVersion.user?.attachments ?? [];
     const index = this.versions.add({
-      user: { id: created.user_message, role: "user", content },
+      user: { id: created.user_message, role: "user", content, attachments },
       reply: { id: created.message, role: "assistant", status: "pending", model },
     });
     this.views.set(index, view);

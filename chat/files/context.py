@@ -1,0 +1,110 @@
+"""A turn's files for the model: the stored bytes of the attachments its context refers
+to, as the model takes them (an image or PDF as a base64 `data:` URL, a text file as text).
+Nothing is decoded or re-encoded again (that happened once, at upload), and a conversation
+sends its earlier images again on every turn, so each worker keeps the newest encoded files
+(`CHAT_FILES_CACHE_BYTES`) rather than read and encode them again each turn: a stored
+file's bytes never change under its key."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from chat import llm
+from chat.errors import ChatError
+from chat.files.storage import stored_read
+from chat.models import Attachment
+
+
+class EncodedFiles:
+    """Data URLs by storage key, the most recently used kept up to `budget` characters.
+    Filled from the thread pool, hence the lock."""
+
+    def __init__(self) -> None:
+        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            url = self._urls.get(key)
+            if url is not None:
+                self._urls.move_to_end(key)
+            return url
+
+    def put(self, key: str, url: str, *, budget: int) -> None:
+        if len(url) > budget:
+            return
+        with self._lock:
+            if key in self._urls:
+                return
+            self._urls[key] = url
+            self._size += len(url)
+            while self._size > budget:
+                _, dropped = self._urls.popitem(last=False)
+                self._size -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._urls.clear()
+            self._size = 0
+
+
+encoded = EncodedFiles()
+
+
+def _input_file(attachment: Attachment) -> llm.InputFile:
+    """Runs on the thread pool: storage reads block."""
+    kind = llm.file_kind(attachment.kind)
+    if kind == "text":
+        text = stored_read(attachment.storage_key).decode("utf-8", "replace")
+        limit = settings.CHAT_FILES_MAX_TEXT_CHARS
+        if len(text) > limit:
+            text = f"{text[:limit]}\n[… cut here: {len(text) - limit:,} more characters]"
+        return llm.InputFile(kind, attachment.name, attachment.content_type, text=text)
+    url = encoded.get(attachment.storage_key)
+    if url is None:
+        url = llm.data_url(attachment.content_type, stored_read(attachment.storage_key))
+        encoded.put(attachment.storage_key, url, budget=settings.CHAT_FILES_CACHE_BYTES)
+    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=url)
+
+
+async def files_in_context(
+    context: list[llm.ContextMessage], attached: Mapping[int, list[Attachment]]
+) -> list[llm.ContextMessage]:
+    """`context` with the files of each message (`attached`: its index in `context` → its
+    attachments, as read with the context, in order). A file whose bytes were removed is
+    named in the text instead."""
+    if not attached:
+        return context
+    live = {a.pk: a for files in attached.values() for a in files if a.removed_at is None}
+    load = sync_to_async(_input_file, thread_sensitive=False)
+    loaded = dict(zip(live, await asyncio.gather(*map(load, live.values())), strict=True))
+    messages: list[llm.ContextMessage] = []
+    for index, message in enumerate(context):
+        rows = attached.get(index)
+        if not rows:
+            messages.append(message)
+            continue
+        files = [loaded[a.pk] for a in rows if a.pk in loaded]
+        notes = [f"[{a.name} was attached here and removed.]" for a in rows if a.pk not in loaded]
+        text = "\n".join([message["content"], *notes])
+        messages.append({"role": message["role"], "content": text, "files": files})
+    return messages
+
+
+def files_check_model(attachments: Sequence[Attachment], *, model: str) -> None:
+    """Refuse (400, before any upstream call) images or PDFs for a model that cannot take
+    them (`CHAT_VISION_MODELS`); text files go to every model."""
+    unseen = [a.name for a in attachments if a.kind != Attachment.Kind.TEXT]
+    if unseen and not llm.sees_images(model):
+        raise ChatError(
+            "model_cannot_see_images",
+            f"Model {model!r} cannot read images or PDFs ({', '.join(unseen)}); "
+            "choose a model that can, or send text only.",
+        )
