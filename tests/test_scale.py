@@ -198,11 +198,26 @@ async def test_a_stop_asked_at_one_worker_ends_the_stream_on_the_other(workers, 
     )
     cookie, owner = anonymous_visitor()
     turn = await turn_start(owner=owner, message="hi", defer=True)
-    stream = asyncio.create_task(
-        read_stream(f"{workers[0]}/api/messages/{turn.message_id}/stream", cookie)
-    )
-    while (await Message.objects.aget(pk=turn.message_id)).status != Message.Status.STREAMING:
-        await asyncio.sleep(0.05)
+    first_token = asyncio.Event()
+
+    async def read() -> list[tuple[str, Any]]:
+        # Stop is asked once text has arrived (on a loaded machine the first token can
+        # come after a stop sent at the claim, and a reply stopped before it has none).
+        headers = {"Accept": "text/event-stream", "Cookie": cookie}
+        body = bytearray()
+        url = f"{workers[0]}/api/messages/{turn.message_id}/stream"
+        async with (
+            httpx2.AsyncClient(timeout=60) as client,
+            client.stream("GET", url, headers=headers) as response,
+        ):
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if b"event: delta" in body:
+                    first_token.set()
+        return parse_sse(bytes(body))
+
+    stream = asyncio.create_task(read())
+    await asyncio.wait_for(first_token.wait(), 10)
     async with httpx2.AsyncClient() as client:
         response = await client.post(
             f"{workers[1]}/api/messages/{turn.message_id}/cancel",
@@ -313,10 +328,24 @@ async def test_readers_of_a_killed_worker_get_interrupted(two_fresh_workers, fak
     cookie, owner = anonymous_visitor()
     turn = await turn_start(owner=owner, message="hi", defer=True)
     path = f"/api/messages/{turn.message_id}/stream"
-    claimer = asyncio.create_task(read_until(first + path, cookie, frames=1000))
+    some_text = asyncio.Event()
+
+    async def claim() -> None:
+        headers = {"Accept": "text/event-stream", "Cookie": cookie}
+        async with (
+            httpx2.AsyncClient(timeout=60) as client,
+            client.stream("GET", first + path, headers=headers) as response,
+        ):
+            seen = b""
+            async for chunk in response.aiter_bytes():
+                seen += chunk
+                if seen.count(b"event: delta") >= 3:  # a few tokens in, however loaded
+                    some_text.set()
+
+    claimer = asyncio.create_task(claim())
     await wait_streaming(turn.message_id)
     follower = asyncio.create_task(read_stream(second + path, cookie))
-    await asyncio.sleep(1.0)  # a few tokens in
+    await asyncio.wait_for(some_text.wait(), 20)
 
     producer_proc.send_signal(signal.SIGKILL)  # no finally runs there
     producer_proc.wait(10)
