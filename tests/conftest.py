@@ -142,21 +142,29 @@ def shared_cache(request, settings):
 def fake_upstream():
     """The benchmark's fake OpenAI-compatible server, in its own process; it counts the
     model calls it answers (`GET /_stats`)."""
-    import subprocess
     import sys
 
-    from tests.servers import HOST, free_port, start
+    from tests.servers import HOST, free_port, start, stop
 
     port = free_port()
     proc = start(
         [sys.executable, "-m", "bench.fake_upstream", "--port", str(port)], dict(os.environ), port
     )
     yield f"http://{HOST}:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
+
+
+@pytest.fixture
+def local_storage(settings, tmp_path):
+    """Attachments in a directory of this test's own."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "attachments": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "attachments")},
+        },
+    }
+    return tmp_path / "attachments"
 
 
 @pytest.fixture

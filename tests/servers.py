@@ -45,6 +45,16 @@ def start(
     return proc
 
 
+def stop(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """Ask a server to stop; kill it if it has not within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def start_worker(
     env: dict[str, str],
     port: int,

@@ -14,19 +14,11 @@ from tests.asgi import parse_sse
 from tests.files import pdf, png, uploaded
 from tests.upstream import Reply, chat_script, responses_script
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def local_storage(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "attachments")},
-        },
-    }
-    return tmp_path / "attachments"
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("local_storage"),  # attachments in a directory of the test's own
+]
 
 
 def data_url_bytes(url: str, content_type: str) -> bytes:

@@ -269,8 +269,7 @@ def budget_workers(request, django_db_setup, django_db_blocker, fake_upstream):
     procs = [servers.start_worker(env, port) for port in ports]
     yield request.param, [f"http://{servers.HOST}:{port}" for port in ports]
     for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+        servers.stop(proc)
 
 
 @pytest.mark.asyncio

@@ -12,20 +12,11 @@ from chat.models import Attachment
 from tests.asgi import AsgiClient
 from tests.files import ELF, SVG, jpeg_with_gps, pdf, png, png_claiming, upload, uploaded
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def local_storage(settings, tmp_path):
-    """Attachments in a directory of this test's own."""
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "attachments")},
-        },
-    }
-    return tmp_path / "attachments"
+pytestmark = [
+    pytest.mark.asyncio,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("local_storage"),  # attachments in a directory of the test's own
+]
 
 
 async def test_an_image_is_stored_and_served_to_its_owner_only(ada, bob, local_storage):

@@ -4,7 +4,6 @@ moto's, in its own process), retention and unsent uploads, and the memory an upl
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tracemalloc
 from datetime import timedelta
@@ -18,7 +17,7 @@ from django.utils import timezone
 from chat.models import Attachment
 from tests.asgi import asgi_request
 from tests.files import multipart, pdf, png, uploaded
-from tests.servers import HOST, free_port, start
+from tests.servers import HOST, free_port, start, stop
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -33,11 +32,7 @@ def s3_endpoint():
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     proc = start([sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)], env, port)
     yield f"http://{HOST}:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    stop(proc)
 
 
 @pytest.fixture
@@ -64,18 +59,6 @@ def s3(settings, s3_endpoint):
     for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
         client.delete_object(Bucket=BUCKET, Key=item["Key"])
     client.delete_bucket(Bucket=BUCKET)
-
-
-@pytest.fixture
-def local_storage(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "attachments": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": str(tmp_path / "attachments")},
-        },
-    }
-    return tmp_path / "attachments"
 
 
 async def test_s3_stores_private_objects_and_serves_them_through_the_api(ada, bob, s3, upstream):

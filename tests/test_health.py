@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from tests.asgi import asgi_request
-from tests.servers import HOST, free_port, start_worker
+from tests.servers import HOST, free_port, start_worker, stop
 
 
 @pytest.mark.asyncio
@@ -58,8 +58,7 @@ def test_a_worker_whose_database_and_cache_are_down_is_alive_but_not_ready(tmp_p
         assert get(f"http://{HOST}:{port}/healthz") == (200, {"status": "ok"})
         status, body = get(f"http://{HOST}:{port}/readyz")
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     assert status == 503
     assert body["status"] == "unavailable" and body["failed"] == ["database", "cache"]
     assert body["checks"]["database"] == "failed: OperationalError"

@@ -17,7 +17,7 @@ from chat.models import Message
 from chat.tools import mcp_forget, mcp_tools, tool_run
 from chat.tools.registry import Caller
 from tests.asgi import AsgiClient
-from tests.servers import free_port, start
+from tests.servers import free_port, start, stop
 from tests.upstream import MODEL, Reply
 
 pytestmark = [pytest.mark.asyncio]
@@ -88,8 +88,7 @@ def http_server():
         [sys.executable, "-m", "tests.mcp_server", "--port", str(port)], dict(os.environ), port
     )
     yield f"http://127.0.0.1:{port}/mcp"
-    proc.terminate()
-    proc.wait(10)
+    stop(proc)
 
 
 async def test_a_streamable_http_server_is_listed_and_called(settings, http_server):

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chat.models import Message
 from tests.asgi import AsgiClient, asgi_request
-from tests.servers import HOST, ROOT, free_port, start_worker
+from tests.servers import HOST, ROOT, free_port, start_worker, stop
 from tests.upstream import Reply, chat_script
 
 MODEL = "gpt-4.1-mini"
@@ -247,8 +247,7 @@ def test_a_metrics_failure_does_not_fail_the_turn(tmp_path):
         with urllib.request.urlopen(request, timeout=30) as response:
             reply = json.loads(response.read())
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
     assert reply["status"] == "completed" and reply["reply"]
     with sqlite3.connect(tmp_path / "db.sqlite3") as db:
         stored = db.execute("SELECT status FROM chat_message WHERE id = ?", [reply["message"]])

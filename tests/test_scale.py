@@ -23,7 +23,7 @@ from chat.models import DailyUsage, Message
 from chat.spend.ledger import ledger_verify
 from chat.turns import turn_start
 from tests.asgi import parse_sse
-from tests.servers import HOST, fake_model_env, free_port, start_worker
+from tests.servers import HOST, fake_model_env, free_port, start_worker, stop
 
 WORKER_APP_NAME = "chat-scale-test-worker"
 MODEL = "fake-model"
@@ -46,8 +46,7 @@ def workers(django_db_setup, django_db_blocker, fake_upstream) -> Iterator[list[
     procs = [start_worker(env, port, "--log-level", "warning") for port in ports]
     yield [f"http://{HOST}:{port}" for port in ports]
     for proc in procs:
-        proc.terminate()
-        proc.wait(10)
+        stop(proc)
 
 
 async def upstream_control(base: str, path: str, body: dict[str, Any] | None = None) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import HOST, ROOT, database_url, free_port, start_worker
+from tests.servers import HOST, ROOT, database_url, free_port, start_worker, stop
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +57,6 @@ def test_the_page_and_its_static_files_are_served_without_a_warning(tmp_path, de
             if debug == "false":  # browsers may keep them a while; DEBUG: always fresh
                 assert headers["cache-control"] == "max-age=60, public"
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        stop(proc, 20)
     log_text = Path(log_path).read_text(errors="replace")
     assert "Warning" not in log_text and "warning" not in log_text.lower(), log_text
