@@ -250,15 +250,18 @@ def limits_of(user_id: int) -> Limits:
     return Limits(own=own, groups=groups)
 
 
-def _status(user_id: int, period: Period, cached: dict[str, Any], with_spend: bool) -> BudgetStatus:
-    """The status from what the cache held (`cached`: cache key → value), reading the
-    database for the rest and keeping it in the cache."""
-    keys = _cache_keys(user_id, period)
-    if keys["limits"] in cached:
-        limits = Limits.loads(cached[keys["limits"]])
-    else:
+def _status(
+    user_id: int,
+    period: Period,
+    limits: Limits | None,
+    cached: dict[str, Any],
+    with_spend: bool,
+) -> BudgetStatus:
+    """The status from what the cache held (`limits`, None when not cached; `cached`:
+    cache key → value), reading the database for the rest and keeping it in the cache."""
+    if limits is None:
         limits = limits_of(user_id)
-        cache.set(keys["limits"], limits.dumps(), timeout=LIMIT_CACHE_SECONDS)
+        cache.set(_limits_key(user_id), limits.dumps(), timeout=LIMIT_CACHE_SECONDS)
     if not with_spend and not limits.any():
         return BudgetStatus(limit=None, spent=Decimal(0), period=period)
     shared = cache_is_shared()
@@ -290,44 +293,38 @@ def _status(user_id: int, period: Period, cached: dict[str, Any], with_spend: bo
     )
 
 
-def _cache_keys(user_id: int, period: Period) -> dict[str, str]:
-    return {"limits": _limits_key(user_id), "spend": _spend_key(user_id, period)}
-
-
-def _from_cache(user_id: int, period: Period) -> dict[str, Any]:
-    """What the cache holds for this person: their limits and, in a shared cache, their
-    spend and, once their groups are known, their groups' spend. One round trip when the
-    limits are cached in the same shared cache (usually), else two."""
+def _from_cache(user_id: int, period: Period) -> tuple[Limits | None, dict[str, Any]]:
+    """What the cache holds for this person: their limits (None when not cached) and, in
+    a shared cache, their spend and, once their groups are known, their groups' spend.
+    One round trip when the limits are cached in the same shared cache (usually), else
+    two."""
     limits_key = _limits_key(user_id)
     keys = [limits_key]
     if cache_is_shared():
         keys.append(_spend_key(user_id, period))
     found = cache.get_many(keys)
-    if limits_key in found and cache_is_shared():
-        limits = Limits.loads(found[limits_key])
-        if limits.groups:
-            found.update(
-                cache.get_many([_group_spend_key(g.group_id, period) for g in limits.groups])
-            )
-    return found
+    limits = Limits.loads(found[limits_key]) if limits_key in found else None
+    if limits is not None and limits.groups and cache_is_shared():
+        found.update(cache.get_many([_group_spend_key(g.group_id, period) for g in limits.groups]))
+    return limits, found
 
 
 async def budget_status(*, user_id: int, with_spend: bool = True) -> BudgetStatus:
     """A person's limits and spend this period (the spend only when asked for, or when
     there is a limit to compare it with). The cache first, the database for the rest."""
     period = budget_period()
-    cached = await run_cache_ops(_from_cache, user_id, period)
-    if _complete(user_id, period, cached, with_spend):
-        return _status(user_id, period, cached, with_spend)
-    return await sync_to_async(_status)(user_id, period, cached, with_spend)
+    limits, cached = await run_cache_ops(_from_cache, user_id, period)
+    if _complete(user_id, period, limits, cached, with_spend):
+        return _status(user_id, period, limits, cached, with_spend)
+    return await sync_to_async(_status)(user_id, period, limits, cached, with_spend)
 
 
-def _complete(user_id: int, period: Period, cached: dict[str, Any], with_spend: bool) -> bool:
+def _complete(
+    user_id: int, period: Period, limits: Limits | None, cached: dict[str, Any], with_spend: bool
+) -> bool:
     """Whether the cache answered everything, so no database query (and no thread hop)."""
-    limits_key = _limits_key(user_id)
-    if limits_key not in cached:
+    if limits is None:
         return False
-    limits = Limits.loads(cached[limits_key])
     if not with_spend and not limits.any():
         return True
     if _spend_key(user_id, period) not in cached:

@@ -25,7 +25,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
-from django.db.models import BigIntegerField, Count, F, Q, Sum
+from django.db.models import BigIntegerField, Count, F, Q, QuerySet, Sum
 from django.db.models.functions import Cast, Coalesce, Round, TruncDate
 from django.utils import timezone
 
@@ -270,14 +270,19 @@ def rows_totals(
     return totals
 
 
-def ledger_totals(*, since: date | None = None, until: date | None = None) -> Changes:
+def _ledger_days(since: date | None, until: date | None) -> QuerySet[DailyUsage]:
+    """The ledger's rows for the days [since, until] (either end open when None)."""
     rows = DailyUsage.objects.all()
     if since is not None:
         rows = rows.filter(day__gte=since)
     if until is not None:
         rows = rows.filter(day__lte=until)
+    return rows
+
+
+def ledger_totals(*, since: date | None = None, until: date | None = None) -> Changes:
     totals: Changes = {}
-    for row in rows.values(*KEY_FIELDS, *AMOUNT_FIELDS):
+    for row in _ledger_days(since, until).values(*KEY_FIELDS, *AMOUNT_FIELDS):
         key = LedgerKey(**{field: row[field] for field in KEY_FIELDS})
         totals[key] = Counter({field: row[field] for field in AMOUNT_FIELDS})
     return totals
@@ -326,11 +331,7 @@ def ledger_rebuild(*, since: date | None = None, until: date | None = None) -> i
     """Refill [since, until] from the rows, in one transaction; returns the keys written.
     Rows of deleted accounts are kept (their messages are gone, their spend is not)."""
     with transaction.atomic():
-        existing = DailyUsage.objects.all()
-        if since is not None:
-            existing = existing.filter(day__gte=since)
-        if until is not None:
-            existing = existing.filter(day__lte=until)
+        existing = _ledger_days(since, until)
         users = set(existing.values_list("user_id", flat=True).distinct())
         gone = _people_gone(users)
         existing.exclude(user_id__in=gone).delete()
