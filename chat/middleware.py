@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHt
 from chat.access.identity import settle_cookie
 from chat.errors import API_PREFIX, ChatError, LimitExceeded, error_response, status_error
 from chat.ops import metrics, request_ids
+from chat.ops.gates import page_turn
 
 logger = logging.getLogger("chat")
 
@@ -23,6 +24,7 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # The one API path whose POST is a file: multipart, as `<input type=file>` and `curl -F`
 # send it. Cross-site browser requests to it are refused like any other (by origin).
 UPLOAD_PATH = API_PREFIX + "files"
+ADMIN_PREFIX = "/admin/"
 
 
 def _is_api(request: HttpRequest) -> bool:
@@ -90,6 +92,19 @@ class ApiErrorMiddleware(AsyncMiddleware):
             return None
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("server_error", "Something went wrong on our side.")
+
+
+class StaffPageTurnMiddleware(AsyncMiddleware):
+    """The admin's pages render `CHAT_ADMIN_PAGES_AT_ONCE` at a time per worker (the view
+    and its template; a streamed body such as a CSV export is sent after its turn), so
+    staff reloading reports share the worker's GIL with the chat streams as one thread,
+    not one per page (`chat.ops.gates`)."""
+
+    async def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        if not request.path.startswith(ADMIN_PREFIX):
+            return await self.get_response(request)
+        async with page_turn(settings.CHAT_ADMIN_PAGES_AT_ONCE):
+            return await self.get_response(request)
 
 
 class RequestIdMiddleware(AsyncMiddleware):

@@ -54,6 +54,9 @@ MIDDLEWARE = [
     # Second: whatever answers below it (a middleware, Django's own 404/500), /api/ errors
     # leave as JSON.
     "chat.middleware.ApiErrorMiddleware",
+    # Third: the admin's pages take turns per worker (CHAT_ADMIN_PAGES_AT_ONCE), so staff
+    # reloading reports cannot crowd the chat streams out of the worker's GIL.
+    "chat.middleware.StaffPageTurnMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files under uvicorn without a proxy in front (`make serve-prod`), from
     # STATIC_ROOT after collectstatic; a proxy may serve /static/ itself instead.
@@ -318,6 +321,10 @@ CHAT_RATE_LIMIT = env.str("CHAT_RATE_LIMIT", default="20/min")
 CHAT_DAILY_TOKEN_QUOTA = env.int("CHAT_DAILY_TOKEN_QUOTA", default=0)
 # Replies being written at once per owner; 0 = no cap.
 CHAT_MAX_CONCURRENT_STREAMS = env.int("CHAT_MAX_CONCURRENT_STREAMS", default=3)
+# Admin pages rendered at once per worker; the others wait (0: no limit). See
+# chat.ops.gates: each page rendering at once takes a share of the worker's GIL from the
+# chat streams.
+CHAT_ADMIN_PAGES_AT_ONCE = env.int("CHAT_ADMIN_PAGES_AT_ONCE", default=1)
 # Behind a reverse proxy: the header it appends the client address to (X-Forwarded-For).
 CHAT_CLIENT_IP_HEADER = env.str("CHAT_CLIENT_IP_HEADER", default="")
 # `pending`/`streaming` rows older than this are stale (their worker died): marked

@@ -114,3 +114,55 @@ async def admin_user(username: str) -> None:
     await (
         get_user_model().objects.filter(username=username).aupdate(is_staff=True, is_superuser=True)
     )
+
+
+async def held_dashboards(
+    monkeypatch, loads: int
+) -> tuple[list[asyncio.Task], threading.Event, list[threading.Event]]:
+    """`loads` staff dashboard loads at once, each held inside its report until released;
+    returns the page tasks, the release and one event per report entered."""
+    release = threading.Event()
+    entered = [threading.Event() for _ in range(loads)]
+    pages_seen: list[int] = []  # a page's thread, in the order the pages reached a report
+    summary = dashboard.usage_summary
+
+    def held_summary(**kwargs):
+        # The dashboard reads more than one report: a page is its thread's first one.
+        if threading.get_ident() not in pages_seen:
+            pages_seen.append(threading.get_ident())
+            entered[len(pages_seen) - 1].set()
+        release.wait(timeout=30)
+        return summary(**kwargs)
+
+    monkeypatch.setattr(dashboard, "usage_summary", held_summary)
+    admin = await AsgiClient.logged_in("boss")
+    await admin_user("boss")
+    pages = [asyncio.create_task(admin.get("/admin/chat/message/usage/")) for _ in range(loads)]
+    return pages, release, entered
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_staff_pages_render_one_at_a_time_per_worker(monkeypatch, settings):
+    settings.CHAT_ADMIN_PAGES_AT_ONCE = 1
+    pages, release, entered = await held_dashboards(monkeypatch, 2)
+    assert await asyncio.to_thread(entered[0].wait, 30)
+    # The chat is answered meanwhile; the second page waits for the first to finish.
+    reply = await asgi_request("POST", "/api/chat", body={"message": "hi"})
+    second_waited = not entered[1].is_set()
+    release.set()
+    assert reply.status == 200 and reply.json()["status"] == "completed"
+    assert second_waited
+    assert [page.status for page in await asyncio.gather(*pages)] == [200, 200]
+    assert entered[1].is_set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_more_staff_pages_at_once_when_the_setting_allows(monkeypatch, settings):
+    settings.CHAT_ADMIN_PAGES_AT_ONCE = 0  # no limit
+    pages, release, entered = await held_dashboards(monkeypatch, 2)
+    both_entered = [await asyncio.to_thread(event.wait, 30) for event in entered]
+    release.set()
+    assert both_entered == [True, True]
+    assert [page.status for page in await asyncio.gather(*pages)] == [200, 200]
