@@ -8,6 +8,7 @@ lifespan (`chat.ops.lifespan`) with the turn engine's start-up and shutdown.
 
 import functools
 import os
+import sys
 
 import django
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
@@ -27,6 +28,10 @@ from chat.turns import turns_shutdown, turns_sweep_stale  # noqa: E402
 
 seams.check_connections_at_request_end_only()
 django_application = seams.asgi_handler()
+# The event loop gets the GIL back from a thread rendering a page (or running a sync tool)
+# after at most this long each time it wakes: CPython's default of 5 ms, paid at every
+# wake-up of a turn's first token, is what staff pages cost the streams' latency.
+sys.setswitchinterval(settings.CHAT_SWITCH_INTERVAL_MS / 1000)
 
 # Requests served on the chat's database thread: the JSON API and the probes and scrapes.
 CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")

@@ -325,6 +325,10 @@ CHAT_MAX_CONCURRENT_STREAMS = env.int("CHAT_MAX_CONCURRENT_STREAMS", default=3)
 # chat.ops.gates: each page rendering at once takes a share of the worker's GIL from the
 # chat streams.
 CHAT_ADMIN_PAGES_AT_ONCE = env.int("CHAT_ADMIN_PAGES_AT_ONCE", default=1)
+# How long a worker's thread may hold the GIL while another waits (sys.setswitchinterval),
+# set by chatsite.asgi for serving only: the event loop waits up to this long for a page
+# rendering on a thread each time it wakes.
+CHAT_SWITCH_INTERVAL_MS = env.float("CHAT_SWITCH_INTERVAL_MS", default=1.0)
 # Behind a reverse proxy: the header it appends the client address to (X-Forwarded-For).
 CHAT_CLIENT_IP_HEADER = env.str("CHAT_CLIENT_IP_HEADER", default="")
 # `pending`/`streaming` rows older than this are stale (their worker died): marked

@@ -166,3 +166,14 @@ async def test_more_staff_pages_at_once_when_the_setting_allows(monkeypatch, set
     release.set()
     assert both_entered == [True, True]
     assert [page.status for page in await asyncio.gather(*pages)] == [200, 200]
+
+
+def test_serving_gives_the_event_loop_the_gil_back_sooner_than_python_s_default():
+    import sys
+
+    from django.conf import settings
+
+    import chatsite.asgi  # noqa: F401  (what uvicorn imports)
+
+    assert settings.CHAT_SWITCH_INTERVAL_MS == 1.0
+    assert sys.getswitchinterval() == pytest.approx(0.001)
