@@ -172,6 +172,26 @@ class ModelPrice(models.Model):
         return f"{self.model} from {self.valid_from:%Y-%m-%d}"
 
 
+class ToolPrice(models.Model):
+    """A tool's price per 1,000 calls, by the name the model calls it (`order_status`,
+    `crm__lookup`, `web_search` for hosted searches); a tool without one is free (hosted
+    web search: `CHAT_WEB_SEARCH_USD_PER_1000`). A call is priced once, when its turn
+    finishes, with the entry valid then, and the price is stored on the call's part."""
+
+    tool = models.CharField(max_length=100, db_index=True)
+    per_thousand_calls = models.DecimalField(max_digits=12, decimal_places=6)
+    valid_from = models.DateTimeField()
+
+    class Meta:
+        ordering = ["tool", "-valid_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["tool", "valid_from"], name="one_tool_price_instant"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tool} from {self.valid_from:%Y-%m-%d}"
+
+
 class ApiToken(models.Model):
     """A personal token for scripts (`Authorization: Bearer …`); only its hash is stored."""
 
@@ -342,6 +362,9 @@ class DailyToolUsage(models.Model):
     calls = models.IntegerField(default=0)
     errors = models.IntegerField(default=0)
     duration_ms = models.BigIntegerField(default=0, help_text="All the calls' time together.")
+    cost_e8 = models.BigIntegerField(
+        default=0, help_text="The calls' prices together, in hundred-millionths of a dollar."
+    )
 
     class Meta:
         constraints = [

@@ -45,6 +45,7 @@ def test_a_message_page_shows_its_parts_in_order_and_each_round_escaped(admin_cl
                 "finish_reason": "tool_calls",
                 "usage": round_usage,
                 "cost": "0.00012000",
+                "tool_calls": [{"tool": "add", "runner": "python", "cost": "0.00200000"}],
             },
             {
                 "response_id": "resp_2",
@@ -70,6 +71,8 @@ def test_a_message_page_shows_its_parts_in_order_and_each_round_escaped(admin_cl
     assert "Sum &lt;b&gt;it&lt;/b&gt;." in page and "<b>it</b>" not in page
     assert (
         "<td>resp_1</td><td>tool_calls</td><td>10</td><td>5</td><td>2</td><td>0.00012000</td>"
-        in page
+        "<td>add 0.00200000</td>" in page
     )
-    assert "<td>resp_2</td><td>stop</td><td>≈10</td><td>≈5</td><td>≈2</td><td>—</td>" in page
+    assert (
+        "<td>resp_2</td><td>stop</td><td>≈10</td><td>≈5</td><td>≈2</td><td>—</td><td>—</td>" in page
+    )

@@ -110,7 +110,7 @@ def table_cells(row: UsageRow) -> list[str]:
 def tool_call_cells(row: ToolCallRow) -> list[str]:
     """A tool's row as the tool-call table shows it, formatted like `table_cells`."""
     mean = "–" if row.mean_ms is None else f"{row.mean_ms:.0f}"
-    return [row.tool, row.runner, f"{row.calls:,}", f"{row.errors:,}", mean]
+    return [row.tool, row.runner, f"{row.calls:,}", f"{row.errors:,}", mean, usd(row.cost)]
 
 
 def usage_dashboard(

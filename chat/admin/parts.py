@@ -54,7 +54,8 @@ def rounds_table(rounds: list[dict[str, Any]] | None) -> SafeString | str:
         return "—"
     rows = format_html_join(
         "",
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+        "<td>{}</td></tr>",
         (
             (
                 index,
@@ -62,15 +63,25 @@ def rounds_table(rounds: list[dict[str, Any]] | None) -> SafeString | str:
                 r.get("finish_reason") or "",
                 *_tokens(r),
                 r.get("cost") or "—",
+                _tool_calls(r),
             )
             for index, r in enumerate(rounds, 1)
         ),
     )
     return format_html(
         "<table><tr><th>#</th><th>response</th><th>finish</th><th>in</th><th>out</th>"
-        "<th>reasoning</th><th>cost</th></tr>{}</table>",
+        "<th>reasoning</th><th>cost</th><th>tool calls it asked for</th></tr>{}</table>",
         rows,
     )
+
+
+def _tool_calls(r: dict[str, Any]) -> str:
+    """The round's tool calls, each with its price when it has one (escaped by the caller)."""
+    calls = [
+        f"{call['tool']} {call['cost']}" if call.get("cost") else call["tool"]
+        for call in r.get("tool_calls") or ()
+    ]
+    return ", ".join(calls) or "—"
 
 
 def _tokens(r: dict[str, Any]) -> tuple[str, str, str]:

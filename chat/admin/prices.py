@@ -1,18 +1,43 @@
-"""Model prices: the one editable table; an edit counts for turns finished after it."""
+"""Model and tool prices: the editable tables; an edit counts for turns finished after it."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from django import forms
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
-from chat.models import ModelPrice
+from chat.models import ModelPrice, ToolPrice
 from chat.spend import prices
+
+M = TypeVar("M", bound=Model)
+
+
+class PriceAdmin(admin.ModelAdmin[M]):
+    """Turns are priced from a per-process copy of the price lists: an edit here counts at
+    once in this process (other workers pick it up within prices.PRICES_TTL_SECONDS)."""
+
+    list_filter = ["valid_from"]
+
+    def save_model(
+        self, request: HttpRequest, obj: M, form: forms.ModelForm[M], change: bool
+    ) -> None:
+        super().save_model(request, obj, form, change)
+        prices.prices_forget()
+
+    def delete_model(self, request: HttpRequest, obj: M) -> None:
+        super().delete_model(request, obj)
+        prices.prices_forget()
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[M]) -> None:
+        super().delete_queryset(request, queryset)
+        prices.prices_forget()
 
 
 @admin.register(ModelPrice)
-class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
+class ModelPriceAdmin(PriceAdmin[ModelPrice]):
     list_display = [
         "model",
         "input_per_million",
@@ -20,22 +45,15 @@ class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
         "output_per_million",
         "valid_from",
     ]
-    list_filter = ["valid_from"]
     search_fields = ["model"]
     ordering = ["model", "-valid_from"]
 
-    # Turns are priced from a per-process copy of this list: an edit here counts at once
-    # in this process (other workers pick it up within prices.PRICES_TTL_SECONDS).
-    def save_model(
-        self, request: HttpRequest, obj: ModelPrice, form: forms.ModelForm[ModelPrice], change: bool
-    ) -> None:
-        super().save_model(request, obj, form, change)
-        prices.prices_forget()
 
-    def delete_model(self, request: HttpRequest, obj: ModelPrice) -> None:
-        super().delete_model(request, obj)
-        prices.prices_forget()
+@admin.register(ToolPrice)
+class ToolPriceAdmin(PriceAdmin[ToolPrice]):
+    """Per 1,000 calls, by the name the model calls the tool (`<server>__<tool>` for MCP,
+    `web_search` for hosted searches); a tool without a row is free."""
 
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[ModelPrice]) -> None:
-        super().delete_queryset(request, queryset)
-        prices.prices_forget()
+    list_display = ["tool", "per_thousand_calls", "valid_from"]
+    search_fields = ["tool"]
+    ordering = ["tool", "-valid_from"]

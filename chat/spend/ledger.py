@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
@@ -82,6 +82,18 @@ class LedgerKey:
 
 
 Changes = dict[LedgerKey, Counter[str]]
+
+
+class Keyed(Protocol):
+    """A ledger's key: ordered, and named in a difference."""
+
+    def label(self) -> str: ...
+
+    def __lt__(self, other: Any, /) -> bool: ...
+
+
+K = TypeVar("K", bound=Keyed)
+L = TypeVar("L", bound=models.Model)
 
 
 def ledger_day(moment: datetime) -> date:
@@ -204,7 +216,7 @@ def ledger_add(changes: Changes) -> None:
 # --- Proof and repair -----------------------------------------------------------------
 
 
-def _day_bounds(since: date | None, until: date | None) -> Q:
+def replies_in_days(since: date | None, until: date | None) -> Q:
     """Final assistant messages whose ledger day is in [since, until] (inclusive)."""
     query = Q(role=Message.Role.ASSISTANT, status__in=FINAL)
     zone = timezone.get_default_timezone()
@@ -243,7 +255,7 @@ def rows_totals(
     the database (grouped by day in `TIME_ZONE`, owner, model, provider and API)."""
     manager = messages if messages is not None else Message.objects
     grouped = (
-        manager.filter(_day_bounds(since, until))
+        manager.filter(replies_in_days(since, until))
         .annotate(
             ledger_day=TruncDate(
                 Coalesce(F("finished_at"), F("created_at")),
@@ -270,9 +282,8 @@ def rows_totals(
     return totals
 
 
-def _ledger_days(since: date | None, until: date | None) -> QuerySet[DailyUsage]:
-    """The ledger's rows for the days [since, until] (either end open when None)."""
-    rows = DailyUsage.objects.all()
+def ledger_rows_in_days(rows: QuerySet[L], since: date | None, until: date | None) -> QuerySet[L]:
+    """A ledger's rows for the days [since, until] (either end open when None)."""
     if since is not None:
         rows = rows.filter(day__gte=since)
     if until is not None:
@@ -282,7 +293,8 @@ def _ledger_days(since: date | None, until: date | None) -> QuerySet[DailyUsage]
 
 def ledger_totals(*, since: date | None = None, until: date | None = None) -> Changes:
     totals: Changes = {}
-    for row in _ledger_days(since, until).values(*KEY_FIELDS, *AMOUNT_FIELDS):
+    rows = ledger_rows_in_days(DailyUsage.objects.all(), since, until)
+    for row in rows.values(*KEY_FIELDS, *AMOUNT_FIELDS):
         key = LedgerKey(**{field: row[field] for field in KEY_FIELDS})
         totals[key] = Counter({field: row[field] for field in AMOUNT_FIELDS})
     return totals
@@ -290,7 +302,7 @@ def ledger_totals(*, since: date | None = None, until: date | None = None) -> Ch
 
 @dataclass(frozen=True, slots=True)
 class Difference:
-    key: LedgerKey
+    key: Keyed
     ledger: dict[str, int]
     rows: dict[str, int]
 
@@ -316,9 +328,19 @@ def ledger_verify(*, since: date | None = None, until: date | None = None) -> li
     ledger = ledger_totals(since=since, until=until)
     rows = rows_totals(since=since, until=until)
     gone = _people_gone(key.user_id for key in ledger)
+    return ledger_differences(ledger, rows, skip=lambda key: key.user_id in gone)
+
+
+def ledger_differences(
+    ledger: dict[K, Counter[str]],
+    rows: dict[K, Counter[str]],
+    *,
+    skip: Callable[[K], bool] = lambda key: False,
+) -> list[Difference]:
+    """The keys (but those to `skip`) whose non-zero amounts differ, in key order."""
     differences = []
     for key in sorted(set(ledger) | set(rows)):
-        if key.user_id in gone:
+        if skip(key):
             continue
         have = {f: v for f, v in ledger.get(key, Counter()).items() if v}
         want = {f: v for f, v in rows.get(key, Counter()).items() if v}
@@ -331,7 +353,7 @@ def ledger_rebuild(*, since: date | None = None, until: date | None = None) -> i
     """Refill [since, until] from the rows, in one transaction; returns the keys written.
     Rows of deleted accounts are kept (their messages are gone, their spend is not)."""
     with transaction.atomic():
-        existing = _ledger_days(since, until)
+        existing = ledger_rows_in_days(DailyUsage.objects.all(), since, until)
         users = set(existing.values_list("user_id", flat=True).distinct())
         gone = _people_gone(users)
         existing.exclude(user_id__in=gone).delete()

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 
 from chat.llm import Usage
-from chat.models import Message, ModelPrice
+from chat.models import Message, ModelPrice, ToolPrice
 from chat.spend.ledger import MESSAGE_VALUES, ledger_move_cost
 
 _DATED_SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
@@ -46,16 +46,25 @@ def price_for(model: str, at: datetime) -> ModelPrice | None:
 # The cost is still the price in force when the turn finishes: the whole list is kept,
 # with its `valid_from` dates.
 PRICES_TTL_SECONDS = 60.0
-_prices: tuple[float, list[ModelPrice]] | None = None
+_prices: tuple[float, list[ModelPrice], list[ToolPrice]] | None = None
 
 
-def prices_current() -> list[ModelPrice]:
+def _loaded() -> tuple[float, list[ModelPrice], list[ToolPrice]]:
     global _prices
     loaded = _prices
     if loaded is None or time.monotonic() - loaded[0] > PRICES_TTL_SECONDS:
-        loaded = (time.monotonic(), list(ModelPrice.objects.all()))
+        loaded = (time.monotonic(), list(ModelPrice.objects.all()), list(ToolPrice.objects.all()))
         _prices = loaded
-    return loaded[1]
+    return loaded
+
+
+def prices_current() -> list[ModelPrice]:
+    return _loaded()[1]
+
+
+def tool_prices_current() -> list[ToolPrice]:
+    """The tools' price list, kept with the models' (same copy, same TTL)."""
+    return _loaded()[2]
 
 
 def prices_forget() -> None:
@@ -101,9 +110,43 @@ class Recost:
     skipped: int  # no stored usage, or no price for the model at that time
 
 
-def search_cost(searches: int) -> Decimal:
-    """Hosted web searches are billed per call (`CHAT_WEB_SEARCH_USD_PER_1000`)."""
-    return settings.CHAT_WEB_SEARCH_USD_PER_1000 * searches / 1000
+WEB_SEARCH = "web_search"
+
+
+def tool_price_in(prices: Iterable[ToolPrice], *, tool: str, at: datetime) -> Decimal | None:
+    """A tool's price per 1,000 calls in force at `at`, from a loaded price list; hosted
+    web search falls back to `CHAT_WEB_SEARCH_USD_PER_1000`, any other tool is free."""
+    in_force = [price for price in prices if price.tool == tool and price.valid_from <= at]
+    if in_force:
+        return max(in_force, key=lambda price: price.valid_from).per_thousand_calls
+    return settings.CHAT_WEB_SEARCH_USD_PER_1000 if tool == WEB_SEARCH else None
+
+
+def tool_price_now(tool: str, at: datetime) -> Decimal | None:
+    """`tool_price_in` from the cached price list (the turn-finishing path)."""
+    return tool_price_in(tool_prices_current(), tool=tool, at=at)
+
+
+def calls_cost(per_thousand: Decimal, calls: int) -> Decimal:
+    return (per_thousand * calls / 1000).quantize(Decimal("0.00000001"))
+
+
+def search_cost(searches: int, at: datetime) -> Decimal:
+    """Hosted web searches are billed per call (the `web_search` tool price)."""
+    return calls_cost(tool_price_now(WEB_SEARCH, at) or Decimal(0), searches)
+
+
+def rounds_tool_cost(rounds: Iterable[dict[str, Any]] | None) -> Decimal:
+    """What a reply's tool calls cost, as stored on its rounds (`chat_recost` keeps it)."""
+    return sum(
+        (
+            Decimal(call["cost"])
+            for r in rounds or ()
+            for call in r.get("tool_calls") or ()
+            if call.get("cost")
+        ),
+        Decimal(0),
+    )
 
 
 def web_searches_of(rounds: list[dict[str, Any]] | None, provider: str) -> int:
@@ -118,11 +161,13 @@ def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Re
     the price that was in force when each one finished; the usage ledger moves by the
     difference, in the same transaction as each batch of rows."""
     prices = list(ModelPrice.objects.all())
+    tool_prices = list(ToolPrice.objects.all())
     changed: list[tuple[dict[str, Any], Decimal]] = []
     unchanged = skipped = 0
     rows = messages.filter(role=Message.Role.ASSISTANT).values(*MESSAGE_VALUES, "rounds")
     for row in rows.iterator(chunk_size=2000):
-        price = price_in(prices, model=row["model"], at=row["finished_at"] or row["created_at"])
+        at = row["finished_at"] or row["created_at"]
+        price = price_in(prices, model=row["model"], at=at)
         if price is None or row["input_tokens"] is None or row["output_tokens"] is None:
             skipped += 1
             continue
@@ -133,7 +178,10 @@ def messages_recost(*, messages: QuerySet[Message], dry_run: bool = False) -> Re
         )
         cost = cost_of(usage, price)
         if searches := web_searches_of(row["rounds"], row["provider"]):
-            cost += search_cost(searches)
+            per_thousand = tool_price_in(tool_prices, tool=WEB_SEARCH, at=at)
+            cost += calls_cost(per_thousand or Decimal(0), searches)
+        # Tool calls keep the price stored when their turn finished (on its rounds).
+        cost += rounds_tool_cost(row["rounds"])
         if cost == row["cost"]:
             unchanged += 1
             continue

@@ -32,6 +32,7 @@ class ToolResult:
     output: str
     error: bool
     duration_ms: int
+    ran: bool = True  # False: never called (no such tool, its server is down), never billed
 
 
 async def tool_run(
@@ -45,13 +46,14 @@ async def tool_run(
     `unavailable`: why an MCP server's tools are missing, by server name."""
     started = time.monotonic()
     server = call.name.split(SEPARATOR, 1)[0] if SEPARATOR in call.name else ""
-    if call.name not in tools and server in (unavailable or {}):
+    ran = call.name in tools
+    if not ran and server in (unavailable or {}):
         output, error = (unavailable or {})[server], True
     else:
         output, error = await _run(tools, call, caller)
     if len(output) > MAX_OUTPUT_CHARS:
         output = output[:MAX_OUTPUT_CHARS] + "… (cut)"
-    return ToolResult(output, error, int((time.monotonic() - started) * 1000))
+    return ToolResult(output, error, int((time.monotonic() - started) * 1000), ran=ran)
 
 
 async def _run(tools: dict[str, Tool], call: llm.ToolCall, caller: Caller) -> tuple[str, bool]:

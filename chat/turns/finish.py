@@ -20,7 +20,7 @@ from chat.models import Message, ModelPrice
 from chat.ops import metrics
 from chat.spend.ledger import ledger_record
 from chat.spend.prices import cost_of, price_now, search_cost
-from chat.spend.tool_calls import tool_calls_record
+from chat.spend.tool_calls import tool_calls_priced, tool_calls_record
 from chat.streams import EndData
 from chat.text import storable
 from chat.turns.batching import Batcher
@@ -158,30 +158,37 @@ def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
             results = [_finish(f, now) for f in finishes]
             # Counted in the same transaction as the rows: only the ones written here.
             written = [
-                f.turn.message_id for f, (_, ok) in zip(finishes, results, strict=True) if ok
+                f.turn.message_id
+                for f, (_, rounds) in zip(finishes, results, strict=True)
+                if rounds is not None
             ]
             ledger_record(written)
-            tool_calls_record(
-                finished_at=now,
-                replies=[
-                    f.parts for f, (_, ok) in zip(finishes, results, strict=True) if ok and f.parts
-                ],
-            )
+            tool_calls_record(finished_at=now, replies=[rounds for _, rounds in results if rounds])
             return [data for data, _ in results]
     finally:
         release_connection()
 
 
-def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
+def _finish(finish: _Finish, now: datetime) -> tuple[EndData, list[dict[str, Any]] | None]:
+    """Write one turn's row; its event data, and its stored rounds (None when it had been
+    recorded already)."""
     usage, finished, error = finish.usage, finish.finished, finish.error
     rich = any(part["type"] != "text" for part in finish.parts)
     price = price_now(finish.turn.model, now) if usage is not None else None
     cost = cost_of(usage, price) if usage is not None and price is not None else None
-    # Hosted web search is billed per call, beside the tokens (the demo's is pretend).
+    # Hosted web search is billed per call, beside the tokens (the demo's is pretend);
+    # so is each tool call that has a price.
     priced_searches = finish.turn.provider != "demo"
     searches = sum(r.web_searches for r in finish.rounds)
     if searches and priced_searches:
-        cost = (cost or Decimal(0)) + search_cost(searches)
+        cost = (cost or Decimal(0)) + search_cost(searches, now)
+    calls, tools_cost = tool_calls_priced(finish.parts, at=now) if rich else ([], Decimal(0))
+    if tools_cost:
+        cost = (cost or Decimal(0)) + tools_cost
+    rounds = [
+        _round(r, price, priced_searches, now, calls[i] if i < len(calls) else [])
+        for i, r in enumerate(finish.rounds)
+    ]
     fields: dict[str, Any] = {
         "content": storable(finish.text),
         "status": finish.status,
@@ -195,9 +202,7 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         "error_message": storable(error.message) if error else "",
         # Text only and one model call: `content` and the row's usage say it all.
         "parts": finish.parts if rich else None,
-        "rounds": [_round(r, price, priced_searches) for r in finish.rounds]
-        if rich or len(finish.rounds) > 1
-        else None,
+        "rounds": rounds if rich or len(rounds) > 1 else None,
     }
     if usage is not None:
         fields.update(usage.as_dict(), usage_estimated=usage.estimated)
@@ -206,7 +211,7 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         pk=finish.turn.message_id, status__in=[Status.PENDING, Status.STREAMING]
     ).update(**fields)
     if not written:  # recorded already (by whoever finished it first): say what is stored
-        return stored_end_data(Message.objects.get(pk=finish.turn.message_id)), False
+        return stored_end_data(Message.objects.get(pk=finish.turn.message_id)), None
     data = end_event_data(
         status=finish.status,
         finish_reason=fields["finish_reason"],
@@ -218,15 +223,27 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, bool]:
         error=error.detail() if error else None,
         retry_after=error.retry_after if error else None,
     )
-    return data, True
+    return data, fields["rounds"] or []
 
 
-def _round(finished: Finished, price: ModelPrice | None, priced_searches: bool) -> dict[str, Any]:
-    """One model call of the turn as stored: what it used and cost, and its ids."""
+def _round(
+    finished: Finished,
+    price: ModelPrice | None,
+    priced_searches: bool,
+    now: datetime,
+    tool_calls: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One model call of the turn as stored: what it used and cost, and its ids; the
+    tool calls it asked for, each with its price (not in `cost`: that is the call's own)."""
     usage = finished.usage
     cost = cost_of(usage, price) if usage is not None and price is not None else None
+    searched: dict[str, Any] = {}
     if finished.web_searches and priced_searches:
-        cost = (cost or Decimal(0)) + search_cost(finished.web_searches)
+        searches_cost = search_cost(finished.web_searches, now)
+        cost = (cost or Decimal(0)) + searches_cost
+        searched["web_searches_cost"] = f"{searches_cost:f}"
+    if tool_calls:
+        searched["tool_calls"] = tool_calls
     return {
         "response_id": finished.response_id,
         "request_id": finished.request_id,
@@ -235,6 +252,7 @@ def _round(finished: Finished, price: ModelPrice | None, priced_searches: bool) 
         "usage_estimated": usage.estimated if usage else False,
         "web_searches": finished.web_searches,
         "cost": None if cost is None else f"{cost:f}",
+        **searched,
     }
 
 

@@ -81,7 +81,7 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
             yield started
         if last:
             refused = f"Not run: this turn reached its limit of {number} model calls."
-            results = [ToolResult(refused, True, 0) for _ in calls]
+            results = [ToolResult(refused, True, 0, ran=False) for _ in calls]
         else:
             # The round's calls run side by side (a model asks for several at once when
             # they do not depend on each other); Stop cancels them all.
@@ -202,6 +202,7 @@ class ReplyParts:
                     "output": event.result.output,
                     "error": event.result.error,
                     "duration_ms": event.result.duration_ms,
+                    **({} if event.result.ran else {"ran": False}),
                 }
             )
 
