@@ -298,6 +298,7 @@ def test_dashboard_csv_matches_the_table(admin_client):
         "cost_usd",
         "ttft_median_ms",
         "ttft_p95_ms",
+        "reasoning_tokens",
         "budget_usd",
         "spent_this_period_usd",
     ]

@@ -1,7 +1,8 @@
 """The usage ledger (chat/spend/ledger.py) equals the message rows whatever happens to the
 turns: Hypothesis plays random sequences of real turns through the ASGI app (completed,
 failed, cut off, disconnected, deferred and resumed, cancelled, regenerated, recosted,
-deleted, purged, expired, adopted) and `ledger_verify` must find nothing; then each rule
+deleted, purged, expired, adopted, calling a priced tool) and neither `ledger_verify` nor
+`tool_calls_verify` may find anything; then each rule
 on its own, the `chat_ledger` command and the migration's backfill."""
 
 from __future__ import annotations
@@ -15,17 +16,20 @@ import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.test import override_settings
 from django.utils import timezone
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chat.access.owners import conversations_adopt
 from chat.conversations import conversations_purge
-from chat.models import Conversation, DailyUsage, Message, ModelPrice
+from chat.models import Conversation, DailyToolUsage, DailyUsage, Message, ModelPrice, ToolPrice
 from chat.spend.ledger import E8, ledger_backfill, ledger_rebuild, ledger_verify, rows_totals
-from chat.spend.prices import messages_recost
+from chat.spend.prices import messages_recost, prices_forget
+from chat.spend.tool_calls import tool_calls_verify
 from chat.turns import turns_expire_stale
 from tests.asgi import AsgiClient, parse_sse
+from tests.test_tool_turns import ADD, chat_round
 from tests.upstream import Reply, chat_script
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -45,6 +49,7 @@ OPERATIONS = [
     "purged",
     "expired",
     "adopted",
+    "tooled",
 ]
 WHO = ["ada", "bob", "visitor"]
 
@@ -165,6 +170,10 @@ async def play(world: World, operation: str, who: str) -> None:
     elif operation == "expired":
         await world.defer(who)  # never opened: the sweep ends it
         await sync_to_async(turns_expire_stale)(older_than=timedelta(0))
+    elif operation == "tooled":  # two model calls, a priced tool call between them
+        world.answers(chat_round([], n=1, calls=[ADD]))
+        world.answers(chat_round(["5"], n=2))
+        await world.say(who)
     elif operation == "adopted":
         visitor = await world.client("visitor")
         world.answers(ok_reply())
@@ -187,7 +196,8 @@ async def play(world: World, operation: str, who: str) -> None:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=st.lists(st.tuples(st.sampled_from(OPERATIONS), st.sampled_from(WHO)), max_size=10))
-def test_the_ledger_equals_the_rows_whatever_happens(steps, upstream, mini_price_now):
+@example(steps=[("tooled", "ada"), ("recosted", "bob"), ("deleted", "ada"), ("purged", "bob")])
+def test_the_ledger_equals_the_rows_whatever_happens(steps, upstream, mini_price_now, add_price):
     world = World(upstream)
 
     async def run() -> None:
@@ -196,10 +206,22 @@ def test_the_ledger_equals_the_rows_whatever_happens(steps, upstream, mini_price
         # Whatever is still running (a reader that left) finishes before the check.
         await asyncio.sleep(0)
 
-    async_to_sync(run)()
+    with override_settings(CHAT_TOOLS=["tests.tool_functions.add"]):
+        async_to_sync(run)()
     assert ledger_verify() == []
+    assert tool_calls_verify() == []
+    if steps and steps[0][0] == "tooled":  # a fresh conversation: its call was counted
+        assert DailyToolUsage.objects.filter(tool="add", cost_e8__gte=500_000).exists()
     finished = Message.objects.filter(role="assistant", status__in=Message.FINAL_STATUSES)
     assert sum(DailyUsage.objects.values_list("requests", flat=True)) == finished.count()
+
+
+@pytest.fixture
+def add_price(transactional_db):
+    ToolPrice.objects.create(
+        tool="add", per_thousand_calls=Decimal("5"), valid_from=timezone.now() - timedelta(days=3)
+    )
+    prices_forget()
 
 
 @pytest.fixture
@@ -304,7 +326,7 @@ def test_verify_names_each_differing_key_and_exits_1_then_rebuild_repairs(transa
     assert "ledger row(s) written" in out.getvalue()
     out = io.StringIO()
     call_command("chat_ledger", "--verify", stdout=out)
-    assert "matches" in out.getvalue()
+    assert "match the rows" in out.getvalue()
 
 
 def test_the_backfill_fills_an_empty_ledger_in_batches_with_progress(transactional_db):

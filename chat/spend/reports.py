@@ -45,6 +45,7 @@ class UsageRow:
     cost: Decimal
     ttft_median_ms: float | None
     ttft_p95_ms: float | None
+    reasoning_tokens: int = 0  # of the output tokens, those spent thinking
 
     @property
     def failure_rate(self) -> float:
@@ -93,7 +94,15 @@ def usage_summary(*, since: datetime, until: datetime, by: Group) -> UsageReport
 
 
 _GROUP_FIELD: dict[Group, str] = {"day": "day", "model": "model", "user": "user_id"}
-_SUMMED = ("requests", "failed", "input_tokens", "output_tokens", "cost_e8", *TTFT_FIELDS)
+_SUMMED = (
+    "requests",
+    "failed",
+    "input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_e8",
+    *TTFT_FIELDS,
+)
 
 
 def _usernames(user_ids: list[int]) -> dict[int, str]:
@@ -141,6 +150,7 @@ def _row(key: str, values: dict[str, Any]) -> UsageRow:
         cost=Decimal(int(values["cost_e8"])) / E8,
         ttft_median_ms=histogram_percentile(counts, 0.5),
         ttft_p95_ms=histogram_percentile(counts, 0.95),
+        reasoning_tokens=values["reasoning_tokens"],
     )
 
 
@@ -156,6 +166,7 @@ TABLE_HEADER = [
     "cost_usd",
     "ttft_median_ms",
     "ttft_p95_ms",
+    "reasoning_tokens",
 ]
 
 
@@ -203,6 +214,7 @@ def _cells(row: UsageRow, money: Callable[[Decimal], str]) -> list[str]:
         money(row.cost),
         _ms(row.ttft_median_ms),
         _ms(row.ttft_p95_ms),
+        str(row.reasoning_tokens),
     ]
 
 
@@ -220,6 +232,7 @@ class UsageJsonRow(TypedDict):
     cost: str
     ttft_median_ms: float | None
     ttft_p95_ms: float | None
+    reasoning_tokens: int
     # By user only: the person's budget this period (None for anonymous visitors).
     budget: NotRequired[BudgetJson | None]
 
@@ -261,4 +274,5 @@ def _json_row(row: UsageRow) -> UsageJsonRow:
         "cost": f"{row.cost:.8f}",
         "ttft_median_ms": row.ttft_median_ms,
         "ttft_p95_ms": row.ttft_p95_ms,
+        "reasoning_tokens": row.reasoning_tokens,
     }

@@ -1,5 +1,5 @@
-"""`manage.py chat_ledger --verify | --rebuild`: prove the usage ledger equals the rows,
-or refill a range of days from them."""
+"""`manage.py chat_ledger --verify | --rebuild`: prove the usage ledger and the tool-call
+ledger equal the rows, or refill a range of days of both from them."""
 
 from __future__ import annotations
 
@@ -10,10 +10,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from chat.spend.ledger import ledger_rebuild, ledger_verify
 from chat.spend.periods import period_bounds
+from chat.spend.tool_calls import tool_calls_rebuild, tool_calls_verify
 
 
 class Command(BaseCommand):
-    help = "Compare the usage ledger with the message rows (--verify) or rebuild a range."
+    help = (
+        "Compare the usage and tool-call ledgers with the message rows (--verify) "
+        "or rebuild a range."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         action = parser.add_mutually_exclusive_group(required=True)
@@ -38,15 +42,20 @@ class Command(BaseCommand):
             if since is None and not options["until"]:
                 self.stdout.write("Rebuilding the whole ledger from the rows.")
             keys = ledger_rebuild(since=since, until=until)
-            self.stdout.write(f"Rebuilt {span}: {keys} ledger row(s) written from the messages.")
+            tools = tool_calls_rebuild(since=since, until=until)
+            self.stdout.write(
+                f"Rebuilt {span}: {keys} usage and {tools} tool-call ledger row(s) written "
+                "from the messages."
+            )
             return
         differences = ledger_verify(since=since, until=until)
+        differences += tool_calls_verify(since=since, until=until)
         for difference in differences:
             self.stdout.write(difference.describe())
         if differences:
             self.stderr.write(f"{len(differences)} ledger key(s) differ from the rows ({span}).")
             raise SystemExit(1)
-        self.stdout.write(f"The ledger matches the rows ({span}).")
+        self.stdout.write(f"The usage and tool-call ledgers match the rows ({span}).")
 
 
 def _span(since: date | None, until: date | None) -> str:

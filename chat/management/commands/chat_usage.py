@@ -8,17 +8,25 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from chat.money import usd
 from chat.spend.periods import DEFAULT_SINCE, period_bounds
 from chat.spend.reports import GROUPS, usage_json, usage_summary, usage_table
+from chat.spend.tool_calls import (
+    ToolCallRow,
+    tool_calls_json,
+    tool_calls_summary,
+    tool_calls_table,
+)
 
 
 class Command(BaseCommand):
     help = (
-        "Requests, tokens, cost, failure rate and TTFT of assistant replies, by day, model or user."
+        "Requests, tokens, cost, failure rate and TTFT of assistant replies, by day, model or "
+        "user; or tool calls by tool."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--by", choices=GROUPS, default="day")
+        parser.add_argument("--by", choices=[*GROUPS, "tool"], default="day")
         parser.add_argument(
             "--since",
             default=DEFAULT_SINCE,
@@ -32,6 +40,9 @@ class Command(BaseCommand):
             since, until = period_bounds(since=options["since"], until=options["until"])
         except ValueError as error:
             raise CommandError(str(error)) from None
+        if options["by"] == "tool":
+            self._tools(tool_calls_summary(since=since, until=until), options["format"])
+            return
         report = usage_summary(since=since, until=until, by=options["by"])
         if options["format"] == "json":
             self.stdout.write(json.dumps(usage_json(report), indent=2))
@@ -40,6 +51,14 @@ class Command(BaseCommand):
             writer.writerows(usage_table(report))
         else:
             self.stdout.write(_aligned(usage_table(report, readable=True)))
+
+    def _tools(self, rows: list[ToolCallRow], output: str) -> None:
+        if output == "json":
+            self.stdout.write(json.dumps({"tool_calls": tool_calls_json(rows)}, indent=2))
+        elif output == "csv":
+            csv.writer(self.stdout, lineterminator="\n").writerows(tool_calls_table(rows))
+        else:
+            self.stdout.write(_aligned(tool_calls_table(rows, money=usd)))
 
 
 def _aligned(rows: list[list[str]]) -> str:
