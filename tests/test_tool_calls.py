@@ -193,3 +193,25 @@ def test_chat_usage_shows_tool_calls_by_tool_and_reasoning_tokens(upstream):
     days = list(csv.reader(io.StringIO(chat_usage("--format", "csv"))))
     assert days[0][9] == "reasoning_tokens" and days[-1][9] == "6"
     assert json.loads(chat_usage("--format", "json"))["totals"]["reasoning_tokens"] == 6
+
+
+@pytest.mark.asyncio
+@pytest.mark.usefixtures("mini_price")
+async def test_a_tool_calls_price_counts_towards_the_budget_between_rounds(upstream, ada, settings):
+    from chat.models import Budget
+
+    settings.CHAT_TOOLS = ["tests.tool_functions.add"]
+    await ToolPrice.objects.acreate(
+        tool="add", per_thousand_calls=Decimal("20"), valid_from=timezone.now() - timedelta(1)
+    )
+    prices_forget()
+    user = await get_user_model().objects.aget(username="ada")
+    await Budget.objects.acreate(user=user, limit_usd=Decimal("0.01"))
+    # The tokens cost a few millionths of a dollar; the one call $0.02, past the budget.
+    upstream.queue(chat_round([], n=1, calls=[ADD]))
+    upstream.queue(chat_round(["never sent"], n=2))
+    reply = (await ada.post("/api/chat", {"message": "2+3?"})).json()
+
+    assert upstream.calls == 1
+    assert (reply["status"], reply["finish_reason"]) == ("incomplete", "budget_exceeded")
+    assert Decimal(reply["cost"]) > Decimal("0.02")

@@ -20,7 +20,8 @@ from django.utils import timezone
 from chat import llm
 from chat.access.owners import Owner
 from chat.spend.budgets import budget_status
-from chat.spend.prices import cost_of, price_now
+from chat.spend.prices import cost_of, price_now, search_cost
+from chat.spend.tool_calls import tool_calls_priced
 from chat.tools import ToolResult, tool_run, tools_available
 from chat.turns.start import Turn
 
@@ -51,8 +52,10 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
     specs = [tool.spec for tool in tools.values()]
     sent: list[dict[str, Any]] = list(turn.context)
     spent = llm.Usage()
+    searches = 0
+    called: list[dict[str, Any]] = []  # the parts of the rounds so far, for their prices
     for number in range(1, settings.CHAT_TOOL_MAX_ROUNDS + 1):
-        if number > 1 and await _budget_reached(turn, spent):
+        if number > 1 and await _budget_reached(turn, spent, searches, called):
             yield BudgetReached()
             return
         last = number == settings.CHAT_TOOL_MAX_ROUNDS
@@ -69,8 +72,10 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
             made.add(event)
             if isinstance(event, llm.ToolCall):
                 calls.append(event)
-            elif isinstance(event, llm.Finished) and event.usage is not None:
-                spent = spent + event.usage
+            elif isinstance(event, llm.Finished):
+                searches += event.web_searches
+                if event.usage is not None:
+                    spent = spent + event.usage
             yield event
         if not calls:
             return
@@ -102,22 +107,37 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
             yield finished
         if last:
             return
+        called += made.parts
         sent += llm.input_items(turn.api, made.parts)
 
 
-async def _budget_reached(turn: Turn, spent: llm.Usage) -> bool:
-    """Whether what the turn has cost so far takes the asking person (or one of their
-    groups) to a spending limit: then it stops after the round that did, rather than
-    calling the model again. Their budget is settled with the whole turn when it ends."""
+async def _budget_reached(
+    turn: Turn, spent: llm.Usage, searches: int, called: list[dict[str, Any]]
+) -> bool:
+    """Whether what the turn has cost so far (tokens, hosted searches, priced tool calls)
+    takes the asking person (or one of their groups) to a spending limit: then it stops
+    after the round that did, rather than calling the model again. Their budget is
+    settled with the whole turn when it ends."""
     if turn.owner is None or turn.owner.user_id is None:
         return False
     status = await budget_status(user_id=turn.owner.user_id)
     limits = [(status.limit, status.spent), *((g.limit, g.spent) for g in status.groups)]
     if all(limit is None for limit, _ in limits):
         return False
-    price = await sync_to_async(price_now)(turn.model, timezone.now())
-    so_far = cost_of(spent, price) if price is not None else Decimal(0)
+    so_far = await sync_to_async(_cost_so_far)(turn, spent, searches, called)
     return any(limit is not None and used + so_far >= limit for limit, used in limits)
+
+
+def _cost_so_far(
+    turn: Turn, spent: llm.Usage, searches: int, called: list[dict[str, Any]]
+) -> Decimal:
+    """As `turn_finish` will price it (the price lists are read, when not cached, here)."""
+    now = timezone.now()
+    price = price_now(turn.model, now)
+    so_far = cost_of(spent, price) if price is not None else Decimal(0)
+    if searches and turn.provider != "demo":
+        so_far += search_cost(searches, now)
+    return so_far + tool_calls_priced(called, at=now)[1]
 
 
 class ReplyParts:
