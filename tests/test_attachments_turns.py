@@ -272,3 +272,32 @@ async def test_a_long_text_file_is_cut_for_the_model_with_a_note(ada, upstream, 
     await ada.post("/api/chat", {"message": "Read", "attachments": [notes["id"]]})
     text = upstream.bodies[0]["messages"][0]["content"][1]["text"]
     assert text == "Attached file log.txt:\n\n0123456789\n[… cut here: 7 more characters]"
+
+
+async def test_turns_read_a_file_from_storage_once_per_worker_an_uploaded_image_never(
+    ada, upstream, local_storage
+):
+    """Each worker keeps the files it sent (an image from its upload on): a conversation's
+    turns send its earlier files again without reading them back. Shown by taking the
+    bytes from under the storage: the turns still send them."""
+    image = await uploaded(ada, "shot.png", png(24, 24))
+    notes = await uploaded(ada, "notes.txt", b"line one\n")
+
+    async def take_away(file: dict) -> None:
+        row = await Attachment.objects.aget(pk=file["id"])
+        (local_storage / row.storage_key).unlink()
+
+    await take_away(image)  # its upload left it encoded: the first turn reads nothing
+    upstream.queue(Reply(script=chat_script(["one"])))
+    first = await ada.post(
+        "/api/chat", {"message": "What?", "attachments": [image["id"], notes["id"]]}
+    )
+    await take_away(notes)  # read once, by the first turn
+    upstream.queue(Reply(script=chat_script(["two"])))
+    await ada.post("/api/chat", {"message": "And?", "conversation": first.json()["conversation"]})
+    sent, again = (body["messages"][0]["content"] for body in upstream.bodies)
+    assert again == sent
+    assert Image.open(
+        io.BytesIO(data_url_bytes(again[1]["image_url"]["url"], "image/png"))
+    ).size == (24, 24)
+    assert again[2]["text"].endswith("line one\n")

@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -22,8 +23,8 @@ from chat.models import Attachment
 
 
 class EncodedFiles:
-    """Data URLs by storage key, the most recently used kept up to `budget` characters.
-    Filled from the thread pool, hence the lock."""
+    """Data URLs (and text files' text) by storage key, the most recently used kept up
+    to `budget` characters. Filled from the thread pool, hence the lock."""
 
     def __init__(self) -> None:
         self._urls: OrderedDict[str, str] = OrderedDict()
@@ -58,20 +59,40 @@ class EncodedFiles:
 encoded = EncodedFiles()
 
 
-def _input_file(attachment: Attachment) -> llm.InputFile:
-    """Runs on the thread pool: storage reads block."""
+def _cached_file(attachment: Attachment) -> llm.InputFile | None:
+    """The file from this worker's cache, or None: checked on the event loop, so a turn
+    whose files are all cached makes no thread hop for them."""
     kind = llm.file_kind(attachment.kind)
+    value = encoded.get(attachment.storage_key)
+    if value is None:
+        return None
     if kind == "text":
-        text = stored_read(attachment.storage_key).decode("utf-8", "replace")
+        return llm.InputFile(kind, attachment.name, attachment.content_type, text=value)
+    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=value)
+
+
+def _input_file(attachment: Attachment) -> llm.InputFile:
+    """Runs on the thread pool: storage reads block. What it made is cached."""
+    kind = llm.file_kind(attachment.kind)
+    data = stored_read(attachment.storage_key)
+    budget = settings.CHAT_FILES_CACHE_BYTES
+    if kind == "text":
+        text = data.decode("utf-8", "replace")
         limit = settings.CHAT_FILES_MAX_TEXT_CHARS
         if len(text) > limit:
             text = f"{text[:limit]}\n[… cut here: {len(text) - limit:,} more characters]"
+        encoded.put(attachment.storage_key, text, budget=budget)
         return llm.InputFile(kind, attachment.name, attachment.content_type, text=text)
-    url = encoded.get(attachment.storage_key)
-    if url is None:
-        url = llm.data_url(attachment.content_type, stored_read(attachment.storage_key))
-        encoded.put(attachment.storage_key, url, budget=settings.CHAT_FILES_CACHE_BYTES)
+    url = llm.data_url(attachment.content_type, data)
+    encoded.put(attachment.storage_key, url, budget=budget)
     return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=url)
+
+
+def file_remember(*, storage_key: str, content_type: str, data: bytes) -> None:
+    """Cache an image just stored (its re-encoded bytes are at hand): its first turn, on
+    this worker, then reads nothing back from storage. Part of the one-time upload cost."""
+    url = llm.data_url(content_type, data)
+    encoded.put(storage_key, url, budget=settings.CHAT_FILES_CACHE_BYTES)
 
 
 async def files_in_context(
@@ -83,8 +104,18 @@ async def files_in_context(
     if not attached:
         return context
     live = {a.pk: a for files in attached.values() for a in files if a.removed_at is None}
-    load = sync_to_async(_input_file, thread_sensitive=False)
-    loaded = dict(zip(live, await asyncio.gather(*map(load, live.values())), strict=True))
+    loaded: dict[Any, llm.InputFile] = {}
+    missing: list[Attachment] = []
+    for pk, attachment in live.items():
+        cached = _cached_file(attachment)
+        if cached is None:
+            missing.append(attachment)
+        else:
+            loaded[pk] = cached
+    if missing:
+        load = sync_to_async(_input_file, thread_sensitive=False)
+        read = await asyncio.gather(*map(load, missing))
+        loaded.update(zip((a.pk for a in missing), read, strict=True))
     messages: list[llm.ContextMessage] = []
     for index, message in enumerate(context):
         rows = attached.get(index)

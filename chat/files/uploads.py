@@ -22,6 +22,7 @@ from django.db import IntegrityError
 from chat.access.owners import Owner
 from chat.errors import ChatError
 from chat.files import storage
+from chat.files.context import file_remember
 from chat.files.names import safe_name
 from chat.files.selectors import FileData, file_data, owned
 from chat.files.validation import CHUNK, Inspected, inspect
@@ -100,6 +101,10 @@ async def _stored(owner: Owner, upload: UploadedFile, digest: str) -> tuple[Atta
         # The unique constraint (owner, sha256): keep the first copy.
         await sync_to_async(storage.stored_delete, thread_sensitive=False)(key)
         return await owned(owner).aget(sha256=digest), False
+    if inspected.reencoded is not None:
+        await sync_to_async(file_remember, thread_sensitive=False)(
+            storage_key=key, content_type=inspected.content_type, data=inspected.reencoded
+        )
     return attachment, True
 
 
