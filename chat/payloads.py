@@ -138,18 +138,23 @@ def _attachments(data: dict[str, Any], *, max_files: int) -> tuple[uuid.UUID, ..
 MULTIPART_OVERHEAD = 64 * 1024
 
 
+def upload_too_large(max_bytes: int) -> ChatError:
+    """An upload body over the limit, refused before its file could be looked at."""
+    megabytes = max_bytes / (1024 * 1024)
+    return ChatError("file_too_large", f"Files of up to {megabytes:.1f} MB are accepted.")
+
+
 async def uploaded_file(request: HttpRequest, *, max_bytes: int) -> UploadedFile:
     """The file in the multipart field `file`. A declared body far above `max_bytes` is
     refused before it is parsed; the parsing (to a temporary file beyond Django's
     FILE_UPLOAD_MAX_MEMORY_SIZE) runs off the event loop."""
     declared = request.META.get("CONTENT_LENGTH") or ""
     if not declared.isdigit():
-        # Django's multipart parser reads a declared length only (no chunked uploads).
+        # Django's multipart parser reads a declared length only; served by our ASGI
+        # application, a chunked upload has been given one (`chat.files.receiving`).
         raise bad_request("A file upload needs a Content-Length header.")
     if int(declared) > max_bytes + MULTIPART_OVERHEAD:
-        raise ChatError(
-            "file_too_large", f"Files of up to {max_bytes / (1024 * 1024):.1f} MB are accepted."
-        )
+        raise upload_too_large(max_bytes)
     try:
         files = await sync_to_async(lambda: request.FILES, thread_sensitive=False)()
     except RequestDataTooBig:

@@ -2,7 +2,8 @@
 
 A composition: Django's stock handler with its middleware run inline (`chat.seams`);
 chat requests' ORM calls on one shared thread, pages on Django's thread per request; /api/
-errors Django answers before any middleware rewritten as the API's JSON; and the worker's
+errors Django answers before any middleware rewritten as the API's JSON; upload bodies
+measured as they arrive (`chat.files.receiving`); and the worker's
 lifespan (`chat.ops.lifespan`) with the turn engine's start-up and shutdown.
 """
 
@@ -23,6 +24,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 django.setup(set_prefix=False)
 
 from chat import seams  # noqa: E402
+from chat.files.receiving import upload_receive  # noqa: E402
 from chat.llm import client as _sdk  # noqa: E402, F401  (the SDK now, not on the first turn)
 from chat.turns import turns_shutdown, turns_sweep_stale  # noqa: E402
 
@@ -35,6 +37,8 @@ sys.setswitchinterval(settings.CHAT_SWITCH_INTERVAL_MS / 1000)
 
 # Requests served on the chat's database thread: the JSON API and the probes and scrapes.
 CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")
+# Uploads: their bodies are measured as they arrive, before Django reads them.
+UPLOAD_PATH = API_PREFIX + "files"
 
 
 async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
@@ -55,7 +59,10 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
         if scope["path"].startswith(API_PREFIX):
             send = json_errors(send)
         with seams.on_chat_thread():
-            await django_application(scope, receive, send)
+            if scope["path"] == UPLOAD_PATH and scope["method"] == "POST":
+                await upload_receive(django_application, scope, receive, send)
+            else:
+                await django_application(scope, receive, send)
         return
     # Admin, sign-in and other pages: Django's own thread per request, so a slow report
     # never holds up a chat turn's database work.
