@@ -20,6 +20,27 @@ def png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 3
     return out.getvalue()
 
 
+def animated_gif(
+    colors: tuple[tuple[int, int, int], ...] = ((255, 0, 0), (0, 255, 0), (0, 0, 255)),
+    *,
+    size: tuple[int, int] = (32, 24),
+    durations: tuple[int, ...] = (100, 200, 300),
+) -> bytes:
+    """An animated GIF, a frame per colour, with a comment that must not survive."""
+    frames = [Image.new("RGB", size, color) for color in colors]
+    out = io.BytesIO()
+    frames[0].save(
+        out,
+        "GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=list(durations[: len(frames)]),
+        loop=0,
+        comment=b"SpyCam location 48.85N",
+    )
+    return out.getvalue()
+
+
 def jpeg_with_gps(width: int = 40, height: int = 30) -> bytes:
     """A JPEG whose EXIF holds a camera, a GPS position and orientation 6 (turned)."""
     image = Image.new("RGB", (width, height), (10, 120, 240))

@@ -11,7 +11,7 @@ from PIL import Image
 
 from chat.models import Attachment, MessageAttachment
 from tests.asgi import parse_sse
-from tests.files import pdf, png, uploaded
+from tests.files import animated_gif, pdf, png, uploaded
 from tests.upstream import Reply, chat_script, responses_script
 
 pytestmark = [
@@ -301,3 +301,15 @@ async def test_turns_read_a_file_from_storage_once_per_worker_an_uploaded_image_
         io.BytesIO(data_url_bytes(again[1]["image_url"]["url"], "image/png"))
     ).size == (24, 24)
     assert again[2]["text"].endswith("line one\n")
+
+
+async def test_an_animated_gif_goes_to_the_model_as_its_first_frame(ada, upstream):
+    """Models take still images: the animation is kept for people, the model gets a PNG."""
+    wave = await uploaded(ada, "wave.gif", animated_gif())
+    still = await uploaded(ada, "still.gif", animated_gif(((9, 9, 9),)))
+    upstream.queue(Reply(script=chat_script(["Red."])))
+    await ada.post("/api/chat", {"message": "What?", "attachments": [wave["id"], still["id"]]})
+    _, first, second = upstream.bodies[0]["messages"][0]["content"]
+    frame = Image.open(io.BytesIO(data_url_bytes(first["image_url"]["url"], "image/png")))
+    assert frame.format == "PNG" and frame.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
+    assert data_url_bytes(second["image_url"]["url"], "image/gif").startswith(b"GIF8")

@@ -10,7 +10,17 @@ from PIL import Image
 from chat.files.storage import attachments_storage
 from chat.models import Attachment
 from tests.asgi import AsgiClient
-from tests.files import ELF, SVG, jpeg_with_gps, pdf, png, png_claiming, upload, uploaded
+from tests.files import (
+    ELF,
+    SVG,
+    animated_gif,
+    jpeg_with_gps,
+    pdf,
+    png,
+    png_claiming,
+    upload,
+    uploaded,
+)
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -51,6 +61,31 @@ async def test_exif_and_gps_are_stripped_and_orientation_applied(ada):
     assert not stored.getexif()
     # Orientation 6 shows the picture turned: what is stored is upright, without the tag.
     assert stored.size == (30, 40) and (data["width"], data["height"]) == (30, 40)
+
+
+async def test_an_animated_gif_keeps_its_frames_and_timing_and_nothing_else(ada):
+    original = animated_gif()
+    assert b"SpyCam" in original
+    data = await uploaded(ada, "wave.gif", original)
+    assert (data["type"], data["width"], data["height"]) == ("image/gif", 32, 24)
+    body = (await ada.get(data["url"])).body
+    assert b"SpyCam" not in body
+    stored = Image.open(io.BytesIO(body))
+    assert stored.n_frames == 3 and stored.info.get("loop") == 0
+    seen = []
+    for index in range(3):
+        stored.seek(index)
+        seen.append((stored.convert("RGB").getpixel((5, 5)), stored.info["duration"]))
+    assert seen == [((255, 0, 0), 100), ((0, 255, 0), 200), ((0, 0, 255), 300)]
+
+
+async def test_an_animation_over_the_pixel_cap_across_its_frames_is_refused(ada, settings):
+    settings.CHAT_FILES_MAX_PIXELS = 32 * 24 * 2  # one frame fits; three do not
+    response = await upload(ada, "long.gif", animated_gif())
+    assert response.status == 413
+    assert response.json()["error"]["type"] == "image_too_large"
+    assert "across its frames" in response.json()["error"]["message"]
+    assert await Attachment.objects.acount() == 0
 
 
 async def test_a_pdf_is_a_download_and_text_is_text(ada):

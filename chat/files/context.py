@@ -8,6 +8,7 @@ file's bytes never change under its key."""
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from PIL import Image
 
 from chat import llm
 from chat.errors import ChatError
@@ -83,7 +85,7 @@ def _input_file(attachment: Attachment) -> llm.InputFile:
             text = f"{text[:limit]}\n[… cut here: {len(text) - limit:,} more characters]"
         encoded.put(attachment.storage_key, text, budget=budget)
         return llm.InputFile(kind, attachment.name, attachment.content_type, text=text)
-    url = llm.data_url(attachment.content_type, data)
+    url = _model_data_url(attachment.content_type, data)
     encoded.put(attachment.storage_key, url, budget=budget)
     return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=url)
 
@@ -91,8 +93,20 @@ def _input_file(attachment: Attachment) -> llm.InputFile:
 def file_remember(*, storage_key: str, content_type: str, data: bytes) -> None:
     """Cache an image just stored (its re-encoded bytes are at hand): its first turn, on
     this worker, then reads nothing back from storage. Part of the one-time upload cost."""
-    url = llm.data_url(content_type, data)
+    url = _model_data_url(content_type, data)
     encoded.put(storage_key, url, budget=settings.CHAT_FILES_CACHE_BYTES)
+
+
+def _model_data_url(content_type: str, data: bytes) -> str:
+    """The file as a data URL for the model. An animated GIF (kept animated for people)
+    goes as its first frame, a PNG: models take still images only."""
+    if content_type == "image/gif":
+        with Image.open(io.BytesIO(data)) as image:
+            if getattr(image, "is_animated", False):
+                out = io.BytesIO()
+                image.convert("RGBA").save(out, format="PNG")
+                return llm.data_url("image/png", out.getvalue())
+    return llm.data_url(content_type, data)
 
 
 async def files_in_context(

@@ -3,7 +3,8 @@ the allow-list: PNG, JPEG, WebP and GIF images, PDF, and UTF-8 text (plain, Mark
 CSV). Images are decoded and written again by Pillow: what is stored is the pixels, not
 the file as sent, so EXIF and GPS data, comments and anything hidden after the image are
 gone; the pixel count is checked from the header before anything is decoded, so a
-decompression bomb is refused without being expanded. SVG is refused (it is a document
+decompression bomb is refused without being expanded; an animated GIF keeps its frames,
+each re-encoded, the cap counting them all. SVG is refused (it is a document
 that can carry scripts), as is anything else.
 
 No database and no storage: `inspect` reads a file object and returns what to store.
@@ -17,7 +18,7 @@ import warnings
 from dataclasses import dataclass
 from typing import IO, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageSequence, UnidentifiedImageError
 
 from chat.errors import ChatError
 from chat.models import Attachment
@@ -103,6 +104,8 @@ def _reencoded(image: Image.Image, *, max_pixels: int) -> Inspected:
         )
     image_format = image.format or ""
     content_type, extension, options = IMAGE_FORMATS[image_format]
+    if image_format == "GIF" and getattr(image, "is_animated", False):
+        return _reencoded_animation(image, max_pixels=max_pixels)
     try:
         with warnings.catch_warnings():
             # A bomb that lies in its header is caught while decoding, as an error.
@@ -125,6 +128,47 @@ def _reencoded(image: Image.Image, *, max_pixels: int) -> Inspected:
         width=upright.width,
         height=upright.height,
         reencoded=out.getvalue(),
+    )
+
+
+def _reencoded_animation(image: Image.Image, *, max_pixels: int) -> Inspected:
+    """An animated GIF, frame by frame: each frame's pixels (as Pillow composes them) and
+    its duration, the loop count, and nothing else. The pixel cap counts every frame, and
+    frames are counted as they are decoded, so a long animation is refused before all of
+    it is."""
+    width, height = image.size
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for frame in ImageSequence.Iterator(image):
+                if (len(frames) + 1) * width * height > max_pixels:
+                    raise ChatError(
+                        "image_too_large",
+                        f"The animation has more than {len(frames)} frames of {width}×{height}"
+                        f" pixels; at most {max_pixels:,} pixels across its frames are accepted.",
+                    )
+                frames.append(_pixels_only(frame.convert("RGBA"), "GIF"))
+                durations.append(int(frame.info.get("duration") or 0))
+            out = io.BytesIO()
+            frames[0].save(
+                out,
+                format="GIF",
+                save_all=True,
+                append_images=frames[1:],
+                duration=durations,
+                loop=int(image.info.get("loop", 0)),
+                disposal=2,  # each frame is whole: the one before is cleared, not kept
+            )
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        raise ChatError("invalid_file", "The animation is damaged or incomplete.") from None
+    except Image.DecompressionBombWarning:
+        raise ChatError("image_too_large", "The animation decodes to too many pixels.") from None
+    finally:
+        image.close()
+    return Inspected(
+        Kind.IMAGE, "image/gif", "gif", width=width, height=height, reencoded=out.getvalue()
     )
 
 
