@@ -385,6 +385,28 @@ def test_price_edit_keeps_stored_costs_and_recompute_applies_it(admin_client):
     assert reply.cost == Decimal("0.011")  # 1000 × 1 + 1000 × 10 per million
 
 
+def test_a_tool_price_added_in_the_admin_counts_at_once(admin_client):
+    from chat.models import ToolPrice
+    from chat.spend.prices import tool_price_now
+
+    now = timezone.now()
+    assert tool_price_now("order_status", now) is None  # free, and the list is now cached
+    added = timezone.localtime(now - timezone.timedelta(days=1))
+    response = admin_client.post(
+        reverse("admin:chat_toolprice_add"),
+        {
+            "tool": "order_status",
+            "per_thousand_calls": "3.5",
+            "valid_from_0": added.strftime("%Y-%m-%d"),
+            "valid_from_1": added.strftime("%H:%M:%S"),
+        },
+    )
+    assert response.status_code == 302 and ToolPrice.objects.count() == 1
+    assert tool_price_now("order_status", now) == Decimal("3.5")
+    listed = admin_client.get(reverse("admin:chat_toolprice_changelist"), {"q": "order"})
+    assert b"order_status" in listed.content
+
+
 def test_model_prices_are_listed(admin_client):
     response = admin_client.get(reverse("admin:chat_modelprice_changelist"), {"q": "gpt-4.1"})
     assert response.status_code == 200

@@ -38,13 +38,7 @@ def dashboard() -> str:
 @pytest.mark.asyncio
 async def test_each_call_is_counted_once_by_tool_and_runner_and_shown(upstream, settings):
     settings.CHAT_TOOLS = ["tests.tool_functions.add"]
-    invented = wire.WireToolCall("call_x", "format_disk", ["{}"])
-    bad = wire.WireToolCall("call_y", "add", ['{"a": "two"}'])
-    upstream.queue(chat_round([], n=1, calls=[ADD, invented]))
-    upstream.queue(chat_round([], n=2, calls=[bad]))
-    upstream.queue(chat_round(["5"], n=3))
-    reply = (await AsgiClient().post("/api/chat", {"message": "2+3?"})).json()
-    assert reply["status"] == "completed"
+    await priced_turn(upstream)  # no price: every call free
 
     rows = sorted(
         [(r.tool, r.runner, r.calls, r.errors) async for r in DailyToolUsage.objects.all()]
@@ -87,8 +81,9 @@ def add_priced(settings, transactional_db):
 
 
 async def priced_turn(upstream) -> dict:
-    """Two calls of `add` (one with arguments that break its schema, billed too: the tool
-    was called), one of a tool the model made up (free), then the answer."""
+    """Two calls of `add` (one with arguments that break its schema, billed too when
+    priced: the tool was called), one of a tool the model made up (free), then the
+    answer."""
     invented = wire.WireToolCall("call_x", "format_disk", ["{}"])
     bad = wire.WireToolCall("call_y", "add", ['{"a": "two"}'])
     upstream.queue(chat_round([], n=1, calls=[ADD, invented]))

@@ -15,6 +15,8 @@ from __future__ import annotations
 import codecs
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -106,21 +108,12 @@ def _reencoded(image: Image.Image, *, max_pixels: int) -> Inspected:
     content_type, extension, options = IMAGE_FORMATS[image_format]
     if image_format == "GIF" and getattr(image, "is_animated", False):
         return _reencoded_animation(image, max_pixels=max_pixels)
-    try:
-        with warnings.catch_warnings():
-            # A bomb that lies in its header is caught while decoding, as an error.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-            # Turned upright by its EXIF orientation, since the EXIF itself is dropped.
-            upright = ImageOps.exif_transpose(image) if image_format == "JPEG" else image
-            out = io.BytesIO()
-            _pixels_only(upright, image_format).save(out, format=image_format, **options)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        raise ChatError("invalid_file", "The image is damaged or incomplete.") from None
-    except Image.DecompressionBombWarning:
-        raise ChatError("image_too_large", "The image decodes to too many pixels.") from None
-    finally:
-        image.close()
+    with _decoding(image, "image"):
+        image.load()
+        # Turned upright by its EXIF orientation, since the EXIF itself is dropped.
+        upright = ImageOps.exif_transpose(image) if image_format == "JPEG" else image
+        out = io.BytesIO()
+        _pixels_only(upright, image_format).save(out, format=image_format, **options)
     return Inspected(
         Kind.IMAGE,
         content_type,
@@ -139,37 +132,45 @@ def _reencoded_animation(image: Image.Image, *, max_pixels: int) -> Inspected:
     width, height = image.size
     frames: list[Image.Image] = []
     durations: list[int] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            for frame in ImageSequence.Iterator(image):
-                if (len(frames) + 1) * width * height > max_pixels:
-                    raise ChatError(
-                        "image_too_large",
-                        f"The animation has more than {len(frames)} frames of {width}×{height}"
-                        f" pixels; at most {max_pixels:,} pixels across its frames are accepted.",
-                    )
-                frames.append(_pixels_only(frame.convert("RGBA"), "GIF"))
-                durations.append(int(frame.info.get("duration") or 0))
-            out = io.BytesIO()
-            frames[0].save(
-                out,
-                format="GIF",
-                save_all=True,
-                append_images=frames[1:],
-                duration=durations,
-                loop=int(image.info.get("loop", 0)),
-                disposal=2,  # each frame is whole: the one before is cleared, not kept
-            )
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
-        raise ChatError("invalid_file", "The animation is damaged or incomplete.") from None
-    except Image.DecompressionBombWarning:
-        raise ChatError("image_too_large", "The animation decodes to too many pixels.") from None
-    finally:
-        image.close()
+    with _decoding(image, "animation"):
+        for frame in ImageSequence.Iterator(image):
+            if (len(frames) + 1) * width * height > max_pixels:
+                raise ChatError(
+                    "image_too_large",
+                    f"The animation has more than {len(frames)} frames of {width}×{height}"
+                    f" pixels; at most {max_pixels:,} pixels across its frames are accepted.",
+                )
+            frames.append(_pixels_only(frame.convert("RGBA"), "GIF"))
+            durations.append(int(frame.info.get("duration") or 0))
+        out = io.BytesIO()
+        frames[0].save(
+            out,
+            format="GIF",
+            save_all=True,
+            append_images=frames[1:],
+            duration=durations,
+            loop=int(image.info.get("loop", 0)),
+            disposal=2,  # each frame is whole: the one before is cleared, not kept
+        )
     return Inspected(
         Kind.IMAGE, "image/gif", "gif", width=width, height=height, reencoded=out.getvalue()
     )
+
+
+@contextmanager
+def _decoding(image: Image.Image, what: str) -> Iterator[None]:
+    """Decoding `image`: a damaged file is refused as such, and a bomb that lies in its
+    header is caught while decoding (Pillow's warning, as an error); closed after."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
+        raise ChatError("invalid_file", f"The {what} is damaged or incomplete.") from None
+    except Image.DecompressionBombWarning:
+        raise ChatError("image_too_large", f"The {what} decodes to too many pixels.") from None
+    finally:
+        image.close()
 
 
 def _pixels_only(image: Image.Image, image_format: str) -> Image.Image:
