@@ -22,6 +22,7 @@ from chat.conversations import conversations_purge
 from chat.llm import wire
 from chat.models import Conversation, DailyToolUsage, Message, ToolPrice
 from chat.spend.prices import messages_recost, prices_forget
+from chat.spend.tool_calls import tool_calls_rebuild, tool_calls_verify
 from tests.asgi import AsgiClient
 from tests.test_tool_turns import ADD, chat_round
 
@@ -210,3 +211,26 @@ async def test_a_tool_calls_price_counts_towards_the_budget_between_rounds(upstr
     assert upstream.calls == 1
     assert (reply["status"], reply["finish_reason"]) == ("incomplete", "budget_exceeded")
     assert Decimal(reply["cost"]) > Decimal("0.02")
+
+
+def test_a_reply_recorded_before_its_rounds_named_their_calls_is_counted_from_its_parts():
+    """Rows of the first tool-call ledger: calls in the parts only, the ledger counted."""
+    conversation = Conversation.objects.create(anonymous_key="k", model="m")
+    finished = timezone.now()
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        status="completed",
+        finished_at=finished,
+        parts=[
+            {"type": "tool_call", "id": "a", "name": "add", "arguments": "{}", "runner": "python"},
+            {"type": "tool_result", "id": "a", "name": "add", "output": "x", "error": True},
+            {"type": "text", "text": "No."},
+        ],
+        rounds=[{"response_id": "r1", "cost": None}, {"response_id": "r2", "cost": None}],
+    )
+    day = timezone.localdate(finished)
+    DailyToolUsage.objects.create(day=day, tool="add", runner="python", calls=1, errors=1)
+    assert tool_calls_verify() == []
+    tool_calls_rebuild()
+    assert list(DailyToolUsage.objects.values_list("tool", "calls", "errors")) == [("add", 1, 1)]

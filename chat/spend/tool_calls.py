@@ -96,10 +96,17 @@ def tool_calls_priced(
     return groups, total
 
 
-def _amounts(day: date, rounds: Iterable[dict[str, Any]] | None) -> ToolChanges:
-    """The ledger's amounts of one reply: its rounds' tool calls and hosted searches."""
+def _amounts(
+    day: date, rounds: list[dict[str, Any]] | None, parts: list[dict[str, Any]] | None = None
+) -> ToolChanges:
+    """The ledger's amounts of one reply: its rounds' tool calls and hosted searches. A
+    reply recorded before its rounds named their calls has them counted from its parts
+    (unpriced, as they were)."""
     changes: ToolChanges = {}
-    for r in rounds or ():
+    rounds = rounds or []
+    if parts and not any("tool_calls" in r for r in rounds):
+        rounds = [{"tool_calls": calls} for calls in tool_calls_of(parts)] + rounds
+    for r in rounds:
         for call in r.get("tool_calls") or ():
             changes.setdefault(ToolKey(day, call["tool"], call["runner"]), Counter()).update(
                 calls=1,
@@ -158,11 +165,11 @@ def tool_calls_rows_totals(*, since: date | None = None, until: date | None = No
     totals: ToolChanges = {}
     rows = (
         Message.objects.filter(replies_in_days(since, until), rounds__isnull=False)
-        .values_list("finished_at", "created_at", "rounds")
+        .values_list("finished_at", "created_at", "rounds", "parts")
         .iterator(chunk_size=2000)
     )
-    for finished_at, created_at, rounds in rows:
-        _merge(totals, _amounts(ledger_day(finished_at or created_at), rounds))
+    for finished_at, created_at, rounds, parts in rows:
+        _merge(totals, _amounts(ledger_day(finished_at or created_at), rounds, parts))
     return totals
 
 
