@@ -60,13 +60,12 @@ export function copyButton(getText, { what = "", className = "copy" } = {}) {
   return button;
 }
 
-// A copy button on every code block of rendered markdown, copying the code as written.
+// A copy button on every code block of rendered markdown (markdown.js gives each a head
+// naming its language), copying the code as written.
 export function addCodeCopyButtons(root) {
-  for (const pre of root.querySelectorAll("pre")) {
-    if (pre.parentElement?.classList.contains("code-block")) continue;
-    const code = pre.querySelector("code") ?? pre;
-    const block = el("div", { class: "code-block" });
-    pre.replaceWith(block);
-    block.append(pre, copyButton(() => code.textContent, { what: "code", className: "code-copy" }));
+  for (const head of root.querySelectorAll(".code-block > .code-head")) {
+    if (head.querySelector(".code-copy")) continue;
+    const code = head.parentElement.querySelector("pre code");
+    head.append(copyButton(() => code.textContent, { what: "code", className: "code-copy" }));
   }
 }
