@@ -11,7 +11,7 @@ from django.db import connection
 from django.db.models import BooleanField, F, Func, Q, Value
 from django.db.models.expressions import RawSQL
 
-from chat.text import one_line
+from chat.text import plain_text
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 SNIPPET_CHARS = 160
@@ -74,12 +74,17 @@ def title_matches(words: list[str]) -> Q:
 
 
 def snippet(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
-    """A short piece of `text` around the first word found, on one line."""
-    flat = one_line(text)
+    """A short piece of `text` around the first word found: plain text (no markdown
+    marks), on one line, starting and ending at a word."""
+    flat = plain_text(text)
     lowered = flat.lower()
     positions = [p for p in (lowered.find(w.lower()) for w in words) if p >= 0]
-    if not positions:
-        return flat[:width] + ("…" if len(flat) > width else "")
-    start = max(0, min(positions) - width // 3)
-    piece = flat[start : start + width]
-    return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
+    start = max(0, min(positions) - width // 3) if positions else 0
+    if start:  # back to the start of the word it fell in
+        start = flat.rfind(" ", 0, start + 1) + 1
+    end = start + width
+    if end < len(flat):  # back to the end of the last whole word
+        cut = flat.rfind(" ", start, end + 1)
+        end = cut if cut > start else end
+    piece = flat[start:end].strip()
+    return ("…" if start else "") + piece + ("…" if end < len(flat) else "")

@@ -3,12 +3,29 @@ to one line for titles."""
 
 from __future__ import annotations
 
+import re
+
 TITLE_CHARS = 80
+
+# Markdown's marks, for reading a message as plain text (a search snippet): fences with
+# their language, heading, quote and list markers at a line's start, emphasis and code
+# marks, and links and images reduced to their text.
+_MARKDOWN_LINE = re.compile(r"^\s*(?:```+\S*|~~~+\S*|#{1,6}\s+|>\s?|[-*+]\s+|\d+[.)]\s+)+", re.M)
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+# Underscores stay: in `snake_case` and `__init__` they are the text.
+_MARKDOWN_MARKS = re.compile(r"(?<!\w)\*{1,3}(?=\S)|(?<=\S)\*{1,3}(?!\w)|`+")
 
 
 def one_line(text: str) -> str:
     """`text` with every run of whitespace (newlines included) made one space."""
     return " ".join(text.split())
+
+
+def plain_text(markdown: str) -> str:
+    """`markdown` as a reader sees it, on one line: no fences, markers or emphasis marks."""
+    text = _MARKDOWN_LINE.sub("", markdown)
+    text = _MARKDOWN_LINK.sub(r"\1", text)
+    return one_line(_MARKDOWN_MARKS.sub("", text))
 
 
 def shortened(text: str, chars: int) -> str:
