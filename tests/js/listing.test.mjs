@@ -6,9 +6,15 @@ import {
   PendingDeletes,
   UNDO_MS,
   appendPage,
+  attachmentName,
+  dayGroup,
   debounce,
+  groupByDay,
   listPath,
+  markMatches,
   mergeFirstPage,
+  searchWords,
+  withLiveText,
 } from "../../chat/static/chat/listing.js";
 
 const at = (minute) => new Date(Date.UTC(2026, 0, 1, 12, minute)).toISOString();
@@ -120,4 +126,94 @@ test("leaving the page sends every waiting delete at once, each once", (t) => {
   t.mock.timers.tick(UNDO_MS);
   pending.flush();
   assert.deepEqual(sent.sort(), ["a", "b"]);
+});
+
+test("day groups: today, yesterday, the week before, and earlier, in local time", () => {
+  const now = new Date(2026, 2, 14, 0, 30); // just after midnight
+  const local = (day, hour) => new Date(2026, 2, day, hour).toISOString();
+  assert.equal(dayGroup(local(14, 0), now), "Today");
+  assert.equal(dayGroup(local(13, 23), now), "Yesterday"); // an hour ago, but yesterday
+  assert.equal(dayGroup(local(12, 12), now), "Previous 7 days");
+  assert.equal(dayGroup(local(8, 1), now), "Previous 7 days");
+  assert.equal(dayGroup(local(7, 23), now), "Earlier");
+  assert.equal(dayGroup(new Date(2025, 11, 31).toISOString(), now), "Earlier");
+});
+
+test("grouped runs keep the list's order and each conversation once", () => {
+  const now = new Date(2026, 2, 14, 18);
+  const on = (id, day) => ({ id, updated_at: new Date(2026, 2, day, 9).toISOString() });
+  const list = [on("a", 14), on("b", 14), on("c", 13), on("d", 10), on("e", 1)];
+  const runs = groupByDay(list, now);
+  assert.deepEqual(
+    runs.map(({ group, conversations }) => [group, conversations.map((c) => c.id)]),
+    [
+      ["Today", ["a", "b"]],
+      ["Yesterday", ["c"]],
+      ["Previous 7 days", ["d"]],
+      ["Earlier", ["e"]],
+    ],
+  );
+  assert.deepEqual(groupByDay([], now), []);
+});
+
+test("matches: the searched words where a word begins, any case, as text pieces", () => {
+  const words = searchWords("  Stream café! ");
+  assert.deepEqual(words, ["Stream", "café"]);
+  assert.deepEqual(markMatches("Streaming: upstream streams. Café", words), [
+    { text: "Stream", match: true },
+    { text: "ing: upstream ", match: false }, // "stream" inside a word is not a match
+    { text: "stream", match: true },
+    { text: "s. ", match: false },
+    { text: "Café", match: true },
+  ]);
+  // Markup in the text stays text: the pieces are never parsed.
+  assert.deepEqual(markMatches("<b>x</b> b", ["b"]), [
+    { text: "<", match: false },
+    { text: "b", match: true },
+    { text: ">x</", match: false },
+    { text: "b", match: true },
+    { text: "> ", match: false },
+    { text: "b", match: true },
+  ]);
+  // Characters that mean something to a regular expression are searched for as such.
+  assert.deepEqual(markMatches("a.b a+b", ["a+b"]), [
+    { text: "a.b ", match: false },
+    { text: "a+b", match: true },
+  ]);
+  assert.deepEqual(markMatches("nothing here", []), [{ text: "nothing here", match: false }]);
+});
+
+test("a Markdown export during a reply gets the text on screen in place of none", () => {
+  const exported = [
+    "# Pears",
+    "",
+    "## You",
+    "",
+    "hi",
+    "",
+    "## Assistant (offline-demo, completed)",
+    "",
+    "*(no text)*",
+    "",
+    "## You",
+    "",
+    "more",
+    "",
+    "## Assistant (offline-demo, streaming)",
+    "",
+    "*(no text)*",
+    "",
+  ].join("\n");
+  const live = withLiveText(exported, "Half a **reply**");
+  assert.ok(live.endsWith("Half a **reply**\n\n*(still being written when exported)*\n"));
+  // Only the last reply's "(no text)": an earlier empty reply stays as the server said.
+  assert.equal(live.split("*(no text)*").length, 2);
+  assert.equal(withLiveText(exported, ""), exported);
+  assert.equal(withLiveText("# Nothing yet\n", "text"), "# Nothing yet\n");
+});
+
+test("the download's name comes from Content-Disposition", () => {
+  const header = 'attachment; filename="pears-1a2b3c4d.md"';
+  assert.equal(attachmentName(header, "x.md"), "pears-1a2b3c4d.md");
+  assert.equal(attachmentName(null, "conversation.md"), "conversation.md");
 });

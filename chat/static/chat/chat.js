@@ -11,7 +11,7 @@
 //   thread.js         the conversation on screen: its turns, sending
 //   turn-view.js      one turn: its versions (‹ 1/2 ›), Regenerate, Edit
 //   versions.js       turns and versions from the API's detail, without the DOM
-//   conversations.js  the sidebar: list, search, rename, delete with Undo, export
+//   conversations.js  the sidebar: list, search, rename, delete with Undo, downloads
 //   listing.js        the list's rules without the DOM: paging, debounce, pending deletes
 //   menu.js, rename.js, toasts.js   a menu button's menu, renaming in place, Undo toasts
 //   account.js        who is signed in, their spend and budget
@@ -72,6 +72,10 @@ const sidebar = new ConversationList({
     },
     restored(id, wasOpen) {
       if (wasOpen) location.hash = id;
+    },
+    liveText(id) {
+      const turn = thread.turns.in(id);
+      return turn ? turn.view.text : null;
     },
     titleTarget: () => $("title"),
     titleMenuButton: () => els.titleActions,

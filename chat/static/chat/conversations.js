@@ -13,8 +13,13 @@ import {
   SEARCH_DELAY_MS,
   appendPage,
   debounce,
+  groupByDay,
   listPath,
+  markMatches,
   mergeFirstPage,
+  attachmentName,
+  searchWords,
+  withLiveText,
 } from "./listing.js";
 import { Menu } from "./menu.js";
 import { renameInPlace } from "./rename.js";
@@ -22,10 +27,18 @@ import { showToast } from "./toasts.js";
 
 const EXPORTS = { "export-md": "md", "export-json": "json" };
 
+// `text` with the searched words in <mark>: text nodes and elements, never markup.
+function marked(text, words) {
+  return markMatches(text, words).map(({ text: piece, match }) =>
+    match ? el("mark", { text: piece }) : piece,
+  );
+}
+
 export class ConversationList {
   // Elements: list (<ul>), empty (its "nothing here" line), search (<input type=search>),
   // more (Load more), menu (the shared menu), status (search result count, read out).
   // Hooks: titled(id, title), deleted(id), restored(id, wasOpen), announce(text),
+  // liveText(id) (the text on screen of a reply being written there, else null),
   // titleTarget() and titleMenuButton() (the title above the open conversation, renamed in
   // place, and its menu button), focusAfter() (where focus goes when its element goes).
   constructor({ elements, hooks }) {
@@ -124,7 +137,15 @@ export class ConversationList {
     const focused = document.activeElement;
     const focusedId = focused?.closest?.("#conversation-list li")?.dataset.id;
     const focusedButton = focused?.classList?.contains("conversation-actions");
-    this.els.list.replaceChildren(...visible.map((c) => this.item(c)));
+    const now = new Date();
+    this.els.list.replaceChildren(
+      ...groupByDay(visible, now).flatMap(({ group, conversations }) => [
+        el("li", { class: "conversation-group" }, [
+          el("h3", { class: "conversation-group-title", text: group }),
+        ]),
+        ...conversations.map((c) => this.item(c, now)),
+      ]),
+    );
     this.els.empty.hidden = visible.length > 0;
     this.els.empty.textContent = this.query
       ? `Nothing matches “${this.query}”.`
@@ -143,15 +164,19 @@ export class ConversationList {
     }
   }
 
-  item(c) {
+  item(c, now = new Date()) {
     const title = c.title || "Untitled";
+    const words = searchWords(this.query);
     const parts = [
-      el("span", { class: "conversation-title", text: title }),
-      el("span", { class: "conversation-meta", text: `${formatWhen(c.updated_at)} · ${c.model}` }),
+      el("span", { class: "conversation-title" }, marked(title, words)),
+      el("span", {
+        class: "conversation-meta",
+        text: `${formatWhen(c.updated_at, now)} · ${c.model}`,
+      }),
     ];
     // The snippet is the server's plain text around the match: shown as text, never markup.
     if (this.query && c.snippet) {
-      parts.push(el("span", { class: "conversation-snippet", text: c.snippet }));
+      parts.push(el("span", { class: "conversation-snippet" }, marked(c.snippet, words)));
     }
     const actions = el("button", {
       type: "button",
@@ -201,8 +226,35 @@ export class ConversationList {
     const item = event.target.closest('[role="menuitem"]');
     if (!item || !this.menuFor) return;
     const { id, title, from } = this.menuFor;
+    const live = this.hooks.liveText(id);
     if (item.dataset.action === "rename") this.rename(id, title, from);
     else if (item.dataset.action === "delete") this.remove(id, title);
+    else if (item.dataset.action === "export-md" && live) {
+      event.preventDefault(); // the plain link would save "(no text)" for the live reply
+      this.exportLive(item.href, live);
+    }
+  }
+
+  // A Markdown export while a reply is written: the server's, with the text on screen.
+  async exportLive(href, text) {
+    let response;
+    try {
+      response = await fetch(href, { credentials: "same-origin" });
+    } catch {
+      response = null;
+    }
+    if (!response?.ok) {
+      this.hooks.announce("The export failed. Try again when the reply has ended.");
+      return;
+    }
+    const markdown = withLiveText(await response.text(), text);
+    const url = URL.createObjectURL(new Blob([markdown], { type: "text/markdown" }));
+    const name = attachmentName(response.headers.get("Content-Disposition"), "conversation.md");
+    const link = el("a", { href: url, download: name, hidden: true });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000); // once the download has surely begun
   }
 
   // ---- Rename, in the list or in the title above the open conversation.

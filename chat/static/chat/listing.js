@@ -102,3 +102,66 @@ export class PendingDeletes {
     return conversations.filter((c) => !this.waiting.has(c.id));
   }
 }
+
+// Which part of the list a conversation goes under, by the day it was last active (local
+// time): "Today", "Yesterday", "Previous 7 days" or "Earlier".
+export function dayGroup(iso, now = new Date()) {
+  const midnight = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+  const days = Math.round((midnight(now) - midnight(new Date(iso))) / 86_400_000);
+  if (days <= 0) return "Today";
+  if (days === 1) return "Yesterday";
+  if (days < 7) return "Previous 7 days";
+  return "Earlier";
+}
+
+// The list in runs of one day group each, in the list's own order:
+// [{group, conversations: [...]}, ...].
+export function groupByDay(conversations, now = new Date()) {
+  const runs = [];
+  for (const c of conversations) {
+    const group = dayGroup(c.updated_at, now);
+    if (runs.at(-1)?.group !== group) runs.push({ group, conversations: [] });
+    runs.at(-1).conversations.push(c);
+  }
+  return runs;
+}
+
+// `text` cut into [{text, match}] pieces, match true where a searched word begins (the
+// search matches words by prefix, ignoring case). The page shows the pieces as text nodes
+// and <mark>s: the text never becomes markup.
+export function markMatches(text, words) {
+  const wanted = words.filter(Boolean).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (!wanted.length) return [{ text, match: false }];
+  const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(?:${wanted.join("|")})`, "giu");
+  const pieces = [];
+  let from = 0;
+  for (const found of text.matchAll(pattern)) {
+    if (found.index > from) pieces.push({ text: text.slice(from, found.index), match: false });
+    pieces.push({ text: found[0], match: true });
+    from = found.index + found[0].length;
+  }
+  if (from < text.length) pieces.push({ text: text.slice(from), match: false });
+  return pieces;
+}
+
+// The words a search looks for, as the server splits them (letters and digits).
+export function searchWords(query) {
+  return query.match(/[\p{L}\p{N}_]+/gu) ?? [];
+}
+
+const NO_TEXT = "*(no text)*";
+
+// The server's Markdown export of a conversation whose last reply is still being written
+// (the server has no text for it until it ends), with the text the page has on screen.
+export function withLiveText(markdown, text) {
+  const heading = markdown.lastIndexOf("## Assistant (");
+  const empty = heading < 0 ? -1 : markdown.indexOf(NO_TEXT, heading);
+  if (empty < 0 || !text) return markdown;
+  const note = "\n\n*(still being written when exported)*";
+  return markdown.slice(0, empty) + text + note + markdown.slice(empty + NO_TEXT.length);
+}
+
+// The file name a Content-Disposition header gives, or `fallback`.
+export function attachmentName(disposition, fallback) {
+  return /filename="([^"]+)"/.exec(disposition ?? "")?.[1] ?? fallback;
+}

@@ -74,6 +74,8 @@ export function renameInPlace({ target, title, save, returnFocus = null, classNa
       if (refused !== null && input.value === refused) finish(null, { focus: false });
       else commit({ focus: false });
     });
+    // As tall as what it stands in for: the list under a renamed item does not jump.
+    form.style.minHeight = `${target.getBoundingClientRect().height}px`;
     target.hidden = true;
     target.after(form);
     input.focus();
