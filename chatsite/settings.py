@@ -392,7 +392,13 @@ if CHAT_FILES_S3_BUCKET:
     }
 STORAGES: dict[str, Any] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Production serves what collectstatic wrote (`make serve-prod` runs it first): hashed
+    # names, cached for a year. DEBUG serves the source files as they are edited.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "chatsite.staticfiles.HashedStaticFilesStorage"
+    },
     "attachments": _ATTACHMENTS_STORAGE,
 }
 
