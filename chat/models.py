@@ -207,6 +207,9 @@ class ApiToken(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Django would say "Api token(s)".
+        verbose_name = "API token"
+        verbose_name_plural = "API tokens"
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
