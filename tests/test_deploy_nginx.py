@@ -377,8 +377,19 @@ def test_static_files_are_served_by_nginx(site: Site):
         assert response.getheader("Server", "").startswith("nginx")
         assert response.getheader("ETag") and response.getheader("Last-Modified")
         assert response.getheader("X-Request-ID") is None  # no worker answered
+        assert response.getheader("Cache-Control") == "max-age=60"
     missing, _ = request(connection, "GET", "/static/nope.js")
     assert missing.status == 404 and missing.getheader("X-Request-ID") is None
+
+    # The page names its files by their hashed names: those are kept for a year.
+    _, page = request(connection, "GET", "/")
+    script = re.search(rb'src="(/static/chat/chat\.[0-9a-f]{12}\.js)"', page)
+    assert script, page[:500]
+    response, body = request(connection, "GET", script[1].decode())
+    assert response.status == 200 and response.getheader("Server", "").startswith("nginx")
+    assert body == (site.static_root / script[1].decode().removeprefix("/static/")).read_bytes()
+    assert response.getheader("Cache-Control") == "max-age=315360000, public, immutable"
+    assert response.getheader("X-Request-ID") is None
 
 
 def test_an_oversized_body_is_refused_by_nginx(site: Site):

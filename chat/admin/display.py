@@ -15,10 +15,10 @@ from chat.spend.reports import ANONYMOUS
 
 Status = Message.Status
 
-# Colours readable on the admin's light and dark themes (white text on each).
+# Colours readable on the admin's light and dark themes (white text on each, WCAG AA).
 STATUS_COLOURS: dict[str, str] = {
     Status.COMPLETED: "#2e7d32",
-    Status.INCOMPLETE: "#b26a00",
+    Status.INCOMPLETE: "#8a5300",
     Status.FAILED: "#c62828",
     Status.CANCELLED: "#616161",
     Status.PENDING: "#1565c0",

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.browser.axe import assert_accessible
 from tests.browser.conftest import ROOT, LiveServer, _browser_page, _free_port, live_server
 
 pytestmark = pytest.mark.browser
@@ -105,3 +106,24 @@ def test_message_list_shows_money_in_one_format(admin_page: Page) -> None:
     expect(page.locator("#result_list")).to_contain_text("$12.35")
     expect(page.locator("#result_list")).to_contain_text("$0.000176")
     expect(page.locator("#result_list")).to_contain_text("123,456 → 65,432")
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_usage_dashboard_and_the_admin_have_no_serious_violation(
+    admin_page: Page, scheme: str
+) -> None:
+    """axe-core (tests/browser/axe.py) on the usage dashboard and the admin's index."""
+    page = admin_page
+    page.emulate_media(color_scheme=scheme)
+    page.goto("/admin/chat/message/usage/")
+    expect(page.locator("svg").first).to_be_visible()
+    assert_accessible(page, f"usage dashboard ({scheme})")
+    page.goto("/admin/")
+    assert_accessible(page, f"admin index ({scheme})")
+
+
+def test_api_tokens_are_named_so(admin_page: Page) -> None:
+    page = admin_page
+    page.goto("/admin/")
+    expect(page.get_by_role("link", name="API tokens", exact=True)).to_be_visible()
+    expect(page.get_by_text("Api tokens", exact=True)).to_have_count(0)

@@ -54,13 +54,14 @@ export class ReplyView {
   constructor(model) {
     this.markdown = el("div", { class: "markdown", "aria-busy": "false" });
     this.details = el("p", { class: "details" });
+    this.switch = el("div", { class: "reply-versions" }); // ‹ 1/2 ›, first: it never moves
     this.actions = el("div", { class: "message-actions" });
     this.notices = el("div", { class: "notices" });
     this.parts = new PartsView(); // thinking and tool cards, above the answer
     this.item = el("li", { class: "message message-assistant", "data-role": "assistant" }, [
       el("span", { class: "role", text: "Assistant" }),
       el("div", { class: "bubble" }, [this.parts.box, this.markdown, this.parts.sources]),
-      el("div", { class: "reply-foot" }, [this.details, this.actions]),
+      el("div", { class: "reply-foot" }, [this.switch, this.details, this.actions]),
       this.notices,
     ]);
     this.model = model;
@@ -117,6 +118,14 @@ export class ReplyView {
     });
   }
 
+  // The reply's words as a screen reader should hear them: the rendered text, without
+  // markdown marks or the buttons' names.
+  spokenText() {
+    const copy = this.markdown.cloneNode(true);
+    for (const button of copy.querySelectorAll("button")) button.remove();
+    return copy.textContent.replace(/\s+/g, " ").trim();
+  }
+
   finish(data, text = this.text) {
     this.parts.fold();
     this.text = text;
@@ -164,10 +173,11 @@ export class ReplyView {
     });
   }
 
-  // The turn's controls (versions, Regenerate: thread.js decides), then Copy once the
-  // reply has text and is done.
-  setTurnActions(nodes) {
+  // The turn's controls (turn-view.js decides): its version switch, at the start of the
+  // foot, and its buttons (Regenerate), followed by Copy once the reply is done.
+  setTurnActions(nodes, versionSwitch = null) {
     this.turnActions = nodes;
+    setChildren(this.switch, versionSwitch ? [versionSwitch] : []);
     this.renderActions();
   }
 

@@ -88,6 +88,7 @@ export class TurnView {
     const shown = versions.shownVersion;
     const replyDone = shown.reply?.id != null && Boolean(this.reply?.finished);
     const reply = [];
+    let versionSwitch = null;
     if (versions.count > 1) {
       this.position.replaceChildren(
         el("span", { "aria-hidden": "true", text: versions.label }),
@@ -97,10 +98,10 @@ export class TurnView {
       const frozen = this.requesting || (last && busy);
       this.previous.disabled = frozen || !versions.canStep(-1);
       this.next.disabled = frozen || !versions.canStep(1);
-      reply.push(this.switcher);
+      versionSwitch = this.switcher;
     }
     if (changeable && replyDone) reply.push(this.regenerate);
-    this.reply?.setTurnActions(reply);
+    this.reply?.setTurnActions(reply, versionSwitch);
     if (this.user) setChildren(this.user.actions, changeable && shown.user ? [this.edit] : []);
   }
 

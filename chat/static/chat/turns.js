@@ -135,7 +135,11 @@ export class Turns {
       view.text = turn.text;
       view.finish(data);
       this.end(turn); // after finish: what listens for the change sees the finished reply
-      announce(data.status === "cancelled" ? "Reply stopped." : "Reply finished.");
+      // Said once, whole, when it is done: the transcript itself is not a live region, so
+      // a screen reader is not read each piece of a reply as it is redrawn.
+      const spoken = view.spokenText();
+      if (data.status === "cancelled") announce("Reply stopped.");
+      else announce(spoken ? `Reply finished. ${spoken}` : "Reply finished.");
       this.hooks.settled(turn);
     });
     // The stream's own `error` event (a MessageEvent with data) and EventSource's connection
