@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.axe import assert_accessible
 from tests.browser.conftest import Identity, LiveServer
+from tests.browser.test_versions_page import finished
 
 pytestmark = pytest.mark.browser
 
@@ -43,13 +44,6 @@ def screen(browser: Any, url: str, viewport: dict[str, int], scheme: str) -> Ite
     assert not errors, f"JavaScript errors on the page: {errors}"
 
 
-def send_and_wait(page: Page, text: str) -> None:
-    box = page.get_by_label("Message", exact=True)
-    box.fill(text)
-    box.press("Enter")
-    expect(page.locator(".message-assistant").last).to_have_attribute("data-state", "completed")
-
-
 @pytest.mark.parametrize(("viewport", "scheme"), SCREENS)
 def test_the_chat_page_has_no_serious_violation(
     browser: Any, chat_server: LiveServer, viewport: dict[str, int], scheme: str
@@ -59,7 +53,7 @@ def test_the_chat_page_has_no_serious_violation(
         expect(page.get_by_label("Message", exact=True)).to_be_enabled()
         assert_accessible(page, "empty chat page")
 
-        send_and_wait(page, "Show me some code, with **markdown**")
+        finished(page, "Show me some code, with **markdown**")
         assert_accessible(page, "with a conversation")
 
         if viewport is PHONE:  # the conversation list is a drawer behind ☰
@@ -132,7 +126,7 @@ def test_every_control_is_reached_by_tab_with_its_focus_visible(
     page: Page, chat_server: LiveServer
 ) -> None:
     page.goto("/")
-    send_and_wait(page, "Keyboard only")
+    finished(page, "Keyboard only")
     page.locator("body").click(position={"x": 5, "y": 790})  # focus back at the page
     page.evaluate("document.activeElement.blur()")
     reached = []
@@ -176,7 +170,7 @@ def test_a_streaming_reply_is_announced_politely_once(page: Page, chat_server: L
     page.goto("/")
     expect(page.locator("#announcer")).to_have_attribute("aria-live", "polite")
     page.evaluate(RECORD_ANNOUNCEMENTS)
-    send_and_wait(page, "Announce this reply")
+    finished(page, "Announce this reply")
     assert page.evaluate("window.__liveHoldsTranscript") is False
     said = [text for text in page.evaluate("window.__said") if text]
     deltas = page.evaluate("document.querySelector('.message-assistant .markdown').textContent")

@@ -16,6 +16,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import LiveServer
 from tests.browser.test_accessibility import PHONE, screen
 from tests.browser.test_chat_page import conversation_id, last_reply, partial_reply, send
+from tests.browser.test_versions_page import finished
 
 pytestmark = pytest.mark.browser
 
@@ -23,11 +24,6 @@ LONG = (
     "Please explain, step by step and with plenty of examples, how a guidance computer "
     "schedules its jobs when the radar overloads it"
 )
-
-
-def finished(page: Page, text: str) -> None:
-    send(page, text)
-    expect(last_reply(page)).to_have_attribute("data-state", "completed")
 
 
 def box(page: Page, selector: str) -> dict[str, float]:
