@@ -294,6 +294,7 @@ def app_env(
         ALLOWED_HOSTS=HOST,
         DATABASE_URL=f"sqlite:///{db_path}",
         MEDIA_ROOT=str(db_path.parent / "media"),
+        STATIC_ROOT=str(db_path.parent / "static"),
         OPENAI_BASE_URL=f"http://{HOST}:{upstream_port}/v1",
         OPENAI_API_KEY="x",
         CHAT_PROVIDER="openai",
@@ -700,13 +701,15 @@ def check_recorded(db_path: Path | str, outcomes: list[Outcome], scenario: Scena
 
 
 def migrate(env: dict[str, str]) -> None:
-    """`manage.py migrate`, quietly, on the database `env` names."""
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
-        env=env,
-        cwd=ROOT,
-        check=True,
-    )
+    """`manage.py migrate` on the database `env` names, then `collectstatic` as `make
+    serve-prod` runs it (DEBUG off, pages name the collected files), quietly."""
+    for command in ("migrate", "collectstatic"):
+        subprocess.run(
+            [sys.executable, "manage.py", command, "--no-input", "-v", "0"],
+            env=env,
+            cwd=ROOT,
+            check=True,
+        )
 
 
 def seed(env: dict[str, str], messages: int) -> float:
