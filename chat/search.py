@@ -15,6 +15,7 @@ from chat.text import plain_text
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 SNIPPET_CHARS = 160
+SNIPPET_LEAD = 30
 
 
 def query_words(q: str) -> list[str]:
@@ -79,7 +80,8 @@ def snippet(text: str, words: list[str], width: int = SNIPPET_CHARS) -> str:
     flat = plain_text(text)
     lowered = flat.lower()
     positions = [p for p in (lowered.find(w.lower()) for w in words) if p >= 0]
-    start = max(0, min(positions) - width // 3) if positions else 0
+    # A little before the match: the list shows two lines of it, the match among them.
+    start = max(0, min(positions) - SNIPPET_LEAD) if positions else 0
     if start:  # back to the start of the word it fell in
         start = flat.rfind(" ", 0, start + 1) + 1
     end = start + width

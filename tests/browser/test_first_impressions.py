@@ -121,6 +121,9 @@ def test_search_marks_the_words_in_a_plain_text_snippet(page: Page) -> None:
     first = text.removeprefix("…").split()[0]
     assert re.fullmatch(r"[\w“”\"'(—-]+[.,:;!?]?", first), first
     expect(snippet.locator("mark")).to_have_text(["sourdough"])
+    # Within the two lines the list shows of the snippet, not cut off after them.
+    shown, mark = box(page, ".conversation-snippet"), box(page, ".conversation-snippet mark")
+    assert mark["y"] + mark["height"] <= shown["y"] + shown["height"] + 1, (shown, mark)
 
 
 def test_the_list_is_grouped_by_day(page: Page, chat_server: LiveServer) -> None:
