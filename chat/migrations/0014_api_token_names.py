@@ -6,7 +6,7 @@ from django.db import migrations
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('chat', '0012_attachments'),
+        ('chat', '0013_tool_prices'),
     ]
 
     operations = [
