@@ -102,6 +102,12 @@ class Message(models.Model):
     # When a worker started streaming it: a deferred turn may wait long before that, so
     # staleness is measured from here, not from `created_at`.
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # Who produces it (`chat.turns.workers`: host, process and boot) and until when its
+    # lease holds: a turn whose producer stopped renewing is finished by another worker,
+    # or by the same process restarted, within seconds. Nullable: added to a big table
+    # without rewriting it (SQLite rebuilds a table for a NOT NULL column).
+    worker = models.CharField(max_length=120, null=True, blank=True)  # noqa: DJ001
+    lease_until = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # Regenerate and edit make a new version of the last turn (a user row and its reply).
     # Earlier versions stay, billed and in the admin, but are never sent as context again.

@@ -26,7 +26,13 @@ django.setup(set_prefix=False)
 from chat import seams  # noqa: E402
 from chat.files.receiving import upload_receive  # noqa: E402
 from chat.llm import client as _sdk  # noqa: E402, F401  (the SDK now, not on the first turn)
-from chat.turns import turns_shutdown, turns_sweep_stale  # noqa: E402
+from chat.turns import (  # noqa: E402
+    lapsed_sweep_seconds,
+    turns_recover_at_startup,
+    turns_recover_lapsed,
+    turns_shutdown,
+    turns_sweep_stale,
+)
 
 seams.check_connections_at_request_end_only()
 django_application = seams.asgi_handler()
@@ -41,17 +47,28 @@ CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")
 UPLOAD_PATH = API_PREFIX + "files"
 
 
+async def _startup() -> None:
+    await turns_recover_at_startup()
+    await turns_sweep_stale(when="at start-up")
+
+
 async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable) -> None:
     if scope["type"] == "lifespan":
-        # Every worker, before it accepts requests and then now and then, marks the turns a
-        # dead worker left `incomplete` (idempotent, so N workers doing it is harmless); at
-        # shutdown, streams the server cancelled record themselves.
+        # Every worker, before it accepts requests and then now and then, finishes the turns
+        # a dead worker left (its own previous life's at once, others' when their lease
+        # lapses; idempotent, so N workers doing it is harmless); at shutdown, its running
+        # turns finish or are recorded as interrupted.
         await lifespan(
             receive,
             send,
-            startup=functools.partial(turns_sweep_stale, when="at start-up"),
-            periodic=functools.partial(turns_sweep_stale, when="in the periodic sweep"),
-            every=settings.CHAT_STALE_SWEEP_SECONDS,
+            startup=_startup,
+            periodic=[
+                (turns_recover_lapsed, lapsed_sweep_seconds()),
+                (
+                    functools.partial(turns_sweep_stale, when="in the periodic sweep"),
+                    settings.CHAT_STALE_SWEEP_SECONDS,
+                ),
+            ],
             shutdown=turns_shutdown,
         )
         return

@@ -337,6 +337,16 @@ CHAT_CLIENT_IP_HEADER = env.str("CHAT_CLIENT_IP_HEADER", default="")
 CHAT_STALE_TURN_SECONDS = env.int("CHAT_STALE_TURN_SECONDS", default=3600)
 # How often each worker sweeps for such turns while it runs (0 = only at start-up).
 CHAT_STALE_SWEEP_SECONDS = env.float("CHAT_STALE_SWEEP_SECONDS", default=300.0)
+# A worker producing a turn holds a lease on it, renewed every third of this while it
+# streams (in Redis with REDIS_URL, else on the row, with the text so far); a turn whose
+# lease lapsed is finished by any worker as `incomplete` (error `interrupted`), its usage
+# estimated. The stale sweep above is the safety net behind it.
+CHAT_LEASE_SECONDS = env.float("CHAT_LEASE_SECONDS", default=6.0)
+if CHAT_LEASE_SECONDS <= 0:
+    raise ImproperlyConfigured("CHAT_LEASE_SECONDS must be more than 0.")
+# At shutdown (SIGTERM), how long the turns still running may take to finish before they
+# are recorded as interrupted.
+CHAT_SHUTDOWN_SECONDS = env.float("CHAT_SHUTDOWN_SECONDS", default=20.0)
 
 # --- Attachments (chat/files/; README "Attachments") --------------------------------------
 # Bytes stored per file (after re-encoding an image), files per message, and bytes a

@@ -37,8 +37,7 @@ class Server:
                 self.inbox.get,
                 self.send,
                 startup=self.hook("startup"),
-                periodic=self.hook("periodic"),
-                every=every,
+                periodic=[(self.hook("periodic"), every)],
                 shutdown=self.hook("shutdown"),
             )
         )

@@ -9,13 +9,13 @@ recorded here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
 
 from chat.ops import metrics
 
-Hook = Callable[[], Awaitable[None]]
+Hook = Callable[[], Awaitable[object]]
 
 
 async def lifespan(
@@ -23,24 +23,25 @@ async def lifespan(
     send: ASGISendCallable,
     *,
     startup: Hook,
-    periodic: Hook,
-    every: float,
+    periodic: Sequence[tuple[Hook, float]],
     shutdown: Hook,
 ) -> None:
     """One ASGI lifespan: `startup` before the worker accepts requests (the server waits
-    for it), `periodic` every `every` seconds while it serves (never when `every` is 0),
-    and `shutdown` once the server has stopped serving, before the event loop closes."""
-    repeating: asyncio.Task[None] | None = None
+    for it), each `(hook, every)` of `periodic` every `every` seconds while it serves
+    (never when `every` is 0), and `shutdown` once the server has stopped serving, before
+    the event loop closes."""
+    repeating: list[asyncio.Task[None]] = []
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await startup()
-            if every > 0:
-                repeating = asyncio.create_task(_repeat(periodic, every))
+            repeating = [
+                asyncio.create_task(_repeat(hook, every)) for hook, every in periodic if every > 0
+            ]
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            if repeating is not None:
-                repeating.cancel()
+            for task in repeating:
+                task.cancel()
             await shutdown()
             metrics.worker_exited()
             await send({"type": "lifespan.shutdown.complete"})

@@ -7,6 +7,8 @@
                                                           # the row in a shielded `finally`
 
 `control.py` stops turns (Stop, shutdown, stale sweep); `selectors.py` reads them back.
+A producing worker holds a lease on its turn (`lease.py`); when it dies, another worker or
+its own restart finishes the turn within seconds (`recover.py`).
 Database work is O(1) per turn: one transaction to start, one to claim (deferred turns),
 one to finish; turns that start or finish at the same moment share their start or finish
 transaction (`chat.turns.batching`). Nothing touches the database per token.
@@ -18,6 +20,7 @@ lifespan import what they use from here, never from the modules behind it.
 from chat.turns.control import turn_cancel, turns_expire_stale, turns_shutdown, turns_sweep_stale
 from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.log import TurnLog
+from chat.turns.recover import lapsed_sweep_seconds, turns_recover_at_startup, turns_recover_lapsed
 from chat.turns.selectors import (
     UNFINISHED,
     message_usage,
@@ -36,6 +39,7 @@ __all__ = [
     "Turn",
     "TurnLog",
     "choose_model",
+    "lapsed_sweep_seconds",
     "message_usage",
     "shown_parts",
     "stored_end_data",
@@ -52,6 +56,8 @@ __all__ = [
     "turn_start",
     "turn_stream",
     "turns_expire_stale",
+    "turns_recover_at_startup",
+    "turns_recover_lapsed",
     "turns_shutdown",
     "turns_sweep_stale",
 ]

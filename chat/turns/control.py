@@ -20,30 +20,44 @@ from chat.models import Message
 from chat.spend.ledger import message_finalize
 from chat.turns import batching, relay
 from chat.turns.finish import release_connection
+from chat.turns.recover import turn_interrupt
 
 logger = logging.getLogger("chat")
 Status = Message.Status
+STALE = "The server stopped before this reply was finished."
 
-# How long shutdown waits for this process's turns to be recorded, and then for the
+# How long shutdown waits for the turns it interrupted to be recorded, and then for the
 # writes still queued for them.
 SHUTDOWN_DRAIN_SECONDS = 10.0
 
 # Turns being streamed by this process, so shutdown can wait until each row is finished.
 in_flight: set[str] = set()  # the stop keys of the turns this process streams
+# Those of them that shutdown stopped: recorded `incomplete` (`interrupted`), not
+# `cancelled`, since nobody asked for them to stop.
+interrupting: set[str] = set()
 
 
-async def turns_drain(*, timeout: float) -> int:
-    """Stop every turn this process is still streaming and wait (up to `timeout` s) until
-    each is recorded (`cancelled`, partial text kept); returns how many are left. For
-    server shutdown, after the server's own grace period: uvicorn cancels only its own
-    task, not the one Django streams in, so without this the event loop would close
-    under a running stream and leave its row `streaming`."""
-    for stop_key in list(in_flight):
-        relay.request_stop(stop_key)
+async def _in_flight_after(timeout: float) -> int:
+    """Wait (up to `timeout` s) for this process's turns to be recorded; how many are left."""
     deadline = time.monotonic() + timeout
     while in_flight and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return len(in_flight)
+
+
+async def turns_drain(*, deadline: float, timeout: float = SHUTDOWN_DRAIN_SECONDS) -> int:
+    """Let the turns this process still streams finish for up to `deadline` s, then
+    interrupt the rest and wait (up to `timeout` s) until each is recorded (`incomplete`,
+    error `interrupted`, text and estimated usage kept); returns how many are left. For
+    server shutdown, after the server's own grace period: uvicorn waits for its
+    connections, not for detached turns, and cancels only its own task, not the one
+    Django streams in, so without this the event loop would close under running turns."""
+    if not await _in_flight_after(deadline):
+        return 0
+    for stop_key in list(in_flight):
+        interrupting.add(stop_key)
+        relay.request_stop(stop_key)
+    return await _in_flight_after(timeout)
 
 
 def cancel_key(conversation_id: uuid.UUID, message_id: int) -> str:
@@ -87,18 +101,20 @@ def turns_expire_stale(*, older_than: timedelta) -> int:
         Q(claimed_at__lt=cutoff) | Q(claimed_at__isnull=True, created_at__lt=cutoff)
     )
     never_opened = Q(status=Status.PENDING, created_at__lt=cutoff)
-    stale = Message.objects.filter(claimed_long_ago | never_opened).values_list("pk", flat=True)
-    expired = sum(
-        message_finalize(
-            message_id,
+    stale = Message.objects.filter(claimed_long_ago | never_opened).select_related("conversation")
+    expired = 0
+    for row in list(stale):
+        if row.status == Status.STREAMING:  # the model was called: usage is estimated
+            expired += turn_interrupt(row, reason="stale", message=STALE).finished
+            continue
+        expired += message_finalize(
+            row.pk,
             status=Status.INCOMPLETE,
             finish_reason="stale",
             error_type="stale",
-            error_message="The server stopped before this reply was finished.",
+            error_message=STALE,
             finished_at=now,
         )
-        for message_id in list(stale)
-    )
     # Run at start-up, outside any request: nothing else would ever close this connection.
     release_connection()
     return expired
@@ -118,10 +134,11 @@ async def turns_sweep_stale(*, when: str) -> None:
 
 
 async def turns_shutdown(*, timeout: float = SHUTDOWN_DRAIN_SECONDS) -> None:
-    """At server shutdown: streams the server gave up waiting for were just cancelled; let
-    them record themselves (`cancelled`, partial text) before the event loop goes away,
-    then wait for starts and finishes still queued for a group write (`batching`)."""
-    left = await turns_drain(timeout=timeout)
+    """At server shutdown: turns still running get `CHAT_SHUTDOWN_SECONDS` to finish, the
+    rest are recorded as interrupted before the event loop goes away; then wait for starts
+    and finishes still queued for a group write (`batching`). A turn left unrecorded even
+    so is finished by the next start-up on this host (`chat.turns.recover`)."""
+    left = await turns_drain(deadline=settings.CHAT_SHUTDOWN_SECONDS, timeout=timeout)
     if left:
         logger.warning("%s replies still unfinished at shutdown", left)
     if not await batching.settled(timeout=timeout):

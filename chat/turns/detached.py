@@ -19,20 +19,17 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.utils import timezone
 
 from chat.models import Message
 from chat.runtime import PerLoop, spawn
 from chat.spend import limits
-from chat.spend.ledger import message_finalize
 from chat.streams import StreamEvent, error_event
-from chat.text import storable
 from chat.turns import log as turn_log
 from chat.turns import relay
 from chat.turns.control import cancel_key
 from chat.turns.log import TurnLog, log_key
+from chat.turns.recover import turn_recover
 from chat.turns.selectors import stream_url
 from chat.turns.start import Turn
 from chat.turns.stream import turn_stream
@@ -171,21 +168,17 @@ def _interrupted_event() -> StreamEvent:
 
 
 async def _interrupted(log: TurnLog) -> None:
-    """The worker producing `log` stopped answering: readers get a final `error`, and the
-    row is kept as far as it got, `incomplete` (the stale sweep would mark it so later)."""
+    """The worker producing `log` stopped answering: the row is finished as far as it got
+    (`incomplete`, usage estimated, counted once whoever gets there first), and readers
+    get a final `error` with what was recorded."""
     message_id = int(log.key.rsplit(":", 1)[1])
-    with contextlib.suppress(Exception):
-        await sync_to_async(message_finalize)(
-            message_id,
-            unfinished=[Status.STREAMING],
-            status=Status.INCOMPLETE,
-            content=storable(turn_log.log_text(log)),
-            finish_reason="interrupted",
-            error_type="interrupted",
-            error_message="The server writing this reply stopped before it was finished.",
-            finished_at=timezone.now(),
-        )
-    log.append(_interrupted_event())
+    data = None
+    with contextlib.suppress(Exception):  # the database is down: readers still get an end
+        data = await turn_recover(message_id=message_id, text=turn_log.log_text(log))
+    if data is None:
+        log.append(_interrupted_event())
+    else:  # what was recorded (the producer may have finished it after all)
+        log.append(StreamEvent("error" if "error" in data else "end", data))
 
 
 async def turn_log_find(*, message: Message) -> TurnLog | None:

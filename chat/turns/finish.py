@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from chat import llm
+from chat.errors import error_detail
 from chat.llm import Finished, ProviderError, Usage
 from chat.models import Message, ModelPrice
 from chat.ops import metrics
@@ -29,6 +30,7 @@ from chat.turns.start import Turn
 
 logger = logging.getLogger("chat")
 Status = Message.Status
+INTERRUPTED = "The server writing this reply stopped before it was finished."
 
 
 def release_connection() -> None:
@@ -53,12 +55,17 @@ async def turn_finish(
     parts: Sequence[dict[str, Any]] = (),
     rounds: Sequence[Finished] = (),
     unfinished_round_text: str | None = None,
+    interrupted: bool = False,
 ) -> EndData:
     """Record the outcome, usage and cost of a turn; returns the `end`/`error` event data.
     `rounds` are its model calls that finished (each with usage); `finished` is the last,
     with their sum, when the turn ended well. A turn cut short still counts the calls
-    that finished, and an estimate for the one under way when it wrote text."""
-    if error is not None:
+    that finished, and an estimate for the one under way when it wrote text.
+    `interrupted`: stopped by this server's shutdown, not by anyone who asked: kept as
+    `incomplete` with error `interrupted`, as a turn whose worker died is."""
+    if interrupted:
+        status = Status.INCOMPLETE
+    elif error is not None:
         status = Status.FAILED
     elif finished is not None:
         status = Status(finished.status)
@@ -83,6 +90,7 @@ async def turn_finish(
             duration_ms=duration_ms,
             parts=list(parts),
             rounds=list(rounds),
+            interrupted=interrupted,
         )
     )
     upstream_request_id = (finished.request_id if finished else "") or (
@@ -144,6 +152,7 @@ class _Finish:
     duration_ms: int
     parts: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[Finished] = field(default_factory=list)
+    interrupted: bool = False
 
 
 def _turns_finish(finishes: list[_Finish]) -> list[EndData | Exception]:
@@ -189,17 +198,22 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, list[dict[str, Any
         _round(r, price, priced_searches, now, calls[i] if i < len(calls) else [])
         for i, r in enumerate(finish.rounds)
     ]
+    detail = error.detail() if error else None
+    if finish.interrupted:
+        detail = error_detail("interrupted", INTERRUPTED)
     fields: dict[str, Any] = {
         "content": storable(finish.text),
         "status": finish.status,
-        "finish_reason": finished.finish_reason if finished else "",
+        "finish_reason": "interrupted"
+        if finish.interrupted
+        else (finished.finish_reason if finished else ""),
         "response_id": finished.response_id if finished else "",
         "ttft_ms": finish.ttft_ms,
         "duration_ms": finish.duration_ms,
         "cost": cost,
         "finished_at": now,
-        "error_type": error.error_type if error else "",
-        "error_message": storable(error.message) if error else "",
+        "error_type": detail["type"] if detail else "",
+        "error_message": storable(detail["message"]) if detail else "",
         # Text only and one model call: `content` and the row's usage say it all.
         "parts": finish.parts if rich else None,
         "rounds": rounds if rich or len(rounds) > 1 else None,
@@ -220,7 +234,7 @@ def _finish(finish: _Finish, now: datetime) -> tuple[EndData, list[dict[str, Any
         cost=cost,
         ttft_ms=finish.ttft_ms,
         duration_ms=finish.duration_ms,
-        error=error.detail() if error else None,
+        error=detail,
         retry_after=error.retry_after if error else None,
     )
     return data, fields["rounds"] or []

@@ -77,7 +77,7 @@ def turn_replay(message: Message) -> list[StreamEvent]:
         events += part_events(message.parts)
     elif message.content:
         events.append(StreamEvent("delta", {"text": message.content}))
-    kind: EventType = "error" if message.status == Status.FAILED else "end"
+    kind: EventType = "error" if ends_in_error(message) else "end"
     events.append(StreamEvent(kind, stored_end_data(message)))
     return events
 
@@ -127,6 +127,14 @@ def stored_end_data(message: Message) -> EndData:
         ttft_ms=message.ttft_ms,
         duration_ms=message.duration_ms,
         error=error_detail(message.error_type, message.error_message)
-        if message.status == Status.FAILED
+        if ends_in_error(message)
         else None,
+    )
+
+
+def ends_in_error(message: Message) -> bool:
+    """Whether a finished turn's last event is an `error`: it failed, or its producer
+    stopped before it was done (`interrupted`, though `incomplete` with its text)."""
+    return message.status == Status.FAILED or (
+        message.status == Status.INCOMPLETE and message.error_type == "interrupted"
     )

@@ -23,6 +23,7 @@ from chat.runtime import committed
 from chat.spend.ledger import message_finalize
 from chat.text import title_from
 from chat.turns.batching import Batcher
+from chat.turns.workers import lease_until, worker_id
 
 Status = Message.Status
 
@@ -208,6 +209,7 @@ def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatE
 
 def _messages(plan: _Plan, provider_name: str) -> list[Message]:
     start = plan.start
+    now = timezone.now()
     return [
         Message(
             conversation=plan.conversation,
@@ -219,7 +221,9 @@ def _messages(plan: _Plan, provider_name: str) -> list[Message]:
             conversation=plan.conversation,
             role=Message.Role.ASSISTANT,
             status=Status.PENDING if start.defer else Status.STREAMING,
-            claimed_at=None if start.defer else timezone.now(),
+            claimed_at=None if start.defer else now,
+            worker=None if start.defer else worker_id(),
+            lease_until=None if start.defer else lease_until(now),
             provider=provider_name,
             api=start.api,
             model=plan.model,
@@ -317,15 +321,20 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
 
 
 async def _claim(message: Message) -> Turn | None:
-    api = as_api(message.api)  # stored from `choose_api`, so always one of them
+    now = timezone.now()
     won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
-        status=Status.STREAMING, claimed_at=timezone.now()
+        status=Status.STREAMING, claimed_at=now, worker=worker_id(), lease_until=lease_until(now)
     )
     if not won:
         return None
-    context, attached = await sync_to_async(_context)(
-        message.conversation_id, before=message.pk, api=api
-    )
+    return await sync_to_async(turn_of)(message)
+
+
+def turn_of(message: Message) -> Turn:
+    """The `Turn` of a claimed assistant row (its conversation selected with it), with its
+    context read back: to produce it, or to estimate what a lost producer was billed."""
+    api = as_api(message.api)  # stored from `choose_api`, so always one of them
+    context, attached = _context(message.conversation_id, before=message.pk, api=api)
     conversation = message.conversation
     return Turn(
         conversation_id=message.conversation_id,

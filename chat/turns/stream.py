@@ -21,8 +21,10 @@ from chat.models import Message
 from chat.runtime import shielded, spawn
 from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
-from chat.turns.control import cancel_key, in_flight
+from chat.turns.control import cancel_key, in_flight, interrupting
 from chat.turns.finish import ms_since, release_connection, turn_finish, usage_estimate
+from chat.turns.lease import lease_hold, lease_release
+from chat.turns.log import log_key
 from chat.turns.rounds import BudgetReached, ReplyParts, ToolFinished, ToolStarted, turn_rounds
 from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
@@ -48,10 +50,17 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     ttft_ms: int | None = None
     finished: Finished | None = None
     error: ProviderError | None = None
-    stopped = False
+    stopped = interrupted = False
     outcome: EndData | None = None
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     in_flight.add(stop_key)
+    # Renewed while it streams, with `parts` checkpointed: if this process dies, another
+    # (or this one restarted) finishes the row within seconds (`chat.turns.recover`).
+    lease_hold(
+        message_id=turn.message_id,
+        parts=parts,
+        log_key=log_key(turn.conversation_id, turn.message_id),
+    )
     try:
         # Inside the `try`: a consumer that leaves at this very first event still gets
         # the row finished.
@@ -142,6 +151,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         error = exc
     except relay.StopRequested:
         stopped = True
+        interrupted = stop_key in interrupting
     except Exception:
         # A bug or an upstream that breaks the protocol in a way we did not foresee: the
         # turn failed (not "cancelled") and the client gets a final error event.
@@ -160,16 +170,16 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                     finished=finished,
                     error=error,
                     stopped=stopped or (finished is None and error is None),
+                    interrupted=interrupted,
                     ttft_ms=ttft_ms,
                     duration_ms=ms_since(started),
                 )
             )
         finally:
             in_flight.discard(stop_key)
-    if error is not None:
-        yield StreamEvent("error", outcome)
-    else:
-        yield StreamEvent("end", outcome)
+            interrupting.discard(stop_key)
+            lease_release(turn.message_id)
+    yield StreamEvent("error" if "error" in outcome else "end", outcome)
 
 
 def tool_call_data(call: ToolCall, *, runner: str) -> dict[str, str]:

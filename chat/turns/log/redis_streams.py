@@ -106,6 +106,29 @@ async def watched_elsewhere(keys: list[str]) -> set[str]:
     return {key for key, value in zip(keys, values, strict=True) if value}
 
 
+async def worker_lease_renew(worker: str, seconds: float) -> None:
+    """Say that `worker` is alive, and so are the turns it produces (`chat.turns.lease`)."""
+    await redis_client().set(
+        _redis_key(f"chat:worker:{worker}", "lease"), b"1", px=int(seconds * 1000)
+    )
+
+
+async def workers_alive(workers: list[str]) -> set[str]:
+    """Which of `workers` renewed their lease in the last `CHAT_LEASE_SECONDS`."""
+    if not workers:
+        return set()
+    keys = [_redis_key(f"chat:worker:{worker}", "lease") for worker in workers]
+    values = await redis_client().mget(keys)
+    return {worker for worker, value in zip(workers, values, strict=True) if value}
+
+
+async def log_text_remote(key: str) -> str:
+    """The text of a turn's deltas as far as they reached its log in Redis ("" if none)."""
+    entries = await redis_client().xrange(_redis_key(key, "log"))
+    events = (decode_sse(fields[b"f"]) for _, fields in entries)
+    return "".join(event.data.get("text", "") for event in events if event.type == "delta")
+
+
 async def log_exists(key: str) -> bool:
     """Whether Redis has a trace of `key`'s log: its frames, or a worker producing it."""
     return bool(await redis_client().exists(_redis_key(key, "log"), _redis_key(key, "alive")))
