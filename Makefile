@@ -14,7 +14,10 @@ DEV_EXTRAS := .[test,bench]
 # The second `make test` pass: the same code on PostgreSQL and Redis (CI=true requires them).
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
-WORKERS ?= 2
+# Several workers share stop requests, limits and turn logs through Redis only: one
+# without REDIS_URL in the environment (a worker refuses to start as one of several
+# without it, chat/ops/workers.py).
+WORKERS ?= $(if $(REDIS_URL),2,1)
 listening = $(BIN)/python -c "import socket; socket.create_connection(('127.0.0.1', $(1)), 2).close()" 2>/dev/null
 
 # pip's own chatter (and the build backend's banners) goes to $(INSTALL_LOG), shown only
@@ -93,8 +96,8 @@ serve-prod: migrate
 	@echo
 	@DEBUG=false $(BIN)/python manage.py chat_doctor --summary http://$(HOST):$(PORT)/ --workers $(WORKERS)
 	@echo
-	@DEBUG=false PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) $(BIN)/uvicorn chatsite.asgi:application \
-		--host $(HOST) --port $(PORT) --workers $(WORKERS) --no-access-log \
+	@DEBUG=false PROMETHEUS_MULTIPROC_DIR=$(METRICS_DIR) WEB_CONCURRENCY=$(WORKERS) \
+		$(BIN)/uvicorn chatsite.asgi:application --host $(HOST) --port $(PORT) --no-access-log \
 		--timeout-graceful-shutdown 20
 
 lint: install

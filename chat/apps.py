@@ -11,9 +11,11 @@ class ChatConfig(AppConfig):
 
         from chat import llm
         from chat.access import accounts, identity  # noqa: F401 (their receivers)
+        from chat.ops.workers import workers_check
         from chat.tools.registry import tools_check
 
         checks.register(tools_check)
+        checks.register(workers_check)
 
         def forget_backend(*, setting: str, **kwargs: object) -> None:
             # The backend is resolved once from settings; tests change them at runtime.

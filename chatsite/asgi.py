@@ -17,6 +17,7 @@ from django.conf import settings
 
 from chat.errors import API_PREFIX, json_errors
 from chat.ops.lifespan import lifespan
+from chat.ops.workers import workers_refuse_unshared
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # What `django.core.asgi.get_asgi_application` does first: the modules below import
@@ -48,6 +49,7 @@ UPLOAD_PATH = API_PREFIX + "files"
 
 
 async def _startup() -> None:
+    workers_refuse_unshared()
     await turns_recover_at_startup()
     await turns_sweep_stale(when="at start-up")
 

@@ -9,12 +9,15 @@ recorded here.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
-from asgiref.typing import ASGIReceiveCallable, ASGISendCallable
+from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent
 
 from chat.ops import metrics
 
+logger = logging.getLogger("chat")
 Hook = Callable[[], Awaitable[object]]
 
 
@@ -27,14 +30,20 @@ async def lifespan(
     shutdown: Hook,
 ) -> None:
     """One ASGI lifespan: `startup` before the worker accepts requests (the server waits
-    for it), each `(hook, every)` of `periodic` every `every` seconds while it serves
-    (never when `every` is 0), and `shutdown` once the server has stopped serving, before
-    the event loop closes."""
+    for it; if it raises, the worker refuses to start, saying why), each `(hook, every)`
+    of `periodic` every `every` seconds while it serves (never when `every` is 0), and
+    `shutdown` once the server has stopped serving, before the event loop closes."""
     repeating: list[asyncio.Task[None]] = []
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            await startup()
+            try:
+                await startup()
+            except Exception as exc:  # refused: say why; the server exits
+                logger.error("refusing to start: %s", exc)
+                # Its `message` left out: logged above, in this service's own format.
+                await send(cast(ASGISendEvent, {"type": "lifespan.startup.failed"}))
+                return
             repeating = [
                 asyncio.create_task(_repeat(hook, every)) for hook, every in periodic if every > 0
             ]
