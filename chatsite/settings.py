@@ -130,10 +130,13 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Redis, or this worker's memory while Redis is down (chat/ops/cache.py).
+            "BACKEND": "chat.ops.cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             # Deployments sharing one Redis keep apart by prefix (tests use their own).
             "KEY_PREFIX": env.str("CHAT_CACHE_PREFIX", default="chatsite"),
+            # An unreachable Redis must fail fast (then degrade), never hang a request.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 2},
         }
     }
 else:
@@ -176,6 +179,9 @@ CHAT_API = env.str("CHAT_API", default="")  # "" = responses for OpenAI, chat ot
 CHAT_MODEL = env.str("CHAT_MODEL", default="")
 CHAT_MODELS = env.list("CHAT_MODELS", default=[])
 CHAT_TIMEOUT = env.float("CHAT_TIMEOUT", default=60.0)
+# A turn whose model sends nothing for this long (before its first token or mid-reply)
+# fails as an upstream timeout, billed for what it was sent; 0 = never.
+CHAT_UPSTREAM_IDLE_SECONDS = env.float("CHAT_UPSTREAM_IDLE_SECONDS", default=CHAT_TIMEOUT)
 CHAT_MAX_RETRIES = env.int("CHAT_MAX_RETRIES", default=2)
 # The SDK's HTTP client: "aiohttp" scales to many concurrent streams; "httpx" is its default.
 CHAT_HTTP_CLIENT = env.str("CHAT_HTTP_CLIENT", default="aiohttp")

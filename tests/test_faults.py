@@ -251,31 +251,11 @@ async def lifespan(*messages: str) -> list[dict]:
     return sent
 
 
-async def test_asgi_shutdown_lets_running_turns_finish_within_the_deadline(upstream, settings):
-    settings.CHAT_SHUTDOWN_SECONDS = 30
+async def shutdown_while_streaming(upstream, *, pause: float) -> tuple[Message, list]:
+    """A direct stream whose upstream pauses for `pause` s after its first text, and the
+    worker shut down meanwhile: the row and the events the client got."""
     script = chat_script(["before shutdown ", "and after"], usage=USAGE)
-    script.insert(2, 0.5)  # still running when shutdown starts
-    upstream.queue(Reply(script=script))
-    request = asyncio.create_task(
-        asgi_request("POST", "/api/chat", body={"message": "hi"}, headers=SSE)
-    )
-    while not (upstream.streams and upstream.streams[0].sent >= 2):
-        await asyncio.sleep(0.01)
-    sent = await lifespan("startup", "shutdown")
-    assert sent[-1] == {"type": "lifespan.shutdown.complete"}
-    row = await only_reply()
-    assert (row.status, row.content) == ("completed", "before shutdown and after")
-    assert (row.output_tokens, row.usage_estimated) == (5, False)
-    events = parse_sse((await asyncio.wait_for(request, 5)).body)
-    assert events[-1][0] == "end" and events[-1][1]["status"] == "completed"
-
-
-async def test_asgi_shutdown_records_turns_past_the_deadline_as_interrupted(
-    upstream, settings, mini_price
-):
-    settings.CHAT_SHUTDOWN_SECONDS = 0.2
-    script = chat_script(["before shutdown ", "never sent"], usage=USAGE)
-    script.insert(2, 3600.0)
+    script.insert(2, pause)
     upstream.queue(Reply(script=script))
     # uvicorn cancels its own task after --timeout-graceful-shutdown; Django's streaming
     # task keeps running, as here, where nobody cancels it.
@@ -286,12 +266,26 @@ async def test_asgi_shutdown_records_turns_past_the_deadline_as_interrupted(
         await asyncio.sleep(0.01)
     sent = await lifespan("startup", "shutdown")
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
-    row = await only_reply()
+    return await only_reply(), parse_sse((await asyncio.wait_for(request, 5)).body)
+
+
+async def test_asgi_shutdown_lets_running_turns_finish_within_the_deadline(upstream, settings):
+    settings.CHAT_SHUTDOWN_SECONDS = 30
+    row, events = await shutdown_while_streaming(upstream, pause=0.5)
+    assert (row.status, row.content) == ("completed", "before shutdown and after")
+    assert (row.output_tokens, row.usage_estimated) == (5, False)
+    assert events[-1][0] == "end" and events[-1][1]["status"] == "completed"
+
+
+async def test_asgi_shutdown_records_turns_past_the_deadline_as_interrupted(
+    upstream, settings, mini_price
+):
+    settings.CHAT_SHUTDOWN_SECONDS = 0.2
+    row, events = await shutdown_while_streaming(upstream, pause=3600.0)
     assert (row.status, row.content) == ("incomplete", "before shutdown ")
     assert (row.error_type, row.finish_reason) == ("interrupted", "interrupted")
     # The upstream was paid for what it sent: an estimate, flagged, with its cost.
     assert row.output_tokens == 4 and row.usage_estimated and row.cost is not None
-    events = parse_sse((await asyncio.wait_for(request, 5)).body)
     assert events[-1][0] == "error" and events[-1][1]["error"]["type"] == "interrupted"
     assert events[-1][1]["status"] == "incomplete"
     assert upstream.streams[0].closed

@@ -60,9 +60,10 @@ def test_a_worker_whose_database_and_cache_are_down_is_alive_but_not_ready(tmp_p
     finally:
         stop(proc)
     assert status == 503
-    assert body["status"] == "unavailable" and body["failed"] == ["database", "cache"]
+    assert body["status"] == "unavailable" and body["failed"] == ["database"]
     assert body["checks"]["database"] == "failed: OperationalError"
-    assert body["checks"]["cache"].startswith("failed: ")
+    # Redis down is not a failure: the worker serves from its own cache (chat/ops/cache.py).
+    assert body["checks"]["cache"] == "degraded"
     # Which host or file failed is for the operator's log, not for whoever probes.
     assert str(tmp_path) not in json.dumps(body)
     assert "readiness check database failed" in (tmp_path / "worker.log").read_text()

@@ -49,11 +49,19 @@ class Workers:
         )
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self) -> str:
+    def start(self, *args: str, **env: str) -> str:
         port = free_port()
         base = f"http://{HOST}:{port}"
-        self.procs[base] = start_worker(self.env, port, "--log-level", "warning")
+        environment = {**self.env, **env}
+        self.procs[base] = start_worker(environment, port, "--log-level", "warning", *args)
         return base
+
+    def terminate(self, base: str) -> None:
+        """SIGTERM, as systemd or a deploy sends it; returns once the process has exited."""
+        proc = self.procs[base]
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down, then raises the signal it caught again: exit by SIGTERM.
+        assert proc.wait(60) in (0, -signal.SIGTERM)
 
     def kill(self, base: str) -> None:
         """`kill -9`: no `finally`, no shutdown; reaped, so its pid is gone."""
@@ -145,12 +153,17 @@ async def assert_recorded_once(row: Message, owner: Any) -> None:
     assert await sync_to_async(ledger_verify)() == []
 
 
-@pytest.mark.asyncio
-async def test_a_killed_workers_restart_finishes_its_turn_at_start_up(workers, fake_upstream):
+async def a_long_turn(fake_upstream: str) -> tuple[str, Any, Any]:
+    """A priced, deferred turn whose reply takes ten seconds: (cookie, owner, turn)."""
     await priced()
     await upstream_control(fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 100})
     cookie, owner = anonymous_visitor()
-    turn = await turn_start(owner=owner, message="hi", defer=True)
+    return cookie, owner, await turn_start(owner=owner, message="hi", defer=True)
+
+
+@pytest.mark.asyncio
+async def test_a_killed_workers_restart_finishes_its_turn_at_start_up(workers, fake_upstream):
+    cookie, owner, turn = await a_long_turn(fake_upstream)
     first = workers.start()
     reader = await claim_and_read(first, turn.message_id, cookie, deltas=5)
     await checkpointed(turn.message_id)
@@ -171,10 +184,7 @@ async def test_a_killed_workers_restart_finishes_its_turn_at_start_up(workers, f
 async def test_another_worker_finishes_a_killed_workers_turn_once_its_lease_lapses(
     workers, fake_upstream
 ):
-    await priced()
-    await upstream_control(fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 100})
-    cookie, owner = anonymous_visitor()
-    turn = await turn_start(owner=owner, message="hi", defer=True)
+    cookie, owner, turn = await a_long_turn(fake_upstream)
     producer, other = workers.start(), workers.start()
     reader = await claim_and_read(producer, turn.message_id, cookie, deltas=5)
     await wait_streaming(turn.message_id)
@@ -202,3 +212,32 @@ def test_a_worker_is_gone_when_its_process_is_gone_or_is_a_new_life_of_this_one(
     assert not worker_gone(worker_id())  # this very process
     assert not worker_gone(f"{host}:{os.getppid()}:abcd")  # alive
     assert not worker_gone(f"elsewhere:{dead.pid}:abcd")  # another host: its lease says
+
+
+@pytest.mark.asyncio
+async def test_sigterm_lets_a_running_turn_finish_before_the_worker_exits(workers, fake_upstream):
+    await upstream_control(fake_upstream, "/_config", {"ttft_ms": 50, "delay_ms": 50, "tokens": 40})
+    cookie, owner = anonymous_visitor()
+    turn = await turn_start(owner=owner, message="hi", defer=True)
+    worker = workers.start(CHAT_SHUTDOWN_SECONDS="60")
+    reader = await claim_and_read(worker, turn.message_id, cookie, deltas=3)
+
+    await asyncio.to_thread(workers.terminate, worker)  # drained, then exited
+
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert (row.status, row.output_tokens, row.usage_estimated) == ("completed", 40, False)
+    assert row.content == "".join(f" word{i}" for i in range(40))
+    await asyncio.wait_for(reader, 10)
+
+
+@pytest.mark.asyncio
+async def test_sigterm_records_a_turn_past_the_deadline_as_interrupted(workers, fake_upstream):
+    cookie, owner, turn = await a_long_turn(fake_upstream)
+    worker = workers.start("--timeout-graceful-shutdown", "1", CHAT_SHUTDOWN_SECONDS="0.5")
+    reader = await claim_and_read(worker, turn.message_id, cookie, deltas=3)
+
+    await asyncio.to_thread(workers.terminate, worker)  # the reply would take 10 s more
+
+    row = await Message.objects.aget(pk=turn.message_id)
+    await assert_recorded_once(row, owner)
+    reader.cancel()

@@ -28,12 +28,18 @@ async def database() -> None:
     await sync_to_async(_database)()
 
 
+class Degraded(Exception):
+    """Working, though not as configured (Redis down: this worker's own cache)."""
+
+
 async def cache_round_trip() -> None:
     # Per process and random: workers probing at once cannot read each other's value.
     key, value = f"chat:readyz:{os.getpid()}", secrets.token_hex(8)
     await cache.aset(key, value, timeout=30)
     if await cache.aget(key) != value:
         raise RuntimeError("the cache did not return what was just stored")
+    if getattr(cache, "degraded", False):  # chat.ops.cache: Redis is down
+        raise Degraded("Redis unreachable: this worker's own cache")
 
 
 CHECKS: dict[str, Callable[[], Awaitable[None]]] = {
@@ -48,6 +54,8 @@ async def _outcome(name: str, check: Callable[[], Awaitable[None]]) -> str:
     except TimeoutError:
         logger.warning("readiness check %s timed out", name)
         return "timeout"
+    except Degraded:
+        return "degraded"
     except Exception as exc:
         # The detail (which may name hosts or users) goes to the log, not to the prober.
         logger.warning("readiness check %s failed: %s", name, exc)
@@ -56,7 +64,8 @@ async def _outcome(name: str, check: Callable[[], Awaitable[None]]) -> str:
 
 
 async def readiness() -> dict[str, str]:
-    """Every check's outcome by name: "ok", "timeout" or "failed: <exception class>"."""
+    """Every check's outcome by name: "ok", "degraded" (working, but not as configured),
+    "timeout" or "failed: <exception class>"."""
     names = list(CHECKS)
     outcomes = await asyncio.gather(*(_outcome(name, CHECKS[name]) for name in names))
     return dict(zip(names, outcomes, strict=True))

@@ -30,11 +30,15 @@ async def healthz(request: HttpRequest) -> HttpResponse:
 @login_not_required
 async def readyz(request: HttpRequest) -> HttpResponse:
     checks = await health.readiness()
-    failed = [name for name, outcome in checks.items() if outcome != "ok"]
+    failed = [name for name, outcome in checks.items() if outcome not in ("ok", "degraded")]
     if failed:
         return JsonResponse(
             {"status": "unavailable", "failed": failed, "checks": checks}, status=503
         )
+    # Degraded still serves (a balancer must not take every worker out at once).
+    degraded = [name for name, outcome in checks.items() if outcome == "degraded"]
+    if degraded:
+        return JsonResponse({"status": "degraded", "degraded": degraded, "checks": checks})
     return JsonResponse({"status": "ok", "checks": checks})
 
 

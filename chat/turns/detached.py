@@ -190,7 +190,11 @@ async def turn_log_find(*, message: Message) -> TurnLog | None:
     while True:
         found = turn_log.log_local(key)
         if found is None and settings.REDIS_URL:
-            found = await turn_log.log_remote(key, interrupted=_interrupted)
+            try:
+                found = await turn_log.log_remote(key, interrupted=_interrupted)
+            except Exception:  # Redis down: the reader follows the row instead
+                logger.warning("turn log %s unreachable in Redis", key, exc_info=True)
+                return None
         if found is not None or message.status != Status.STREAMING:
             return found
         if time.monotonic() >= deadline:

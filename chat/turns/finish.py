@@ -3,6 +3,7 @@ transaction (`chat.turns.batching`) shared by the turns that end together."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import llm
@@ -25,6 +26,7 @@ from chat.spend.tool_calls import tool_calls_priced, tool_calls_record
 from chat.streams import EndData
 from chat.text import storable
 from chat.turns.batching import Batcher
+from chat.turns.rounds import UpstreamIdle
 from chat.turns.selectors import end_event_data, stored_end_data
 from chat.turns.start import Turn
 
@@ -75,10 +77,12 @@ async def turn_finish(
     partial = text if unfinished_round_text is None else unfinished_round_text
     if usage is None:
         counted = [r.usage for r in rounds if r.usage is not None]
-        if partial or (status == Status.COMPLETED and not rounds):
+        # An upstream that went silent was sent the prompt: billed even with no text.
+        billed = bool(partial) or isinstance(error, UpstreamIdle)
+        if billed or (status == Status.COMPLETED and not rounds):
             counted.append(usage_estimate(turn, partial))
         usage = sum(counted[1:], counted[0]) if counted else None
-    result = await _finishes.submit(
+    result = await _recorded(
         _Finish(
             turn=turn,
             text=text,
@@ -271,6 +275,27 @@ def _round(
 
 
 _finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)
+# Waits between attempts to record a turn while the database cannot be reached (restarted,
+# failing over); after the last, the row is left to the lease sweep.
+FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+
+
+async def _recorded(finish: _Finish) -> EndData:
+    """`finish` written, retried with backoff while the database cannot be reached. Never
+    recorded twice: the write updates only a row still unfinished and counts it in the
+    ledger in the same transaction, so after an attempt that did commit, a later one
+    writes nothing and reads back what is stored."""
+    for delay in FINISH_RETRY_DELAYS:
+        try:
+            return await _finishes.submit(finish)
+        except (OperationalError, InterfaceError):
+            logger.warning(
+                "could not record turn %s (database unreachable); retrying",
+                finish.turn.message_id,
+                exc_info=True,
+            )
+            await asyncio.sleep(delay)
+    return await _finishes.submit(finish)
 
 
 def ms_since(started: float) -> int:

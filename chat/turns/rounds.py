@@ -7,6 +7,7 @@ that is running."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -47,6 +48,33 @@ RoundEvent = llm.ProviderEvent | ToolStarted | ToolFinished | BudgetReached
 NO_OWNER = Owner(anonymous_key="nobody")
 
 
+class UpstreamIdle(llm.ProviderError):
+    """The model sent nothing for `CHAT_UPSTREAM_IDLE_SECONDS`, before its first token or
+    mid-reply: the turn fails, and is billed (an estimate) for the prompt it was sent and
+    the text it wrote."""
+
+    @classmethod
+    def after(cls, seconds: float) -> UpstreamIdle:
+        message = f"The model sent nothing for {seconds:g} seconds; the reply was stopped."
+        return cls("timeout", message)
+
+
+async def _never_idle(
+    events: AsyncGenerator[llm.ProviderEvent, None], seconds: float
+) -> AsyncGenerator[llm.ProviderEvent, None]:
+    """`events`, ended with `UpstreamIdle` when none comes for `seconds` (0: never)."""
+    async with contextlib.aclosing(events):
+        while True:
+            try:
+                async with asyncio.timeout(seconds or None):
+                    event = await anext(events)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise UpstreamIdle.after(seconds) from None
+            yield event
+
+
 async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
     tools, unavailable = await tools_available()
     specs = [tool.spec for tool in tools.values()]
@@ -61,14 +89,15 @@ async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
         last = number == settings.CHAT_TOOL_MAX_ROUNDS
         made = ReplyParts()
         calls: list[llm.ToolCall] = []
-        async for event in llm.stream_reply(
+        reply = llm.stream_reply(
             messages=sent,
             model=turn.model,
             api=turn.api,
             system=turn.system,
             tools=() if last else specs,
             web_search=settings.CHAT_WEB_SEARCH,
-        ):
+        )
+        async for event in _never_idle(reply, settings.CHAT_UPSTREAM_IDLE_SECONDS):
             made.add(event)
             if isinstance(event, llm.ToolCall):
                 calls.append(event)

@@ -35,7 +35,8 @@ POLLS_WITHOUT_READERS = 2
 def _connect() -> Any:
     import redis.asyncio
 
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL)
+    # An unreachable Redis fails fast (turn logs and leases then degrade), never hangs.
+    return redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
 
 
 # One `redis.asyncio` client per event loop (its connections belong to that loop).
