@@ -435,13 +435,13 @@ async def test_200_concurrent_streams_with_faults_and_disconnects(upstream, sett
         fault = plan[turn]
         if fault == "ok" and turn not in leaving:
             assert row.status == "completed" and row.content == "one two three", turn
-        elif fault == "ok" and turn in deferred:
-            # Detached: its producer hears the reader leave in its own task, which on a
-            # loaded loop may come after the reply's last token.
+        elif fault == "ok":
+            # The client leaves after the first delta, while the upstream (in-process, no
+            # delay) has already sent the rest: Django hears the disconnect in a task of
+            # its own (a detached producer in its own task too), which on a loaded loop
+            # may run after the reply's last token. Either way the row is what happened.
             done = row.status == "completed" and row.content == "one two three"
             assert done or (row.status == "cancelled" and row.content == "one "), turn
-        elif fault == "ok":
-            assert row.status == "cancelled" and row.content == "one ", turn
         elif turn not in leaving or fault == "http_500":
             assert row.status == "failed" and row.error_type == expected_error[fault], turn
         else:  # the client left around when the upstream failed: either is true
