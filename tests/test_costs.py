@@ -72,13 +72,18 @@ class Costs:
             getattr(self, kind).append(label)
 
 
+_SUBQUERY = re.compile(r"\([^()]*\)")
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.I)
 
 
 def query_label(sql: str) -> str:
-    """A query as its verb and first table: `SELECT chat_message`, `BEGIN`."""
+    """A query as its verb and its table (outside subqueries): `SELECT chat_message`,
+    `BEGIN`."""
     verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "?"
-    table = _TABLE.search(sql)
+    outer, inner = sql, ""
+    while outer != inner:  # subqueries, innermost first, until none is left
+        inner, outer = outer, _SUBQUERY.sub("", outer)
+    table = _TABLE.search(outer)
     return f"{verb} {table.group(1)}" if table and verb not in ("SAVEPOINT", "RELEASE") else verb
 
 
@@ -228,7 +233,8 @@ async def settled() -> None:
 SQLITE_LIMITS = ["add", "incr", "add", "incr", "touch", "decr"]  # rate, stream slot
 REDIS_LIMITS = ["SET", "EXISTS", "INCRBY", "SET", "EXISTS", "INCRBY", "EXPIRE", "EXISTS", "INCRBY"]
 FINISH = ["UPDATE chat_message", "SELECT chat_message", "INSERT chat_dailyusage"]
-CONTEXT = ["SELECT chat_message", "SELECT chat_messageattachment"]
+# The earlier messages, and whether any has files (those are read only then).
+CONTEXT = ["SELECT chat_message"]
 
 DIRECT_FIRST = {
     "sqlite": {
@@ -272,7 +278,7 @@ DEFERRED = {
             "HttpResponseBase.close",
             "QuerySet.first",
             "QuerySet.update",
-            "_context",
+            "turn_of",
             "Batcher._write_all",
             "HttpResponseBase.close",
         ],
@@ -288,7 +294,7 @@ DEFERRED = {
             "_turn_admit",
             "QuerySet.first",
             "QuerySet.update",
-            "_context",
+            "turn_of",
             "release_connection",
             "Batcher._write_all",
             "_settle_counters",

@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from chat import llm
@@ -266,23 +267,27 @@ def _context(
     """Earlier messages sent to the model, oldest first, capped to the newest N; of a
     regenerated or edited turn only its current version. A reply that called tools goes
     as its calls and their results too, in the api's shape, so the model still knows
-    what it found out. With them, the files attached to them (by index in the context)."""
+    what it found out. With them, the files attached to them (by index in the context):
+    read only when a message has any, which the messages' own query says."""
     rows = (
         Message.objects.filter(
             conversation_id=conversation_id, pk__lt=before, superseded_at__isnull=True
         )
         .exclude(role=Message.Role.ASSISTANT, content="")
         .exclude(status__in=[Status.PENDING, Status.STREAMING])
+        .annotate(has_files=Exists(MessageAttachment.objects.filter(message_id=OuterRef("pk"))))
         .order_by("-pk")
-        .values_list("pk", "role", "content", "parts")[: settings.CHAT_MAX_CONTEXT_MESSAGES]
+        .values_list("pk", "role", "content", "parts", "has_files")[
+            : settings.CHAT_MAX_CONTEXT_MESSAGES
+        ]
     )
     context: list[dict[str, Any]] = []
-    index: dict[int, int] = {}  # a user message's id → its place in `context`
-    for pk, role, content, parts in reversed(rows):
+    index: dict[int, int] = {}  # a user message's id with files → its place in `context`
+    for pk, role, content, parts, has_files in reversed(rows):
         if role == Message.Role.ASSISTANT and parts and llm.has_tool_parts(parts):
             context += llm.input_items(api, parts)
             continue
-        if role == Message.Role.USER:
+        if has_files:
             index[pk] = len(context)
         context.append({"role": role, "content": content})
     attached: dict[int, list[Attachment]] = {}
