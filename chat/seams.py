@@ -77,6 +77,10 @@ from django.utils.deprecation import MiddlewareMixin
 
 from chat.errors import API_PREFIX
 
+# Requests served on the chat's database thread (`on_chat_thread`, chatsite/asgi.py): the
+# JSON API, and the probes and scrapes.
+CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")
+
 # Our classes are built into Django's async chain only: what they call next is awaitable.
 AsyncGetResponse = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 
@@ -160,13 +164,14 @@ def _session_may_save(request: HttpRequest) -> bool:
 
 
 class MessageMiddleware(messages.MessageMiddleware):
-    """The JSON API never shows flash messages: it skips the two hops; pages (the admin)
-    keep them, since storing messages may write the session."""
+    """The JSON API, the probes and the metrics scrape never show flash messages: they
+    skip the two hops; pages (the admin) keep them, since storing messages may write the
+    session."""
 
     get_response: AsyncGetResponse
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.path_info.startswith(API_PREFIX):
+        if request.path_info.startswith(CHAT_PATHS):
             return await self.get_response(request)
         return await super().__acall__(request)
 

@@ -129,13 +129,17 @@ def error_event(*, status: str, error_type: str, message: str) -> StreamEvent:
 IDLE = StreamEvent("idle")
 
 
+# ensure_ascii=False: UTF-8 is smaller on the wire than \uXXXX escapes for non-Latin text.
+# One encoder for every frame: `json.dumps` with options builds a new one per call.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
 def _json(data: Any) -> str:
-    # ensure_ascii=False: UTF-8 is smaller on the wire than \uXXXX escapes for non-Latin text.
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = _encode(data)
     # U+0085, U+2028 and U+2029 are line breaks to some splitters (Python's splitlines,
     # old JS); escaped, every encoded event is one line for every reader. (json.dumps
     # already escapes the C0 controls.)
-    if any(c in text for c in _LINE_BREAKS_JSON_KEEPS):
+    if "\x85" in text or "\u2028" in text or "\u2029" in text:
         for c in _LINE_BREAKS_JSON_KEEPS:
             text = text.replace(c, f"\\u{ord(c):04x}")
     return text

@@ -42,8 +42,6 @@ django_application = seams.asgi_handler()
 # wake-up of a turn's first token, is what staff pages cost the streams' latency.
 sys.setswitchinterval(settings.CHAT_SWITCH_INTERVAL_MS / 1000)
 
-# Requests served on the chat's database thread: the JSON API and the probes and scrapes.
-CHAT_PATHS = (API_PREFIX, "/healthz", "/readyz", "/metrics")
 # Uploads: their bodies are measured as they arrive, before Django reads them.
 UPLOAD_PATH = API_PREFIX + "files"
 
@@ -74,7 +72,7 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
             shutdown=turns_shutdown,
         )
         return
-    if scope["type"] == "http" and scope["path"].startswith(CHAT_PATHS):
+    if scope["type"] == "http" and scope["path"].startswith(seams.CHAT_PATHS):
         if scope["path"].startswith(API_PREFIX):
             send = json_errors(send)
         with seams.on_chat_thread():
