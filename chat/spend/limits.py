@@ -28,7 +28,7 @@ from chat.errors import ChatError, LimitExceeded
 from chat.models import Message
 from chat.runtime import shielded
 from chat.spend.budgets import budget_check, budget_spent_changed
-from chat.spend.counters import count, run_cache_ops
+from chat.spend.counters import Counters, count, run_cache_ops
 
 T = TypeVar("T")
 
@@ -94,14 +94,22 @@ def _rate_hit(key: str) -> None:
         return
     now = time.time()
     window = int(now // rate.seconds)
-    used = count(f"chat:rate:{key}:{window}", timeout=rate.seconds + 1)
+    used = count(_rate_key(key, window), timeout=rate.seconds + 1)
     if used > rate.count:
-        retry_after = math.ceil((window + 1) * rate.seconds - now)
-        raise LimitExceeded(
-            "rate_limited",
-            f"Too many requests: at most {settings.CHAT_RATE_LIMIT}. Try again in {retry_after} s.",
-            retry_after=retry_after,
-        )
+        raise _rate_refusal(rate, window, now)
+
+
+def _rate_key(key: str, window: int) -> str:
+    return f"chat:rate:{key}:{window}"
+
+
+def _rate_refusal(rate: Rate, window: int, now: float) -> LimitExceeded:
+    retry_after = math.ceil((window + 1) * rate.seconds - now)
+    return LimitExceeded(
+        "rate_limited",
+        f"Too many requests: at most {settings.CHAT_RATE_LIMIT}. Try again in {retry_after} s.",
+        retry_after=retry_after,
+    )
 
 
 async def rate_hit(key: str) -> None:
@@ -119,25 +127,12 @@ def _seconds_to_midnight() -> int:
     return math.ceil((midnight - now).total_seconds())
 
 
-def _quota_check(key: str) -> None:
-    quota = settings.CHAT_DAILY_TOKEN_QUOTA
-    if quota <= 0:
-        return
-    used = cache.get(_quota_key(key), 0)
-    if used >= quota:
-        raise LimitExceeded(
-            "quota_exceeded",
-            f"Today's token quota ({quota}) is used up; it resets at midnight "
-            f"({settings.TIME_ZONE}).",
-            retry_after=_seconds_to_midnight(),
-        )
-
-
-def _quota_record(key: str, tokens: int) -> int:
-    """Add a finished turn's tokens to today's count (kept two days, then forgotten)."""
-    if tokens <= 0 or settings.CHAT_DAILY_TOKEN_QUOTA <= 0:
-        return 0
-    return count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+def _quota_refusal(quota: int) -> LimitExceeded:
+    return LimitExceeded(
+        "quota_exceeded",
+        f"Today's token quota ({quota}) is used up; it resets at midnight ({settings.TIME_ZONE}).",
+        retry_after=_seconds_to_midnight(),
+    )
 
 
 def _uploads_key(key: str) -> str:
@@ -185,13 +180,6 @@ def _stream_refusal() -> LimitExceeded:
     )
 
 
-def _stream_check(key: str) -> None:
-    """Refuse early (without taking a slot) when the owner's streams are all in use."""
-    limit = settings.CHAT_MAX_CONCURRENT_STREAMS
-    if limit > 0 and cache.get(_streams_key(key), 0) >= limit:
-        raise _stream_refusal()
-
-
 def _stream_acquire(key: str) -> bool:
     limit = settings.CHAT_MAX_CONCURRENT_STREAMS
     if limit <= 0:
@@ -217,24 +205,44 @@ def _stream_release(key: str) -> None:
 
 
 async def stream_release(key: str) -> None:
-    await run_cache_ops(_stream_release, key)
-
-
-def _turn_admit(key: str, streaming: bool, new_turn: bool) -> bool:
-    if new_turn:
-        _rate_hit(key)
-        _quota_check(key)
-    if not streaming:
-        _stream_check(key)
-        return False
-    return _stream_acquire(key)
+    counters = Counters()
+    counters.release(_streams_key(key))
+    await counters.run()
 
 
 async def turn_admit(*, key: str, streaming: bool, new_turn: bool = True) -> bool:
     """Everything a turn must pass before any row is written (a new turn: rate and quota;
-    a streaming one: a stream slot), in one thread hop. Returns whether a slot was taken;
-    a deferred turn takes it when its stream is opened."""
-    return await run_cache_ops(_turn_admit, key, streaming, new_turn)
+    a streaming one: a stream slot), in one go (`Counters`: one Redis round trip). Returns
+    whether a slot was taken; a deferred turn takes it when its stream is opened."""
+    counters = Counters()
+    rate = parse_rate(settings.CHAT_RATE_LIMIT) if new_turn else None
+    quota = settings.CHAT_DAILY_TOKEN_QUOTA if new_turn else 0
+    limit = settings.CHAT_MAX_CONCURRENT_STREAMS
+    now = time.time()
+    window = int(now // rate.seconds) if rate else 0
+    if rate:
+        used = counters.count(_rate_key(key, window), timeout=rate.seconds + 1)
+    if quota > 0:
+        tokens = counters.read(_quota_key(key))
+    slot = streaming and limit > 0
+    if limit > 0:
+        slots = _streams_key(key)
+        running = counters.count(slots, timeout=STREAM_SLOT_TTL) if slot else counters.read(slots)
+        if slot:  # the TTL is only a safety net for a worker that died holding slots
+            counters.touch(slots, timeout=STREAM_SLOT_TTL)
+    values = await counters.run()
+    try:
+        if rate and values[used] > rate.count:
+            raise _rate_refusal(rate, window, now)
+        if quota > 0 and values[tokens] >= quota:
+            raise _quota_refusal(quota)
+        if limit > 0 and (values[running] > limit if slot else values[running] >= limit):
+            raise _stream_refusal()
+    except LimitExceeded:
+        if slot:
+            await stream_release(key)
+        raise
+    return slot
 
 
 @contextlib.asynccontextmanager
@@ -304,12 +312,12 @@ async def _settle(
                     .afirst()
                 ) or 0
         finally:  # the slot is given back even if the tokens could not be read
-            await run_cache_ops(_settle_counters, key, slot, tokens, user_id)
-
-
-def _settle_counters(key: str, slot: bool, tokens: int, user_id: int | None) -> None:
-    if slot:
-        _stream_release(key)
-    _quota_record(key, tokens)
-    if user_id is not None:
-        budget_spent_changed(user_id)
+            counters = Counters()
+            if slot:
+                counters.release(_streams_key(key))
+            if tokens > 0 and settings.CHAT_DAILY_TOKEN_QUOTA > 0:
+                # Today's tokens, kept two days, then forgotten.
+                counters.count(_quota_key(key), timeout=2 * 86400, delta=tokens)
+            await counters.run()
+            if user_id is not None:
+                await run_cache_ops(budget_spent_changed, user_id)
