@@ -1,12 +1,13 @@
 """Relay an upstream event stream through a queue, so the consumer can stay responsive.
 
 The upstream is read in its own task. The consumer gets its events, plus `IDLE` after
-`idle_after` seconds with none, and stops with `StopRequested` when someone asks this
-turn to stop: on this worker through the queue (instant), on another through a cache key
-(polled by one task per event loop for all its relays, so however many streams are open,
-each poll is one cache round trip). Deltas already queued are merged, so a burst of tiny
-tokens costs one frame; the first is never delayed. Leaving the relay, for any reason,
-cancels the upstream task, which closes the upstream response.
+`idle_after` seconds with none (one timer per turn, not one per event), and stops with
+`StopRequested` when someone asks this turn to stop: on this worker through the queue
+(instant), on another through a cache key (polled by one task per event loop for all its
+relays, so however many streams are open, each poll is one cache round trip). Deltas
+already queued are merged, so a burst of tiny tokens costs one frame; the first is never
+delayed. Leaving the relay, for any reason, cancels the upstream task, which closes the
+upstream response.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from chat.streams import IDLE, StreamEvent
 
 Event = TypeVar("Event")
 CANCEL_POLL_SECONDS = 1.0
+# The idle timer may run this early (the event loop's clock resolution).
+IDLE_TOLERANCE_SECONDS = 0.001
 _DONE = object()
 _STOP = object()
 _queues: dict[str, asyncio.Queue[Any]] = {}
@@ -89,6 +92,22 @@ async def relay(
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)
+    loop = asyncio.get_running_loop()
+    taken_at = loop.time()  # when the consumer last took an event
+    idle_timer: asyncio.TimerHandle | None = None
+
+    def idle_check() -> None:
+        # One timer for the turn, re-armed from when the last event was taken, rather than
+        # a timeout armed and cancelled around every event.
+        nonlocal idle_timer
+        due = taken_at + idle_after
+        if loop.time() >= due - IDLE_TOLERANCE_SECONDS:
+            if queue.empty():
+                queue.put_nowait(IDLE)
+            due = loop.time() + idle_after
+        idle_timer = loop.call_at(due, idle_check)
+
+    idle_timer = loop.call_at(taken_at + idle_after, idle_check)
 
     async def pump() -> None:
         try:
@@ -101,15 +120,8 @@ async def relay(
     task = asyncio.create_task(pump())
     try:
         while True:
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(idle_after):
-                        item = await queue.get()
-                except TimeoutError:
-                    yield IDLE
-                    continue
-            else:
-                item = queue.get_nowait()
+            item = queue.get_nowait() if not queue.empty() else await queue.get()
+            taken_at = loop.time()
             items = [item]
             if isinstance(item, TextDelta | ReasoningDelta) and not queue.empty():
                 items = _merge_queued(item, queue)
@@ -122,6 +134,8 @@ async def relay(
                     raise one.exc
                 yield one
     finally:
+        if idle_timer is not None:
+            idle_timer.cancel()
         _queues.pop(cancel_key, None)
         watched.discard(cancel_key)
         task.cancel()
