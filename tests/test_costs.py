@@ -33,6 +33,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, caches
 from django.db import connection
 from django.db.backends import utils as db_utils
 
+from chat import seams
 from chat.models import Message
 from chat.spend.counters import cache_is_shared
 from chat.turns import detached, relay
@@ -356,6 +357,9 @@ def deployed(settings, upstream, monkeypatch):
     settings.CHAT_RESUME_GRACE_SECONDS = 60
     monkeypatch.setattr(relay, "CANCEL_POLL_SECONDS", 3600.0)
     monkeypatch.setattr(detached, "TICK_SECONDS", 3600.0)
+    # As served: Django's test client, used by earlier tests of the run, connects the
+    # connection check at request start again for every handler; it is WSGI's only.
+    seams.check_connections_at_request_end_only()
     upstream.default = paced_reply()
     return upstream
 
