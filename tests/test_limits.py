@@ -87,6 +87,25 @@ async def test_stream_slots_are_atomic_under_concurrency(shared_cache, settings)
 
 
 @pytest.mark.asyncio
+async def test_a_burst_of_turns_is_admitted_exactly_to_its_limits(shared_cache, settings):
+    """More turns at once than the Redis client has connections (they wait for one): the
+    rate and the stream cap each admit exactly their number, and slots come back."""
+    settings.CHAT_RATE_LIMIT = "400/hour"
+    settings.CHAT_MAX_CONCURRENT_STREAMS = 300
+    results = await asyncio.gather(
+        *(limits.turn_admit(key="user:1", streaming=True) for _ in range(500)),
+        return_exceptions=True,
+    )
+    assert results.count(True) == 300
+    refused = [r.type for r in results if isinstance(r, LimitExceeded)]
+    assert sorted(set(refused)) == ["rate_limited", "too_many_streams"]
+    assert refused.count("rate_limited") == 100 and len(refused) == 200
+    await asyncio.gather(*(limits.stream_release("user:1") for _ in range(300)))
+    settings.CHAT_RATE_LIMIT = ""
+    assert await limits.turn_admit(key="user:1", streaming=True) is True
+
+
+@pytest.mark.asyncio
 @pytest.mark.django_db(transaction=True)
 async def test_rate_limit_is_429_before_any_row(shared_cache, settings, upstream, user_client):
     settings.CHAT_RATE_LIMIT = "3/min"

@@ -56,6 +56,10 @@ def count(key: str, *, timeout: int, delta: int = 1) -> int:
 
 
 Op = Literal["count", "read", "release", "touch"]
+# Connections to Redis per worker for the counters, and how long a round trip may wait
+# for one of them.
+REDIS_CONNECTIONS = 32
+REDIS_WAIT_SECONDS = 10
 # Decrement a counter that still exists (one that expired stays gone), atomically.
 _RELEASE = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end"
 
@@ -66,7 +70,13 @@ def _connect() -> Any:
     location = settings.CACHES[DEFAULT_CACHE_ALIAS]["LOCATION"]
     # Django's RedisCache writes to the first of its servers.
     first = location[0] if isinstance(location, list | tuple) else location.replace(";", ",")
-    return redis.asyncio.Redis.from_url(str(first).split(",")[0])
+    # Blocking: a burst of turns waits for one of these connections rather than failing
+    # when more are asked for at once (each round trip holds one for well under a
+    # millisecond).
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        str(first).split(",")[0], max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
 # One `redis.asyncio` client per event loop (its connections belong to that loop).
