@@ -237,7 +237,8 @@ async def settled() -> None:
 
 # Pins: what each scenario costs today, per backend, as the lists `counting` records.
 # The local-memory cache (SQLite's default companion) counts calls of the cache API;
-# Redis counts round trips (a pipeline is one).
+# Redis counts round trips (a pipeline is one), except a turn log's frames, counted as
+# frames written (XADD): how many of them share a round trip depends on timing.
 SQLITE_LIMITS = ["add", "incr", "add", "incr", "touch", "decr"]  # rate, stream slot
 # Rate and stream slot in one MULTI/EXEC; the slot given back in another.
 REDIS_LIMITS = ["PIPELINE EXPIRE+INCRBY+SET", "PIPELINE EVAL"]
