@@ -79,8 +79,9 @@ test: install
 		echo "== no PostgreSQL/Redis on 127.0.0.1: skipped their pass"; \
 	fi
 
-# Load benchmark against a local fake upstream, then conversation search at 10,000
-# conversations (about 6 minutes in all; see README "Performance").
+# Load benchmark against a local fake upstream, side by side with the seeds' FastAPI app
+# in alternating pairs, then conversation search at 10,000 conversations (README
+# "Performance"). BENCH_ARGS="--only c1,c50 --pairs 5" and the like pass options on.
 bench: install
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 	$(BIN)/python -m bench.search
