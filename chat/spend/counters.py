@@ -57,9 +57,10 @@ def count(key: str, *, timeout: int, delta: int = 1) -> int:
 
 Op = Literal["count", "read", "release", "touch"]
 # Connections to Redis per worker for the counters, and how long a round trip may wait
-# for one of them.
-REDIS_CONNECTIONS = 32
-REDIS_WAIT_SECONDS = 10
+# for one of them: a connection is held until the event loop reads its reply, which in a
+# burst on a saturated worker takes as long as the loop's backlog, so the wait is long.
+REDIS_CONNECTIONS = 128
+REDIS_WAIT_SECONDS = 120
 # Decrement a counter that still exists (one that expired stays gone), atomically.
 _RELEASE = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end"
 
@@ -71,8 +72,7 @@ def _connect() -> Any:
     # Django's RedisCache writes to the first of its servers.
     first = location[0] if isinstance(location, list | tuple) else location.replace(";", ",")
     # Blocking: a burst of turns waits for one of these connections rather than failing
-    # when more are asked for at once (each round trip holds one for well under a
-    # millisecond).
+    # when more are asked for at once.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
         str(first).split(",")[0], max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
     )
