@@ -16,10 +16,13 @@ the admin-page gate at Python's GIL switch interval (the fixed point it is compa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,16 +162,9 @@ async def run_ledger(
         text=True,
     ).stdout.strip()
     figures = Figures(messages=messages)
-    upstream_cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)]
     base = f"http://{HOST}:{app_port}"
-    with (
-        started(upstream_cmd, env, workdir / "ledger-upstream.log") as upstream,
-        started(
-            uvicorn_cmd("chatsite.asgi:application", app_port), env, workdir / "ledger.log"
-        ) as app,
-    ):
-        await wait_for_port(up_port, upstream, "fake upstream")
-        await wait_for_port(app_port, app, "our app")
+    serving = functools.partial(served, workdir, env, up_port, app_port)
+    async with serving(env, "ledger.log") as app:
         cookies = await admin_session(base, env)
         await configure_upstream(up_port, BUDGETED)
         await budgeted_turns(app.pid, f"{base}/api/chat", token)  # warm-up
@@ -186,19 +182,32 @@ async def run_ledger(
     # The fixed point: the same server without the admin-page gate and with Python's GIL
     # switch interval, on the same seeded database, in its own worker.
     defaults = {**env, "CHAT_ADMIN_PAGES_AT_ONCE": "0", "CHAT_SWITCH_INTERVAL_MS": "5"}
-    with (
-        started(upstream_cmd, env, workdir / "ledger-upstream.log") as upstream,
-        started(
-            uvicorn_cmd("chatsite.asgi:application", app_port), defaults, workdir / "ungated.log"
-        ) as app,
-    ):
-        await wait_for_port(up_port, upstream, "fake upstream")
-        await wait_for_port(app_port, app, "our app, ungated")
+    async with serving(defaults, "ungated.log") as app:
         await configure_upstream(up_port, BESIDE)
         figures.ungated_alone_ms, figures.ungated_beside_ms = await p99_beside_staff(
             app.pid, base, cookies
         )
     return figures
+
+
+@contextlib.asynccontextmanager
+async def served(
+    workdir: Path,
+    env: dict[str, str],
+    up_port: int,
+    app_port: int,
+    app_env: dict[str, str],
+    log: str,
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """The fake upstream and one worker of ours (with `app_env`), until the block ends."""
+    upstream_cmd = [sys.executable, "-m", "bench.fake_upstream", "--port", str(up_port)]
+    with (
+        started(upstream_cmd, env, workdir / "ledger-upstream.log") as upstream,
+        started(uvicorn_cmd("chatsite.asgi:application", app_port), app_env, workdir / log) as app,
+    ):
+        await wait_for_port(up_port, upstream, "fake upstream")
+        await wait_for_port(app_port, app, "our app")
+        yield app
 
 
 async def p99_beside_staff(
