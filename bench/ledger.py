@@ -44,13 +44,14 @@ from bench.run import (
     uvicorn_cmd,
     wait_for_port,
 )
+from bench.seed import COMMON_WORD
 
 PAGES = {
     "message list": "/admin/chat/message/",
     "messages by model": "/admin/chat/message/?model=gpt-4.1",
     "messages by status": "/admin/chat/message/?status__exact=failed",
     "message search": "/admin/chat/message/?q=zanzibar",
-    "message search, common word": "/admin/chat/message/?q=logging",
+    "message search, common word": f"/admin/chat/message/?q={COMMON_WORD}",
     "conversation list": "/admin/chat/conversation/",
     "conversation search": "/admin/chat/conversation/?q=zanzibar",
     "people list": "/admin/auth/user/",

@@ -30,7 +30,10 @@ PRICES = {  # $ per million input / output tokens, roughly the list prices
 # rows at any scale, so their cost can be compared across sizes.
 RARE_WORD = "zanzibar"
 RARE_COUNT = 5
-WORDS: tuple[str, ...] = ("the", "reply", "explains", "how", "to", "configure", "logging")
+# And one in nearly every message (twelve of the thirteen words each): a search for it
+# matches most of the table.
+COMMON_WORD = "logging"
+WORDS: tuple[str, ...] = ("the", "reply", "explains", "how", "to", "configure", COMMON_WORD)
 WORDS += ("rotate", "files", "and", "check", "disk", "usage")
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import connection
-from django.db.models import BooleanField, F, Func, Q, Value
-from django.db.models.expressions import RawSQL
+from django.db import connection, connections
+from django.db.models import BooleanField, F, Func, Q, QuerySet, Value
+from django.db.models.expressions import OrderBy, RawSQL
 
 from chat.text import plain_text
 
@@ -32,14 +32,49 @@ def message_matches(words: list[str]) -> Any:
     )
 
 
+# The admin's message search on SQLite joins the FTS5 table instead (`messages_matching`).
+_FTS_TABLE = "chat_message_fts"
+
+
+def messages_matching(queryset: QuerySet[Any], words: list[str]) -> QuerySet[Any]:
+    """`queryset` narrowed to messages containing every word, for a list shown newest
+    first (the admin's changelist). On SQLite the FTS5 table is joined rather than read
+    into an `id IN (…)` list: SQLite materialises such a list in full, every message of a
+    common word, before it can sort and stop at a page; joined, and ordered by
+    `newest_match_first`, it reads the index newest first and stops at the page."""
+    if connections[queryset.db].vendor != "sqlite":
+        return queryset.filter(message_matches(words))
+    # extra(): the ORM has no other way to name a virtual table in FROM. The unary plus
+    # keeps SQLite from probing the index once per message a filter selects (each probe
+    # would run the whole match again): the index is read once, messages looked up by id.
+    return queryset.extra(
+        tables=[_FTS_TABLE],
+        where=[f"{_FTS_TABLE} MATCH %s", f'"chat_message"."id" = +{_FTS_TABLE}.rowid'],
+        params=[_fts5_query(words)],
+    )
+
+
+def joins_the_text_index(queryset: QuerySet[Any]) -> bool:
+    return _FTS_TABLE in queryset.query.extra_tables
+
+
+def newest_match_first() -> OrderBy:
+    """Newest first by the FTS5 table's rowid (the message id): an order SQLite hands to
+    the index, where the same order by `chat_message.id` would sort every match."""
+    return RawSQL(f"{_FTS_TABLE}.rowid", []).desc()
+
+
+def _fts5_query(words: list[str]) -> str:
+    return " AND ".join(f'"{word}"*' for word in words)
+
+
 def _indexed_match(words: list[str], field: str, sqlite_ids: str) -> Any:
     """`field` contains every word, through PostgreSQL's tsvector index on it, or the ids
     SQLite's FTS5 `sqlite_ids` query returns for a MATCH."""
     if connection.vendor == "postgresql":
         return _TsMatch(F(field), Value(" ".join(words)))
     if connection.vendor == "sqlite":
-        match = " AND ".join(f'"{word}"*' for word in words)
-        return Q(pk__in=RawSQL(sqlite_ids, [match]))
+        return Q(pk__in=RawSQL(sqlite_ids, [_fts5_query(words)]))
     query = Q()  # any other database: a scan, still correct
     for word in words:
         query &= Q(**{f"{field}__icontains": word})

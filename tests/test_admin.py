@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message, ModelPrice
 from chat.money import usd
+from chat.spend.ledger import ledger_rebuild
 from tests.asgi import asgi_request
 from tests.usage_rows import TURNS, Turn, create_turns, expected, many_turns
 
@@ -119,6 +120,35 @@ def test_message_list_filters(admin_client, query):
     assert response.status_code == 200
     assert response.context["cl"].result_count >= 1
     assert response.context["cl"].result_count < Message.objects.count()
+
+
+def test_message_search_lists_every_match_newest_first_under_filters_and_orderings(
+    admin_client,
+):
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0)])
+    conversation = reply.conversation
+    for n in range(90):
+        Message.objects.create(
+            conversation=conversation,
+            role="assistant" if n % 2 else "user",
+            content=f"rotate the logs {n}" if n % 3 else f"something else {n}",
+            model="o3" if n % 4 == 1 else "gpt-4.1",
+        )
+    matching = Message.objects.filter(content__startswith="rotate the logs")
+    newest_first = list(matching.order_by("-id").values_list("pk", flat=True))
+
+    def listed(**query: str) -> list[int]:
+        response = admin_client.get(MESSAGES, {"q": "logs", **query})
+        assert response.status_code == 200
+        return [m.pk for m in response.context["cl"].result_list]
+
+    # Two pages of 50 (the list's page size), newest first, nothing skipped or repeated.
+    assert listed() + listed(p="2") == newest_first
+    model_of = dict(matching.values_list("pk", "model"))
+    assert listed(model="o3") == [pk for pk in newest_first if model_of[pk] == "o3"]
+    # An ordering someone chose (the model column, then newest first) still applies.
+    by_model = sorted(newest_first, key=lambda pk: model_of[pk])
+    assert listed(o="5") + listed(o="5", p="2") == by_model
 
 
 def test_messages_cannot_be_added_changed_or_deleted_even_by_a_superuser(admin_client):
@@ -228,6 +258,20 @@ def test_dashboard_numbers_equal_a_direct_computation(admin_client):
         assert [cells[3] for _, _, cells in table.rows] == [
             usd(row.cost) for row in table.report.rows
         ]
+
+
+def test_dashboard_reads_the_ledger_once_per_table(admin_client):
+    """The reasoning card comes from the day table's totals: three passes over the usage
+    ledger (day, model, user), however many cards and charts the page shows."""
+    replies = create_turns()
+    # The first two replies finished today and yesterday.
+    Message.objects.filter(pk__in=[r.pk for r in replies[:2]]).update(reasoning_tokens=1234)
+    ledger_rebuild()
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.get(DASHBOARD, {"period": "30d"})
+    ledger_reads = [q["sql"] for q in queries if '"chat_dailyusage"' in q["sql"]]
+    assert len(ledger_reads) == 3, ledger_reads
+    assert response.context["reasoning_tokens"] == "2,468"
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from bench.seed import RARE_WORD, seed_history
+from bench.seed import COMMON_WORD, RARE_WORD, seed_history
 from chat.admin import lists
 from chat.spend import budgets
 
@@ -92,6 +92,9 @@ def test_usage_review_costs_the_same_at_ten_times_the_messages(admin_client, mon
         "earlier versions": f"{MESSAGES}?version=earlier",
         "messages in a month": f"{MESSAGES}?created_at_month={month}",
         "message search": f"{MESSAGES}?q={RARE_WORD}",
+        # Newest matches first, read from the index until the page is full.
+        "message search, common word": f"{MESSAGES}?q={COMMON_WORD}",
+        "message search, common word, by model": f"{MESSAGES}?q={COMMON_WORD}&model=o3",
         "conversation list": CONVERSATIONS,
         "conversations by model": f"{CONVERSATIONS}?model=gpt-4.1",
         "conversation search": f"{CONVERSATIONS}?q={RARE_WORD}",

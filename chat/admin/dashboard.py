@@ -29,7 +29,7 @@ from chat.spend.reports import (
     usage_summary,
     usage_table,
 )
-from chat.spend.tool_calls import ToolCallRow, reasoning_tokens_total, tool_calls_summary
+from chat.spend.tool_calls import ToolCallRow, tool_calls_summary
 
 PERIODS = [
     ("today", "Today"),
@@ -146,7 +146,8 @@ def usage_dashboard(
         "tool_calls": [
             tool_call_cells(row) for row in tool_calls_summary(since=since, until=until)
         ],
-        "reasoning_tokens": f"{reasoning_tokens_total(since=since, until=until):,}",
+        # The day report's totals already sum them: no further pass over the ledger.
+        "reasoning_tokens": f"{reports['day'].totals.reasoning_tokens:,}",
     }
     return TemplateResponse(request, "admin/chat/usage_dashboard.html", context)
 

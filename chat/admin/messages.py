@@ -3,8 +3,11 @@ and the CSV export hang off this admin's URLs."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import (
@@ -36,7 +39,7 @@ from chat.admin.lists import LargeTableAdmin, ledger_filter, month_filter
 from chat.admin.parts import parts_table, rounds_table
 from chat.models import Message
 from chat.money import usd
-from chat.search import message_matches, query_words
+from chat.search import joins_the_text_index, messages_matching, newest_match_first, query_words
 from chat.spend.prices import messages_recost
 
 # Every field of a message's page, grouped as shown; none of them can be edited here.
@@ -58,6 +61,20 @@ FIELD_GROUPS: dict[str | None, tuple[str, ...]] = {
     "Version": ("version", "version_of", "superseded_at"),
     "Retention": ("purged_at",),
 }
+
+
+class MessageChangeList(ChangeList):
+    """The message changelist; a search on SQLite, in the default order (newest first),
+    is ordered by the text index's rowid, which SQLite reads newest first and stops at
+    the page (`chat.search.newest_match_first`)."""
+
+    def get_queryset(
+        self, request: HttpRequest, exclude_parameters: list[str | None] | None = None
+    ) -> QuerySet[Message]:
+        queryset: QuerySet[Message] = super().get_queryset(request, exclude_parameters)
+        if joins_the_text_index(queryset) and set(queryset.query.order_by) <= {"-id", "-pk"}:
+            return queryset.order_by(newest_match_first())
+        return queryset
 
 
 @admin.register(Message)
@@ -125,7 +142,10 @@ class MessageAdmin(LargeTableAdmin[Message]):
         words = query_words(search_term)
         if not words:
             return queryset, False
-        return queryset.filter(message_matches(words)), False
+        return messages_matching(queryset, words), False
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return MessageChangeList
 
     def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
         return False

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.db.models import Sum
 
-from chat.models import DailyToolUsage, DailyUsage, Message
+from chat.models import DailyToolUsage, Message
 from chat.spend.ledger import (
     Difference,
     cost_e8,
@@ -282,11 +282,3 @@ def tool_calls_json(rows: list[ToolCallRow]) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
-
-
-def reasoning_tokens_total(*, since: datetime, until: datetime) -> int:
-    """Reasoning tokens in [since, until), from the usage ledger."""
-    found = DailyUsage.objects.filter(
-        day__gte=ledger_day(since), day__lt=ledger_day(until)
-    ).aggregate(total=Sum("reasoning_tokens"))
-    return int(found["total"] or 0)
