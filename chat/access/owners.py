@@ -39,6 +39,13 @@ class Owner:
             return conversation.owner_id == self.user_id
         return conversation.owner_id is None and conversation.anonymous_key == self.anonymous_key
 
+    def owns_file(self, attachment: Attachment) -> bool:
+        """Whether the attachment is this owner's, as `chat.files.selectors.owned` selects
+        them (its bytes still stored is checked there)."""
+        if self.user_id is not None:
+            return attachment.owner_id == self.user_id
+        return attachment.owner_id is None and attachment.anonymous_key == self.anonymous_key
+
     def messages(self) -> QuerySet[Message]:
         if self.user_id is not None:
             mine = Message.objects.filter(conversation__owner_id=self.user_id)

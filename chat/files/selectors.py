@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypedDict
 
 from django.db.models import QuerySet
@@ -72,13 +72,28 @@ def files_owned(*, owner: Owner, ids: Iterable[uuid.UUID]) -> list[Attachment]:
     return [found[pk] for pk in wanted]
 
 
-async def afiles_owned(*, owner: Owner, ids: Iterable[uuid.UUID]) -> list[Attachment]:
-    """`files_owned` from async code."""
+def files_of_starts(ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Attachment]:
+    """The attachments `ids` whose bytes are still stored, by id: one query for a batch
+    of turn starts, each then taking its own with `files_pick`."""
     wanted = list(dict.fromkeys(ids))
-    found = {a.pk: a async for a in owned(owner).filter(pk__in=wanted)}
-    if len(found) != len(wanted):
-        raise not_found("file")
-    return [found[pk] for pk in wanted]
+    if not wanted:
+        return {}
+    found = Attachment.objects.filter(pk__in=wanted, removed_at__isnull=True).order_by()
+    return {attachment.pk: attachment for attachment in found}
+
+
+def files_pick(
+    found: Mapping[uuid.UUID, Attachment], *, owner: Owner, ids: Iterable[uuid.UUID]
+) -> list[Attachment]:
+    """The owner's attachments `ids` among `found` (`files_of_starts`), in that order; 404
+    if any is not theirs or gone, as `files_owned` would."""
+    picked = []
+    for pk in dict.fromkeys(ids):
+        attachment = found.get(pk)
+        if attachment is None or not owner.owns_file(attachment):
+            raise not_found("file")
+        picked.append(attachment)
+    return picked
 
 
 def files_for_messages(message_ids: Iterable[int]) -> dict[int, list[Attachment]]:

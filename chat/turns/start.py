@@ -18,7 +18,7 @@ from chat import llm
 from chat.access.owners import Owner
 from chat.errors import ChatError, not_found
 from chat.files.context import files_check_model
-from chat.files.selectors import afiles_owned
+from chat.files.selectors import files_of_starts, files_pick
 from chat.models import Attachment, Conversation, Message, MessageAttachment
 from chat.runtime import committed
 from chat.spend.ledger import message_finalize
@@ -87,9 +87,8 @@ async def turn_start(
 ) -> Turn:
     """Store the user's message and the assistant row (`pending` when deferred, else
     already claimed as `streaming`) before any upstream call. Turns started at the same
-    moment are written together, in one transaction (`chat.turns.batching`). The files
-    are looked up first, outside it: a foreign or unknown one refuses the turn (404)."""
-    files = await afiles_owned(owner=owner, ids=attachments) if attachments else []
+    moment are written together, in one transaction (`chat.turns.batching`), their files
+    looked up in it, in one query: a foreign or unknown file refuses its turn (404)."""
     start = _Start(
         owner=owner,
         message=message,
@@ -98,7 +97,7 @@ async def turn_start(
         system=system,
         api=choose_api(api),
         defer=defer,
-        files=tuple(files),
+        file_ids=tuple(attachments),
     )
     return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
@@ -119,7 +118,7 @@ class _Start:
     system: str | None
     api: llm.Api
     defer: bool
-    files: tuple[Attachment, ...] = ()
+    file_ids: tuple[uuid.UUID, ...] = ()
 
 
 def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
@@ -130,7 +129,8 @@ def _turns_start(starts: list[_Start]) -> list[Turn | Exception]:
     backend = llm.backend()
     with transaction.atomic():
         locked = _lock_conversations(starts)
-        plans = [_plan(start, locked) for start in starts]
+        files = files_of_starts(pk for start in starts for pk in start.file_ids)
+        plans = [_plan(start, locked, files) for start in starts]
         Conversation.objects.bulk_create(
             plan.conversation for plan in plans if isinstance(plan, _Plan) and plan.is_new
         )
@@ -179,9 +179,11 @@ def _lock_conversations(starts: list[_Start]) -> dict[uuid.UUID, Conversation]:
     return {conversation.pk: conversation for conversation in rows}
 
 
-def _plan(start: _Start, locked: dict[uuid.UUID, Conversation]) -> _Plan | ChatError:
+def _plan(
+    start: _Start, locked: dict[uuid.UUID, Conversation], stored: dict[uuid.UUID, Attachment]
+) -> _Plan | ChatError:
     try:
-        files = list(start.files)
+        files = files_pick(stored, owner=start.owner, ids=start.file_ids)
         if start.conversation_id is None:
             chosen = choose_model(start.model)
             files_check_model(files, model=chosen)
