@@ -6,17 +6,19 @@ Serves `POST /v1/chat/completions` and `POST /v1/responses`, streamed or not, ov
 HTTP/1.1 keep-alive with chunked bodies; `chat.llm.wire` writes what they answer.
 `POST /_config` changes the timing (JSON body with any of `ttft_ms`, `delay_ms`,
 `tokens`, `error_rate`, `tool_rounds`); `GET /_stats` counts the model calls answered so
-far. With `tool_rounds`, a Chat Completions request that offers tools and carries fewer
-tool results than that is answered with a call of its first tool (`TOOL_ARGUMENTS`,
-`TOOL_CALL_TOKENS` tokens), the way a model asks for one, instead of text. It is a
-hand-written server, not an ASGI app, so that it spends as little as possible of the
-CPU the benchmark measures the servers with.
+far; `GET /_last` gives the last model request as it arrived (`head`, and `body` in
+base64), for tests of what goes on the wire. With `tool_rounds`, a Chat Completions
+request that offers tools and carries fewer tool results than that is answered with a
+call of its first tool (`TOOL_ARGUMENTS`, `TOOL_CALL_TOKENS` tokens), the way a model
+asks for one, instead of text. It is a hand-written server, not an ASGI app, so that it
+spends as little as possible of the CPU the benchmark measures the servers with.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
 import random
@@ -55,6 +57,7 @@ class FakeUpstreamServer:
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
         self.stats = Stats()
+        self.last: tuple[bytes, bytes] = (b"", b"")  # the last model request: head, body
 
     async def serve(self, host: str, port: int) -> asyncio.Server:
         return await asyncio.start_server(self.connection, host, port, backlog=4096)
@@ -65,7 +68,9 @@ class FakeUpstreamServer:
                 request = await asyncio.wait_for(_read_request(reader), IDLE_TIMEOUT_SECONDS)
                 if request is None:
                     break
-                method, path, body = request
+                method, path, body, raw = request
+                if path.startswith("/v1/"):
+                    self.last = raw
                 await self.answer(writer, method, path, body)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -79,6 +84,13 @@ class FakeUpstreamServer:
     ) -> None:
         if path == "/_stats":
             return _send_json(writer, 200, asdict(self.stats))
+        if path == "/_last":
+            request_head, request_body = self.last
+            last = {
+                "head": request_head.decode("latin-1"),
+                "body": base64.b64encode(request_body).decode(),
+            }
+            return _send_json(writer, 200, last)
         if path == "/_config" and method == "POST":
             self.config = Config(**{**asdict(self.config), **body})
             return _send_json(writer, 200, asdict(self.config))
@@ -180,7 +192,10 @@ def _responses_body(model: str, config: Config) -> wire.JsonObject:
     return wire.responses_body(text, response_id=RESPONSE_ID, model=model, usage=usage)
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, Any]] | None:
+async def _read_request(
+    reader: asyncio.StreamReader,
+) -> tuple[str, str, dict[str, Any], tuple[bytes, bytes]] | None:
+    """The method, path and JSON body of the next request, and the request as it came."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
@@ -197,7 +212,8 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
         body = json.loads(raw) if raw else {}
     except ValueError:
         body = {}
-    return method, target.split("?", 1)[0], body if isinstance(body, dict) else {}
+    parsed = body if isinstance(body, dict) else {}
+    return method, target.split("?", 1)[0], parsed, (head, raw)
 
 
 def _send_json(writer: asyncio.StreamWriter, status: int, data: Any) -> None:

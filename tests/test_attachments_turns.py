@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 
+import httpx2
 import pytest
 from PIL import Image
 
@@ -313,3 +315,99 @@ async def test_an_animated_gif_goes_to_the_model_as_its_first_frame(ada, upstrea
     frame = Image.open(io.BytesIO(data_url_bytes(first["image_url"]["url"], "image/png")))
     assert frame.format == "PNG" and frame.convert("RGB").getpixel((5, 5)) == (255, 0, 0)
     assert data_url_bytes(second["image_url"]["url"], "image/gif").startswith(b"GIF8")
+
+
+@pytest.mark.parametrize("api", ["chat", "responses"])
+async def test_files_go_into_the_body_as_the_sdk_would_encode_them_but_once(
+    ada, upstream, settings, monkeypatch, api
+):
+    """A file's data URL is encoded as JSON once per worker and spliced into the body as
+    it is sent; the SDK's own encoder never reads its bytes. The bytes on the wire are
+    exactly what the SDK would have written: the body re-encoded by the SDK's encoder from
+    what it holds is the same bytes, and a person's text cannot be taken for a file."""
+    from openai import _base_client
+
+    from chat import llm
+
+    settings.CHAT_API = api
+    encoded: list[int] = []
+    sdk_encoded: list[int] = []
+    real_data_url_json, real_dumps = llm.data_url_json, _base_client.openapi_dumps
+
+    def counted(content_type: str, data: bytes) -> bytes:
+        encoded.append(len(data))
+        return real_data_url_json(content_type, data)
+
+    def sdk_dumps(obj: object) -> bytes:
+        body = real_dumps(obj)
+        sdk_encoded.append(len(body))
+        return body
+
+    monkeypatch.setattr(llm, "data_url_json", counted)
+    monkeypatch.setattr(_base_client, "openapi_dumps", sdk_dumps)
+    photo = io.BytesIO()
+    Image.effect_noise((200, 150), 80).convert("RGB").save(photo, "PNG")  # ~90 KB
+    image = await uploaded(ada, "photo.png", photo.getvalue())
+    document = await uploaded(ada, "report.pdf", pdf(2))
+    assert len(encoded) == 1  # the image, at its upload
+    script = chat_script if api == "chat" else responses_script
+    trap = 'Not a file: "data:x" and \\u0000 and a " quote'
+    upstream.queue(Reply(script=script(["Red."])))
+    first = await ada.post(
+        "/api/chat", {"message": trap, "attachments": [image["id"], document["id"]]}
+    )
+    upstream.queue(Reply(script=script(["Still red."])))
+    await ada.post(
+        "/api/chat", {"message": "And now?", "conversation": first.json()["conversation"]}
+    )
+    assert len(encoded) == 2  # the PDF, at the turn that first sent it: once per worker
+
+    for request in upstream.requests:
+        raw = request.content
+        assert raw == real_dumps(json.loads(raw))
+        assert request.headers["content-length"] == str(len(raw))
+        assert "transfer-encoding" not in request.headers
+    assert max(sdk_encoded) < 4096 < len(photo.getvalue())  # no file went through it
+    for body in upstream.bodies:
+        [user, *_] = body["messages"] if api == "chat" else body["input"]
+        text, image_part, file_part = user["content"]
+        assert text["text"] == trap
+        url = image_part["image_url"]["url"] if api == "chat" else image_part["image_url"]
+        assert Image.open(io.BytesIO(data_url_bytes(url, "image/png"))).size == (200, 150)
+        data = file_part["file"]["file_data"] if api == "chat" else file_part["file_data"]
+        assert data_url_bytes(data, "application/pdf") == pdf(2)
+
+
+async def test_over_aiohttp_as_deployed_the_server_gets_those_bytes(
+    ada, settings, fake_upstream, local_storage
+):
+    """The deployed HTTP client (aiohttp) sends a body with files in pieces, so a file's
+    bytes are never copied into one body: a real server gets one body of the declared
+    length (not chunked), byte for byte what the SDK would have written."""
+    from openai._utils._json import openapi_dumps
+
+    from chat import llm
+
+    settings.CHAT_PROVIDER = "openai"
+    settings.OPENAI_API_KEY = "sk-test-not-secret"
+    settings.OPENAI_BASE_URL = f"{fake_upstream}/v1"
+    settings.CHAT_API = "chat"
+    settings.CHAT_HTTP_CLIENT = "aiohttp"
+    settings.CHAT_MODEL = "fake-model"
+    settings.CHAT_MODELS = ["fake-model"]
+    settings.CHAT_VISION_MODELS = ["fake-model"]
+    llm.reset()
+    async with httpx2.AsyncClient() as http:
+        await http.post(f"{fake_upstream}/_config", json={"ttft_ms": 1, "delay_ms": 0, "tokens": 3})
+        photo = io.BytesIO()
+        Image.effect_noise((300, 200), 80).convert("RGB").save(photo, "PNG")
+        image = await uploaded(ada, "photo.png", photo.getvalue())
+        response = await ada.post("/api/chat", {"message": "What?", "attachments": [image["id"]]})
+        assert response.status == 200 and response.json()["status"] == "completed", response.body
+        last = (await http.get(f"{fake_upstream}/_last")).json()
+    head, body = last["head"].lower(), base64.b64decode(last["body"])
+    assert "transfer-encoding" not in head and f"content-length: {len(body)}\r\n" in head
+    assert body == openapi_dumps(json.loads(body))
+    [user] = json.loads(body)["messages"]
+    url = user["content"][1]["image_url"]["url"]
+    assert Image.open(io.BytesIO(data_url_bytes(url, "image/png"))).size == (300, 200)

@@ -1,7 +1,8 @@
 """A turn's files for the model: the stored bytes of the attachments its context refers
-to, as the model takes them (an image or PDF as a base64 `data:` URL, a text file as text).
-Nothing is decoded or re-encoded again (that happened once, at upload), and a conversation
-sends its earlier images again on every turn, so each worker keeps the newest encoded files
+to, as the model takes them (an image or PDF as a base64 `data:` URL already encoded as
+the request's JSON string, `chat.llm.bodies`; a text file as text). Nothing is decoded or
+re-encoded again (that happened once, at upload), and a conversation sends its earlier
+images again on every turn, so each worker keeps the newest encoded files
 (`CHAT_FILES_CACHE_BYTES`) rather than read and encode them again each turn: a stored
 file's bytes never change under its key."""
 
@@ -25,22 +26,23 @@ from chat.models import Attachment
 
 
 class EncodedFiles:
-    """Data URLs (and text files' text) by storage key, the most recently used kept up
-    to `budget` characters. Filled from the thread pool, hence the lock."""
+    """Data URLs as JSON strings (and text files' text) by storage key, the most recently
+    used kept up to `budget` bytes (characters, for text). Filled from the thread pool,
+    hence the lock."""
 
     def __init__(self) -> None:
-        self._urls: OrderedDict[str, str] = OrderedDict()
+        self._urls: OrderedDict[str, str | bytes] = OrderedDict()
         self._size = 0
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> str | bytes | None:
         with self._lock:
             url = self._urls.get(key)
             if url is not None:
                 self._urls.move_to_end(key)
             return url
 
-    def put(self, key: str, url: str, *, budget: int) -> None:
+    def put(self, key: str, url: str | bytes, *, budget: int) -> None:
         if len(url) > budget:
             return
         with self._lock:
@@ -66,11 +68,11 @@ def _cached_file(attachment: Attachment) -> llm.InputFile | None:
     whose files are all cached makes no thread hop for them."""
     kind = llm.file_kind(attachment.kind)
     value = encoded.get(attachment.storage_key)
+    if isinstance(value, str):
+        return llm.InputFile(kind, attachment.name, attachment.content_type, text=value)
     if value is None:
         return None
-    if kind == "text":
-        return llm.InputFile(kind, attachment.name, attachment.content_type, text=value)
-    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=value)
+    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url_json=value)
 
 
 def _input_file(attachment: Attachment) -> llm.InputFile:
@@ -87,7 +89,7 @@ def _input_file(attachment: Attachment) -> llm.InputFile:
         return llm.InputFile(kind, attachment.name, attachment.content_type, text=text)
     url = _model_data_url(attachment.content_type, data)
     encoded.put(attachment.storage_key, url, budget=budget)
-    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url=url)
+    return llm.InputFile(kind, attachment.name, attachment.content_type, data_url_json=url)
 
 
 def file_remember(*, storage_key: str, content_type: str, data: bytes) -> None:
@@ -97,16 +99,16 @@ def file_remember(*, storage_key: str, content_type: str, data: bytes) -> None:
     encoded.put(storage_key, url, budget=settings.CHAT_FILES_CACHE_BYTES)
 
 
-def _model_data_url(content_type: str, data: bytes) -> str:
-    """The file as a data URL for the model. An animated GIF (kept animated for people)
-    goes as its first frame, a PNG: models take still images only."""
+def _model_data_url(content_type: str, data: bytes) -> bytes:
+    """The file as a data URL for the model, as a JSON string. An animated GIF (kept
+    animated for people) goes as its first frame, a PNG: models take still images only."""
     if content_type == "image/gif":
         with Image.open(io.BytesIO(data)) as image:
             if getattr(image, "is_animated", False):
                 out = io.BytesIO()
                 image.convert("RGBA").save(out, format="PNG")
-                return llm.data_url("image/png", out.getvalue())
-    return llm.data_url(content_type, data)
+                return llm.data_url_json("image/png", out.getvalue())
+    return llm.data_url_json(content_type, data)
 
 
 async def files_in_context(

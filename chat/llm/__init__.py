@@ -12,10 +12,10 @@ use `wire`.
 from typing import TYPE_CHECKING, Any
 
 from chat.llm.backends import APIS, Api, Backend, api_named, backend
+from chat.llm.bodies import data_url_json
 from chat.llm.content import (
     ContextMessage,
     InputFile,
-    data_url,
     file_kind,
     files_estimate,
     sees_images,
@@ -71,7 +71,7 @@ __all__ = [
     "WebSearch",
     "api_named",
     "backend",
-    "data_url",
+    "data_url_json",
     "estimate_usage",
     "has_tool_parts",
     "input_items",

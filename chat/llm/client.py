@@ -4,7 +4,8 @@ reply through the Responses API or Chat Completions as our events."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -12,6 +13,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from chat.llm import bodies
 from chat.llm.backends import Api, Backend, backend
 from chat.llm.content import ContextMessage, chat_messages, responses_input
 from chat.llm.context import ToolSpec, tool_definitions
@@ -46,13 +48,46 @@ def sdk_client() -> openai.AsyncOpenAI:
     return _clients.get()
 
 
+class FileBodies(httpx2.AsyncClient):
+    """The SDK's HTTP client: a request with files is sent with each file's encoded JSON
+    string where the request has its placeholder (`chat.llm.bodies`)."""
+
+    async def send(self, request: httpx2.Request, **kwargs: Any) -> httpx2.Response:
+        encoded = bodies.pending()
+        if encoded:
+            chunks = bodies.spliced(request.content, encoded)
+            headers = request.headers.copy()
+            headers["Content-Length"] = str(sum(map(len, chunks)))
+            request = httpx2.Request(
+                request.method,
+                request.url,
+                headers=headers,
+                content=_Chunks(chunks),
+                extensions=request.extensions,
+            )
+        return await super().send(request, **kwargs)
+
+
+class _Chunks:
+    """A body sent as its chunks, as often as asked (a retry sends it again)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self.chunks:
+            yield chunk
+
+
+class AioHttpFileBodies(FileBodies, openai.DefaultAioHttpClient):
+    """The same over aiohttp (`CHAT_HTTP_CLIENT`)."""
+
+
 def _build_client(config: Backend) -> openai.AsyncOpenAI:
     transport = _transport_override
     if transport is None and config.is_demo:
         transport = DemoTransport(delay=settings.CHAT_DEMO_DELAY)
-    http_client = (
-        httpx2.AsyncClient(transport=transport) if transport is not None else _http_client()
-    )
+    http_client = FileBodies(transport=transport) if transport is not None else _http_client()
     common: dict[str, Any] = {
         "timeout": settings.CHAT_TIMEOUT,
         "max_retries": settings.CHAT_MAX_RETRIES,
@@ -70,16 +105,21 @@ def _build_client(config: Backend) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(api_key=api_key, base_url=config.base_url, **common)
 
 
-def _http_client() -> httpx2.AsyncClient | None:
+def _http_client() -> httpx2.AsyncClient:
     """aiohttp under the SDK: httpx's pool does work per open connection on every request,
-    which many concurrent streams turn into most of the CPU."""
+    which many concurrent streams turn into most of the CPU. Otherwise httpx with the
+    SDK's own defaults (`openai.DefaultAsyncHttpxClient`'s)."""
     if settings.CHAT_HTTP_CLIENT != "aiohttp":
-        return None
+        return FileBodies(
+            timeout=openai.DEFAULT_TIMEOUT,
+            limits=openai.DEFAULT_CONNECTION_LIMITS,
+            follow_redirects=True,
+        )
     limits = httpx2.Limits(
         max_connections=UPSTREAM_MAX_CONNECTIONS,
         keepalive_expiry=settings.CHAT_UPSTREAM_KEEPALIVE_SECONDS,
     )
-    return openai.DefaultAioHttpClient(limits=limits)
+    return AioHttpFileBodies(limits=limits)
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -128,6 +168,7 @@ async def stream_reply(
     if offered:
         extra["tools"] = offered
     sdk = sdk_client()
+    pieces = bodies.Pieces()
     # The conversation goes in `extra_body`, which the SDK merges into the JSON as it is:
     # passed as `messages`/`input`, the SDK first walks it against its typed params, on
     # the event loop, every turn, at a cost that grows with the conversation. It is plain
@@ -139,7 +180,7 @@ async def stream_reply(
             model=model,
             instructions=system or openai.omit,
             stream=True,
-            extra_body={"input": responses_input(messages, model=model), **extra},
+            extra_body={"input": responses_input(messages, model=model, pieces=pieces), **extra},
         )
         parse = ResponsesParser()
     else:
@@ -150,14 +191,17 @@ async def stream_reply(
             stream=True,
             stream_options={"include_usage": True},
             extra_body={
-                "messages": [*system_message, *chat_messages(messages, model=model)],
+                "messages": [
+                    *system_message,
+                    *chat_messages(messages, model=model, pieces=pieces),
+                ],
                 **extra,
             },
         )
         parse = ChatParser()
     request_id = ""
     try:
-        async with request as response:
+        async with _sent(request, pieces) as response:
             request_id = response.headers.get("x-request-id", "")
             async for data in sse_data(sse_lines(response.iter_bytes())):
                 for event in parse(data):
@@ -179,6 +223,18 @@ async def stream_reply(
         raise ProviderError(
             "connection", "Lost the connection to the model.", request_id=request_id
         ) from None
+
+
+@asynccontextmanager
+async def _sent(request: Any, pieces: bodies.Pieces) -> AsyncIterator[Any]:
+    """`async with request as response`, with `pieces` spliced in while it is sent (and
+    only then: never across this generator's yields, so never into another request)."""
+    with bodies.sending(pieces):
+        response = await request.__aenter__()
+    try:
+        yield response
+    finally:
+        await request.__aexit__(None, None, None)
 
 
 async def list_models() -> list[str]:

@@ -5,7 +5,8 @@ A message is `{"role", "content"}` as before, plus the files a person attached
 the API's shape (`chat.llm.context`) and go through unchanged. Written for the Responses
 API, an image is an `input_image` part and a PDF an `input_file` part; for Chat
 Completions, an `image_url` part and a `file` part. Both carry the bytes as a base64
-`data:` URL. A text file goes in as text, for either API. A message
+`data:` URL, encoded as JSON once and spliced into the request as it is sent
+(`chat.llm.bodies`). A text file goes in as text, for either API. A message
 without files keeps its plain string content, so a text turn's request is what it always
 was.
 
@@ -16,13 +17,13 @@ of text instead (a new message with them is refused before this, in `chat.turns`
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from django.conf import settings
 
+from chat.llm.bodies import Pieces
 from chat.llm.demo import DEMO_MODEL
 from chat.llm.events import FILE_TOKENS_ESTIMATE
 
@@ -33,21 +34,18 @@ FILE_KINDS: tuple[FileKind, ...] = ("image", "pdf", "text")
 @dataclass(frozen=True, slots=True)
 class InputFile:
     """One attached file as the model gets it: an image or a PDF as a base64 `data:` URL
-    (`data_url`), a text file as its text."""
+    already encoded as a JSON string (`data_url_json`, `chat.llm.bodies`), a text file
+    as its text."""
 
     kind: FileKind
     name: str
     content_type: str
-    data_url: str = ""
+    data_url_json: bytes = b""
     text: str = ""
 
     def as_text(self) -> str:
         """A text file inline: its name, then its content."""
         return f"Attached file {self.name}:\n\n{self.text}"
-
-
-def data_url(content_type: str, data: bytes) -> str:
-    return f"data:{content_type};base64,{base64.b64encode(data).decode()}"
 
 
 # A message `{"role", "content"}`, with `files` (`InputFile`s) when a person attached
@@ -70,17 +68,22 @@ def _is_snapshot(model: str, base: str) -> bool:
     return rest != model and rest[:4].isdigit()
 
 
-def responses_input(messages: Sequence[ContextMessage], *, model: str) -> list[dict[str, Any]]:
-    """`input` of a Responses API request."""
-    return [_message(m, model=model, parts=_responses_part) for m in messages]
+def responses_input(
+    messages: Sequence[ContextMessage], *, model: str, pieces: Pieces
+) -> list[dict[str, Any]]:
+    """`input` of a Responses API request; its files' URLs are placeholders from `pieces`."""
+    return [_message(m, model=model, parts=_responses_part, pieces=pieces) for m in messages]
 
 
-def chat_messages(messages: Sequence[ContextMessage], *, model: str) -> list[dict[str, Any]]:
-    """`messages` of a Chat Completions request (without the system message)."""
-    return [_message(m, model=model, parts=_chat_part) for m in messages]
+def chat_messages(
+    messages: Sequence[ContextMessage], *, model: str, pieces: Pieces
+) -> list[dict[str, Any]]:
+    """`messages` of a Chat Completions request (without the system message); its files'
+    URLs are placeholders from `pieces`."""
+    return [_message(m, model=model, parts=_chat_part, pieces=pieces) for m in messages]
 
 
-def _message(message: ContextMessage, *, model: str, parts: Any) -> dict[str, Any]:
+def _message(message: ContextMessage, *, model: str, parts: Any, pieces: Pieces) -> dict[str, Any]:
     files = message.get("files")
     if not files:
         return message
@@ -91,23 +94,23 @@ def _message(message: ContextMessage, *, model: str, parts: Any) -> dict[str, An
         if file.kind == "text":
             content.append({"type": text_type, "text": file.as_text()})
         elif sees:
-            content.append(parts(file))
+            content.append(parts(file, pieces.placeholder(file.data_url_json)))
         else:
             note = f"[{file.name} was attached here; this model cannot read images or PDFs.]"
             content.append({"type": text_type, "text": note})
     return {"role": message["role"], "content": content}
 
 
-def _responses_part(file: InputFile) -> dict[str, Any]:
+def _responses_part(file: InputFile, url: str) -> dict[str, Any]:
     if file.kind == "image":
-        return {"type": "input_image", "image_url": file.data_url, "detail": "auto"}
-    return {"type": "input_file", "filename": file.name, "file_data": file.data_url}
+        return {"type": "input_image", "image_url": url, "detail": "auto"}
+    return {"type": "input_file", "filename": file.name, "file_data": url}
 
 
-def _chat_part(file: InputFile) -> dict[str, Any]:
+def _chat_part(file: InputFile, url: str) -> dict[str, Any]:
     if file.kind == "image":
-        return {"type": "image_url", "image_url": {"url": file.data_url}}
-    return {"type": "file", "file": {"filename": file.name, "file_data": file.data_url}}
+        return {"type": "image_url", "image_url": {"url": url}}
+    return {"type": "file", "file": {"filename": file.name, "file_data": url}}
 
 
 def files_estimate(messages: Sequence[ContextMessage]) -> int:
