@@ -38,6 +38,7 @@ from chat.models import Message
 from chat.spend.counters import cache_is_shared
 from chat.turns import detached, relay
 from tests.asgi import AsgiClient, parse_sse
+from tests.files import png, uploaded
 from tests.upstream import Reply, chat_script
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
@@ -444,3 +445,61 @@ async def test_a_resumed_reader(deployed, monkeypatch):
     assert whole.endswith(resumed.body.removeprefix(b"retry: 3000\n\n"))
     assert b"id: 3\n" in resumed.body and b"id: 2\n" not in resumed.body
     check(costs, RESUMED, "a reader resuming a deferred turn (Last-Event-ID)")
+
+
+# --- turns with an image ------------------------------------------------------------------
+
+# The files are looked up in the start's own transaction (one query for the batch) and
+# linked in it; their bytes come from the worker's cache (the upload left the image
+# there), so a turn with an image makes the hops of a text turn, no more.
+IMAGE_START = ["SELECT chat_attachment", "INSERT chat_messageattachment"]
+IMAGE_FIRST = {
+    "sqlite": {
+        "queries": [*DIRECT_FIRST["sqlite"]["queries"], *IMAGE_START],
+        "hops": DIRECT_FIRST["sqlite"]["hops"],
+        "cache": SQLITE_LIMITS,
+    },
+    "postgresql+redis": {
+        "queries": [*DIRECT_FIRST["postgresql+redis"]["queries"], *IMAGE_START],
+        "hops": DIRECT_FIRST["postgresql+redis"]["hops"],
+        "cache": REDIS_LIMITS,
+    },
+}
+# A later turn sends the earlier image again: the context says which message has files,
+# and one more query reads them; the bytes again come from the cache.
+IMAGE_LATER = {
+    name: {
+        "queries": [*pins["queries"], "SELECT chat_messageattachment"],
+        "hops": pins["hops"],
+        "cache": pins["cache"],
+    }
+    for name, pins in DIRECT_LATER.items()
+}
+
+
+async def test_a_direct_sse_turn_with_an_image_and_the_turn_after_it(
+    deployed, monkeypatch, local_storage
+):
+    client = AsgiClient()
+    await direct_turn(client)  # warm-up, and the visitor's cookie for the upload
+    image = await uploaded(client, "shot.png", png(32, 16))
+    await settled()
+
+    with counting(monkeypatch) as costs:
+        reply = await client.post(
+            "/api/chat", {"message": "hi", "attachments": [image["id"]]}, headers=SSE
+        )
+        await settled()
+    assert parse_sse(reply.body)[-1][0] == "end", reply.body[-300:]
+    check(costs, IMAGE_FIRST, "a direct SSE turn with an image")
+
+    conversation = parse_sse(reply.body)[0][1]["conversation"]
+    with counting(monkeypatch) as costs:
+        await direct_turn(client, conversation)
+        await settled()
+    first, _, later = deployed.bodies[-1]["messages"]
+    assert (
+        first["content"][1]["image_url"]
+        == deployed.bodies[-2]["messages"][0]["content"][1]["image_url"]
+    )
+    check(costs, IMAGE_LATER, "a direct SSE turn after one with an image")
