@@ -29,6 +29,7 @@ from chat.files.receiving import upload_receive  # noqa: E402
 from chat.llm import client as _sdk  # noqa: E402, F401  (the SDK now, not on the first turn)
 from chat.turns import (  # noqa: E402
     lapsed_sweep_seconds,
+    turns_abandon_unopened,
     turns_recover_at_startup,
     turns_recover_lapsed,
     turns_shutdown,
@@ -64,6 +65,9 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
             startup=_startup,
             periodic=[
                 (turns_recover_lapsed, lapsed_sweep_seconds()),
+                # Deferred turns a dead process took and nobody opened (its 201 may
+                # never have been sent): not left for the stale sweep.
+                (turns_abandon_unopened, lapsed_sweep_seconds()),
                 (
                     functools.partial(turns_sweep_stale, when="in the periodic sweep"),
                     settings.CHAT_STALE_SWEEP_SECONDS,

@@ -20,7 +20,12 @@ lifespan import what they use from here, never from the modules behind it.
 from chat.turns.control import turn_cancel, turns_expire_stale, turns_shutdown, turns_sweep_stale
 from chat.turns.detached import turn_detach, turn_log_find
 from chat.turns.log import TurnLog
-from chat.turns.recover import lapsed_sweep_seconds, turns_recover_at_startup, turns_recover_lapsed
+from chat.turns.recover import (
+    lapsed_sweep_seconds,
+    turns_abandon_unopened,
+    turns_recover_at_startup,
+    turns_recover_lapsed,
+)
 from chat.turns.selectors import (
     UNFINISHED,
     message_usage,
@@ -55,6 +60,7 @@ __all__ = [
     "turn_select",
     "turn_start",
     "turn_stream",
+    "turns_abandon_unopened",
     "turns_expire_stale",
     "turns_recover_at_startup",
     "turns_recover_lapsed",

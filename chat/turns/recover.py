@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -32,12 +33,13 @@ from chat.turns.lease import leases_held
 from chat.turns.log import log_key, redis_streams
 from chat.turns.selectors import stored_end_data
 from chat.turns.start import turn_of
-from chat.turns.workers import worker_gone
+from chat.turns.workers import worker_gone, worker_host_prefix
 
 logger = logging.getLogger("chat")
 Status = Message.Status
 # Turns recovered per sweep (the next sweep takes the rest).
 SWEEP_BATCH = 100
+NOT_STARTED = "The server that took this reply stopped before it was started."
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,12 +111,32 @@ async def _spent_changed(user_id: int | None) -> None:
             await run_cache_ops(budget_spent_changed, user_id)
 
 
-def _lapsed() -> list[tuple[int, str, str]]:
-    """Streaming turns whose lease on the row lapsed: (id, conversation id, worker)."""
+def _lapsed_workers() -> list[str]:
+    """The producers with streaming turns whose lease on the row lapsed."""
     try:
-        rows = Message.objects.filter(
-            status=Status.STREAMING, lease_until__lt=timezone.now()
-        ).values_list("pk", "conversation_id", "worker")[:SWEEP_BATCH]
+        found = (
+            Message.objects.filter(status=Status.STREAMING, lease_until__lt=timezone.now())
+            .exclude(worker__isnull=True)
+            .order_by()  # Message's default order would defeat DISTINCT
+            .values_list("worker", flat=True)
+            .distinct()
+        )
+        return [worker for worker in found if worker]
+    finally:
+        release_connection()
+
+
+def _lapsed(workers: list[str], mine: set[int]) -> list[tuple[int, str, str]]:
+    """Streaming turns of `workers` whose lease on the row lapsed (not those this loop
+    produces): (id, conversation id, worker)."""
+    try:
+        rows = (
+            Message.objects.filter(
+                status=Status.STREAMING, lease_until__lt=timezone.now(), worker__in=workers
+            )
+            .exclude(pk__in=mine)
+            .values_list("pk", "conversation_id", "worker")[:SWEEP_BATCH]
+        )
         return [(pk, str(conversation), worker or "") for pk, conversation, worker in rows]
     finally:
         release_connection()
@@ -122,19 +144,24 @@ def _lapsed() -> list[tuple[int, str, str]]:
 
 async def turns_recover_lapsed() -> int:
     """Finish the turns whose producer stopped renewing its lease (with Redis: whose
-    worker's lease in Redis lapsed); returns how many. Never raises."""
+    worker's lease in Redis lapsed); returns how many. Never raises.
+
+    Producers first, then their turns: with Redis a live worker's rows keep their first
+    lease only (it renews in Redis), so a batch of lapsed rows taken blindly could be
+    all live workers' and never reach a dead one's."""
     try:
-        mine = leases_held()
-        lapsed = [row for row in await sync_to_async(_lapsed)() if row[0] not in mine]
-        if lapsed and settings.REDIS_URL:
+        workers = await sync_to_async(_lapsed_workers)()
+        if workers and settings.REDIS_URL:
             try:
-                alive = await redis_streams.workers_alive(sorted({w for _, _, w in lapsed}))
+                alive = await redis_streams.workers_alive(sorted(workers))
             except Exception:
                 # Which workers live is not known: leave their turns to the next sweep.
                 logger.warning("Redis unreachable: lapsed turn leases left for later")
                 return 0
-            lapsed = [row for row in lapsed if row[2] not in alive]
-        return await _recover_rows(lapsed)
+            workers = [worker for worker in workers if worker not in alive]
+        if not workers:
+            return 0
+        return await _recover_rows(await sync_to_async(_lapsed)(workers, leases_held()))
     except Exception:
         logger.exception("could not recover interrupted turns")
         return 0
@@ -158,14 +185,74 @@ async def _recover_rows(rows: list[tuple[int, str, str]]) -> int:
     return recovered
 
 
+def _gone_here(status: str) -> list[str]:
+    """This host's producers with turns in `status` whose process is gone. Asked of the
+    database by this host's prefix, so however many turns other hosts, or this host's
+    live workers, are streaming, a dead process's are never crowded out of the batch."""
+    found = (
+        Message.objects.filter(status=status, worker__startswith=worker_host_prefix())
+        .order_by()  # Message's default order would defeat DISTINCT
+        .values_list("worker", flat=True)
+        .distinct()
+    )
+    return [worker for worker in found if worker and worker_gone(worker)]
+
+
 def _left_by_previous_lives() -> list[tuple[int, str, str]]:
     """Streaming turns whose producer ran on this host in a process that is gone."""
     try:
-        rows = Message.objects.filter(status=Status.STREAMING, worker__isnull=False)
+        gone = _gone_here(Status.STREAMING)
+        if not gone:
+            return []
+        rows = Message.objects.filter(status=Status.STREAMING, worker__in=gone)
         found = rows.values_list("pk", "conversation_id", "worker")[:SWEEP_BATCH]
-        return [(pk, str(conv), w) for pk, conv, worker in found if worker_gone(w := worker or "")]
+        return [(pk, str(conversation), worker or "") for pk, conversation, worker in found]
     finally:
         release_connection()
+
+
+def _abandon_unopened() -> int:
+    """Deferred turns created by a process of this host that is gone, and not opened
+    within a lease period: their 201 may never have reached anyone (the process died
+    between the commit and the answer), so nobody would open them before the stale
+    sweep. The model was never called: nothing was billed, no usage to estimate."""
+    try:
+        gone = _gone_here(Status.PENDING)
+        if not gone:
+            return 0
+        now = timezone.now()
+        cutoff = now - timedelta(seconds=settings.CHAT_LEASE_SECONDS)
+        rows = Message.objects.filter(
+            status=Status.PENDING, worker__in=gone, created_at__lt=cutoff
+        ).values_list("pk", flat=True)[:SWEEP_BATCH]
+        return sum(
+            message_finalize(
+                pk,
+                unfinished=[Status.PENDING],
+                status=Status.INCOMPLETE,
+                finish_reason="interrupted",
+                error_type="interrupted",
+                error_message=NOT_STARTED,
+                finished_at=now,
+            )
+            for pk in list(rows)
+        )
+    finally:
+        release_connection()
+
+
+async def turns_abandon_unopened() -> int:
+    """`_abandon_unopened`, logged; returns how many. Never raises."""
+    try:
+        abandoned = await sync_to_async(_abandon_unopened)()
+    except Exception:
+        logger.exception("could not finish the unopened turns of a stopped process")
+        return 0
+    if abandoned:
+        logger.warning(
+            "finished %s unopened replies (the process that took them stopped)", abandoned
+        )
+    return abandoned
 
 
 async def turns_recover_at_startup() -> None:

@@ -225,7 +225,9 @@ def _messages(plan: _Plan, provider_name: str) -> list[Message]:
             role=Message.Role.ASSISTANT,
             status=Status.PENDING if start.defer else Status.STREAMING,
             claimed_at=None if start.defer else now,
-            worker=None if start.defer else worker_id(),
+            # Deferred: who took it, until a claim names its producer (an unopened turn
+            # of a process that died is finished by `chat.turns.recover`).
+            worker=worker_id(),
             lease_until=None if start.defer else lease_until(now),
             provider=provider_name,
             api=start.api,

@@ -29,6 +29,7 @@ from chat.runtime import committed
 from chat.spend.ledger import message_finalize
 from chat.turns.selectors import UNFINISHED
 from chat.turns.start import choose_api, choose_model
+from chat.turns.workers import worker_id
 
 Role = Message.Role
 
@@ -124,6 +125,7 @@ def _version_write(
                     conversation=conversation,
                     role=Role.ASSISTANT,
                     status=Message.Status.PENDING,
+                    worker=worker_id(),  # who took it (see `chat.turns.recover`)
                     provider=llm.backend().name,
                     api=choose_api(None),
                     model=chosen,

@@ -25,6 +25,11 @@ def worker_id() -> str:
     return _identity[1]
 
 
+def worker_host_prefix() -> str:
+    """What every producer id of this host starts with."""
+    return f"{socket.gethostname()}:"
+
+
 def worker_gone(worker: str) -> bool:
     """Whether the producer `worker` is known dead: it ran on this host, and its process is
     gone or is this one (a previous life with the same pid). Another host's workers are
