@@ -5,13 +5,19 @@
 Serves `POST /v1/chat/completions` and `POST /v1/responses`, streamed or not, over
 HTTP/1.1 keep-alive with chunked bodies; `chat.llm.wire` writes what they answer.
 `POST /_config` changes the timing (JSON body with any of `ttft_ms`, `delay_ms`,
-`tokens`, `error_rate`, `tool_rounds`); `GET /_stats` counts the model calls answered so
-far; `GET /_last` gives the last model request as it arrived (`head`, and `body` in
-base64), for tests of what goes on the wire. With `tool_rounds`, a Chat Completions
-request that offers tools and carries fewer tool results than that is answered with a
-call of its first tool (`TOOL_ARGUMENTS`, `TOOL_CALL_TOKENS` tokens), the way a model
-asks for one, instead of text. It is a hand-written server, not an ASGI app, so that it
-spends as little as possible of the CPU the benchmark measures the servers with.
+`tokens`, `error_rate`, `tool_rounds`, `fault_rate`, `faults`, `hang_seconds`); `GET
+/_stats` counts the model calls answered so far; `GET /_last` gives the last model request
+as it arrived (`head`, and `body` in base64), for tests of what goes on the wire. With
+`fault_rate`, that share of the streamed calls fails one of the ways in `faults`
+(`FAULTS`, chosen at random): HTTP 500 or 429 before the stream, the connection cut
+mid-stream, or a hang of `hang_seconds` before the first byte or mid-reply (past the
+server's idle timeout).
+
+With `tool_rounds`, a Chat Completions request that offers tools and carries fewer tool
+results than that is answered with a call of its first tool (`TOOL_ARGUMENTS`,
+`TOOL_CALL_TOKENS` tokens), the way a model asks for one, instead of text. It is a
+hand-written server, not an ASGI app, so that it spends as little as possible of the
+CPU the benchmark measures the servers with.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import base64
 import contextlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from chat.llm import wire
@@ -33,6 +39,7 @@ CHAT_ID = "chatcmpl-fake"
 RESPONSE_ID = "resp_fake"
 TOOL_ARGUMENTS = ['{"timezone"', ': "UTC"}']
 TOOL_CALL_TOKENS = 8
+FAULTS = ("500", "429", "cut", "hang")
 
 
 @dataclass
@@ -42,6 +49,9 @@ class Config:
     tokens: int = 100
     error_rate: float = 0.0
     tool_rounds: int = 0
+    fault_rate: float = 0.0
+    faults: tuple[str, ...] = FAULTS
+    hang_seconds: float = 30.0
 
 
 @dataclass
@@ -51,6 +61,7 @@ class Stats:
     responses: int = 0
     errors: int = 0
     open_streams: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
 
 
 class FakeUpstreamServer:
@@ -107,6 +118,15 @@ class FakeUpstreamServer:
         if config.error_rate and random.random() < config.error_rate:
             self.stats.errors += 1
             return _send_json(writer, 500, wire.api_error("fake upstream failure"))
+        fault = ""
+        if body.get("stream") and config.fault_rate and random.random() < config.fault_rate:
+            fault = random.choice(config.faults)
+            self.stats.faults[fault] = self.stats.faults.get(fault, 0) + 1
+        if fault == "500":
+            return _send_json(writer, 500, wire.api_error("fake upstream failure"))
+        if fault == "429":
+            error = wire.api_error("fake rate limit", error_type="rate_limit_error")
+            return _send_json(writer, 429, error, retry_after=1)
         model = str(body.get("model") or "fake-model")
         if not body.get("stream"):
             await asyncio.sleep((config.ttft_ms + config.delay_ms * config.tokens) / 1000)
@@ -123,14 +143,25 @@ class FakeUpstreamServer:
             b"transfer-encoding: chunked\r\nx-request-id: req_fake\r\n\r\n"
         )
         self.stats.open_streams += 1
+        # Where a cut or a hang strikes: before the first byte (0) or after some tokens.
+        strike = random.randrange(len(tokens) + 1) if fault == "hang" else -1
+        if fault == "cut":
+            strike = random.randint(1, max(1, len(tokens)))
         try:
             await asyncio.sleep(config.ttft_ms / 1000)
+            if strike == 0:
+                await asyncio.sleep(config.hang_seconds)
             writer.writelines(head)
-            for chunk in tokens:
+            for index, chunk in enumerate(tokens, 1):
                 if config.delay_ms:
                     await asyncio.sleep(config.delay_ms / 1000)
                 writer.write(chunk)
                 await writer.drain()
+                if index == strike and fault == "cut":
+                    writer.transport.abort()  # a reset, as a dying upstream leaves it
+                    return
+                if index == strike:
+                    await asyncio.sleep(config.hang_seconds)
             writer.writelines(tail)
             writer.write(b"0\r\n\r\n")
             await writer.drain()
@@ -216,11 +247,19 @@ async def _read_request(
     return method, target.split("?", 1)[0], parsed, (head, raw)
 
 
-def _send_json(writer: asyncio.StreamWriter, status: int, data: Any) -> None:
+def _send_json(
+    writer: asyncio.StreamWriter, status: int, data: Any, retry_after: int | None = None
+) -> None:
     body = json.dumps(data).encode()
-    reason = {200: "OK", 404: "Not Found", 500: "Internal Server Error"}.get(status, "OK")
+    reason = {
+        200: "OK",
+        404: "Not Found",
+        429: "Too Many Requests",
+        500: "Internal Server Error",
+    }.get(status, "OK")
+    extra = f"retry-after: {retry_after}\r\n" if retry_after is not None else ""
     writer.write(
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n{extra}"
         f"content-length: {len(body)}\r\n\r\n".encode()
         + body
     )
@@ -242,8 +281,19 @@ def main() -> None:
     parser.add_argument("--delay-ms", type=float, default=10.0)
     parser.add_argument("--tokens", type=int, default=100)
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="share of streams failed")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="which faults, comma-separated")
+    parser.add_argument("--hang-seconds", type=float, default=30.0)
     args = parser.parse_args()
-    config = Config(args.ttft_ms, args.delay_ms, args.tokens, args.error_rate)
+    config = Config(
+        args.ttft_ms,
+        args.delay_ms,
+        args.tokens,
+        args.error_rate,
+        fault_rate=args.fault_rate,
+        faults=tuple(args.faults.split(",")),
+        hang_seconds=args.hang_seconds,
+    )
 
     async def run() -> None:
         server = await FakeUpstreamServer(config).serve(args.host, args.port)
