@@ -33,13 +33,11 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.nginx import NGINX, nginx_command, self_signed
 from tests.servers import HOST, ROOT, free_port, start, start_worker, wait_listening
 
 pytestmark = pytest.mark.nginx
 
-NGINX = Path(os.environ.get("NGINX_PATH", "/usr/sbin/nginx"))
-SITE = ROOT / "deploy" / "nginx" / "chat.conf"
-PLACEHOLDER = re.compile(r"\$\{(CHAT_[A-Z_]+)\}")
 DEMO_MODEL = "offline-demo"
 DEMO_DELAY = 0.05  # seconds between the demo's tokens: a reply takes seconds
 RATE_LIMIT = 3  # new turns per minute per client address
@@ -52,39 +50,6 @@ def _require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{reason} (CI=true: the nginx test must run)", pytrace=False)
     pytest.skip(reason)
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    """What `envsubst '$CHAT_...'` does to the file: only our ${CHAT_...} names; nginx's
-    own $variables are left alone."""
-    missing = set(PLACEHOLDER.findall(template)) - set(values)
-    assert not missing, f"no value for {missing}"
-    return PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def main_config(prefix: Path, site: Path) -> str:
-    """The parts /etc/nginx/nginx.conf provides on Debian, pointed at `prefix`."""
-    # As root, nginx's workers would switch to `nobody`, who cannot read pytest's
-    # temporary directories; run them as ourselves.
-    user = "user root root;" if os.geteuid() == 0 else ""
-    return f"""
-{user}
-daemon off;
-worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    include /etc/nginx/mime.types;
-    default_type application/octet-stream;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    include {site};
-}}
-"""
 
 
 @dataclass
@@ -196,13 +161,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 " VALUES (%s, %s, %s, %s, now() - interval '1 day')",
                 (DEMO_MODEL, PRICE["input"], PRICE["cached"], PRICE["output"]),
             )
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-            + ["-subj", "/CN=localhost", "-keyout", str(tmp / "key.pem")]
-            + ["-out", str(tmp / "cert.pem")],
-            check=True,
-            capture_output=True,
-        )
+        cert, key = self_signed(tmp)
         worker_log = tmp / "workers.log"
         with open(worker_log, "wb") as log:
             # The command line of deploy/systemd/chat.service.
@@ -216,26 +175,19 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                     output=log,
                 )
             )
-        rendered = prefix / "chat.conf"
-        rendered.write_text(
-            render(
-                SITE.read_text(),
-                {
-                    "CHAT_SERVER_NAME": "localhost",
-                    "CHAT_HTTP_LISTEN": f"{HOST}:{http_port}",
-                    "CHAT_HTTPS_LISTEN": f"{HOST}:{https_port}",
-                    "CHAT_TLS_CERT": str(tmp / "cert.pem"),
-                    "CHAT_TLS_KEY": str(tmp / "key.pem"),
-                    "CHAT_UPSTREAM": f"{HOST}:{worker_port}",
-                    "CHAT_STATIC_ROOT": str(static_root),
-                    "CHAT_LOG_DIR": str(prefix),
-                },
-            )
+        nginx = nginx_command(
+            prefix,
+            {
+                "CHAT_SERVER_NAME": "localhost",
+                "CHAT_HTTP_LISTEN": f"{HOST}:{http_port}",
+                "CHAT_HTTPS_LISTEN": f"{HOST}:{https_port}",
+                "CHAT_TLS_CERT": str(cert),
+                "CHAT_TLS_KEY": str(key),
+                "CHAT_UPSTREAM": f"{HOST}:{worker_port}",
+                "CHAT_STATIC_ROOT": str(static_root),
+                "CHAT_LOG_DIR": str(prefix),
+            },
         )
-        (prefix / "nginx.conf").write_text(main_config(prefix, rendered))
-        nginx = [str(NGINX), "-p", str(prefix), "-e", str(prefix / "error.log")]
-        nginx += ["-c", str(prefix / "nginx.conf")]
-        subprocess.run([*nginx, "-t", "-q"], check=True)
         with open(prefix / "nginx.out", "wb") as out:
             procs.append(start(nginx, env, https_port, output=out))
         wait_listening(http_port, procs[-1])
@@ -483,3 +435,43 @@ def test_metrics_of_both_workers_match_the_stored_rows(site: Site):
         response, _ = request(https(site, client_address()), "GET", probe)
         assert response.status == 200
     assert "/readyz" not in site.access_log.read_text()
+
+
+def test_a_worker_that_is_gone_is_a_json_error_from_nginx(tmp_path: Path):
+    """Between a worker's death and its restart nginx itself answers the API: in the
+    API's JSON, like every other /api/ error; pages keep nginx's own."""
+    _require(NGINX.exists(), f"{NGINX} is missing (apt-get install nginx)")
+    _require(shutil.which("openssl") is not None, "openssl is missing (apt-get install openssl)")
+    https_port, http_port, nobody = free_port(), free_port(), free_port()
+    cert, key = self_signed(tmp_path)
+    (tmp_path / "static").mkdir()
+    command = nginx_command(
+        tmp_path,
+        {
+            "CHAT_SERVER_NAME": "localhost",
+            "CHAT_HTTP_LISTEN": f"{HOST}:{http_port}",
+            "CHAT_HTTPS_LISTEN": f"{HOST}:{https_port}",
+            "CHAT_TLS_CERT": str(cert),
+            "CHAT_TLS_KEY": str(key),
+            "CHAT_UPSTREAM": f"{HOST}:{nobody}",  # nothing listens there
+            "CHAT_STATIC_ROOT": str(tmp_path / "static"),
+            "CHAT_LOG_DIR": str(tmp_path),
+        },
+    )
+    with open(tmp_path / "nginx.out", "wb") as out:
+        nginx = start(command, dict(os.environ), https_port, output=out)
+    try:
+        site = Site(https_port, http_port, nobody, "", tmp_path, tmp_path, tmp_path)
+        for method, path, body in [
+            ("POST", "/api/chat", {"message": "hi"}),
+            ("GET", "/api/conversations", None),
+        ]:
+            response, data = request(https(site, client_address()), method, path, body)
+            assert response.status == 503 and response.getheader("Retry-After")
+            assert response.getheader("Content-Type") == "application/json"
+            assert json.loads(data)["error"]["type"] == "unavailable"
+        page, data = request(https(site, client_address()), "GET", "/")
+        assert page.status == 502 and b"<html>" in data
+    finally:
+        nginx.terminate()
+        nginx.wait(30)
