@@ -34,19 +34,29 @@ class ResilientRedisCache(RedisCache):
     def degraded(self) -> bool:
         return self._retry_at > 0
 
+    def in_memory_now(self) -> bool:
+        """Whether operations go to this worker's memory now (degraded, not yet time to
+        try Redis again)."""
+        return bool(self._retry_at) and time.monotonic() < self._retry_at
+
+    def outage(self, exc: BaseException) -> None:
+        """Redis failed: degraded from now. Also for a failure seen by another client of
+        the same Redis (the counters' own), so both fall back together."""
+        if not self._retry_at:
+            logger.error(
+                "Redis unreachable (%s): degraded mode, this worker's own cache: limits "
+                "count per worker, Stop and resume work within a worker",
+                type(exc).__name__,
+            )
+        self._retry_at = time.monotonic() + RETRY_SECONDS
+
     def _either(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        if self._retry_at and time.monotonic() < self._retry_at:
+        if self.in_memory_now():
             return getattr(self._memory, name)(*args, **kwargs)
         try:
             result = getattr(RedisCache, name)(self, *args, **kwargs)
         except OUTAGES as exc:
-            if not self._retry_at:
-                logger.error(
-                    "Redis unreachable (%s): degraded mode, this worker's own cache: limits "
-                    "count per worker, Stop and resume work within a worker",
-                    type(exc).__name__,
-                )
-            self._retry_at = time.monotonic() + RETRY_SECONDS
+            self.outage(exc)
             return getattr(self._memory, name)(*args, **kwargs)
         if self._retry_at:
             self._retry_at = 0.0

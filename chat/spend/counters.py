@@ -23,6 +23,7 @@ from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.dummy import DummyCache
 from django.core.cache.backends.locmem import LocMemCache
 
+from chat.ops.cache import OUTAGES, ResilientRedisCache
 from chat.runtime import PerLoop
 
 P = ParamSpec("P")
@@ -113,9 +114,19 @@ class Counters:
         """Apply them, in order: in one round trip to Redis, inline in-process."""
         if not self.ops:
             return []
-        if not cache_is_shared():
+        shared = caches[DEFAULT_CACHE_ALIAS]
+        degraded = isinstance(shared, ResilientRedisCache) and shared.in_memory_now()
+        if not cache_is_shared() or degraded:
             return [self._local(op, key, *args) for op, key, args in self.ops]
-        return await self._redis()
+        try:
+            return await self._redis()
+        except OUTAGES as exc:
+            if not isinstance(shared, ResilientRedisCache):
+                raise
+            # Redis went away: the cache falls back with us (the ops above go to this
+            # worker's memory now), so a turn is admitted in degraded mode, not refused.
+            shared.outage(exc)
+            return [self._local(op, key, *args) for op, key, args in self.ops]
 
     @staticmethod
     def _local(op: Op, key: str, *args: int) -> int:
