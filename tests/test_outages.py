@@ -142,8 +142,81 @@ async def test_with_redis_down_chat_goes_on_degraded_and_recovers_by_itself(fake
         assert (await ready(base))["checks"]["cache"] == "ok"
         events = await a_turn(base, cookie)
         assert events[-1][0] == "end" and events[-1][1]["status"] == "completed"
+
+        # Gone again mid-run, noticed first by a turn's own counters (not the cache):
+        # the turn is admitted in degraded mode, not refused with a 500.
+        stop(redis_server)
+        redis_server = None
+        events = await a_turn(base, cookie)
+        assert events[-1][0] == "end" and events[-1][1]["status"] == "completed"
+        assert (await ready(base))["checks"]["cache"] == "degraded"
     finally:
         stop(worker)
+        if redis_server is not None:
+            stop(redis_server)
+
+
+async def test_a_reader_on_another_worker_gets_its_final_event_across_a_redis_restart(
+    fake_upstream,
+):
+    """The reader follows the producer's log in Redis; Redis restarts (empty) mid-reply:
+    the reader still ends with the turn's final event, never waits forever."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("starts a Redis server of its own (redis-server)")
+    await asyncio.to_thread(
+        httpx2.post, f"{fake_upstream}/_config", json={"ttft_ms": 10, "delay_ms": 60, "tokens": 80}
+    )
+    redis_port = free_port()
+    command = ["redis-server", "--port", str(redis_port), "--save", "", "--appendonly", "no"]
+    env = fake_model_env(
+        fake_upstream, CHAT_ALLOW_ANONYMOUS="true", REDIS_URL=f"redis://{HOST}:{redis_port}/0"
+    )
+    redis_server: subprocess.Popen[bytes] | None = start(command, env, redis_port)
+    producer_port, reader_port = free_port(), free_port()
+    workers = [
+        start_worker(env, port, "--log-level", "warning") for port in (producer_port, reader_port)
+    ]
+    producer, reader = (f"http://{HOST}:{port}" for port in (producer_port, reader_port))
+    try:
+        cookie, _ = anonymous_visitor()
+        headers = {"Cookie": cookie, "Content-Type": "application/json"}
+        async with httpx2.AsyncClient(timeout=60) as client:
+            started = await client.post(
+                f"{producer}/api/chat?stream=defer", json={"message": "hi"}, headers=headers
+            )
+        stream_url = started.json()["stream_url"]
+        sse = {"Cookie": cookie, "Accept": "text/event-stream"}
+        claimed = asyncio.Event()
+
+        async def read(base: str, first: asyncio.Event | None = None) -> list:
+            body = b""
+            async with (
+                httpx2.AsyncClient(timeout=60) as client,
+                client.stream("GET", base + stream_url, headers=sse) as response,
+            ):
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if first is not None and b"event: delta" in body:
+                        first.set()
+            return parse_sse(body)
+
+        producing = asyncio.create_task(read(producer, claimed))
+        await asyncio.wait_for(claimed.wait(), 20)
+        following = asyncio.create_task(read(reader))
+        await asyncio.sleep(1)  # the follower is tailing the log in Redis
+
+        stop(redis_server)
+        redis_server = None
+        await asyncio.sleep(1)
+        redis_server = start(command, env, redis_port)
+
+        events = await asyncio.wait_for(following, 60)
+        assert events[-1][0] in ("end", "error")
+        own = await asyncio.wait_for(producing, 60)
+        assert own[-1][0] == "end" and own[-1][1]["status"] == "completed"
+    finally:
+        for worker in workers:
+            stop(worker)
         if redis_server is not None:
             stop(redis_server)
 

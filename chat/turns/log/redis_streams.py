@@ -9,12 +9,14 @@ of frames costs one write, never one per token.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from chat.ops.cache import OUTAGES
 from chat.runtime import PerLoop, spawn
 from chat.streams import decode_sse
 from chat.turns.log.memory import copies
@@ -151,13 +153,21 @@ async def _tail(log: TurnLog, interrupted: Callable[[TurnLog], Awaitable[None]])
         while not log.closed:
             if log.readers:
                 idle = 0
-                await client.set(watched, b"1", ex=ALIVE_SECONDS)
+                with contextlib.suppress(*OUTAGES):
+                    await client.set(watched, b"1", ex=ALIVE_SECONDS)
             else:
                 idle += 1
                 if idle > POLLS_WITHOUT_READERS:
                     return
             last = f"0-{len(log.frames)}"
-            answer = await client.xread({stream: last}, block=POLL_MS, count=1000)
+            try:
+                answer = await client.xread({stream: last}, block=POLL_MS, count=1000)
+            except OUTAGES:
+                # Redis restarting: its readers wait (pings go on) and the tail goes on
+                # once it is back; a lost log ends as an interrupted one does, from the row.
+                await asyncio.sleep(POLL_MS / 1000)
+                continue
+            before = len(log.frames)
             for _, entries in answer or []:
                 for entry_id, fields in entries:
                     position = int(entry_id.split(b"-")[1])
@@ -165,10 +175,18 @@ async def _tail(log: TurnLog, interrupted: Callable[[TurnLog], Awaitable[None]])
                         continue  # never out of order; a duplicate is skipped
                     frame = fields[b"f"]
                     log.add_frame(frame, decode_sse(frame))
-            if answer:
+            if len(log.frames) > before:
                 misses = 0
                 continue
-            misses = 0 if await client.exists(alive) else misses + 1
+            if answer:
+                # Only frames past a gap (Redis restarted empty mid-reply, the frames
+                # between lost): no use reading them again at once. The reader waits
+                # for the producer as if nothing came, and gets the row's end after it.
+                await asyncio.sleep(POLL_MS / 1000)
+            try:
+                misses = 0 if await client.exists(alive) else misses + 1
+            except OUTAGES:
+                continue
             if misses >= MISSES_BEFORE_INTERRUPTED:
                 await interrupted(log)
                 return
