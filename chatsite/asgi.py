@@ -16,6 +16,7 @@ from asgiref.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from django.conf import settings
 
 from chat.errors import API_PREFIX, json_errors
+from chat.ops import metrics
 from chat.ops.lifespan import lifespan
 from chat.ops.workers import workers_refuse_unshared
 
@@ -65,6 +66,7 @@ async def application(scope: Scope, receive: ASGIReceiveCallable, send: ASGISend
             startup=_startup,
             periodic=[
                 (turns_recover_lapsed, lapsed_sweep_seconds()),
+                (metrics.worker_sample, metrics.SAMPLE_SECONDS),
                 # Deferred turns a dead process took and nobody opened (its 201 may
                 # never have been sent): not left for the stale sweep.
                 (turns_abandon_unopened, lapsed_sweep_seconds()),

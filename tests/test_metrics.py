@@ -253,3 +253,19 @@ def test_a_metrics_failure_does_not_fail_the_turn(tmp_path):
         stored = db.execute("SELECT status FROM chat_message WHERE id = ?", [reply["message"]])
         assert stored.fetchall() == [("completed",)]
     assert "could not update metrics (turn_recorded)" in log.read_text()
+
+
+@pytest.mark.asyncio
+@DB
+async def test_a_worker_samples_its_event_loop_tasks_for_the_scrape():
+    from chat.ops import metrics
+
+    keep = asyncio.Event()
+    waiting = [asyncio.create_task(keep.wait()) for _ in range(3)]
+    try:
+        await metrics.worker_sample()
+        # This test's own task and the three waiting ones, at least.
+        assert value(await scrape(), "chat_event_loop_tasks") >= 4
+    finally:
+        keep.set()
+        await asyncio.gather(*waiting)

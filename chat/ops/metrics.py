@@ -15,6 +15,7 @@ Two modes, chosen by prometheus_client itself when it is first imported:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -61,6 +62,12 @@ turn_duration = Histogram(
 streams_open = Gauge(
     "chat_streams_open", "SSE and NDJSON response bodies being sent.", multiprocess_mode="livesum"
 )
+# Per worker (a `pid` label in multi-process mode): what a soak run watches for leaks.
+event_loop_tasks = Gauge(
+    "chat_event_loop_tasks",
+    "asyncio tasks alive on the worker's event loop, sampled every few seconds.",
+    multiprocess_mode="liveall",
+)
 upstream_errors = Counter("chat_upstream_errors", "Turns the upstream failed, by type.", ["type"])
 limit_refusals = Counter(
     "chat_limit_refusals", "Requests refused with 429 by our own limits.", ["type"]
@@ -99,6 +106,17 @@ def turn_recorded(*, model: str, outcome: Mapping[str, Any]) -> None:
     error = outcome.get("error")
     if error and error["type"].startswith("upstream"):
         upstream_errors.labels(type=error["type"]).inc()
+
+
+# How often each worker samples its own state (`worker_sample`, a lifespan hook).
+SAMPLE_SECONDS = 5.0
+
+
+async def worker_sample() -> None:
+    """Record this worker's own state for the next scrape: its tasks, the sampling one
+    included. In multi-process mode a scrape reads every worker's files, so each worker
+    writes its values itself."""
+    event_loop_tasks.set(len(asyncio.all_tasks()))
 
 
 @never_fails
