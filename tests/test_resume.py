@@ -207,3 +207,24 @@ async def test_a_bad_last_event_id_is_a_json_400(upstream):
     response = await client.get(f"{info['stream_url']}?last_event_id=x", headers=SSE)
     assert response.status == 400 and response.json()["error"]["type"] == "invalid_request"
     assert upstream.calls == 0
+
+
+@pytest.mark.asyncio
+async def test_a_reader_past_the_end_of_a_log_copy_that_lost_frames_still_gets_the_end():
+    """Redis restarted empty mid-reply: another worker's copy of the log holds only the
+    final event its tail added, at a position below where a resuming reader left off.
+    That reader gets the final event, not an empty stream it would reconnect to forever."""
+    from chat.streams import StreamEvent
+    from chat.turns.log import TurnLog
+
+    copy = TurnLog("chat:turn:c:1")
+    copy.append(StreamEvent("end", {"status": "completed"}))
+    assert copy.closed
+
+    resumed = b"".join([frame async for frame in copy.frames_after(61)])
+    events = [event async for event in copy.events_after(61)]
+
+    assert parse_sse(resumed)[-1] == ("end", {"status": "completed"})
+    assert [event.type for event in events] == ["end"]
+    # A reader that already had the last frame gets nothing more.
+    assert [frame async for frame in copy.frames_after(1)] == []

@@ -86,33 +86,32 @@ class TurnLog:
         """The frames after position `after`, as stored, then each new one, until the final
         one; `IDLE` whenever none has come for a while. Frames already there go as one
         chunk."""
-        async for position in self._positions(after):
-            if position is None:
-                yield IDLE
-            else:
-                yield b"".join(self.frames[after:position])
-                after = position
+        async for span in self._spans(after):
+            yield IDLE if span is None else b"".join(self.frames[span[0] : span[1]])
 
     async def events_after(self, after: int) -> AsyncGenerator[StreamEvent, None]:
         """`frames_after`, as the events they encode."""
-        async for position in self._positions(after):
-            if position is None:
+        async for span in self._spans(after):
+            if span is None:
                 yield IDLE
             else:
-                for event in self.events[after:position]:
+                for event in self.events[span[0] : span[1]]:
                     yield event
-                after = position
 
-    async def _positions(self, after: int) -> AsyncIterator[int | None]:
-        """How far the log reaches each time it grows past `after`; None when it has not
-        for `CHAT_SSE_PING_SECONDS`."""
+    async def _spans(self, after: int) -> AsyncIterator[tuple[int, int] | None]:
+        """The positions the log grows by past `after`, each time it does; None when it
+        has not for `CHAT_SSE_PING_SECONDS`."""
         self.readers += 1
         try:
             while True:
                 if after < len(self.frames):
+                    yield after, len(self.frames)
                     after = len(self.frames)
-                    yield after
                 if self.closed:
+                    if after > len(self.frames) > 0:
+                        # The reader got further than this log reaches: a copy that lost
+                        # frames (Redis restarted empty mid-reply). It still gets the end.
+                        yield len(self.frames) - 1, len(self.frames)
                     return
                 if not await self._changed(settings.CHAT_SSE_PING_SECONDS):
                     yield None
