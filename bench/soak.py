@@ -3,14 +3,16 @@
     .venv/bin/python -m bench.soak [--minutes 30] [--concurrency 8]
 
 Starts the stack `make chaos` uses (`bench.stack`: PostgreSQL and Redis of its own, the
-fake upstream without faults, `uvicorn --workers 2` behind nginx) and runs, through
-nginx, a mix of direct SSE chats, deferred turns whose reader hangs up and resumes with
-Last-Event-ID, conversation searches, and a staff member loading the admin's message
-list and usage dashboard. After a warm-up, and again at the end, the load pauses while
-each worker's resident memory, open file descriptors, PostgreSQL connections (its
-sockets to the server) and asyncio tasks (`chat_event_loop_tasks` on /metrics) are read.
-Exits 1 if any grew by more than 10 % (and by more than one, for the small counts), or
-if more than 1 % of the operations failed.
+fake upstream without faults, `uvicorn --workers 2` behind nginx; finished turns' logs
+are kept 60 s instead of 600, so their memory settles within the warm-up) and runs,
+through nginx, a mix of direct SSE chats, deferred turns whose reader hangs up and
+resumes with Last-Event-ID, conversation searches, and a staff member loading the
+admin's message list and usage dashboard. After a warm-up (a third of the run, at most 3
+minutes), and again at the end, the load pauses while each worker's resident memory,
+open file descriptors (and what they are), PostgreSQL connections (its sockets to the
+server) and asyncio tasks (`chat_event_loop_tasks` on /metrics) are read. Exits 1 if any
+grew by more than 10 % (and by more than one, for the small counts), or if more than 1 %
+of the operations failed.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ ADMIN_PAGES = ("/admin/chat/message/", "/admin/chat/message/usage/?period=30d")
 PAUSE_SECONDS = 12.0  # the load pauses this long before a reading (workers sample every 5)
 GROWTH_LIMIT = 0.10
 SMALL_SLACK = 1  # a count may also grow by this much (4 → 5 is not a leak)
+WARMUP_SECONDS = 180.0  # at most; a third of a shorter run
+RESUME_TTL_SECONDS = 60
 
 
 @dataclass
@@ -47,6 +51,7 @@ class Reading:
     fds: int
     db_connections: int
     tasks: int
+    fds_by_peer: dict[str, int]  # what the descriptors are: sockets by their peer, the rest
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -61,16 +66,48 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _connections_to(port: int) -> set[str]:
-    """Inodes of established TCP sockets whose remote port is `port`."""
-    inodes = set()
+def _tcp_sockets() -> dict[str, tuple[int, int, str]]:
+    """Every TCP socket of the machine by inode: (local port, remote port, state)."""
+    found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            remote, state, inode = fields[2], fields[3], fields[9]
-            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == port:
-                inodes.add(inode)
-    return inodes
+            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
+            found[inode] = (
+                int(local.rsplit(":", 1)[1], 16),
+                int(remote.rsplit(":", 1)[1], 16),
+                state,
+            )
+    return found
+
+
+def _connections_to(port: int) -> set[str]:
+    """Inodes of established TCP sockets whose remote port is `port`."""
+    return {
+        inode
+        for inode, (_, remote, state) in _tcp_sockets().items()
+        if state == "01" and remote == port
+    }
+
+
+def _fds_by_peer(stack: Stack, pid: int) -> dict[str, int]:
+    peers = {
+        stack.pg_port: "postgres",
+        stack.redis_port: "redis",
+        stack.upstream_port: "upstream",
+    }
+    sockets = _tcp_sockets()
+    counts: Counter[str] = Counter()
+    mine = _socket_inodes(pid)
+    for inode in mine:
+        if inode not in sockets:
+            counts["other sockets"] += 1
+            continue
+        local, remote, state = sockets[inode]
+        kind = "nginx" if local == stack.worker_port else peers.get(remote, "tcp other")
+        counts[kind if state == "01" else f"{kind} ({state})"] += 1
+    counts["files, pipes"] = len(os.listdir(f"/proc/{pid}/fd")) - len(mine)
+    return dict(counts)
 
 
 async def task_counts(stack: Stack) -> dict[int, int]:
@@ -100,6 +137,7 @@ async def readings(stack: Stack) -> dict[int, Reading]:
             fds=len(os.listdir(f"/proc/{pid}/fd")),
             db_connections=len(_socket_inodes(pid) & database),
             tasks=tasks.get(pid, -1),
+            fds_by_peer=_fds_by_peer(stack, pid),
         )
     return found
 
@@ -162,8 +200,14 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         workdir,
         people=args.people,
         upstream_args=["--tokens", "60", "--delay-ms", "20"],
-        # The staff member's admin pages come through nginx, over TLS.
-        env_overrides={"SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false"},
+        env_overrides={
+            # The staff member's admin pages come through nginx, over TLS.
+            "SESSION_COOKIE_SECURE": "false",
+            "CSRF_COOKIE_SECURE": "false",
+            # Finished turns' logs are kept this long for resuming readers (600 s by
+            # default): shorter, so their memory reaches its steady state in the warm-up.
+            "CHAT_RESUME_TTL_SECONDS": str(RESUME_TTL_SECONDS),
+        },
     )
     try:
         print(f"starting the stack in {workdir} …", file=sys.stderr, flush=True)
@@ -175,7 +219,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             clients = [asyncio.create_task(load.client(session)) for _ in range(args.concurrency)]
             total = args.minutes * 60
-            warmup = min(120.0, total / 5)
+            warmup = min(WARMUP_SECONDS, total / 3)
             began = time.monotonic()
             await asyncio.sleep(warmup)
             load.go.clear()
@@ -236,6 +280,14 @@ def report(
             )
             if bad:
                 violations.append(f"worker {pid}: {unit} grew {grew:+.1%}")
+        kinds = sorted(set(start[pid].fds_by_peer) | set(end[pid].fds_by_peer))
+        print(
+            f"  {pid:>8} fds by peer: "
+            + ", ".join(
+                f"{k} {start[pid].fds_by_peer.get(k, 0)}→{end[pid].fds_by_peer.get(k, 0)}"
+                for k in kinds
+            )
+        )
     if failed > operations / 100:
         violations.append(f"{failed} of {operations} operations failed")
     for line in violations:
