@@ -245,3 +245,33 @@ async def test_an_upstream_gone_silent_ends_the_turn_as_a_billed_timeout(
     assert row.output_tokens == (2 if text else 0)
     assert upstream.streams[0].closed
     assert await sync_to_async(ledger_verify)() == []
+
+
+async def test_readers_of_a_lost_producer_wait_out_a_failing_database_write(
+    first_finish_fails, caplog, settings
+):
+    """A reader's copy of another worker's log finds its producer gone while the database
+    is restarting: recording the turn is tried again, and readers get what was recorded
+    (usage and all), not a bare `interrupted` that may contradict the row."""
+    from chat.turns.detached import _interrupted  # what the log tail calls
+    from chat.turns.log import TurnLog, log_key
+    from chat.turns.start import turn_start
+
+    settings.CHAT_PROVIDER, settings.CHAT_API = "demo", "chat"
+    _, owner = anonymous_visitor()
+    turn = await turn_start(owner=owner, message="hi", defer=True)
+    await Message.objects.filter(pk=turn.message_id).aupdate(
+        status="streaming", content="half a reply", worker="elsewhere:1:gone"
+    )
+    copy = TurnLog(log_key(turn.conversation_id, turn.message_id))
+
+    with caplog.at_level(logging.WARNING, logger="chat"):
+        await _interrupted(copy)
+
+    row = await Message.objects.aget(pk=turn.message_id)
+    assert (row.status, row.error_type, row.usage_estimated) == ("incomplete", "interrupted", True)
+    assert await sync_to_async(attempts)() == 2  # the failed write, and one retry
+    final = copy.events[-1]
+    assert final.type == "error" and final.data["usage"]["output_tokens"] == row.output_tokens
+    assert any("retrying" in r.getMessage() for r in caplog.records)
+    assert await sync_to_async(ledger_verify)() == []

@@ -28,6 +28,7 @@ from chat.streams import StreamEvent, error_event
 from chat.turns import log as turn_log
 from chat.turns import relay
 from chat.turns.control import cancel_key
+from chat.turns.finish import FINISH_RETRY_DELAYS
 from chat.turns.log import TurnLog, log_key
 from chat.turns.recover import turn_recover
 from chat.turns.selectors import stream_url
@@ -173,8 +174,15 @@ async def _interrupted(log: TurnLog) -> None:
     get a final `error` with what was recorded."""
     message_id = int(log.key.rsplit(":", 1)[1])
     data = None
-    with contextlib.suppress(Exception):  # the database is down: readers still get an end
-        data = await turn_recover(message_id=message_id, text=turn_log.log_text(log))
+    # The database restarting: tried again as a final write is (readers wait, pinged),
+    # since the producer may well have finished the turn; then readers still get an end.
+    for delay in (0.0, *FINISH_RETRY_DELAYS):
+        await asyncio.sleep(delay)
+        try:
+            data = await turn_recover(message_id=message_id, text=turn_log.log_text(log))
+            break
+        except Exception:
+            logger.warning("could not read turn %s to end its readers; retrying", message_id)
     if data is None:
         log.append(_interrupted_event())
     else:  # what was recorded (the producer may have finished it after all)
