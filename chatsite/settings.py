@@ -318,6 +318,14 @@ CHAT_STREAM_WAIT_SECONDS = env.float("CHAT_STREAM_WAIT_SECONDS", default=120.0)
 CHAT_RESUME_GRACE_SECONDS = env.float("CHAT_RESUME_GRACE_SECONDS", default=60.0)
 CHAT_RESUME_TTL_SECONDS = env.int("CHAT_RESUME_TTL_SECONDS", default=600)
 CHAT_SSE_PING_SECONDS = env.float("CHAT_SSE_PING_SECONDS", default=15.0)
+# A reply's text goes out at most one frame per this many milliseconds (its first token at
+# once; a tool call or the end at once, after the text before it); 0 = a frame per token.
+# Each frame is a socket write per reader and a log entry per turn, so a model's token
+# every few milliseconds costs a frame per interval. 40 ms, 25 frames a second, is about
+# the rate of film, where text still reads as flowing rather than arriving in jumps.
+CHAT_STREAM_FRAME_MS = env.float("CHAT_STREAM_FRAME_MS", default=40.0)
+if CHAT_STREAM_FRAME_MS < 0:
+    raise ImproperlyConfigured("CHAT_STREAM_FRAME_MS must be 0 or more.")
 # Request bodies above this are refused with 413 before they are parsed.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CHAT_MAX_BODY_BYTES", default=256 * 1024)
 # Limits per user (or per client IP when anonymous), shared by workers through the cache

@@ -46,7 +46,10 @@ pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 SSE = {"Accept": "text/event-stream"}
 USAGE = {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}
 PARTS = ["Hello", " there", "!"]
-TOKEN_GAP_SECONDS = 0.03  # tokens arrive apart, as a model sends them: one frame each
+# Tokens arrive apart, as a model sends them, within one frame interval (`FRAME_MS`, far
+# longer than the turn): the first goes out at once, the other two as one frame.
+TOKEN_GAP_SECONDS = 0.03
+FRAME_MS = 600_000.0
 # Tasks of a worker that run per interval, for all its turns (not counted per turn).
 PERIODIC = ("_poll_stops", "_tick_forever")
 
@@ -307,9 +310,9 @@ DEFERRED = {
             "HttpResponseBase.close",
         ],
         # The POST's rate and slot check, the GET's rate-free slot taken and given back,
-        # the producer's liveness set and cleared, and the log's five frames (start, three
-        # deltas, end) written.
-        "cache": ["PIPELINE GET+INCRBY+SET", *REDIS_LIMITS, "PIPELINE SET", "DEL"] + ["XADD"] * 5,
+        # the producer's liveness set and cleared, and the log's four frames (start, the
+        # first delta, the other two gathered into one, end) written.
+        "cache": ["PIPELINE GET+INCRBY+SET", *REDIS_LIMITS, "PIPELINE SET", "DEL"] + ["XADD"] * 4,
     },
 }
 RESUMED = {
@@ -357,6 +360,7 @@ def deployed(settings, upstream, monkeypatch):
     settings.CHAT_RATE_LIMIT = "1000/min"
     settings.CHAT_MAX_CONCURRENT_STREAMS = 3
     settings.CHAT_RESUME_GRACE_SECONDS = 60
+    settings.CHAT_STREAM_FRAME_MS = FRAME_MS
     monkeypatch.setattr(relay, "CANCEL_POLL_SECONDS", 3600.0)
     monkeypatch.setattr(detached, "TICK_SECONDS", 3600.0)
     # As served: Django's test client, used by earlier tests of the run, connects the

@@ -4,19 +4,25 @@ The upstream is read in its own task. The consumer gets its events, plus `IDLE` 
 `idle_after` seconds with none (one timer per turn, not one per event), and stops with
 `StopRequested` when someone asks this turn to stop: on this worker through the queue
 (instant), on another through a cache key (polled by one task per event loop for all its
-relays, so however many streams are open, each poll is one cache round trip). Deltas
-already queued are merged, so a burst of tiny tokens costs one frame; the first is never
-delayed. Leaving the relay, for any reason, cancels the upstream task, which closes the
-upstream response.
+relays, so however many streams are open, each poll is one cache round trip).
+
+Text and reasoning deltas are paced: after one is handed on, those that come within the
+next `frame_seconds` are gathered and handed on as one, so a model sending a token every
+few milliseconds costs a frame per interval, not one per token (each frame is a socket
+write for every reader, and a log entry). The first delta, and the first after a quiet
+spell, go at once; anything else (a tool call, the end, a failure, a stop request, the
+idle ping) hands on what was gathered at once and then itself, in order. Leaving the
+relay, for any reason, cancels the upstream task, which closes the upstream response.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from asgiref.sync import sync_to_async
 from django.core.cache import cache
@@ -85,10 +91,17 @@ async def _poll_stops(keys: set[str]) -> None:
 
 
 async def relay(
-    upstream: AsyncIterator[Event], *, cancel_key: str, idle_after: float
+    upstream: AsyncIterator[Event],
+    *,
+    cancel_key: str,
+    idle_after: float,
+    frame_seconds: float = 0.0,
+    unsent: list[TextDelta | ReasoningDelta] | None = None,
 ) -> AsyncGenerator[Event | StreamEvent, None]:
     """`upstream`'s events (the model's, and the tools' in between), and `IDLE` (the one
-    `StreamEvent` here) after `idle_after` seconds without any."""
+    `StreamEvent` here) after `idle_after` seconds without any; deltas at most one run
+    every `frame_seconds` (0: as they come, those already queued merged). If the consumer
+    is cancelled while deltas are gathered, they are left in `unsent`."""
     queue: asyncio.Queue[Any] = asyncio.Queue()
     _queues[cancel_key] = queue
     watched = _watch(cancel_key)
@@ -118,22 +131,39 @@ async def relay(
             queue.put_nowait(_Failure(exc))
 
     task = asyncio.create_task(pump())
+    next_frame_at = -math.inf  # when deltas may next be handed on without gathering
+    held: Any = None  # what ended the last gathering, handed on after its deltas
+    gathering: list[TextDelta | ReasoningDelta] = []
     try:
         while True:
-            item = queue.get_nowait() if not queue.empty() else await queue.get()
-            taken_at = loop.time()
-            items = [item]
-            if isinstance(item, TextDelta | ReasoningDelta) and not queue.empty():
-                items = _merge_queued(item, queue)
-            for one in items:
-                if one is _DONE:
-                    return
-                if one is _STOP:
-                    raise StopRequested
-                if isinstance(one, _Failure):
-                    raise one.exc
-                yield one
+            if held is not None:
+                item, held = held, None
+            else:
+                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                taken_at = loop.time()
+            if item is _DONE:
+                return
+            if item is _STOP:
+                raise StopRequested
+            if isinstance(item, _Failure):
+                raise item.exc
+            if not isinstance(item, TextDelta | ReasoningDelta):
+                yield item
+                continue
+            deltas = [item]
+            if loop.time() < next_frame_at:
+                gathering = deltas
+                held = await _gather(deltas, queue, until=next_frame_at)
+                gathering = []
+            else:
+                held = _take_queued(deltas, queue)
+            next_frame_at = loop.time() + frame_seconds
+            for delta in _merged(deltas):
+                yield cast(Event, delta)  # the upstream's own events, joined
     finally:
+        if gathering and unsent is not None:  # the consumer was cancelled while we waited
+            _take_queued(gathering, queue)  # and those that had come for the same frame
+            unsent.extend(_merged(gathering))
         if idle_timer is not None:
             idle_timer.cancel()
         _queues.pop(cancel_key, None)
@@ -143,16 +173,42 @@ async def relay(
             await task
 
 
-def _merge_queued(first: TextDelta | ReasoningDelta, queue: asyncio.Queue[Any]) -> list[Any]:
-    """`first` joined with the deltas of its kind already waiting behind it (nothing waits
-    for more)."""
-    kind = type(first)
-    texts = [first.text]
-    rest: list[Any] = []
+async def _gather(
+    deltas: list[TextDelta | ReasoningDelta], queue: asyncio.Queue[Any], *, until: float
+) -> Any:
+    """Add to `deltas` those that come before `until` (the event loop's time); return the
+    first other item, as soon as it comes (None if none did)."""
+    with contextlib.suppress(TimeoutError):
+        # One timer for the whole gathering; `Queue.get` leaves the item queued when its
+        # wait is cancelled, so none is lost at the deadline.
+        async with asyncio.timeout_at(until):
+            while True:
+                item = await queue.get()
+                if not isinstance(item, TextDelta | ReasoningDelta):
+                    return item
+                deltas.append(item)
+    return _take_queued(deltas, queue)
+
+
+def _take_queued(deltas: list[TextDelta | ReasoningDelta], queue: asyncio.Queue[Any]) -> Any:
+    """Add to `deltas` those already queued; return the first other item (None if none),
+    leaving what follows it queued."""
     while not queue.empty():
         item = queue.get_nowait()
-        if type(item) is kind and not rest:
-            texts.append(item.text)
+        if not isinstance(item, TextDelta | ReasoningDelta):
+            return item
+        deltas.append(item)
+    return None
+
+
+def _merged(deltas: list[TextDelta | ReasoningDelta]) -> list[TextDelta | ReasoningDelta]:
+    """Each run of deltas of one kind (text, reasoning) joined into one, in order."""
+    if len(deltas) == 1:
+        return deltas
+    runs: list[tuple[type[TextDelta | ReasoningDelta], list[str]]] = []
+    for delta in deltas:
+        if runs and runs[-1][0] is type(delta):
+            runs[-1][1].append(delta.text)
         else:
-            rest.append(item)
-    return [kind("".join(texts)), *rest]
+            runs.append((type(delta), [delta.text]))
+    return [kind("".join(texts)) for kind, texts in runs]

@@ -25,7 +25,14 @@ from chat.turns.control import cancel_key, in_flight, interrupting
 from chat.turns.finish import ms_since, release_connection, turn_finish, usage_estimate
 from chat.turns.lease import lease_hold, lease_release
 from chat.turns.log import log_key
-from chat.turns.rounds import BudgetReached, ReplyParts, ToolFinished, ToolStarted, turn_rounds
+from chat.turns.rounds import (
+    BudgetReached,
+    ReplyParts,
+    RoundEvent,
+    ToolFinished,
+    ToolStarted,
+    turn_rounds,
+)
 from chat.turns.selectors import turn_replay
 from chat.turns.start import Turn
 
@@ -52,6 +59,16 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
     error: ProviderError | None = None
     stopped = interrupted = False
     outcome: EndData | None = None
+    # Text the relay had gathered for its next frame when our consumer went away: what
+    # the model sent is kept, whether or not a reader saw it.
+    unsent: list[TextDelta | ReasoningDelta] = []
+
+    def keep(event: RoundEvent) -> None:
+        reply.add(event)
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+            round_text.append(event.text)
+
     stop_key = cancel_key(turn.conversation_id, turn.message_id)
     in_flight.add(stop_key)
     # Renewed while it streams, with `parts` checkpointed: if this process dies, another
@@ -85,6 +102,8 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
             upstream,
             cancel_key=stop_key,
             idle_after=settings.CHAT_SSE_PING_SECONDS,
+            frame_seconds=settings.CHAT_STREAM_FRAME_MS / 1000,
+            unsent=unsent,
         )
         # aclosing: when our consumer closes us at a `yield`, the upstream is closed
         # before the row is finished, not whenever the garbage collector gets to it.
@@ -93,14 +112,12 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
                 if isinstance(event, StreamEvent):
                     yield event  # IDLE
                     continue
-                reply.add(event)
+                keep(event)
                 if isinstance(event, TextDelta):
                     if not event.text:
                         continue
                     if ttft_ms is None:
                         ttft_ms = ms_since(started)
-                    parts.append(event.text)
-                    round_text.append(event.text)
                     yield StreamEvent("delta", {"text": event.text})
                 elif isinstance(event, ReasoningDelta):
                     if event.text:
@@ -158,6 +175,8 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         logger.exception("turn %s failed unexpectedly", turn.message_id)
         error = ProviderError("upstream", "The model's reply could not be read.")
     finally:
+        for event in unsent:
+            keep(event)
         # Shielded: the client may be gone, but the row must still be finished.
         try:
             outcome = await shielded(
