@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
@@ -37,7 +38,7 @@ CANCEL_POLL_SECONDS = 1.0
 IDLE_TOLERANCE_SECONDS = 0.001
 _DONE = object()
 _STOP = object()
-_queues: dict[str, asyncio.Queue[Any]] = {}
+_inboxes: dict[str, _Inbox] = {}
 
 
 @dataclass(slots=True)
@@ -60,11 +61,50 @@ class _Failure:
         self.exc = exc
 
 
+def _is_delta(item: object) -> bool:
+    return isinstance(item, TextDelta | ReasoningDelta)
+
+
+class _Inbox:
+    """A relay's queue. Its consumer is woken for each item, except deltas while it
+    gathers them for a frame: those wait for the frame's deadline, so a frame of ten
+    tokens wakes it once, not ten times."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.items: deque[Any] = deque()
+        self.gathering = False
+        self.loop = loop
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, item: object) -> None:
+        self.items.append(item)
+        waiter = self._waiter
+        wakes = not (self.gathering and _is_delta(item))
+        if wakes and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, until: float | None = None) -> None:
+        """Until an item that wakes comes, or the event loop's time `until`."""
+        self._waiter = waiter = self.loop.create_future()
+        timer = None if until is None else self.loop.call_at(until, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def request_stop(cancel_key: str) -> None:
     """Stop a relay running in this process (other workers see the cache key)."""
-    queue = _queues.get(cancel_key)
-    if queue is not None:
-        queue.put_nowait(_STOP)
+    inbox = _inboxes.get(cancel_key)
+    if inbox is not None:
+        inbox.put(_STOP)
 
 
 def _watch(cancel_key: str) -> set[str]:
@@ -102,10 +142,9 @@ async def relay(
     `StreamEvent` here) after `idle_after` seconds without any; deltas at most one run
     every `frame_seconds` (0: as they come, those already queued merged). If the consumer
     is cancelled while deltas are gathered, they are left in `unsent`."""
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-    _queues[cancel_key] = queue
-    watched = _watch(cancel_key)
     loop = asyncio.get_running_loop()
+    inbox = _inboxes[cancel_key] = _Inbox(loop)
+    watched = _watch(cancel_key)
     taken_at = loop.time()  # when the consumer last took an event
     idle_timer: asyncio.TimerHandle | None = None
 
@@ -115,8 +154,8 @@ async def relay(
         nonlocal idle_timer
         due = taken_at + idle_after
         if loop.time() >= due - IDLE_TOLERANCE_SECONDS:
-            if queue.empty():
-                queue.put_nowait(IDLE)
+            if not inbox.items:
+                inbox.put(IDLE)
             due = loop.time() + idle_after
         idle_timer = loop.call_at(due, idle_check)
 
@@ -125,10 +164,10 @@ async def relay(
     async def pump() -> None:
         try:
             async for event in upstream:
-                queue.put_nowait(event)
-            queue.put_nowait(_DONE)
+                inbox.put(event)
+            inbox.put(_DONE)
         except Exception as exc:  # handed to the consumer and raised there
-            queue.put_nowait(_Failure(exc))
+            inbox.put(_Failure(exc))
 
     task = asyncio.create_task(pump())
     next_frame_at = -math.inf  # when deltas may next be handed on without gathering
@@ -139,7 +178,9 @@ async def relay(
             if held is not None:
                 item, held = held, None
             else:
-                item = queue.get_nowait() if not queue.empty() else await queue.get()
+                if not inbox.items:
+                    await inbox.wait()
+                item = inbox.items.popleft()
                 taken_at = loop.time()
             if item is _DONE:
                 return
@@ -147,57 +188,54 @@ async def relay(
                 raise StopRequested
             if isinstance(item, _Failure):
                 raise item.exc
-            if not isinstance(item, TextDelta | ReasoningDelta):
+            if not _is_delta(item):
                 yield item
                 continue
             deltas = [item]
             if loop.time() < next_frame_at:
                 gathering = deltas
-                held = await _gather(deltas, queue, until=next_frame_at)
+                held = await _gather(deltas, inbox, until=next_frame_at)
                 gathering = []
             else:
-                held = _take_queued(deltas, queue)
+                held = _take_queued(deltas, inbox)
             next_frame_at = loop.time() + frame_seconds
             for delta in _merged(deltas):
                 yield cast(Event, delta)  # the upstream's own events, joined
     finally:
         if gathering and unsent is not None:  # the consumer was cancelled while we waited
-            _take_queued(gathering, queue)  # and those that had come for the same frame
+            _take_queued(gathering, inbox)  # and those that had come for the same frame
             unsent.extend(_merged(gathering))
         if idle_timer is not None:
             idle_timer.cancel()
-        _queues.pop(cancel_key, None)
+        _inboxes.pop(cancel_key, None)
         watched.discard(cancel_key)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
 
-async def _gather(
-    deltas: list[TextDelta | ReasoningDelta], queue: asyncio.Queue[Any], *, until: float
-) -> Any:
+async def _gather(deltas: list[Any], inbox: _Inbox, *, until: float) -> Any:
     """Add to `deltas` those that come before `until` (the event loop's time); return the
     first other item, as soon as it comes (None if none did)."""
-    with contextlib.suppress(TimeoutError):
-        # One timer for the whole gathering; `Queue.get` leaves the item queued when its
-        # wait is cancelled, so none is lost at the deadline.
-        async with asyncio.timeout_at(until):
-            while True:
-                item = await queue.get()
-                if not isinstance(item, TextDelta | ReasoningDelta):
-                    return item
-                deltas.append(item)
-    return _take_queued(deltas, queue)
+    inbox.gathering = True
+    try:
+        held = _take_queued(deltas, inbox)
+        if held is None and inbox.loop.time() < until:
+            await inbox.wait(until)  # for something else than a delta, or the deadline
+            held = _take_queued(deltas, inbox)
+        return held
+    finally:
+        inbox.gathering = False
 
 
-def _take_queued(deltas: list[TextDelta | ReasoningDelta], queue: asyncio.Queue[Any]) -> Any:
+def _take_queued(deltas: list[Any], inbox: _Inbox) -> Any:
     """Add to `deltas` those already queued; return the first other item (None if none),
     leaving what follows it queued."""
-    while not queue.empty():
-        item = queue.get_nowait()
-        if not isinstance(item, TextDelta | ReasoningDelta):
-            return item
-        deltas.append(item)
+    items = inbox.items
+    while items:
+        if not _is_delta(items[0]):
+            return items.popleft()
+        deltas.append(items.popleft())
     return None
 
 
