@@ -330,13 +330,18 @@ async def turn_claim(*, owner: Owner, message_id: int) -> Turn | Message:
 
 
 async def _claim(message: Message) -> Turn | None:
+    # One hop for the conditional UPDATE and the context read after it, not one each.
+    return await sync_to_async(_claim_and_read)(message)
+
+
+def _claim_and_read(message: Message) -> Turn | None:
     now = timezone.now()
-    won = await Message.objects.filter(pk=message.pk, status=Status.PENDING).aupdate(
+    won = Message.objects.filter(pk=message.pk, status=Status.PENDING).update(
         status=Status.STREAMING, claimed_at=now, worker=worker_id(), lease_until=lease_until(now)
     )
     if not won:
         return None
-    return await sync_to_async(turn_of)(message)
+    return turn_of(message)
 
 
 def turn_of(message: Message) -> Turn:
