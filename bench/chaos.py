@@ -31,7 +31,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,8 +41,8 @@ from typing import Any
 
 import aiohttp
 
-from bench.run import HOST, ROOT, _event_loop_runner
-from bench.stack import Stack
+from bench.run import HOST, ROOT
+from bench.stack import Stack, run_in_workdir
 
 MODES = ("direct", "deferred", "resumed")
 RESUME_AFTER_FRAMES = 8  # a resumed reader hangs up after this many deltas
@@ -567,14 +566,7 @@ def main() -> None:
     parser.add_argument("--fault-rate", type=float, default=0.1)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="chat-chaos-"))
-    code = 1
-    try:
-        code = _event_loop_runner()(chaos(args, workdir))
-    finally:
-        if code == 0 and not args.keep:
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
-    sys.exit(code)
+    run_in_workdir("chat-chaos-", lambda workdir: chaos(args, workdir), keep=args.keep)
 
 
 if __name__ == "__main__":

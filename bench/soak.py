@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import os
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -33,8 +31,8 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.chaos import Driver, Run, Turn
-from bench.run import PAGE_SIZE, _event_loop_runner, admin_session
-from bench.stack import Stack
+from bench.run import PAGE_SIZE, admin_session
+from bench.stack import Stack, run_in_workdir
 
 KINDS = {"chat": 4, "resume": 3, "search": 2, "admin": 1}  # weights of the mix
 ADMIN_PAGES = ("/admin/chat/message/", "/admin/chat/message/usage/?period=30d")
@@ -303,16 +301,7 @@ def main() -> None:
     parser.add_argument("--people", type=int, default=8)
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="chat-soak-"))
-    code = 1
-    try:
-        code = _event_loop_runner()(soak(args, workdir))
-    finally:
-        if code == 0 and not args.keep:
-            subprocess.run(["rm", "-rf", str(workdir)], check=False)
-        else:
-            print(f"logs: {workdir}", file=sys.stderr)
-    sys.exit(code)
+    run_in_workdir("chat-soak-", lambda workdir: soak(args, workdir), keep=args.keep)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 import psycopg
 
 from bench.nginx import nginx_command, self_signed
-from bench.run import HOST, ROOT, app_env, free_port, migrate
+from bench.run import HOST, ROOT, _event_loop_runner, app_env, free_port, migrate
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "redis-server")
@@ -277,3 +279,20 @@ class Stack:
                     return
             time.sleep(0.05)
         raise SystemExit(f"{what} did not listen on {port}; see {self.workdir}")
+
+
+def run_in_workdir(
+    prefix: str, run: Callable[[Path], Coroutine[Any, Any, int]], *, keep: bool
+) -> None:
+    """Exit with what `run(workdir)` returns, in a new temporary work dir that is removed
+    when it returned 0 unless `keep`; otherwise its path is printed (the logs are there)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    code = 1
+    try:
+        code = _event_loop_runner()(run(workdir))
+    finally:
+        if code == 0 and not keep:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        else:
+            print(f"logs: {workdir}", file=sys.stderr)
+    sys.exit(code)
