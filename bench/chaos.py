@@ -42,7 +42,7 @@ from typing import Any
 import aiohttp
 
 from bench.run import HOST, ROOT
-from bench.stack import Stack, run_in_workdir
+from bench.stack import Stack, run_in_workdir, stack_arguments
 
 MODES = ("direct", "deferred", "resumed")
 RESUME_AFTER_FRAMES = 8  # a resumed reader hangs up after this many deltas
@@ -558,13 +558,10 @@ async def chaos(args: argparse.Namespace, workdir: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stack_arguments(__doc__.splitlines()[0], concurrency=24)
     parser.add_argument("--turns", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=24)
-    parser.add_argument("--people", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=60, help="tokens per reply")
     parser.add_argument("--fault-rate", type=float, default=0.1)
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = parser.parse_args()
     run_in_workdir("chat-chaos-", lambda workdir: chaos(args, workdir), keep=args.keep)
 

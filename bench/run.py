@@ -211,6 +211,12 @@ class Figures:
 # --- processes ----------------------------------------------------------------------------
 
 
+def listening(port: int) -> bool:
+    """Whether something accepts connections on HOST:port now."""
+    with socket.socket() as sock:
+        return sock.connect_ex((HOST, port)) == 0
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.chaos import Driver, Run, Turn
 from bench.run import PAGE_SIZE, admin_session
-from bench.stack import Stack, run_in_workdir
+from bench.stack import Stack, run_in_workdir, stack_arguments
 
 KINDS = {"chat": 4, "resume": 3, "search": 2, "admin": 1}  # weights of the mix
 ADMIN_PAGES = ("/admin/chat/message/", "/admin/chat/message/usage/?period=30d")
@@ -295,11 +295,8 @@ def report(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stack_arguments(__doc__.splitlines()[0], concurrency=8)
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--people", type=int, default=8)
-    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     args = parser.parse_args()
     run_in_workdir("chat-soak-", lambda workdir: soak(args, workdir), keep=args.keep)
 

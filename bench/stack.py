@@ -10,6 +10,7 @@ as the `postgres` user (it refuses root).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -27,7 +28,7 @@ from typing import Any
 import psycopg
 
 from bench.nginx import nginx_command, self_signed
-from bench.run import HOST, ROOT, _event_loop_runner, app_env, free_port, migrate
+from bench.run import HOST, ROOT, _event_loop_runner, app_env, free_port, listening, migrate
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = os.environ.get("REDIS_SERVER", shutil.which("redis-server") or "redis-server")
@@ -270,15 +271,21 @@ class Stack:
             )
 
     def _wait_port(self, port: int, what: str) -> None:
-        import socket
-
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex((HOST, port)) == 0:
-                    return
+            if listening(port):
+                return
             time.sleep(0.05)
         raise SystemExit(f"{what} did not listen on {port}; see {self.workdir}")
+
+
+def stack_arguments(description: str, *, concurrency: int) -> argparse.ArgumentParser:
+    """A command line with the options every run on the stack takes; the run adds its own."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--concurrency", type=int, default=concurrency)
+    parser.add_argument("--people", type=int, default=8)
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
+    return parser
 
 
 def run_in_workdir(

@@ -14,6 +14,8 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
+from bench.run import listening
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 
@@ -28,9 +30,8 @@ def wait_listening(port: int, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"server on {port} exited with {proc.returncode}"
-        with socket.socket() as sock:
-            if sock.connect_ex((HOST, port)) == 0:
-                return
+        if listening(port):
+            return
         time.sleep(0.05)
     raise AssertionError(f"nothing listens on {port}")
 
