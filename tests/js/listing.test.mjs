@@ -210,6 +210,18 @@ test("a Markdown export during a reply gets the text on screen in place of none"
   assert.equal(live.split("*(no text)*").length, 2);
   assert.equal(withLiveText(exported, ""), exported);
   assert.equal(withLiveText("# Nothing yet\n", "text"), "# Nothing yet\n");
+  // A checkpoint of the text the server saved a moment ago gives way to the screen's.
+  const checkpointed = exported.replace(/\*\(no text\)\*\n$/, "Half a\n");
+  assert.equal(withLiveText(checkpointed, "Half a **reply**"), live);
+  const withFile = checkpointed + "\n*Attached: a.png*\n";
+  assert.ok(
+    withLiveText(withFile, "Half a **reply**").endsWith(
+      "Half a **reply**\n\n*(still being written when exported)*\n\n*Attached: a.png*\n",
+    ),
+  );
+  // A finished reply is exported as the server has it.
+  const done = checkpointed.replace(", streaming)", ", completed)");
+  assert.equal(withLiveText(done, "Half a **reply**"), done);
 });
 
 test("the download's name comes from Content-Disposition", () => {

@@ -151,14 +151,23 @@ export function searchWords(query) {
 
 const NO_TEXT = "*(no text)*";
 
-// The server's Markdown export of a conversation whose last reply is still being written
-// (the server has no text for it until it ends), with the text the page has on screen.
+// The server's Markdown export of a conversation whose last reply is still being written,
+// with the text the page has on screen instead of what the server had: nothing, or a
+// checkpoint of the text from a second or two ago (a streaming turn saves one now and
+// then, so a crash loses little).
 export function withLiveText(markdown, text) {
   const heading = markdown.lastIndexOf("## Assistant (");
-  const empty = heading < 0 ? -1 : markdown.indexOf(NO_TEXT, heading);
-  if (empty < 0 || !text) return markdown;
+  if (heading < 0 || !text) return markdown;
+  const headingEnd = markdown.indexOf("\n", heading);
+  if (headingEnd < 0) return markdown;
+  const start = headingEnd + 2; // after the blank line below the heading
+  const rest = markdown.slice(start);
+  const attached = rest.indexOf("\n\n*Attached: ");
+  const body = attached < 0 ? rest.replace(/\n+$/, "") : rest.slice(0, attached);
+  const streaming = /, (streaming|pending)\)$/.test(markdown.slice(heading, headingEnd));
+  if (!streaming && body !== NO_TEXT) return markdown;
   const note = "\n\n*(still being written when exported)*";
-  return markdown.slice(0, empty) + text + note + markdown.slice(empty + NO_TEXT.length);
+  return markdown.slice(0, start) + text + note + rest.slice(body.length);
 }
 
 // The file name a Content-Disposition header gives, or `fallback`.
