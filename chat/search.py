@@ -16,6 +16,8 @@ from chat.text import plain_text
 _WORD = re.compile(r"\w+", re.UNICODE)
 SNIPPET_CHARS = 160
 SNIPPET_LEAD = 30
+# SQLite's FTS5 index of message text (migration 0006).
+_FTS_TABLE = "chat_message_fts"
 
 
 def query_words(q: str) -> list[str]:
@@ -28,12 +30,8 @@ def message_matches(words: list[str]) -> Any:
     return _indexed_match(
         words,
         "content",
-        "SELECT rowid FROM chat_message_fts WHERE chat_message_fts MATCH %s",
+        f"SELECT rowid FROM {_FTS_TABLE} WHERE {_FTS_TABLE} MATCH %s",
     )
-
-
-# The admin's message search on SQLite joins the FTS5 table instead (`messages_matching`).
-_FTS_TABLE = "chat_message_fts"
 
 
 def messages_matching(queryset: QuerySet[Any], words: list[str]) -> QuerySet[Any]:
