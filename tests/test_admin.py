@@ -640,3 +640,41 @@ def test_provider_and_api_filters_offer_no_empty_choice(admin_client):
         "demo (2)",
         "openai (11)",
     ]
+
+
+def test_row_checkboxes_are_djangos_own_html(rf):
+    """The large tables write the action checkbox directly (it was the dearest cell of a
+    page): the same HTML as Django's widget, the object's name escaped once."""
+    from django.contrib import admin
+
+    from chat.admin.conversations import ConversationAdmin
+    from chat.admin.messages import MessageAdmin
+
+    [reply] = create_turns([Turn("alice", "gpt-4.1", 0, title='<b>"Q&A"</b> it\'s')])
+    for model_admin, obj in (
+        (ConversationAdmin(Conversation, admin.site), reply.conversation),
+        (MessageAdmin(Message, admin.site), reply),
+    ):
+        ours = model_admin.action_checkbox(obj)
+        assert ours == admin.ModelAdmin.action_checkbox(model_admin, obj)
+        assert "<b>" not in ours
+
+
+def test_dashboard_tables_and_charts_escape_what_they_show(admin_client):
+    """Rows and bars are drawn in Python (`format_html`), not template loops: a model's
+    or person's name is text, never markup, and every row links as before."""
+    create_turns(
+        [
+            Turn("<img src=x onerror=alert(1)>", "<script>m</script>", 0),
+            Turn("bob", "gpt-4.1", 1),
+        ]
+    )
+    html = admin_client.get(DASHBOARD, {"period": "7d"}).content.decode()
+    assert "<script>m</script>" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;m&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    # A model row opens its messages; seven days, seven bars in each chart, each titled.
+    assert "model=%3Cscript%3Em%3C%2Fscript%3E" in html
+    assert html.count("<g><title>") == 14
+    # Day, model and person: two rows and the totals each, seven figures a row.
+    assert html.count('<td class="num">') == 7 * 3 * 3

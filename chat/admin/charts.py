@@ -1,5 +1,8 @@
-"""Per-day bar charts for the usage dashboard, laid out here and drawn by the template as
-inline SVG: no JavaScript, no CDN, and every label goes through template escaping."""
+"""Per-day bar charts for the usage dashboard, laid out and drawn here as inline SVG: no
+JavaScript, no CDN, every label escaped (`format_html`). Drawn in Python, not by template
+loops: a 90-day chart is hundreds of shapes, and the template engine's cost per tag made
+them a large share of the page's rendering, on the thread that shares the worker with the
+chat streams."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from chat.money import usd
 from chat.spend.reports import UsageReport
@@ -32,6 +37,21 @@ class Bar:
     def centre(self) -> float:
         return round(self.x + self.width / 2, 2)
 
+    @property
+    def rects(self) -> SafeString:
+        return format_html_join(
+            "",
+            '<rect x="{}" y="{}" width="{}" height="{}" fill="{}"></rect>',
+            ((self.x, s.y, self.width, s.height, s.colour) for s in self.segments),
+        )
+
+    def axis_label(self, y: int) -> SafeString:
+        if not self.label:
+            return SafeString("")
+        return format_html(
+            '<text x="{}" y="{}" text-anchor="middle">{}</text>', self.centre, y, self.label
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Tick:
@@ -54,6 +74,25 @@ class Chart:
     @property
     def right(self) -> int:
         return self.width - 8
+
+    @property
+    def shapes(self) -> SafeString:
+        """The SVG's grid lines, axis labels and bars."""
+        ticks = format_html_join(
+            "",
+            '<line x1="{}" x2="{}" y1="{}" y2="{}"></line>'
+            '<text x="{}" y="{}" text-anchor="end" dominant-baseline="middle">{}</text>',
+            (
+                (self.left, self.right, tick.y, tick.y, self.left - 6, tick.y, tick.label)
+                for tick in self.ticks
+            ),
+        )
+        bars = format_html_join(
+            "",
+            "<g><title>{}</title>{}{}</g>",
+            ((bar.title, bar.rects, bar.axis_label(self.bottom + 16)) for bar in self.bars),
+        )
+        return format_html("{}{}", ticks, bars)
 
 
 INPUT_COLOUR = "#417690"
