@@ -43,6 +43,22 @@ caught.
    collection. Django ticket #37066 (its open pull request wraps Django's other bare
    `async for` sites in `aclosing`) is the nearest; no ticket found for this wrapper.
 
+5. **A request leaves no reference cycle behind** (`CycleFreeASGIHandler` overrides
+   `ASGIHandler.listen_for_disconnect`). Under uvicorn every request's disconnect
+   listener receives `http.disconnect` once the response is sent, and Django's raises
+   `RequestAborted`, which `handle()` collects from the task and ignores. The exception's
+   traceback holds `handle()`'s frame, whose locals hold the task that holds the
+   exception: a cycle per request (about a hundred objects: the request, its body, the
+   tasks), freed only by the cyclic garbage collector. Those collections ran on the
+   event loop and on page threads alike, and the full ones (every object of the worker)
+   paused every stream at once for a long while, the largest part of the chats' time to
+   first token tail beside staff reloading reports. Returning instead of raising is the
+   same to Django 5.2's `handle()` (it waits for the first task done and ignores the
+   listener's outcome either way; `check_upstream()` looks for that); Django's pull
+   request #19366 rewrites `handle()` around a TaskGroup, where it would not be, hence
+   the fingerprint. Baserow's pull request #5733 made the same change for the same
+   cycle.
+
 Static files need no seam: ServeStatic's middleware (the async fork of WhiteNoise) is
 async-native, so a static file is served without a thread hop and with an asynchronous
 body (WhiteNoise's sync middleware and file iterator needed one here, and Django warned
@@ -193,14 +209,14 @@ def _django_class(ours: type) -> type:
 
 
 def asgi_handler() -> ASGI3Application:
-    """Django's stock ASGI handler, its middleware chain built with `INLINE` swapped in."""
+    """Django's ASGI handler (5.), its middleware chain built with `INLINE` swapped in."""
     check_upstream()
     listed = settings.MIDDLEWARE
     # Once, at start-up, before any request: nothing else reads the setting yet.
     settings.MIDDLEWARE = [_path(INLINE[name]) if name in INLINE else name for name in listed]
     try:
         # django-stubs types ASGI messages as plain mappings; they are the same dicts.
-        return cast(ASGI3Application, ASGIHandler())
+        return cast(ASGI3Application, CycleFreeASGIHandler())
     finally:
         settings.MIDDLEWARE = listed
 
@@ -263,6 +279,21 @@ class ClosingStreamingResponse(StreamingHttpResponse):
             await self.body_iterator.aclose()
 
 
+# --- 5. A request leaves no reference cycle behind ----------------------------------------
+
+
+class CycleFreeASGIHandler(ASGIHandler):
+    """Django's handler whose disconnect listener returns on `http.disconnect` instead of
+    raising `RequestAborted` (see the module docstring)."""
+
+    async def listen_for_disconnect(self, receive: Callable[[], Awaitable[dict[str, Any]]]) -> None:  # type: ignore[override]
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        # As Django's: this should never happen.
+        raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
+
+
 # --- How an upgrade is caught -------------------------------------------------------------
 
 
@@ -284,6 +315,9 @@ def replaced_upstream_code() -> dict[str, str]:
             vars(StreamingHttpResponse)["streaming_content"].fget
         ),
         "ASGIHandler.send_response": inspect.getsource(ASGIHandler.send_response),
+        # 5. The listener replaced, and the one caller whose indifference it relies on.
+        "ASGIHandler.listen_for_disconnect": inspect.getsource(ASGIHandler.listen_for_disconnect),
+        "ASGIHandler.handle": inspect.getsource(ASGIHandler.handle),
     }
     for ours in INLINE.values():
         django_class = _django_class(ours)
@@ -320,6 +354,13 @@ def check_upstream() -> None:
     # 4.
     if "aclosing(aiter(response))" not in inspect.getsource(ASGIHandler.send_response):
         problems.append("ASGIHandler no longer closes aiter(response)")
+    # 5.
+    handle = inspect.getsource(ASGIHandler.handle)
+    if "listen_for_disconnect(receive)" not in handle or (
+        "return_when=asyncio.FIRST_COMPLETED" not in handle
+        or "except RequestAborted:" not in handle
+    ):
+        problems.append("ASGIHandler.handle no longer ignores how its disconnect listener ends")
     if problems:
         raise ImproperlyConfigured(
             "chat.seams no longer matches the installed Django or asgiref: "

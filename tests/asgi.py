@@ -104,6 +104,9 @@ async def asgi_request(
                 and len(result.chunks) >= disconnect_after_chunks
             ):
                 disconnected.set()
+            # As uvicorn: once the response is complete, `receive` answers a disconnect.
+            if not message.get("more_body", False):
+                disconnected.set()
 
     await (app or application)(scope, receive, send)
     return result

@@ -6,6 +6,8 @@ that seam (its test here or in tests/test_asgi.py), then record the new fingerpr
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import re
 
@@ -13,7 +15,7 @@ import pytest
 from asgiref.sync import SyncToAsync
 from django.contrib.auth import get_user_model
 from django.contrib.sessions.models import Session
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 
 from chat import seams
@@ -47,6 +49,9 @@ FINGERPRINTS = {
     "ASGIHandler.send_response": "77eda2b08689b44e",
     "StreamingHttpResponse.__aiter__": "7b36f5b3e5de1837",
     "StreamingHttpResponse.streaming_content": "cdb912493f797f72",
+    # 5. A request leaves no reference cycle behind.
+    "ASGIHandler.handle": "98faeb5bef800331",
+    "ASGIHandler.listen_for_disconnect": "c729aa315c734f98",
 }
 VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
 
@@ -188,14 +193,21 @@ async def _unclosed(self, response, send):  # as if Django stopped closing the b
         await send(part)
 
 
+async def _cares_how_the_listener_ends(self, scope, receive, send):
+    # As Django's pull request #19366 would: only a raising listener cancels the request.
+    async with asyncio.TaskGroup() as group:
+        group.create_task(self.listen_for_disconnect(receive))
+
+
 @pytest.mark.parametrize(
     "owner, name, value, problem",
     [
         (SyncToAsync, "thread_sensitive_context", None, "thread_sensitive_context is gone"),
         (ASGIHandler, "__call__", _no_context, "ThreadSensitiveContext"),
         (ASGIHandler, "send_response", _unclosed, "no longer closes aiter(response)"),
+        (ASGIHandler, "handle", _cares_how_the_listener_ends, "disconnect listener ends"),
     ],
-    ids=["asgiref-context", "django-context", "django-closing"],
+    ids=["asgiref-context", "django-context", "django-closing", "django-listener"],
 )
 def test_start_up_check_refuses_an_upstream_that_moved_under_a_seam(
     monkeypatch, owner, name, value, problem
@@ -203,3 +215,36 @@ def test_start_up_check_refuses_an_upstream_that_moved_under_a_seam(
     monkeypatch.setattr(owner, name, value)
     with pytest.raises(ImproperlyConfigured, match=re.escape(problem)):
         seams.check_upstream()
+
+
+async def _garbage_after_chat_turns(turns: int) -> list[object]:
+    """What only the cyclic garbage collector would free after `turns` chat turns."""
+    await asgi_request("POST", "/api/chat", body={"message": "warm up"})
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(turns):
+            reply = await asgi_request("POST", "/api/chat", body={"message": "hi"})
+            assert reply.status == 200
+        gc.collect()
+        return list(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.asyncio
+@pytest.mark.django_db(transaction=True)
+async def test_a_request_leaves_no_disconnect_cycle_for_the_garbage_collector(monkeypatch):
+    """Seam 5: Django's listener leaves a `RequestAborted` in a reference cycle per request
+    (its traceback holds the frame that holds the task that holds it); ours returns."""
+    ours = await _garbage_after_chat_turns(5)
+    assert not [o for o in ours if isinstance(o, RequestAborted)]
+    monkeypatch.setattr(
+        seams.CycleFreeASGIHandler, "listen_for_disconnect", ASGIHandler.listen_for_disconnect
+    )
+    djangos = await _garbage_after_chat_turns(5)
+    assert len([o for o in djangos if isinstance(o, RequestAborted)]) == 5
+    assert len(djangos) > len(ours)
