@@ -275,3 +275,37 @@ async def test_readers_of_a_lost_producer_wait_out_a_failing_database_write(
     assert final.type == "error" and final.data["usage"]["output_tokens"] == row.output_tokens
     assert any("retrying" in r.getMessage() for r in caplog.records)
     assert await sync_to_async(ledger_verify)() == []
+
+
+async def test_only_the_wait_for_the_upstream_counts_as_idle():
+    """The idle timeout's one timer per round: a consumer slower than the timeout between
+    events is not the upstream's silence, a gap longer than it is, and Stop during a wait
+    stays a cancellation."""
+    from chat.turns.rounds import UpstreamIdle, _never_idle
+
+    async def upstream(gaps: list[float]):
+        for number, gap in enumerate(gaps):
+            await asyncio.sleep(gap)
+            yield number
+
+    slow_reader = []
+    async for event in _never_idle(upstream([0, 0, 0]), 0.05):
+        slow_reader.append(event)
+        await asyncio.sleep(0.2)  # four timeouts' worth, spent by the consumer
+    assert slow_reader == [0, 1, 2]
+
+    silent = []
+    with pytest.raises(UpstreamIdle):
+        async for event in _never_idle(upstream([0, 0.5]), 0.05):
+            silent.append(event)
+    assert silent == [0]
+
+    async def read_all() -> None:
+        async for _ in _never_idle(upstream([0, 3600]), 0.3):
+            pass
+
+    reading = asyncio.create_task(read_all())
+    await asyncio.sleep(0.05)
+    reading.cancel()  # Stop, before the idle timer fires
+    with pytest.raises(asyncio.CancelledError):
+        await reading

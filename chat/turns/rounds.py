@@ -62,17 +62,54 @@ class UpstreamIdle(llm.ProviderError):
 async def _never_idle(
     events: AsyncGenerator[llm.ProviderEvent, None], seconds: float
 ) -> AsyncGenerator[llm.ProviderEvent, None]:
-    """`events`, ended with `UpstreamIdle` when none comes for `seconds` (0: never)."""
+    """`events`, ended with `UpstreamIdle` when none comes for `seconds` (0: never).
+
+    One timer per round, not a timeout armed around each event (a reply is thousands of
+    events, and arming one was a measurable share of a reply's CPU): when it fires it looks
+    at how long the current wait has lasted, and sleeps again if less. Only the wait for
+    the next event counts, never what the consumer does with one. Cancelling works as
+    `asyncio.timeout`'s does: the task is cancelled from the timer, and a cancellation
+    that also came from elsewhere (Stop) stays a cancellation."""
     async with contextlib.aclosing(events):
-        while True:
-            try:
-                async with asyncio.timeout(seconds or None):
+        if not seconds:
+            async for event in events:
+                yield event
+            return
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        waiting_since: float | None = None
+        fired = False
+        timer: asyncio.TimerHandle
+
+        def watch() -> None:
+            nonlocal fired, timer
+            now = loop.time()
+            if waiting_since is not None and now - waiting_since >= seconds:
+                fired = True
+                task.cancel()
+            else:
+                timer = loop.call_at(
+                    (now if waiting_since is None else waiting_since) + seconds, watch
+                )
+
+        timer = loop.call_at(loop.time() + seconds, watch)
+        try:
+            while True:
+                waiting_since = loop.time()
+                try:
                     event = await anext(events)
-            except StopAsyncIteration:
-                return
-            except TimeoutError:
-                raise UpstreamIdle.after(seconds) from None
-            yield event
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if fired and task.uncancel() <= cancelling:
+                        raise UpstreamIdle.after(seconds) from None
+                    raise
+                waiting_since = None
+                yield event
+        finally:
+            timer.cancel()
 
 
 async def turn_rounds(*, turn: Turn) -> AsyncGenerator[RoundEvent, None]:
