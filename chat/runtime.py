@@ -93,3 +93,32 @@ def spawn(
     `context` for work that outlives the request starting it: asgiref picks the request's
     database thread from the context."""
     return keep_alive(asyncio.get_running_loop().create_task(coro, context=context))
+
+
+class Rearming:
+    """A timer that runs `check` at `first_at` (the loop's time) and again whenever `check`
+    returns a time (None: no more), until `cancel()`.
+
+    A class, not a nested function that re-arms itself by name: such a function's closure
+    refers to itself, a reference cycle that keeps it, its timer, the timer's context (and
+    everything reachable from those) alive after the turn until a full garbage collection,
+    which then pauses every stream of the worker."""
+
+    __slots__ = ("_loop", "_check", "_handle")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, first_at: float, check: Callable[[], float | None]
+    ) -> None:
+        self._loop = loop
+        self._check: Callable[[], float | None] | None = check
+        self._handle: asyncio.TimerHandle | None = loop.call_at(first_at, self._fire)
+
+    def _fire(self) -> None:
+        when = self._check() if self._check is not None else None
+        self._handle = None if when is None else self._loop.call_at(when, self._fire)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self._check = None

@@ -18,6 +18,8 @@ set long so that it never fires during the measured turn.
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import re
 import threading
 from collections import Counter
@@ -505,3 +507,60 @@ async def test_a_direct_sse_turn_with_an_image_and_the_turn_after_it(
         == deployed.bodies[-2]["messages"][0]["content"][1]["image_url"]
     )
     check(costs, IMAGE_LATER, "a direct SSE turn after one with an image")
+
+
+# --- what a turn leaves for the cyclic garbage collector ----------------------------------
+
+
+@contextmanager
+def garbage() -> Iterator[list[object]]:
+    """The objects only the cyclic garbage collector would free, made within the block."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    left: list[object] = []
+    try:
+        yield left
+        gc.collect()
+        left.extend(gc.garbage)
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def reachable_within(roots: list[object], among: list[object]) -> set[int]:
+    ids = {id(o) for o in among}
+    seen = {id(o) for o in roots}
+    todo = list(roots)
+    while todo:
+        for referent in gc.get_referents(todo.pop()):
+            if id(referent) in ids and id(referent) not in seen:
+                seen.add(id(referent))
+                todo.append(referent)
+    return seen
+
+
+async def test_a_turn_leaves_the_garbage_collector_only_djangos_cycles(deployed):
+    """Reference cycles are freed only by the cyclic collector, whose full collections
+    pause every stream of the worker; a turn makes none of its own (a timer re-arming
+    itself through its closure, a connection object made per request on the event loop, a
+    disconnect exception holding its frame did, each keeping a turn's objects). What is
+    left is Django's: its authentication middleware ties each request to itself
+    (`request.auser` is a partial of the request), with what the request holds, and its
+    SQL compiler a nested function that calls itself."""
+    client = AsgiClient()
+    await direct_turn(client)
+    await deferred_turn(client)
+    await settled()
+
+    with garbage() as left:
+        await direct_turn(client)
+        await settled()
+        await deferred_turn(client)
+
+    requests = [o for o in left if type(o).__name__ == "ASGIRequest"]
+    assert len(requests) == 3  # the direct turn's POST, the deferred POST and its GET
+    djangos = [o for o in left if inspect.isfunction(o) and o.__module__.startswith("django.")]
+    others = [o for o in left if id(o) not in reachable_within(requests + djangos, left)]
+    assert not others, Counter(type(o).__name__ for o in others).most_common(10)

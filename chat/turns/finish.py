@@ -12,7 +12,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from chat import llm
@@ -33,6 +34,14 @@ from chat.turns.start import Turn
 logger = logging.getLogger("chat")
 Status = Message.Status
 INTERRUPTED = "The server writing this reply stopped before it was finished."
+
+
+def keeps_connection() -> bool:
+    """Whether the database is SQLite (whose connection `release_connection` keeps), from
+    its settings: `connection.vendor` read on the event loop makes a connection object for
+    the request's context (asgiref keeps Django's connections per context there), which
+    ends as a reference cycle for the garbage collector, once per turn."""
+    return bool(settings.DATABASES[DEFAULT_DB_ALIAS]["ENGINE"] == "django.db.backends.sqlite3")
 
 
 def release_connection() -> None:

@@ -29,7 +29,7 @@ from asgiref.sync import sync_to_async
 from django.core.cache import cache
 
 from chat.llm import ReasoningDelta, TextDelta
-from chat.runtime import PerLoop, spawn
+from chat.runtime import PerLoop, Rearming, spawn
 from chat.streams import IDLE, StreamEvent
 
 Event = TypeVar("Event")
@@ -146,20 +146,18 @@ async def relay(
     inbox = _inboxes[cancel_key] = _Inbox(loop)
     watched = _watch(cancel_key)
     taken_at = loop.time()  # when the consumer last took an event
-    idle_timer: asyncio.TimerHandle | None = None
 
-    def idle_check() -> None:
+    def idle_check() -> float:
         # One timer for the turn, re-armed from when the last event was taken, rather than
         # a timeout armed and cancelled around every event.
-        nonlocal idle_timer
         due = taken_at + idle_after
         if loop.time() >= due - IDLE_TOLERANCE_SECONDS:
             if not inbox.items:
                 inbox.put(IDLE)
             due = loop.time() + idle_after
-        idle_timer = loop.call_at(due, idle_check)
+        return due
 
-    idle_timer = loop.call_at(taken_at + idle_after, idle_check)
+    idle_timer = Rearming(loop, taken_at + idle_after, idle_check)
 
     async def pump() -> None:
         try:
@@ -205,8 +203,7 @@ async def relay(
         if gathering and unsent is not None:  # the consumer was cancelled while we waited
             _take_queued(gathering, inbox)  # and those that had come for the same frame
             unsent.extend(_merged(gathering))
-        if idle_timer is not None:
-            idle_timer.cancel()
+        idle_timer.cancel()
         _inboxes.pop(cancel_key, None)
         watched.discard(cancel_key)
         task.cancel()

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from chat import llm
 from chat.access.owners import Owner
+from chat.runtime import Rearming
 from chat.spend.budgets import budget_status
 from chat.spend.prices import cost_of, price_now, search_cost
 from chat.spend.tool_calls import tool_calls_priced
@@ -81,20 +82,17 @@ async def _never_idle(
         cancelling = task.cancelling()
         waiting_since: float | None = None
         fired = False
-        timer: asyncio.TimerHandle
 
-        def watch() -> None:
-            nonlocal fired, timer
+        def watch() -> float | None:
+            nonlocal fired
             now = loop.time()
             if waiting_since is not None and now - waiting_since >= seconds:
                 fired = True
                 task.cancel()
-            else:
-                timer = loop.call_at(
-                    (now if waiting_since is None else waiting_since) + seconds, watch
-                )
+                return None
+            return (now if waiting_since is None else waiting_since) + seconds
 
-        timer = loop.call_at(loop.time() + seconds, watch)
+        timer = Rearming(loop, loop.time() + seconds, watch)
         try:
             while True:
                 waiting_since = loop.time()

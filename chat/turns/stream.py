@@ -12,7 +12,6 @@ from contextlib import aclosing
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import connection
 
 from chat import llm
 from chat.files.context import files_in_context
@@ -22,7 +21,13 @@ from chat.runtime import shielded, spawn
 from chat.streams import IDLE, EndData, StreamEvent, error_event, start_event
 from chat.turns import relay
 from chat.turns.control import cancel_key, in_flight, interrupting
-from chat.turns.finish import ms_since, release_connection, turn_finish, usage_estimate
+from chat.turns.finish import (
+    keeps_connection,
+    ms_since,
+    release_connection,
+    turn_finish,
+    usage_estimate,
+)
 from chat.turns.lease import lease_hold, lease_release
 from chat.turns.log import log_key
 from chat.turns.rounds import (
@@ -93,7 +98,7 @@ async def turn_stream(*, turn: Turn) -> AsyncGenerator[StreamEvent, None]:
         # the model follow, so give the database connection back rather than pin it. Not
         # awaited, so the upstream call does not wait for it; it runs in this request's
         # DB thread, before turn_finish's write queued behind it there.
-        if connection.vendor != "sqlite":
+        if not keeps_connection():
             spawn(sync_to_async(release_connection)())
         if turn.attached:
             turn.context = await files_in_context(turn.context, turn.attached)
