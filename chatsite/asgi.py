@@ -8,6 +8,7 @@ lifespan (`chat.ops.lifespan`) with the turn engine's start-up and shutdown.
 """
 
 import functools
+import gc
 import os
 import sys
 
@@ -43,6 +44,12 @@ django_application = seams.asgi_handler()
 # after at most this long each time it wakes: CPython's default of 5 ms, paid at every
 # wake-up of a turn's first token, is what staff pages cost the streams' latency.
 sys.setswitchinterval(settings.CHAT_SWITCH_INTERVAL_MS / 1000)
+# What start-up made (modules, classes, settings, URL patterns: most of a worker's objects)
+# lives as long as the worker: out of the cyclic garbage collector's sight (gc.freeze), so
+# a full collection walks only what requests made since. It holds the GIL throughout, on
+# the event loop or on a page's thread, pausing every stream of the worker meanwhile.
+gc.collect()
+gc.freeze()
 
 # Uploads: their bodies are measured as they arrive, before Django reads them.
 UPLOAD_PATH = API_PREFIX + "files"
