@@ -21,6 +21,8 @@ from chat.ops import metrics
 from chat.ops.lifespan import lifespan
 from chat.ops.workers import workers_refuse_unshared
 
+GC_YOUNG_THRESHOLD = 7000
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 # What `django.core.asgi.get_asgi_application` does first: the modules below import
 # models and Django's middleware, which need the app registry.
@@ -50,6 +52,14 @@ sys.setswitchinterval(settings.CHAT_SWITCH_INTERVAL_MS / 1000)
 # the event loop or on a page's thread, pausing every stream of the worker meanwhile.
 gc.collect()
 gc.freeze()
+# Young collections every 7,000 new objects instead of Python's 700. A staff page rendering
+# allocates tens of thousands that live until it is sent: at 700 each of the many young
+# collections during a page found them in use and promoted them, so they were walked again
+# by the older generations' collections, the long pauses. Measured beside two staff
+# reloading reports: the worker's time in the collector about halved, and no full
+# collection ran (README, Performance). A young collection walks at most a few thousand
+# objects more; what they take in memory is that many objects, briefly.
+gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 # Uploads: their bodies are measured as they arrive, before Django reads them.
 UPLOAD_PATH = API_PREFIX + "files"

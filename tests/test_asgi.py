@@ -184,6 +184,7 @@ def test_start_up_objects_are_out_of_the_garbage_collectors_sight():
     the GIL and so pauses every stream, then walks only what requests made since."""
     import gc
 
-    import chatsite.asgi  # noqa: F401
+    import chatsite.asgi
 
     assert gc.get_freeze_count() > 50_000
+    assert gc.get_threshold()[0] == chatsite.asgi.GC_YOUNG_THRESHOLD
