@@ -15,10 +15,14 @@ from asgiref.sync import sync_to_async
 from django.core.cache import caches
 
 from chat.ops import cache as cache_module
+from chat.streams import StreamEvent
+from chat.turns.log import TurnLog, redis_streams
 from tests.conftest import REDIS_URL, redis_reachable
 
 pytestmark = pytest.mark.asyncio
 CAP = 2
+LOGS = 8  # several times the cap, so that tails and publishers wait for connections
+DELTAS = 5
 
 
 @pytest.fixture
@@ -60,6 +64,59 @@ class Connections:
 
     def of(self, name: str) -> int:
         return len(self.seen.get(f"{name}:{os.getpid()}", set()))
+
+
+@pytest.fixture
+def turnlog_pools(names, monkeypatch) -> Iterator[dict[str, str]]:
+    monkeypatch.setattr(redis_streams, "REDIS_CONNECTIONS", CAP)
+    monkeypatch.setattr(redis_streams, "TAIL_CONNECTIONS", CAP)
+    monkeypatch.setattr(redis_streams, "CLIENT_NAME", f"test-commands-{names['tag']}")
+    monkeypatch.setattr(redis_streams, "TAIL_CLIENT_NAME", f"test-tails-{names['tag']}")
+    # Producers would refresh it as they stream; this test's are idle between frames.
+    monkeypatch.setattr(redis_streams, "ALIVE_SECONDS", 600)
+    redis_streams._clients.clear()
+    redis_streams._tail_clients.clear()
+    yield names
+    redis_streams._clients.clear()
+    redis_streams._tail_clients.clear()
+
+
+async def test_many_tails_and_publishers_share_capped_pools_and_lose_nothing(turnlog_pools):
+    connections = Connections()
+    keys = [f"chat:turn:pools:{n}" for n in range(LOGS)]
+    await redis_streams.alive_refresh(keys)
+    copies = [
+        redis_streams.tail_start(TurnLog(key), interrupted=lambda log: asyncio.sleep(0))
+        for key in keys
+    ]
+
+    async def read(copy: TurnLog) -> str:
+        text = ""
+        async for event in copy.events_after(0):
+            connections.look()
+            text += event.data.get("text", "") if event.type == "delta" else f"<{event.type}>"
+        return text
+
+    readers = [asyncio.create_task(read(copy)) for copy in copies]
+    # Every tail is blocked in its XREAD, or waiting for a connection to do it, before
+    # anything is written: more tails than connections, all at once.
+    while sum(copy.readers for copy in copies) < LOGS:
+        await asyncio.sleep(0)
+    producers = [TurnLog(key, publisher=redis_streams.Publisher(key)) for key in keys]
+    for step in range(DELTAS):
+        for producer in producers:
+            producer.append(StreamEvent("delta", {"text": f"{step}."}))
+        await asyncio.sleep(0)
+        connections.look()
+    for producer in producers:
+        producer.append(StreamEvent("end", {"status": "completed"}))
+
+    texts = await asyncio.gather(*readers)
+    connections.look()
+
+    assert texts == ["0.1.2.3.4.<end>"] * LOGS
+    assert 1 <= connections.of(redis_streams.TAIL_CLIENT_NAME) <= CAP
+    assert 1 <= connections.of(redis_streams.CLIENT_NAME) <= CAP
 
 
 @pytest.fixture
