@@ -74,11 +74,8 @@ def turnlog_pools(names, monkeypatch) -> Iterator[dict[str, str]]:
     monkeypatch.setattr(redis_streams, "TAIL_CLIENT_NAME", f"test-tails-{names['tag']}")
     # Producers would refresh it as they stream; this test's are idle between frames.
     monkeypatch.setattr(redis_streams, "ALIVE_SECONDS", 600)
-    redis_streams._clients.clear()
-    redis_streams._tail_clients.clear()
+    # The pools are made on first use in the test's own event loop, with these.
     yield names
-    redis_streams._clients.clear()
-    redis_streams._tail_clients.clear()
 
 
 async def test_many_tails_and_publishers_share_capped_pools_and_lose_nothing(turnlog_pools):
@@ -123,7 +120,7 @@ async def test_many_tails_and_publishers_share_capped_pools_and_lose_nothing(tur
 def cache_pool(names, monkeypatch) -> Iterator[dict[str, str]]:
     monkeypatch.setattr(cache_module, "CACHE_CONNECTIONS", CAP)
     monkeypatch.setattr(cache_module, "CLIENT_NAME", f"test-cache-{names['tag']}")
-    monkeypatch.setattr(cache_module, "_pools", {})
+    # A pool of its own: the process's pools are keyed by their options, the name among them.
     yield names
 
 

@@ -16,9 +16,9 @@ is handled as an outage."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,13 +37,19 @@ CACHE_CONNECTIONS = 32
 CACHE_WAIT_SECONDS = 10
 CLIENT_NAME = "chat-cache"  # in Redis's CLIENT LIST, with the process id
 
-_pools: dict[tuple[str, str], Any] = {}
-_pools_lock = threading.Lock()
+
+@functools.cache
+def _shared_pool(pool_class: Any, server: str, options: tuple[tuple[str, Any], ...]) -> Any:
+    # Two threads asking at once may each make one, and one is then dropped: only while
+    # the process starts, and its connections close with it.
+    return pool_class.from_url(server, **dict(options))
 
 
 class SharedPoolClient(RedisCacheClient):
     """Django's Redis client, its connection pools shared by every cache object of the
-    process that has the same server and options."""
+    process that has the same server and options. It overrides Django's underscored
+    `_get_connection_pool` (and `ResilientRedisCache` sets `_class`): the cap in
+    tests/test_redis_pools.py fails if an upgrade of Django changes them."""
 
     # Set by Django's `RedisCacheClient.__init__` (its stubs leave them out).
     _servers: list[str]
@@ -53,12 +59,7 @@ class SharedPoolClient(RedisCacheClient):
 
     def _get_connection_pool(self, write: bool) -> Any:
         server = self._servers[self._get_connection_pool_index(write)]
-        key = (server, repr(sorted(self._pool_options.items())))
-        with _pools_lock:
-            pool = _pools.get(key)
-            if pool is None:
-                pool = _pools[key] = self._pool_class.from_url(server, **self._pool_options)
-        return pool
+        return _shared_pool(self._pool_class, server, tuple(sorted(self._pool_options.items())))
 
 
 class ResilientRedisCache(RedisCache):
