@@ -9,10 +9,11 @@ through nginx, a mix of direct SSE chats, deferred turns whose reader hangs up a
 resumes with Last-Event-ID, conversation searches, and a staff member loading the
 admin's message list and usage dashboard. After a warm-up (a third of the run, at most 3
 minutes), and again at the end, the load pauses while each worker's resident memory,
-open file descriptors (and what they are), PostgreSQL connections (its sockets to the
-server) and asyncio tasks (`chat_event_loop_tasks` on /metrics) are read. Exits 1 if any
-grew by more than 10 % (and by more than one, for the small counts), or if more than 1 %
-of the operations failed.
+open file descriptors (and what they are; its Redis connections also by pool, as named in
+Redis's `CLIENT LIST`), PostgreSQL connections (its sockets to the server) and asyncio
+tasks (`chat_event_loop_tasks` on /metrics) are read. Exits 1 if any grew by more than
+10 % (and by more than one, for the small counts), or if more than 1 % of the operations
+failed.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.chaos import Driver, Run, Turn
-from bench.run import PAGE_SIZE, admin_session
+from bench.run import HOST, PAGE_SIZE, admin_session
 from bench.stack import Stack, run_in_workdir, stack_arguments
 
 KINDS = {"chat": 4, "resume": 3, "search": 2, "admin": 1}  # weights of the mix
@@ -50,6 +52,7 @@ class Reading:
     db_connections: int
     tasks: int
     fds_by_peer: dict[str, int]  # what the descriptors are: sockets by their peer, the rest
+    redis_by_pool: dict[str, int]  # its connections in Redis's CLIENT LIST, by pool name
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -124,8 +127,24 @@ async def task_counts(stack: Stack) -> dict[int, int]:
     }
 
 
+def redis_pools(stack: Stack) -> dict[int, Counter[str]]:
+    """Each worker's connections to Redis by pool: the workers name them `<pool>:<pid>`."""
+    client = redis.Redis(host=HOST, port=stack.redis_port)
+    try:
+        clients = client.client_list()
+    finally:
+        client.close()
+    pools: dict[int, Counter[str]] = {}
+    for entry in clients:
+        pool, _, pid = entry["name"].rpartition(":")
+        if pool and pid.isdigit():
+            pools.setdefault(int(pid), Counter())[pool] += 1
+    return pools
+
+
 async def readings(stack: Stack) -> dict[int, Reading]:
     tasks = await task_counts(stack)
+    pools = await asyncio.to_thread(redis_pools, stack)
     database = _connections_to(stack.pg_port)
     found = {}
     for pid in stack.worker_pids():
@@ -136,6 +155,7 @@ async def readings(stack: Stack) -> dict[int, Reading]:
             db_connections=len(_socket_inodes(pid) & database),
             tasks=tasks.get(pid, -1),
             fds_by_peer=_fds_by_peer(stack, pid),
+            redis_by_pool=dict(pools.get(pid, {})),
         )
     return found
 
@@ -284,6 +304,14 @@ def report(
             + ", ".join(
                 f"{k} {start[pid].fds_by_peer.get(k, 0)}→{end[pid].fds_by_peer.get(k, 0)}"
                 for k in kinds
+            )
+        )
+        pools = sorted(set(start[pid].redis_by_pool) | set(end[pid].redis_by_pool))
+        print(
+            f"  {pid:>8} redis by pool: "
+            + ", ".join(
+                f"{k} {start[pid].redis_by_pool.get(k, 0)}→{end[pid].redis_by_pool.get(k, 0)}"
+                for k in pools
             )
         )
     if failed > operations / 100:

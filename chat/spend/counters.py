@@ -13,6 +13,7 @@ they were seven round trips and a thread hop to admit a turn, two and a hop to s
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -62,6 +63,7 @@ Op = Literal["count", "read", "release", "touch"]
 # burst on a saturated worker takes as long as the loop's backlog, so the wait is long.
 REDIS_CONNECTIONS = 128
 REDIS_WAIT_SECONDS = 120
+CLIENT_NAME = "chat-counters"  # in Redis's CLIENT LIST, with the process id
 # Decrement a counter that still exists (one that expired stays gone), atomically.
 _RELEASE = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end"
 
@@ -75,7 +77,10 @@ def _connect() -> Any:
     # Blocking: a burst of turns waits for one of these connections rather than failing
     # when more are asked for at once.
     pool = redis.asyncio.BlockingConnectionPool.from_url(
-        str(first).split(",")[0], max_connections=REDIS_CONNECTIONS, timeout=REDIS_WAIT_SECONDS
+        str(first).split(",")[0],
+        max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_WAIT_SECONDS,
+        client_name=f"{CLIENT_NAME}:{os.getpid()}",
     )
     return redis.asyncio.Redis(connection_pool=pool)
 

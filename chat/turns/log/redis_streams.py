@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,15 +35,38 @@ POLL_MS = 1000
 POLLS_WITHOUT_READERS = 2
 
 
-def _connect() -> Any:
+# Connections to Redis per worker, each pool bounded and blocking: past its cap a caller
+# waits for a connection rather than opening another or failing. Short commands (frames
+# written, liveness, leases) have their own pool, so tails, each holding a connection for
+# a whole blocking XREAD, can never starve the producers. More tails than connections
+# take turns: each XREAD gives its connection back when it returns (at the latest after
+# one poll), so a tail waits at most a few polls. A wait past `REDIS_WAIT_SECONDS` means
+# Redis is not answering, and is handled as an outage.
+REDIS_CONNECTIONS = 32
+TAIL_CONNECTIONS = 64
+REDIS_WAIT_SECONDS = 30
+# How this worker's connections are named in Redis's CLIENT LIST (with the process id).
+CLIENT_NAME = "chat-turnlog"
+TAIL_CLIENT_NAME = "chat-turnlog-tail"
+
+
+def _pool_client(name: str, connections: int) -> Any:
     import redis.asyncio
 
-    # An unreachable Redis fails fast (turn logs and leases then degrade), never hangs.
-    return redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=1)
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        settings.REDIS_URL,
+        max_connections=connections,
+        timeout=REDIS_WAIT_SECONDS,
+        # An unreachable Redis fails fast (turn logs and leases then degrade), never hangs.
+        socket_connect_timeout=1,
+        client_name=f"{name}:{os.getpid()}",
+    )
+    return redis.asyncio.Redis(connection_pool=pool)
 
 
-# One `redis.asyncio` client per event loop (its connections belong to that loop).
-_clients: PerLoop[Any] = PerLoop(_connect)
+# One `redis.asyncio` client per event loop and pool (its connections belong to that loop).
+_clients: PerLoop[Any] = PerLoop(lambda: _pool_client(CLIENT_NAME, REDIS_CONNECTIONS))
+_tail_clients: PerLoop[Any] = PerLoop(lambda: _pool_client(TAIL_CLIENT_NAME, TAIL_CONNECTIONS))
 
 
 def redis_client() -> Any:
@@ -146,7 +170,7 @@ def tail_start(log: TurnLog, *, interrupted: Callable[[TurnLog], Awaitable[None]
 
 
 async def _tail(log: TurnLog, interrupted: Callable[[TurnLog], Awaitable[None]]) -> None:
-    client = redis_client()
+    client, reads = redis_client(), _tail_clients.get()
     stream, alive, watched = (_redis_key(log.key, kind) for kind in ("log", "alive", "watched"))
     misses = idle = 0
     try:
@@ -161,7 +185,7 @@ async def _tail(log: TurnLog, interrupted: Callable[[TurnLog], Awaitable[None]])
                     return
             last = f"0-{len(log.frames)}"
             try:
-                answer = await client.xread({stream: last}, block=POLL_MS, count=1000)
+                answer = await reads.xread({stream: last}, block=POLL_MS, count=1000)
             except OUTAGES:
                 # Redis restarting: its readers wait (pings go on) and the tail goes on
                 # once it is back; a lost log ends as an interrupted one does, from the row.
