@@ -59,6 +59,15 @@ caught.
    the fingerprint. Baserow's pull request #5733 made the same change for the same
    cycle.
 
+6. **One Redis pool per process for Django's cache** (`SharedPoolClient` overrides
+   `RedisCacheClient._get_connection_pool`; `chat.ops.cache.ResilientRedisCache` sets
+   `RedisCache._class` to it). Django makes a cache object per request context (`caches`
+   is context-local) and `RedisCache` a connection pool per cache object, so each request
+   opened a Redis connection of its own, closed only when the garbage collector reached
+   its pool: a worker under load held a hundred. Django's `OPTIONS` can choose a pool
+   class and its cap, but each cache object still makes its own pool. No ticket found.
+   `tests/test_redis_pools.py` counts the connections at the server.
+
 Static files need no seam: ServeStatic's middleware (the async fork of WhiteNoise) is
 async-native, so a static file is served without a thread hop and with an asynchronous
 body (WhiteNoise's sync middleware and file iterator needed one here, and Django warned
@@ -74,6 +83,7 @@ a fingerprint of every piece of upstream code replaced or relied on here
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -85,6 +95,7 @@ from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
@@ -294,6 +305,31 @@ class CycleFreeASGIHandler(ASGIHandler):
         raise AssertionError(f"Invalid ASGI message after request body: {message['type']}")
 
 
+# --- 6. One Redis pool per process for Django's cache ------------------------------------
+
+
+@functools.cache
+def _shared_pool(pool_class: Any, server: str, options: tuple[tuple[str, Any], ...]) -> Any:
+    # Two threads asking at once may each make one, and one is then dropped: only while
+    # the process starts, and its connections close with it.
+    return pool_class.from_url(server, **dict(options))
+
+
+class SharedPoolClient(RedisCacheClient):
+    """Django's Redis client, its connection pools shared by every cache object of the
+    process that has the same server and options (see the module docstring)."""
+
+    # Set by Django's `RedisCacheClient.__init__` (its stubs leave them out).
+    _servers: list[str]
+    _pool_class: Any
+    _pool_options: dict[str, Any]
+    _get_connection_pool_index: Callable[[bool], int]
+
+    def _get_connection_pool(self, write: bool) -> Any:
+        server = self._servers[self._get_connection_pool_index(write)]
+        return _shared_pool(self._pool_class, server, tuple(sorted(self._pool_options.items())))
+
+
 # --- How an upgrade is caught -------------------------------------------------------------
 
 
@@ -318,6 +354,11 @@ def replaced_upstream_code() -> dict[str, str]:
         # 5. The listener replaced, and the one caller whose indifference it relies on.
         "ASGIHandler.listen_for_disconnect": inspect.getsource(ASGIHandler.listen_for_disconnect),
         "ASGIHandler.handle": inspect.getsource(ASGIHandler.handle),
+        # 6. The pool lookup replaced, and where the cache makes its client.
+        "RedisCacheClient._get_connection_pool": inspect.getsource(
+            vars(RedisCacheClient)["_get_connection_pool"]
+        ),
+        "RedisCache._cache": inspect.getsource(vars(RedisCache)["_cache"].func),
     }
     for ours in INLINE.values():
         django_class = _django_class(ours)
@@ -361,6 +402,9 @@ def check_upstream() -> None:
         or "except RequestAborted:" not in handle
     ):
         problems.append("ASGIHandler.handle no longer ignores how its disconnect listener ends")
+    # 6.
+    if "self._class(" not in inspect.getsource(vars(RedisCache)["_cache"].func):
+        problems.append("RedisCache no longer makes its client from self._class")
     if problems:
         raise ImproperlyConfigured(
             "chat.seams no longer matches the installed Django or asgiref: "

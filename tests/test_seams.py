@@ -52,6 +52,9 @@ FINGERPRINTS = {
     # 5. A request leaves no reference cycle behind.
     "ASGIHandler.handle": "98faeb5bef800331",
     "ASGIHandler.listen_for_disconnect": "c729aa315c734f98",
+    # 6. One Redis pool per process for Django's cache.
+    "RedisCache._cache": "9ff16af6c04a2401",
+    "RedisCacheClient._get_connection_pool": "025850f6ffcb98ed",
 }
 VARYING_HEADERS = {"x-request-id", "content-length", "date", "expires"}
 

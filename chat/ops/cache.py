@@ -9,24 +9,24 @@ Django makes a cache object per request context (`caches` is context-local), and
 `RedisCache` a connection pool per cache object: each request opened a Redis connection of
 its own, closed only when the garbage collector reached its pool, so a busy worker held
 however many the collector had not yet found. Here every cache object of a process shares
-one pool per server, bounded (`CACHE_CONNECTIONS`) and blocking: a thread waits for a
-connection rather than opening another. A connection is held for one command, bounded by
-the socket timeout, so a wait past `CACHE_WAIT_SECONDS` means Redis is not answering, and
-is handled as an outage."""
+one pool per server (`chat.seams`, seam 6), bounded (`CACHE_CONNECTIONS`) and blocking: a
+thread waits for a connection rather than opening another. A connection is held for one
+command, bounded by the socket timeout, so a wait past `CACHE_WAIT_SECONDS` means Redis is
+not answering, and is handled as an outage."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
-from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+from django.core.cache.backends.redis import RedisCache
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from chat.seams import SharedPoolClient
 
 logger = logging.getLogger("chat")
 RETRY_SECONDS = 5.0
@@ -36,30 +36,6 @@ OUTAGES = (RedisConnectionError, RedisTimeoutError)
 CACHE_CONNECTIONS = 32
 CACHE_WAIT_SECONDS = 10
 CLIENT_NAME = "chat-cache"  # in Redis's CLIENT LIST, with the process id
-
-
-@functools.cache
-def _shared_pool(pool_class: Any, server: str, options: tuple[tuple[str, Any], ...]) -> Any:
-    # Two threads asking at once may each make one, and one is then dropped: only while
-    # the process starts, and its connections close with it.
-    return pool_class.from_url(server, **dict(options))
-
-
-class SharedPoolClient(RedisCacheClient):
-    """Django's Redis client, its connection pools shared by every cache object of the
-    process that has the same server and options. It overrides Django's underscored
-    `_get_connection_pool` (and `ResilientRedisCache` sets `_class`): the cap in
-    tests/test_redis_pools.py fails if an upgrade of Django changes them."""
-
-    # Set by Django's `RedisCacheClient.__init__` (its stubs leave them out).
-    _servers: list[str]
-    _pool_class: Any
-    _pool_options: dict[str, Any]
-    _get_connection_pool_index: Callable[[bool], int]
-
-    def _get_connection_pool(self, write: bool) -> Any:
-        server = self._servers[self._get_connection_pool_index(write)]
-        return _shared_pool(self._pool_class, server, tuple(sorted(self._pool_options.items())))
 
 
 class ResilientRedisCache(RedisCache):
