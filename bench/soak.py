@@ -258,6 +258,12 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         await asyncio.to_thread(stack.stop)
 
 
+def _before_after(before: dict[str, int], after: dict[str, int]) -> str:
+    """`kind start→end` for every kind either reading has."""
+    kinds = sorted(set(before) | set(after))
+    return ", ".join(f"{k} {before.get(k, 0)}→{after.get(k, 0)}" for k in kinds)
+
+
 def report(
     args: argparse.Namespace,
     load: Load,
@@ -298,21 +304,13 @@ def report(
             )
             if bad:
                 violations.append(f"worker {pid}: {unit} grew {grew:+.1%}")
-        kinds = sorted(set(start[pid].fds_by_peer) | set(end[pid].fds_by_peer))
         print(
             f"  {pid:>8} fds by peer: "
-            + ", ".join(
-                f"{k} {start[pid].fds_by_peer.get(k, 0)}→{end[pid].fds_by_peer.get(k, 0)}"
-                for k in kinds
-            )
+            + _before_after(start[pid].fds_by_peer, end[pid].fds_by_peer)
         )
-        pools = sorted(set(start[pid].redis_by_pool) | set(end[pid].redis_by_pool))
         print(
             f"  {pid:>8} redis by pool: "
-            + ", ".join(
-                f"{k} {start[pid].redis_by_pool.get(k, 0)}→{end[pid].redis_by_pool.get(k, 0)}"
-                for k in pools
-            )
+            + _before_after(start[pid].redis_by_pool, end[pid].redis_by_pool)
         )
     if failed > operations / 100:
         violations.append(f"{failed} of {operations} operations failed")
