@@ -50,7 +50,7 @@ def release_connection() -> None:
     each hold a connection (CONN_MAX_AGE=0 alone closes it only when the response ends).
     SQLite's are kept: a file handle, no server slot, and reopening one costs more than
     the rest of a turn's database work."""
-    if connection.vendor != "sqlite" and not connection.in_atomic_block:
+    if not keeps_connection() and not connection.in_atomic_block:
         connection.close()
 
 
