@@ -58,6 +58,10 @@ caught.
    request #19366 rewrites `handle()` around a TaskGroup, where it would not be, hence
    the fingerprint. Baserow's pull request #5733 made the same change for the same
    cycle.
+   Django's authentication middleware makes two more per request: `request.user` is a
+   lazy object whose function closes over the request, `request.auser` a partial of it.
+   Ours (`AuthenticationMiddleware`, 1.) refer to the request weakly; both are only read
+   while their request is served. No ticket found.
 
 6. **One Redis pool per process for Django's cache** (`SharedPoolClient` overrides
    `RedisCacheClient._get_connection_pool`; `chat.ops.cache.ResilientRedisCache` sets
@@ -67,6 +71,16 @@ caught.
    its pool: a worker under load held a hundred. Django's `OPTIONS` can choose a pool
    class and its cap, but each cache object still makes its own pool. No ticket found.
    `tests/test_redis_pools.py` counts the connections at the server.
+
+7. **A page's template context freed when the page is rendered** (`ReleasingTemplates`,
+   a `DjangoTemplates` backend whose templates pop every dictionary off the context they
+   rendered; `Context.pop()` and `ContextPopException` are documented, the backend's
+   `Template` wrapper and `reraise` are not). Every `RequestContext` refers to itself
+   through the `ContextDict`s it pushes (`make_context` pushes the view's context and never
+   pops it), so a page's whole context (a changelist's rows, the dashboard's tables) was
+   garbage that only the cyclic collector freed, on whichever thread next crossed its
+   threshold: the event loop's collections then paused every stream to free a staff
+   page. Popped, they go by reference counting when the response is sent. No ticket found.
 
 Static files need no seam: ServeStatic's middleware (the async fork of WhiteNoise) is
 async-native, so a static file is served without a thread hop and with an asynchronous
@@ -85,6 +99,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -100,7 +115,12 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
 from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from django.middleware import clickjacking, common, csrf, security
+from django.template import Context, ContextPopException, TemplateDoesNotExist
+from django.template.backends import django as django_backend
+from django.template.backends.django import DjangoTemplates
+from django.template.context import ContextDict, make_context
 from django.utils.deprecation import MiddlewareMixin
+from django.utils.functional import SimpleLazyObject
 
 from chat.errors import API_PREFIX
 
@@ -136,7 +156,25 @@ class CommonMiddleware(_Inline, common.CommonMiddleware):
 
 
 class AuthenticationMiddleware(_Inline, auth.AuthenticationMiddleware):
-    pass
+    """Django's, its `request.user` and `request.auser` referring to the request weakly:
+    Django's close over the request they are set on, a reference cycle per request (5.)."""
+
+    def process_request(self, request: HttpRequest) -> None:
+        super().process_request(request)
+        held = weakref.ref(request)
+        request.user = SimpleLazyObject(lambda: auth.get_user(_alive(held)))  # type: ignore[assignment]
+        request.auser = functools.partial(_auser, held)
+
+
+def _alive(held: weakref.ref[HttpRequest]) -> HttpRequest:
+    request = held()
+    if request is None:
+        raise RuntimeError("request.user read after its request was freed")
+    return request
+
+
+async def _auser(held: weakref.ref[HttpRequest]) -> Any:
+    return await auth.auser(_alive(held))
 
 
 class SecurityMiddleware(_Inline, security.SecurityMiddleware):
@@ -330,6 +368,47 @@ class SharedPoolClient(RedisCacheClient):
         return _shared_pool(self._pool_class, server, tuple(sorted(self._pool_options.items())))
 
 
+# --- 7. A page's template context freed when the page is rendered ----------------------
+
+
+def release_context(context: Context) -> None:
+    """Pop every dictionary pushed onto `context`, each of which refers back to it."""
+    try:
+        while True:
+            context.pop()
+    except ContextPopException:
+        pass
+
+
+class ReleasingTemplate(django_backend.Template):
+    """Django's template wrapper, releasing the context it made once it has rendered."""
+
+    def render(
+        self, context: dict[str, Any] | None = None, request: HttpRequest | None = None
+    ) -> str:
+        made = make_context(context, request, autoescape=self.backend.engine.autoescape)
+        try:
+            return cast(str, self.template.render(made))
+        except TemplateDoesNotExist as exc:
+            django_backend.reraise(exc, self.backend)
+        finally:
+            release_context(made)
+
+
+class ReleasingTemplates(DjangoTemplates):
+    """Django's template backend, its templates `ReleasingTemplate`s (see the module
+    docstring); `TEMPLATES` names it in Django's place."""
+
+    def from_string(self, template_code: str) -> ReleasingTemplate:
+        return ReleasingTemplate(self.engine.from_string(template_code), self)
+
+    def get_template(self, template_name: str) -> ReleasingTemplate:
+        try:
+            return ReleasingTemplate(self.engine.get_template(template_name), self)
+        except TemplateDoesNotExist as exc:
+            django_backend.reraise(exc, self)
+
+
 # --- How an upgrade is caught -------------------------------------------------------------
 
 
@@ -359,6 +438,15 @@ def replaced_upstream_code() -> dict[str, str]:
             vars(RedisCacheClient)["_get_connection_pool"]
         ),
         "RedisCache._cache": inspect.getsource(vars(RedisCache)["_cache"].func),
+        # 5. What the weak request.user and request.auser call.
+        "auth.get_user": inspect.getsource(auth.get_user),
+        "auth.auser": inspect.getsource(auth.auser),
+        # 7. The wrapper's render and the backend's constructors replaced, and the cycle.
+        "django_backend.Template.render": inspect.getsource(django_backend.Template.render),
+        "DjangoTemplates.from_string": inspect.getsource(DjangoTemplates.from_string),
+        "DjangoTemplates.get_template": inspect.getsource(DjangoTemplates.get_template),
+        "make_context": inspect.getsource(make_context),
+        "ContextDict.__init__": inspect.getsource(ContextDict.__init__),
     }
     for ours in INLINE.values():
         django_class = _django_class(ours)
@@ -405,6 +493,10 @@ def check_upstream() -> None:
     # 6.
     if "self._class(" not in inspect.getsource(vars(RedisCache)["_cache"].func):
         problems.append("RedisCache no longer makes its client from self._class")
+    # 7.
+    render = inspect.getsource(django_backend.Template.render)
+    if "make_context(" not in render or "self.template.render(context)" not in render:
+        problems.append("Django's template wrapper no longer renders a context it makes")
     if problems:
         raise ImproperlyConfigured(
             "chat.seams no longer matches the installed Django or asgiref: "

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "allauth.socialaccount",
     "allauth.socialaccount.providers.openid_connect",
     "chat",
+    "django.forms",  # its widget templates, for FORM_RENDERER below
 ]
 
 # Django's own middleware here runs inline on the event loop under our ASGI handler
@@ -77,7 +78,8 @@ ROOT_URLCONF = "chatsite.urls"
 
 TEMPLATES = [
     {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        # Django's, releasing each page's context once rendered (chat.seams, seam 7).
+        "BACKEND": "chat.seams.ReleasingTemplates",
         "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
@@ -90,6 +92,10 @@ TEMPLATES = [
         },
     },
 ]
+
+# Forms render through TEMPLATES' backend too, so their contexts are released as a page's
+# are (chat.seams, seam 7); Django's default renderer has an engine of its own.
+FORM_RENDERER = "django.forms.renderers.TemplatesSetting"
 
 ASGI_APPLICATION = "chatsite.asgi.application"
 WSGI_APPLICATION = "chatsite.wsgi.application"

@@ -29,6 +29,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
+from chat.admin.pages import first_templates
 from chat.models import DailyUsage
 
 # Counting stops here: pages beyond it are reached by filtering, not by paging. Above the
@@ -67,6 +68,7 @@ class EstimatedCountPaginator(Paginator):  # type: ignore[type-arg]  # Django's 
 M = TypeVar("M", bound=Model)
 
 
+@first_templates
 class LargeTableAdmin(admin.ModelAdmin[M]):
     """Defaults for a changelist over a table that grows with every turn."""
 

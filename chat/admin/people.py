@@ -17,6 +17,7 @@ from django.forms.formsets import BaseFormSet
 from django.http import HttpRequest
 
 from chat.admin.display import cut, short_time
+from chat.admin.pages import first_templates
 from chat.models import Budget, GroupBudget
 from chat.money import usd
 from chat.spend.budgets import budget_forget, limit_of, period_spend
@@ -54,6 +55,7 @@ admin.site.unregister(User)
 
 
 @admin.register(User)
+@first_templates
 class PersonAdmin(UserAdmin[User]):
     inlines = [*UserAdmin.inlines, BudgetInline]
     list_display = [
@@ -118,6 +120,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
+@first_templates
 class TeamAdmin(GroupAdmin):
     """Django's group admin with the group's shared budget: its members' spend together
     per budget period."""

@@ -9,12 +9,14 @@ from django.contrib import admin
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from chat.admin.pages import first_templates
 from chat.models import ModelPrice, ToolPrice
 from chat.spend import prices
 
 M = TypeVar("M", bound=Model)
 
 
+@first_templates
 class PriceAdmin(admin.ModelAdmin[M]):
     """Turns are priced from a per-process copy of the price lists: an edit here counts at
     once in this process (other workers pick it up within prices.PRICES_TTL_SECONDS)."""

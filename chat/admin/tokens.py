@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from chat.access.tokens import token_fill
+from chat.admin.pages import first_templates
 from chat.models import ApiToken
 
 NEW_FIELDS = ("user", "name")
@@ -17,6 +18,7 @@ DETAIL_FIELDS = ("user", "name", "prefix", "created_at", "last_used_at", "revoke
 
 
 @admin.register(ApiToken)
+@first_templates
 class ApiTokenAdmin(admin.ModelAdmin[ApiToken]):
     list_display = ["name", "user", "prefix", "created_at", "last_used_at", "revoked_at"]
     list_filter = [("revoked_at", admin.EmptyFieldListFilter), "created_at"]
