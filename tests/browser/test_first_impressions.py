@@ -177,10 +177,13 @@ def test_renaming_in_the_list_moves_nothing_below(page: Page) -> None:
     page.get_by_role("button", name="New chat").click()
     finished(page, "Rename me in place")
     items = page.locator("#conversation-list li.conversation")
+    # bounding_box() answers None for an item not shown yet: read once it is.
+    expect(items.nth(1)).to_be_visible()
     below = items.nth(1).bounding_box()
     items.first.get_by_role("button", name="Actions for “Rename me in place”").click()
     page.get_by_role("menuitem", name="Rename").click()
     expect(page.get_by_role("textbox", name="Conversation title")).to_be_focused()
+    expect(items.nth(1)).to_be_visible()
     during = items.nth(1).bounding_box()
     assert below is not None and during is not None
     assert abs(during["y"] - below["y"]) < 1, (below, during)
