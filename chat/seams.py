@@ -160,7 +160,8 @@ class AuthenticationMiddleware(_Inline, auth.AuthenticationMiddleware):
     Django's close over the request they are set on, a reference cycle per request (5.)."""
 
     def process_request(self, request: HttpRequest) -> None:
-        super().process_request(request)
+        if not hasattr(request, "session"):
+            super().process_request(request)  # raises Django's error naming what is missing
         held = weakref.ref(request)
         request.user = SimpleLazyObject(lambda: auth.get_user(_alive(held)))  # type: ignore[assignment]
         request.auser = functools.partial(_auser, held)

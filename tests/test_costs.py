@@ -552,9 +552,7 @@ SQL_COMPILER_CYCLE = "SQLCompiler.get_select.<locals>.get_select_from_parent"
 
 def sql_compiler_cycles(left: list[object]) -> list[object]:
     """Django's SQL compiler's nested function that calls itself, each a cycle of three."""
-    djangos = [o for o in left if inspect.isfunction(o) and o.__module__.startswith("django.")]
-    assert {f.__qualname__ for f in djangos} <= {SQL_COMPILER_CYCLE}
-    return djangos
+    return [o for o in left if getattr(o, "__qualname__", "") == SQL_COMPILER_CYCLE]
 
 
 async def test_a_turn_leaves_the_garbage_collector_only_djangos_sql_compiler(deployed):
@@ -575,6 +573,8 @@ async def test_a_turn_leaves_the_garbage_collector_only_djangos_sql_compiler(dep
         await settled()
         await deferred_turn(client)
 
+    functions = [o for o in left if inspect.isfunction(o) and o.__module__.startswith("django.")]
+    assert {f.__qualname__ for f in functions} <= {SQL_COMPILER_CYCLE}
     djangos = sql_compiler_cycles(left)
     others = [o for o in left if id(o) not in reachable_within(djangos, left)]
     assert not others, Counter(type(o).__name__ for o in others).most_common(10)
@@ -617,8 +617,7 @@ async def test_a_staff_page_leaves_the_garbage_collector_none_of_the_page(deploy
             response = await staff.get(page)
         assert response.status == 200, page
         page_objects = (HttpRequest, BaseForm, BaseFormSet, BaseDatabaseWrapper, type)
-        compiler = [o for o in left if getattr(o, "__qualname__", "") == SQL_COMPILER_CYCLE]
-        roots = [o for o in left if isinstance(o, page_objects)] + compiler
+        roots = [o for o in left if isinstance(o, page_objects)] + sql_compiler_cycles(left)
         kept = [o for o in left if id(o) not in reachable_within(roots, left)]
         assert not kept, (page, Counter(type(o).__name__ for o in kept).most_common(10))
         rows = [o for o in left if isinstance(o, Model) and not isinstance(o, AbstractBaseUser)]
