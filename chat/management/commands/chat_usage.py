@@ -20,6 +20,11 @@ from chat.spend.tool_calls import (
 
 
 class Command(BaseCommand):
+    # A report, run from scripts and cron as often as by hand: Django's system checks
+    # (importing every URL pattern and view to check them) were most of its start-up, and
+    # they check nothing it reads. `manage.py check`, `migrate` and every server start
+    # still run them.
+    requires_system_checks: list[str] = []
     help = (
         "Requests, tokens, cost, failure rate and TTFT of assistant replies, by day, model or "
         "user; or tool calls by tool."
