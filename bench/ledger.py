@@ -5,7 +5,7 @@ One worker, the fake upstream. On the empty database, then after `bench.seed` st
 messages (200 people, a conversation per 50 messages, 90 days, 4 % failed replies):
 every usage-review page (median of 3 loads, signed in as staff), `chat_usage --since
 90d`, and a person with a budget chatting (time to first token and server CPU per reply,
-the budget checked on every turn); then the chat's TTFT p99 alone and with two staff
+the budget checked on every turn; medians of `TURN_ROUNDS` runs); then the chat's TTFT p99 alone and with two staff
 members reloading the dashboard and the message list beside it, in alternating rounds
 (`ROUNDS`, the median rise reported: one round's p99 is its eighth-slowest chat, which a
 hiccup of the shared machine moves by more than the target), and the same on a worker
