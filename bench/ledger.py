@@ -232,6 +232,8 @@ async def run_ledger(
     # The empty database as it is now (migrated, the budgeted person made), kept for the
     # turns' fixed point: a second worker on it beside the seeded one.
     empty_env = {**env, "DATABASE_URL": empty_copy(env["DATABASE_URL"], workdir)}
+    if "CHAT_CACHE_PREFIX" in env:  # the same person's id in both: a cache of its own
+        empty_env["CHAT_CACHE_PREFIX"] = env["CHAT_CACHE_PREFIX"] + "-empty"
     try:
         async with serving(env, "ledger.log") as app:
             cookies = await admin_session(base, env)
