@@ -555,14 +555,17 @@ def sql_compiler_cycles(left: list[object]) -> list[object]:
     return [o for o in left if getattr(o, "__qualname__", "") == SQL_COMPILER_CYCLE]
 
 
-async def test_a_turn_leaves_the_garbage_collector_only_djangos_sql_compiler(deployed):
+async def test_a_turn_leaves_the_garbage_collector_only_djangos_sql_compiler(deployed, settings):
     """Reference cycles are freed only by the cyclic collector, whose collections pause
     every stream of the worker, and the more a worker leaves, the more often they run; a
     turn makes none of its own (a timer re-arming itself through its closure, a connection
     object made per request on the event loop, a disconnect exception holding its frame,
-    Django's `request.user` and `request.auser` closing over their request did, each
-    keeping a turn's objects). What is left is Django's SQL compiler: a nested function
-    that calls itself, with nothing else of the turn."""
+    Django's `request.user` and `request.auser` closing over their request, and a deferred
+    turn's log and its producer referring to each other did, each keeping a turn's
+    objects; the log, with every frame, is let go here once its reader is done, as it is
+    `CHAT_RESUME_TTL_SECONDS` later when served). What is left is Django's SQL compiler: a
+    nested function that calls itself, with nothing else of the turn."""
+    settings.CHAT_RESUME_TTL_SECONDS = 0
     client = AsgiClient()
     await direct_turn(client)
     await deferred_turn(client)
@@ -572,6 +575,7 @@ async def test_a_turn_leaves_the_garbage_collector_only_djangos_sql_compiler(dep
         await direct_turn(client)
         await settled()
         await deferred_turn(client)
+        await asyncio.sleep(0.01)  # the log let go (`call_later`)
 
     functions = [o for o in left if inspect.isfunction(o) and o.__module__.startswith("django.")]
     assert {f.__qualname__ for f in functions} <= {SQL_COMPILER_CYCLE}

@@ -12,6 +12,8 @@ import subprocess
 import httpx2
 import pytest
 from asgiref.sync import sync_to_async
+from django.core.cache import caches
+from django.core.cache.backends import locmem
 from django.db import connection
 
 from chat.models import DailyUsage, Message
@@ -154,6 +156,41 @@ async def test_with_redis_down_chat_goes_on_degraded_and_recovers_by_itself(fake
         stop(worker)
         if redis_server is not None:
             stop(redis_server)
+
+
+async def test_while_redis_is_down_every_request_counts_in_the_same_worker_memory(settings):
+    """Django makes a cache object per request context. While Redis is unreachable they all
+    fall back to one memory of the worker, so a limit counted there counts across requests,
+    and they know at once that it is degraded (no request waits on Redis first); making
+    them leaves nothing behind in Django's registry of local-memory caches."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "chat.ops.cache.ResilientRedisCache",
+            "LOCATION": f"redis://{HOST}:{free_port()}/0",  # nothing listens there
+            "KEY_PREFIX": f"test-degraded-{free_port()}",
+        }
+    }
+
+    def request(n: int) -> tuple[bool, int]:
+        shared = caches["default"]
+        made.append(shared)  # kept, so that no two contexts' objects share an id
+        was_degraded = shared.degraded
+        if n == 0:
+            shared.set("turns", 0)
+        return was_degraded, shared.incr("turns")
+
+    def in_a_request_context(n: int) -> asyncio.Task[tuple[bool, int]]:
+        return asyncio.create_task(sync_to_async(request, thread_sensitive=False)(n))
+
+    made = []
+    first = await in_a_request_context(0)
+    registered = len(locmem._caches)
+    later = [await in_a_request_context(n) for n in range(1, 21)]
+
+    assert first == (False, 1)  # this one found Redis gone
+    assert later == [(True, n + 1) for n in range(1, 21)]
+    assert len(locmem._caches) == registered
+    assert len({id(shared) for shared in made}) == 21  # a cache object per context
 
 
 async def test_a_reader_on_another_worker_gets_its_final_event_across_a_redis_restart(

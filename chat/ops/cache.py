@@ -16,9 +16,11 @@ not answering, and is handled as an outage."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache.backends.locmem import LocMemCache
@@ -52,28 +54,32 @@ class ResilientRedisCache(RedisCache):
         super().__init__(server, {**params, "OPTIONS": options})
         self._class = SharedPoolClient
         local = {k: v for k, v in params.items() if k in ("TIMEOUT", "KEY_PREFIX", "VERSION")}
-        self._memory = LocMemCache(f"chat-degraded-{id(self)}", local)
-        self._retry_at = 0.0  # while degraded: when to try Redis again (else 0)
+        self._fallback = _fallback_for(server, local)
+
+    @property
+    def _memory(self) -> LocMemCache:
+        return self._fallback.memory
 
     @property
     def degraded(self) -> bool:
-        return self._retry_at > 0
+        return self._fallback.retry_at > 0
 
     def in_memory_now(self) -> bool:
         """Whether operations go to this worker's memory now (degraded, not yet time to
         try Redis again)."""
-        return bool(self._retry_at) and time.monotonic() < self._retry_at
+        retry_at = self._fallback.retry_at
+        return bool(retry_at) and time.monotonic() < retry_at
 
     def outage(self, exc: BaseException) -> None:
         """Redis failed: degraded from now. Also for a failure seen by another client of
         the same Redis (the counters' own), so both fall back together."""
-        if not self._retry_at:
+        if not self._fallback.retry_at:
             logger.error(
                 "Redis unreachable (%s): degraded mode, this worker's own cache: limits "
                 "count per worker, Stop and resume work within a worker",
                 type(exc).__name__,
             )
-        self._retry_at = time.monotonic() + RETRY_SECONDS
+        self._fallback.retry_at = time.monotonic() + RETRY_SECONDS
 
     def _either(self, name: str, *args: Any, **kwargs: Any) -> Any:
         if self.in_memory_now():
@@ -83,10 +89,37 @@ class ResilientRedisCache(RedisCache):
         except OUTAGES as exc:
             self.outage(exc)
             return getattr(self._memory, name)(*args, **kwargs)
-        if self._retry_at:
-            self._retry_at = 0.0
+        if self._fallback.retry_at:
+            self._fallback.retry_at = 0.0
             logger.warning("Redis reachable again: degraded mode over")
         return result
+
+
+@dataclass
+class _Fallback:
+    memory: LocMemCache
+    retry_at: float = 0.0  # while degraded: when to try Redis again (else 0)
+
+
+# The degraded mode's memory and state, one per Redis location and key format in this
+# process: Django makes a cache object per request context, and each of them falls back
+# to, counts in and recovers the same worker's memory. (A `LocMemCache` per cache object
+# was a store per request, so limits did not count across requests while degraded, and
+# each one stayed in Django's module-level registry of local-memory caches for good.)
+_fallbacks: dict[tuple[str, str], _Fallback] = {}
+
+
+def _fallback_for(server: str, local: dict[str, Any]) -> _Fallback:
+    key = (server, repr(sorted(local.items())))
+    found = _fallbacks.get(key)
+    if found is None:
+        # Two threads making the first at once get the same store: `LocMemCache`s of one
+        # name share it.
+        memory = LocMemCache(
+            f"chat-degraded-{hashlib.sha256(repr(key).encode()).hexdigest()}", local
+        )
+        found = _fallbacks.setdefault(key, _Fallback(memory))
+    return found
 
 
 def _delegated(name: str) -> Any:

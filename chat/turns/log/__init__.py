@@ -65,6 +65,10 @@ class TurnLog:
         self.events.append(event)
         if event.type in FINAL_TYPES:
             self.closed = True
+            # No producer to tell any more; and the callback refers to the producer, which
+            # refers to this log: kept, the finished log with every frame would wait for a
+            # full collection after its readers' time is up, not go when it is let go.
+            self._reader_left = None
         if self._publisher is not None:
             self._publisher.push(len(self.frames), frame, final=self.closed)
         waiters, self._waiters = self._waiters, []
