@@ -30,9 +30,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -78,6 +79,7 @@ ROUNDS = 3  # alone/beside pairs per worker; the median pair's rise is reported
 # A budgeted person's turns, one at a time: each checks the budget before the model call.
 BUDGETED = Scenario("ledger-turns", "a budgeted person's turns", 60, 1, 20, 1.0)
 TURN_PAIRS = 3
+T = TypeVar("T")
 # Anonymous chats beside staff reloading pages, as the admin20 scenario. 800 of them: the
 # p99 of 200 (its second-slowest chat) swung more between runs than the effect measured.
 BESIDE = Scenario(
@@ -196,7 +198,7 @@ def empty_copy(database_url: str, workdir: Path) -> str:
         return f"sqlite:///{copy}"
     url = urlsplit(database_url)
     name = url.path.lstrip("/")
-    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as db:
+    with _server(database_url) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{name}_empty"')
         db.execute(f'CREATE DATABASE "{name}_empty" TEMPLATE "{name}"')
     return url._replace(path=f"/{name}_empty").geturl()
@@ -205,9 +207,15 @@ def empty_copy(database_url: str, workdir: Path) -> str:
 def empty_drop(database_url: str) -> None:
     if database_url.startswith("sqlite:///"):
         return  # in the work directory
-    url = urlsplit(database_url)
-    with psycopg.connect(url._replace(path="/postgres").geturl(), autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{url.path.lstrip("/")}"')
+    with _server(database_url) as db:
+        db.execute(f'DROP DATABASE IF EXISTS "{urlsplit(database_url).path.lstrip("/")}"')
+
+
+def _server(database_url: str) -> psycopg.Connection[Any]:
+    """A connection to the server's `postgres` database: one cannot make or drop the
+    database one is connected to."""
+    url = urlsplit(database_url)._replace(path="/postgres")
+    return psycopg.connect(url.geturl(), autocommit=True)
 
 
 async def run_ledger(
@@ -299,12 +307,16 @@ async def p99_rounds(pid: int, base: str, cookies: dict[str, str]) -> list[tuple
     return rounds
 
 
-def median_round(rounds: list[tuple[float, float]]) -> tuple[float, float] | None:
-    """The round whose rise is the median of the rounds' (the lower middle of an even count)."""
-    if not rounds:
+def median_by(items: list[T], key: Callable[[T], float]) -> T | None:
+    """The item whose `key` is the median of the items' (the lower middle of an even count)."""
+    if not items:
         return None
-    by_rise = sorted(rounds, key=lambda pair: pair[1] - pair[0])
-    return by_rise[(len(by_rise) - 1) // 2]
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
+def median_round(rounds: list[tuple[float, float]]) -> tuple[float, float] | None:
+    """The round whose rise is the median of the rounds'."""
+    return median_by(rounds, lambda pair: pair[1] - pair[0])
 
 
 def _rises(rounds: list[tuple[float, float]]) -> str:
@@ -340,16 +352,16 @@ def report(figures: Figures) -> list[str]:
     )
     for key, label in (("ttft_p50_ms", "TTFT p50"), ("cpu_ms_per_reply", "CPU per reply")):
         ratios = [
-            (_ratio(getattr(after, key), getattr(before, key)), before, after)
+            (ratio, before, after)
             for before, after in figures.turn_pairs
+            if (ratio := _ratio(getattr(after, key), getattr(before, key))) is not None
         ]
-        known = sorted((r for r in ratios if r[0] is not None), key=lambda r: r[0] or 0)
-        if not known:
+        middle = median_by(ratios, lambda r: r[0])
+        if middle is None:
             lines.append(f"{'budgeted turn ' + label:<30} n/a {_verdict(False)}")
             continue
-        ratio, before, after = known[(len(known) - 1) // 2]
-        assert ratio is not None
-        each = ", ".join(f"{r:.2f}" for r, _, _ in ratios if r is not None)
+        ratio, before, after = middle
+        each = ", ".join(f"{r:.2f}" for r, _, _ in ratios)
         lines.append(
             f"{'budgeted turn ' + label:<30} {getattr(before, key):>6.1f} ms "
             f"{getattr(after, key):>6.1f} ms  {ratio:.2f}x (<= {TURN_RATIO_TARGET}x) "

@@ -16,7 +16,6 @@ not answering, and is handled as an outage."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -115,9 +114,7 @@ def _fallback_for(server: str, local: dict[str, Any]) -> _Fallback:
     if found is None:
         # Two threads making the first at once get the same store: `LocMemCache`s of one
         # name share it.
-        memory = LocMemCache(
-            f"chat-degraded-{hashlib.sha256(repr(key).encode()).hexdigest()}", local
-        )
+        memory = LocMemCache(f"chat-degraded-{key!r}", local)
         found = _fallbacks.setdefault(key, _Fallback(memory))
     return found
 
