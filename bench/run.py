@@ -578,16 +578,28 @@ Target = tuple[str, int, str]  # name, server pid, chat URL
 def runs_of(
     scenario: Scenario, scenarios: list[Scenario], targets: list[Target], pairs: int
 ) -> list[tuple[int, Scenario, Target]]:
-    """Which runs measure `scenario`, in order: the seed's app then ours, `pairs` times;
+    """Which runs measure `scenario`, in order: the seed's app and ours, `pairs` times;
     ours once for resumed turns (the seed's app resumes nothing); ours `pairs` times for
-    text20 and image20, alternating when both are wanted."""
+    text20 and image20, alternating when both are wanted. A pair's two runs swap places
+    every other pair (seed, ours; ours, seed; …): a worker that grows dearer or cheaper
+    as a run goes on would otherwise always favour whichever runs first."""
     ours = targets[-1]
     if scenario.mode == "resume":
         return [(1, scenario, ours)]
+
+    def in_turn(pair: int, both: list[T]) -> list[T]:
+        return both if pair % 2 else both[::-1]
+
     if scenario.name in IMAGE_PAIR:
         paired = [s for s in scenarios if s.name in IMAGE_PAIR]
-        return [(pair, each, ours) for pair in range(1, pairs + 1) for each in paired]
-    return [(pair, scenario, target) for pair in range(1, pairs + 1) for target in targets]
+        return [
+            (pair, each, ours) for pair in range(1, pairs + 1) for each in in_turn(pair, paired)
+        ]
+    return [
+        (pair, scenario, target)
+        for pair in range(1, pairs + 1)
+        for target in in_turn(pair, targets)
+    ]
 
 
 def percentile(values: list[float], q: int) -> float | None:
