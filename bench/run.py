@@ -581,8 +581,8 @@ def runs_of(
     """Which runs measure `scenario`, in order: the seed's app and ours, `pairs` times;
     ours once for resumed turns (the seed's app resumes nothing); ours `pairs` times for
     text20 and image20, alternating when both are wanted. A pair's two runs swap places
-    every other pair (seed, ours; ours, seed; …): a worker that grows dearer or cheaper
-    as a run goes on would otherwise always favour whichever runs first."""
+    every other pair (seed, ours; ours, seed; …): what drifts while the bench runs (the
+    machine, the fake upstream both share) would otherwise always favour the same side."""
     ours = targets[-1]
     if scenario.mode == "resume":
         return [(1, scenario, ours)]
