@@ -30,10 +30,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,6 +49,7 @@ from bench.run import (
     free_port,
     load_admin_pages,
     measure,
+    median_by,
     migrate,
     seed,
     started,
@@ -79,7 +80,6 @@ ROUNDS = 3  # alone/beside pairs per worker; the median pair's rise is reported
 # A budgeted person's turns, one at a time: each checks the budget before the model call.
 BUDGETED = Scenario("ledger-turns", "a budgeted person's turns", 60, 1, 20, 1.0)
 TURN_PAIRS = 3
-T = TypeVar("T")
 # Anonymous chats beside staff reloading pages, as the admin20 scenario. 800 of them: the
 # p99 of 200 (its second-slowest chat) swung more between runs than the effect measured.
 BESIDE = Scenario(
@@ -305,13 +305,6 @@ async def p99_rounds(pid: int, base: str, cookies: dict[str, str]) -> list[tuple
         if alone.ttft_p99_ms is not None and beside.ttft_p99_ms is not None:
             rounds.append((alone.ttft_p99_ms, beside.ttft_p99_ms))
     return rounds
-
-
-def median_by(items: list[T], key: Callable[[T], float]) -> T | None:
-    """The item whose `key` is the median of the items' (the lower middle of an even count)."""
-    if not items:
-        return None
-    return sorted(items, key=key)[(len(items) - 1) // 2]
 
 
 def median_round(rounds: list[tuple[float, float]]) -> tuple[float, float] | None:

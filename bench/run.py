@@ -940,6 +940,13 @@ def start_line(cost: StartCost) -> str:
     )
 
 
+def median_by(items: list[T], key: Callable[[T], float]) -> T | None:
+    """The item whose `key` is the median of the items' (the lower middle of an even count)."""
+    if not items:
+        return None
+    return sorted(items, key=key)[(len(items) - 1) // 2]
+
+
 def median_pair(
     results: list[Figures], scenario: str, figure: Callable[[Figures, Figures], float | None]
 ) -> tuple[float, list[float]] | None:
@@ -951,9 +958,8 @@ def median_pair(
         seed, ours = by.get((scenario, "seed", pair)), by.get((scenario, "ours", pair))
         if seed is not None and ours is not None and (value := figure(seed, ours)) is not None:
             values.append(value)
-    if not values:
-        return None
-    return sorted(values)[(len(values) - 1) // 2], values
+    middle = median_by(values, float)
+    return None if middle is None else (middle, values)
 
 
 def _ratio(ours: float | None, seed: float | None) -> float | None:
@@ -1005,10 +1011,10 @@ def image_verdict(results: list[Figures]) -> str | None:
         for (name, pair), text in sorted(by.items())
         if name == IMAGE_PAIR[0] and (image := by.get((IMAGE_PAIR[1], pair))) is not None
     ]
-    if not pairs:
-        return None
     added = [image.cpu_ms_per_reply / text.cpu_ms_per_reply - 1 for text, image in pairs]
-    median = sorted(range(len(pairs)), key=added.__getitem__)[(len(pairs) - 1) // 2]
+    median = median_by(list(range(len(pairs))), added.__getitem__)
+    if median is None:
+        return None
     text, image = pairs[median]
     each = ", ".join(f"{value:+.1%}" for value in added)
     return (
