@@ -573,6 +573,9 @@ async def measure_tools(
 IMAGE_PAIR = ("text20", "image20")
 
 Target = tuple[str, int, str]  # name, server pid, chat URL
+# `bench.wire_floor`, between the seed's and ours in c50's runs only: the CPU any app
+# doing our wire work spends, so the account can say what the rest of ours costs.
+FLOOR = "floor"
 
 
 def runs_of(
@@ -584,6 +587,8 @@ def runs_of(
     every other pair (seed, ours; ours, seed; …): what drifts while the bench runs (the
     machine, the fake upstream both share) would otherwise always favour the same side."""
     ours = targets[-1]
+    if scenario.name != "c50":
+        targets = [target for target in targets if target[0] != FLOOR]
     if scenario.mode == "resume":
         return [(1, scenario, ours)]
 
@@ -1003,6 +1008,29 @@ RATIOS: list[tuple[str, str, Callable[[Figures, Figures], float | None], str, st
 ]
 
 
+def floor_verdict(results: list[Figures]) -> str | None:
+    """The wire floor's CPU in c50's median pair: its share of the seed's, and what ours
+    spends beyond it (what storage, Django and the rest of the product cost)."""
+    by = {(f.target, f.pair): f for f in results if f.scenario == "c50"}
+    runs = [
+        (seed, floor, ours)
+        for (target, pair), floor in sorted(by.items())
+        if target == FLOOR
+        and (seed := by.get(("seed", pair))) is not None
+        and (ours := by.get(("ours", pair))) is not None
+    ]
+    middle = median_by(runs, lambda run: run[1].cpu_ms_per_reply / run[0].cpu_ms_per_reply)
+    if middle is None:
+        return None
+    seed, floor, ours = middle
+    return (
+        f"wire floor (c50, bench.wire_floor): {floor.cpu_ms_per_reply:.2f} ms per reply, "
+        f"{floor.cpu_ms_per_reply / seed.cpu_ms_per_reply:.2f}x the seed's; ours spends "
+        f"{ours.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms more; the goal leaves "
+        f"{0.33 * seed.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms above it"
+    )
+
+
 def image_verdict(results: list[Figures]) -> str | None:
     """What an image adds to a turn's CPU, from the median of text20/image20's pairs."""
     by = {(f.scenario, f.pair): f for f in results if f.target == "ours"}
@@ -1045,6 +1073,8 @@ def verdicts(results: list[Figures]) -> list[str]:
             f"memory per open stream (first burst1000): {ours.kib_per_open_stream:.0f} KiB "
             f"(seed's {seed_kib} KiB; goal <= 80 KiB)"
         )
+    if (line := floor_verdict(results)) is not None:
+        out.append(line)
     if (line := image_verdict(results)) is not None:
         out.append(line)
     by = {(f.scenario, f.target): f for f in results}
@@ -1075,6 +1105,7 @@ async def run(
     pairs: int = 3,
 ) -> tuple[list[Figures], list[StartCost], AdminLoad | None, UploadCost | None]:
     up_port, app_port, seed_port, tools_port = free_port(), free_port(), free_port(), free_port()
+    floor_port = free_port()
     db_path: Path | str = database_url or workdir / "bench.sqlite3"
     env = app_env(up_port, workdir / "bench.sqlite3", database_url, redis_url)
     migrate(env)
@@ -1086,6 +1117,9 @@ async def run(
         started(
             uvicorn_cmd("bench.fastapi_seed:app", seed_port), env, workdir / "seed.log"
         ) as seed,
+        started(
+            uvicorn_cmd("bench.wire_floor:app", floor_port), env, workdir / "floor.log"
+        ) as floor,
         # Ours with a Python tool offered, for the tool scenarios (the others offer none).
         started(
             uvicorn_cmd("chatsite.asgi:application", tools_port),
@@ -1097,8 +1131,10 @@ async def run(
         await wait_for_port(up_port, upstream, "fake upstream")
         await wait_for_port(app_port, app, "our app")
         await wait_for_port(seed_port, seed, "the seeds' FastAPI app")
+        await wait_for_port(floor_port, floor, "the wire floor")
         targets = [
             ("seed", seed.pid, f"http://{HOST}:{seed_port}/chat"),
+            (FLOOR, floor.pid, f"http://{HOST}:{floor_port}/chat"),
             ("ours", app.pid, f"http://{HOST}:{app_port}/api/chat"),
         ]
         warmup = Scenario("warmup", "", 20, 4, 10, 1.0, ttft_ms=5.0)
@@ -1141,7 +1177,7 @@ async def run(
         # Last: its thousand finished streams would otherwise inflate the others' memory.
         if with_starts:
             await configure_upstream(up_port, STARTS)
-            for target, pid, url in targets:
+            for target, pid, url in (t for t in targets if t[0] != FLOOR):
                 cost, outcomes = await measure_starts(target, pid, url, up_port)
                 if target == "ours":
                     cost.recorded = check_recorded(db_path, outcomes, STARTS)
