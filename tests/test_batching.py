@@ -62,6 +62,26 @@ async def test_items_queued_during_a_write_go_together_in_the_next():
     assert recorder.batches == [[1], [2, 3, 4, 5, 6]]
 
 
+async def test_a_batcher_that_yields_waits_until_the_other_has_written_everything():
+    """Finishes yield to starts: a finish submitted while starts are being written, and
+    starts that come after it, are written in the order starts, starts, finish (the
+    database thread takes batches in the order they are handed to it)."""
+    order: list[tuple[str, list[int]]] = []
+    starts_recorder = Recorder()
+    starts = Batcher(lambda items: (order.append(("start", items)), starts_recorder(items))[1])
+    finishes = Batcher(
+        lambda items: (order.append(("finish", items)), Recorder()(items))[1], yields_to=starts
+    )
+    first = await hold_first_write(starts_recorder, starts)
+    finished = finishes.submit(100)
+    await asyncio.sleep(0.01)  # time for the finish to be handed on, if it did not wait
+    later = [starts.submit(2), starts.submit(3)]
+    starts_recorder.release.set()
+
+    assert await asyncio.gather(first, *later, finished) == [10, 20, 30, 1000]
+    assert order == [("start", [1]), ("start", [2, 3]), ("finish", [100])]
+
+
 async def test_an_item_error_reaches_only_its_own_caller():
     recorder = Recorder()
     batcher = Batcher(recorder)

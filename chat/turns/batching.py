@@ -46,8 +46,14 @@ class Batcher(Generic[T, R]):
     time, so only the items that fail on their own fail.
     """
 
-    def __init__(self, write: Callable[[list[T]], list[R | Exception]]) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[T]], list[R | Exception]],
+        *,
+        yields_to: Batcher[Any, Any] | None = None,
+    ) -> None:
         self._write = write
+        self._yields_to = yields_to
         _batchers.add(self)
         self._queues: PerLoop[_Queue[T, R]] = PerLoop(_Queue)
 
@@ -86,6 +92,10 @@ class Batcher(Generic[T, R]):
 
     async def _drain(self, queue: _Queue[T, R]) -> None:
         while queue.items:
+            if self._yields_to is not None and (ahead := self._yields_to.writing()) is not None:
+                # Its batches wait for what `yields_to` has queued: both share the one
+                # database thread, which takes batches in the order they were handed to it.
+                await asyncio.wait([ahead])
             batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
             write = asyncio.ensure_future(
                 sync_to_async(self._write_all)([item for item, _ in batch])

@@ -29,7 +29,7 @@ from chat.text import storable
 from chat.turns.batching import Batcher
 from chat.turns.rounds import UpstreamIdle
 from chat.turns.selectors import end_event_data, stored_end_data
-from chat.turns.start import Turn
+from chat.turns.start import Turn, start_writes
 
 logger = logging.getLogger("chat")
 Status = Message.Status
@@ -283,7 +283,9 @@ def _round(
     }
 
 
-_finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish)
+# Turns waiting to begin go first: their time to first token waits on the start's write,
+# while a finish only delays the `end` event of a reply already streamed.
+_finishes: Batcher[_Finish, EndData] = Batcher(_turns_finish, yields_to=start_writes)
 # Waits between attempts to record a turn while the database cannot be reached (restarted,
 # failing over); after the last, the row is left to the lease sweep.
 FINISH_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)

@@ -99,7 +99,7 @@ async def turn_start(
         defer=defer,
         file_ids=tuple(attachments),
     )
-    return await committed(_starts.submit(start), undo=lambda turn: _abandon(turn.message_id))
+    return await committed(start_writes.submit(start), undo=lambda turn: _abandon(turn.message_id))
 
 
 async def _abandon(message_id: int) -> None:
@@ -262,7 +262,8 @@ def _turn(plan: _Plan, user: Message, assistant: Message, provider_name: str) ->
     return turn
 
 
-_starts: Batcher[_Start, Turn] = Batcher(_turns_start)
+# Every turn's start, group-committed; `chat.turns.finish`'s batches let these go first.
+start_writes: Batcher[_Start, Turn] = Batcher(_turns_start)
 
 
 def _context(
