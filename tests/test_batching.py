@@ -62,24 +62,74 @@ async def test_items_queued_during_a_write_go_together_in_the_next():
     assert recorder.batches == [[1], [2, 3, 4, 5, 6]]
 
 
-async def test_a_batcher_that_yields_waits_until_the_other_has_written_everything():
-    """Finishes yield to starts: a finish submitted while starts are being written, and
-    starts that come after it, are written in the order starts, starts, finish (the
-    database thread takes batches in the order they are handed to it)."""
-    order: list[tuple[str, list[int]]] = []
-    starts_recorder = Recorder()
-    starts = Batcher(lambda items: (order.append(("start", items)), starts_recorder(items))[1])
-    finishes = Batcher(
-        lambda items: (order.append(("finish", items)), Recorder()(items))[1], yields_to=starts
-    )
-    first = await hold_first_write(starts_recorder, starts)
-    finished = finishes.submit(100)
-    await asyncio.sleep(0.01)  # time for the finish to be handed on, if it did not wait
-    later = [starts.submit(2), starts.submit(3)]
-    starts_recorder.release.set()
+class Gated:
+    """A write function whose calls each wait for their own release, in order."""
 
-    assert await asyncio.gather(first, *later, finished) == [10, 20, 30, 1000]
-    assert order == [("start", [1]), ("start", [2, 3]), ("finish", [100])]
+    def __init__(self, name: str, order: list[tuple[str, list[int]]]) -> None:
+        self.name = name
+        self.order = order
+        self.gates: list[threading.Event] = []
+        self.started = threading.Semaphore(0)
+
+    def __call__(self, items: list[int]) -> list[int | Exception]:
+        gate = threading.Event()
+        self.gates.append(gate)
+        self.order.append((self.name, list(items)))
+        self.started.release()
+        gate.wait(5)
+        return [i * 10 for i in items]
+
+    async def next_write(self) -> threading.Event:
+        """Wait until a write of this batcher has begun; its gate."""
+        assert await asyncio.to_thread(self.started.acquire, True, 5)
+        return self.gates[-1]
+
+
+async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other():
+    """Finishes yield to starts: a finish found starts being written waits until the starts
+    have nothing queued (the database thread takes batches in the order they are handed
+    to it), then goes."""
+    order: list[tuple[str, list[int]]] = []
+    starts, finishes = Gated("start", order), Gated("finish", order)
+    start = Batcher(starts)
+    finish = Batcher(finishes, yields_to=start)
+
+    first = start.submit(1)
+    write_1 = await starts.next_write()
+    finished = finish.submit(100)
+    await asyncio.sleep(0.01)  # time for the finish to be handed on, if it did not wait
+    queued = [start.submit(2), start.submit(3)]
+    write_1.set()
+    write_2 = await starts.next_write()
+    later = start.submit(4)  # while starts 2 and 3 are written: still before the finish
+    write_2.set()
+    (await starts.next_write()).set()
+    (await finishes.next_write()).set()
+
+    assert await asyncio.gather(first, *queued, later, finished) == [10, 20, 30, 40, 1000]
+    assert order == [("start", [1]), ("start", [2, 3]), ("start", [4]), ("finish", [100])]
+
+
+async def test_a_batch_yields_for_a_bounded_time(monkeypatch):
+    """Starts that keep the other batcher writing cannot hold a finish back for good: after
+    `YIELD_AT_MOST_SECONDS` it is handed on, ahead of starts that come after that."""
+    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 0.05)
+    order: list[tuple[str, list[int]]] = []
+    starts, finishes = Gated("start", order), Gated("finish", order)
+    start = Batcher(starts)
+    finish = Batcher(finishes, yields_to=start)
+
+    first = start.submit(1)
+    write_1 = await starts.next_write()
+    finished = finish.submit(100)
+    await asyncio.sleep(0.3)  # past the bound: the finish is queued behind start 1
+    later = start.submit(2)
+    write_1.set()
+    (await finishes.next_write()).set()
+    (await starts.next_write()).set()
+
+    assert await asyncio.gather(first, finished, later) == [10, 1000, 20]
+    assert order == [("start", [1]), ("finish", [100]), ("start", [2])]
 
 
 async def test_an_item_error_reaches_only_its_own_caller():

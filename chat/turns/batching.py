@@ -28,6 +28,8 @@ R = TypeVar("R")
 
 # Bounds one transaction's size (and how long it holds SQLite's single write lock).
 MAX_BATCH = 200
+# The longest a batch waits for the batcher it yields to (a few of its batches).
+YIELD_AT_MOST_SECONDS = 0.5
 
 
 @dataclass
@@ -92,10 +94,11 @@ class Batcher(Generic[T, R]):
 
     async def _drain(self, queue: _Queue[T, R]) -> None:
         while queue.items:
-            if self._yields_to is not None and (ahead := self._yields_to.writing()) is not None:
-                # Its batches wait for what `yields_to` has queued: both share the one
-                # database thread, which takes batches in the order they were handed to it.
-                await asyncio.wait([ahead])
+            if self._yields_to is not None and (ahead := self._yields_to.writing()):
+                # Both share the one database thread, which takes batches in the order
+                # they are handed to it. Bounded, so a steady stream of the others cannot
+                # hold this batch back for good.
+                await asyncio.wait([ahead], timeout=YIELD_AT_MOST_SECONDS)
             batch, queue.items = queue.items[:MAX_BATCH], queue.items[MAX_BATCH:]
             write = asyncio.ensure_future(
                 sync_to_async(self._write_all)([item for item, _ in batch])
