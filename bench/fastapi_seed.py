@@ -33,7 +33,8 @@ class ChatRequest(BaseModel):
     message: str
 
 
-def _http_client() -> httpx2.AsyncClient | None:
+def http_client() -> httpx2.AsyncClient | None:
+    """Ours' HTTP client under the SDK (`CHAT_HTTP_CLIENT`), sized as ours is."""
     if os.environ.get("CHAT_HTTP_CLIENT", "aiohttp") != "aiohttp":
         return None
     limits = httpx2.Limits(max_connections=10_000, keepalive_expiry=4.0)
@@ -49,7 +50,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         base_url=os.environ["OPENAI_BASE_URL"],
         api_key=os.environ.get("OPENAI_API_KEY") or "x",
         max_retries=int(os.environ.get("CHAT_MAX_RETRIES", "2")),
-        http_client=_http_client(),
+        http_client=http_client(),
     )
     yield
     await clients.pop("openai").close()

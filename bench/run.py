@@ -205,7 +205,7 @@ class Figures:
     kib_per_open_stream: float | None
     recorded: str = ""
     first_errors: list[str] = field(default_factory=list)
-    pair: int = 1  # which of the alternating seed/ours pairs
+    pair: int = 1  # which of the alternating pairs
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -573,27 +573,31 @@ async def measure_tools(
 IMAGE_PAIR = ("text20", "image20")
 
 Target = tuple[str, int, str]  # name, server pid, chat URL
-# `bench.wire_floor`, between the seed's and ours in c50's runs only: the CPU any app
-# doing our wire work spends, so the account can say what the rest of ours costs.
+# `bench.wire_floor`, between the seed's and ours in these scenarios' runs only: the CPU
+# any app doing our wire work spends, so the account can say what the rest of ours costs.
 FLOOR = "floor"
+FLOOR_SCENARIOS = {"c50"}
+# Issue 24's goal for server CPU per reply, ours / the seed's.
+CPU_GOAL = 0.33
 
 
 def runs_of(
     scenario: Scenario, scenarios: list[Scenario], targets: list[Target], pairs: int
 ) -> list[tuple[int, Scenario, Target]]:
-    """Which runs measure `scenario`, in order: the seed's app and ours, `pairs` times;
-    ours once for resumed turns (the seed's app resumes nothing); ours `pairs` times for
-    text20 and image20, alternating when both are wanted. A pair's two runs swap places
-    every other pair (seed, ours; ours, seed; …): what drifts while the bench runs (the
-    machine, the fake upstream both share) would otherwise always favour the same side."""
+    """Which runs measure `scenario`, in order: the seed's app and ours (with the wire floor
+    between them in `FLOOR_SCENARIOS`), `pairs` times; ours once for resumed turns (the
+    seed's app resumes nothing); ours `pairs` times for text20 and image20, alternating
+    when both are wanted. A pair's runs swap order every other pair (seed, ours; ours,
+    seed; …): what drifts while the bench runs (the machine, the fake upstream they share)
+    would otherwise always favour the same side."""
     ours = targets[-1]
-    if scenario.name != "c50":
+    if scenario.name not in FLOOR_SCENARIOS:
         targets = [target for target in targets if target[0] != FLOOR]
     if scenario.mode == "resume":
         return [(1, scenario, ours)]
 
-    def in_turn(pair: int, both: list[T]) -> list[T]:
-        return both if pair % 2 else both[::-1]
+    def in_turn(pair: int, runs: list[T]) -> list[T]:
+        return runs if pair % 2 else runs[::-1]
 
     if scenario.name in IMAGE_PAIR:
         paired = [s for s in scenarios if s.name in IMAGE_PAIR]
@@ -978,7 +982,7 @@ RATIOS: list[tuple[str, str, Callable[[Figures, Figures], float | None], str, st
         "c50",
         lambda seed, ours: _ratio(ours.cpu_ms_per_reply, seed.cpu_ms_per_reply),
         "x",
-        "<= 0.33x",
+        f"<= {CPU_GOAL}x",
     ),
     (
         "added time to first token at concurrency 1 (p50)",
@@ -1009,26 +1013,30 @@ RATIOS: list[tuple[str, str, Callable[[Figures, Figures], float | None], str, st
 
 
 def floor_verdict(results: list[Figures]) -> str | None:
-    """The wire floor's CPU in c50's median pair: its share of the seed's, and what ours
+    """The wire floor's CPU in its median pair: its share of the seed's, and what ours
     spends beyond it (what storage, Django and the rest of the product cost)."""
-    by = {(f.target, f.pair): f for f in results if f.scenario == "c50"}
-    runs = [
-        (seed, floor, ours)
-        for (target, pair), floor in sorted(by.items())
-        if target == FLOOR
-        and (seed := by.get(("seed", pair))) is not None
-        and (ours := by.get(("ours", pair))) is not None
-    ]
-    middle = median_by(runs, lambda run: run[1].cpu_ms_per_reply / run[0].cpu_ms_per_reply)
-    if middle is None:
-        return None
-    seed, floor, ours = middle
-    return (
-        f"wire floor (c50, bench.wire_floor): {floor.cpu_ms_per_reply:.2f} ms per reply, "
-        f"{floor.cpu_ms_per_reply / seed.cpu_ms_per_reply:.2f}x the seed's; ours spends "
-        f"{ours.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms more; the goal leaves "
-        f"{0.33 * seed.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms above it"
-    )
+    lines = []
+    for scenario in sorted(FLOOR_SCENARIOS):
+        by = {(f.target, f.pair): f for f in results if f.scenario == scenario}
+        runs = [
+            (seed, floor, ours, share)
+            for (target, pair), floor in by.items()
+            if target == FLOOR
+            and (seed := by.get(("seed", pair))) is not None
+            and (ours := by.get(("ours", pair))) is not None
+            and (share := _ratio(floor.cpu_ms_per_reply, seed.cpu_ms_per_reply)) is not None
+        ]
+        middle = median_by(runs, lambda run: run[3])
+        if middle is None:
+            continue
+        seed, floor, ours, share = middle
+        lines.append(
+            f"wire floor ({scenario}, bench.wire_floor): {floor.cpu_ms_per_reply:.2f} ms per "
+            f"reply, {share:.2f}x the seed's; ours spends "
+            f"{ours.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms more; the goal leaves "
+            f"{CPU_GOAL * seed.cpu_ms_per_reply - floor.cpu_ms_per_reply:.2f} ms above it"
+        )
+    return "\n".join(lines) or None
 
 
 def image_verdict(results: list[Figures]) -> str | None:
@@ -1199,13 +1207,13 @@ async def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmark our app against the seeds' app.")
     parser.add_argument(
-        "--pairs", type=int, default=3, help="alternating seed/ours runs of each scenario"
+        "--pairs", type=int, default=3, help="alternating runs of each scenario on each server"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--only", default="", help="comma-separated scenario names")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, DB)")
     parser.add_argument(
-        "--profile", action="store_true", help="py-spy both servers (implies --keep)"
+        "--profile", action="store_true", help="py-spy every server measured (implies --keep)"
     )
     parser.add_argument(
         "--database-url", default="", help="an empty PostgreSQL database (default: SQLite)"

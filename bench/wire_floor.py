@@ -5,39 +5,37 @@ stored, so `make bench` can say how much of our CPU any app built this way must 
 
 A bare ASGI app under the same uvicorn: it reads the request's JSON, calls the model
 through the SDK the way `chat.llm.client` does (`with_streaming_response`, the messages
-in `extra_body`, the same aiohttp client), decodes each SSE event with `json.loads`, and
-sends the text in frames at most one per `CHAT_STREAM_FRAME_MS`, as SSE `start`, `delta`
-and `end` events (events split on a blank line, as the fake upstream sends them). It is
-cheaper than any real app: no routing, middleware, identity, limits, storage, stop
-requests or idle checks, and a frame's text waits for the next chunk after its interval
-rather than for a timer. It imports nothing of ours.
+in `extra_body`, the same HTTP client as the seed's app), decodes each SSE event with
+`json.loads`, and sends the text in frames at most one per `CHAT_STREAM_FRAME_MS`, as
+SSE `start`, `delta` and `end` events (events split on a blank line, as the fake
+upstream sends them). It is cheaper than any real app: no routing, middleware, identity,
+limits, storage, stop requests or idle checks, and a frame's text waits for the next
+chunk after its interval rather than for a timer. It imports nothing of ours but the
+seed app's HTTP client.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from typing import Any
 
-import httpx2
 import openai
 
+from bench.fastapi_seed import http_client
+
 FRAME_SECONDS = float(os.environ.get("CHAT_STREAM_FRAME_MS", "40")) / 1000
-_clients: list[openai.AsyncOpenAI] = []
 
 
+@functools.cache
 def _client() -> openai.AsyncOpenAI:
-    if not _clients:
-        limits = httpx2.Limits(max_connections=10_000, keepalive_expiry=4.0)
-        _clients.append(
-            openai.AsyncOpenAI(
-                base_url=os.environ["OPENAI_BASE_URL"],
-                api_key=os.environ.get("OPENAI_API_KEY") or "x",
-                http_client=openai.DefaultAioHttpClient(limits=limits),
-            )
-        )
-    return _clients[0]
+    return openai.AsyncOpenAI(
+        base_url=os.environ["OPENAI_BASE_URL"],
+        api_key=os.environ.get("OPENAI_API_KEY") or "x",
+        http_client=http_client(),
+    )
 
 
 def _frame(event: str, data: Any) -> bytes:

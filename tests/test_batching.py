@@ -85,10 +85,11 @@ class Gated:
         return self.gates[-1]
 
 
-async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other():
+async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other(monkeypatch):
     """Finishes yield to starts: a finish found starts being written waits until the starts
     have nothing queued (the database thread takes batches in the order they are handed
     to it), then goes."""
+    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 60.0)  # however slow the machine
     order: list[tuple[str, list[int]]] = []
     starts, finishes = Gated("start", order), Gated("finish", order)
     start = Batcher(starts)
@@ -113,7 +114,7 @@ async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other():
 async def test_a_batch_yields_for_a_bounded_time(monkeypatch):
     """Starts that keep the other batcher writing cannot hold a finish back for good: after
     `YIELD_AT_MOST_SECONDS` it is handed on, ahead of starts that come after that."""
-    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 0.05)
+    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 0.01)
     order: list[tuple[str, list[int]]] = []
     starts, finishes = Gated("start", order), Gated("finish", order)
     start = Batcher(starts)

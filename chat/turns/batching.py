@@ -28,7 +28,8 @@ R = TypeVar("R")
 
 # Bounds one transaction's size (and how long it holds SQLite's single write lock).
 MAX_BATCH = 200
-# The longest a batch waits for the batcher it yields to (a few of its batches).
+# The longest a batch waits for the batcher it yields to: long enough for a few of that
+# batcher's batches, short enough that what this batch holds back is not held for long.
 YIELD_AT_MOST_SECONDS = 0.5
 
 
