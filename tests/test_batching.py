@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from dataclasses import dataclass
 
 import pytest
 
@@ -85,52 +86,62 @@ class Gated:
         return self.gates[-1]
 
 
-async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other(monkeypatch):
-    """Finishes yield to starts: a finish found starts being written waits until the starts
-    have nothing queued (the database thread takes batches in the order they are handed
-    to it), then goes."""
-    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 60.0)  # however slow the machine
+@dataclass
+class Yielding:
+    """Finishes yielding to starts: start 1 is being written (held at its gate) and
+    finish 100 has been submitted; `order` is the order the database thread took batches."""
+
+    order: list[tuple[str, list[int]]]
+    starts: Gated
+    finishes: Gated
+    start: Batcher[int, int]
+    first: asyncio.Future[int]
+    finished: asyncio.Future[int]
+    write_1: threading.Event
+
+
+async def yielding(monkeypatch, *, bound: float) -> Yielding:
+    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", bound)
     order: list[tuple[str, list[int]]] = []
     starts, finishes = Gated("start", order), Gated("finish", order)
     start = Batcher(starts)
     finish = Batcher(finishes, yields_to=start)
-
     first = start.submit(1)
     write_1 = await starts.next_write()
-    finished = finish.submit(100)
-    await asyncio.sleep(0.01)  # time for the finish to be handed on, if it did not wait
-    queued = [start.submit(2), start.submit(3)]
-    write_1.set()
-    write_2 = await starts.next_write()
-    later = start.submit(4)  # while starts 2 and 3 are written: still before the finish
-    write_2.set()
-    (await starts.next_write()).set()
-    (await finishes.next_write()).set()
+    return Yielding(order, starts, finishes, start, first, finish.submit(100), write_1)
 
-    assert await asyncio.gather(first, *queued, later, finished) == [10, 20, 30, 40, 1000]
-    assert order == [("start", [1]), ("start", [2, 3]), ("start", [4]), ("finish", [100])]
+
+async def test_a_batch_that_yields_goes_after_everything_queued_to_the_other(monkeypatch):
+    """Finishes yield to starts: a finish found starts being written waits until the starts
+    have nothing queued (the database thread takes batches in the order they are handed
+    to it), then goes."""
+    scene = await yielding(monkeypatch, bound=60.0)  # however slow the machine
+    await asyncio.sleep(0.01)  # time for the finish to be handed on, if it did not wait
+    queued = [scene.start.submit(2), scene.start.submit(3)]
+    scene.write_1.set()
+    write_2 = await scene.starts.next_write()
+    later = scene.start.submit(4)  # while starts 2 and 3 are written: still before the finish
+    write_2.set()
+    (await scene.starts.next_write()).set()
+    (await scene.finishes.next_write()).set()
+
+    written = await asyncio.gather(scene.first, *queued, later, scene.finished)
+    assert written == [10, 20, 30, 40, 1000]
+    assert scene.order == [("start", [1]), ("start", [2, 3]), ("start", [4]), ("finish", [100])]
 
 
 async def test_a_batch_yields_for_a_bounded_time(monkeypatch):
     """Starts that keep the other batcher writing cannot hold a finish back for good: after
     `YIELD_AT_MOST_SECONDS` it is handed on, ahead of starts that come after that."""
-    monkeypatch.setattr(batching, "YIELD_AT_MOST_SECONDS", 0.01)
-    order: list[tuple[str, list[int]]] = []
-    starts, finishes = Gated("start", order), Gated("finish", order)
-    start = Batcher(starts)
-    finish = Batcher(finishes, yields_to=start)
-
-    first = start.submit(1)
-    write_1 = await starts.next_write()
-    finished = finish.submit(100)
+    scene = await yielding(monkeypatch, bound=0.01)
     await asyncio.sleep(0.3)  # past the bound: the finish is queued behind start 1
-    later = start.submit(2)
-    write_1.set()
-    (await finishes.next_write()).set()
-    (await starts.next_write()).set()
+    later = scene.start.submit(2)
+    scene.write_1.set()
+    (await scene.finishes.next_write()).set()
+    (await scene.starts.next_write()).set()
 
-    assert await asyncio.gather(first, finished, later) == [10, 1000, 20]
-    assert order == [("start", [1]), ("finish", [100]), ("start", [2])]
+    assert await asyncio.gather(scene.first, scene.finished, later) == [10, 1000, 20]
+    assert scene.order == [("start", [1]), ("finish", [100]), ("start", [2])]
 
 
 async def test_an_item_error_reaches_only_its_own_caller():
