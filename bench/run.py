@@ -581,6 +581,13 @@ FLOOR_SCENARIOS = {"c50"}
 CPU_GOAL = 0.33
 
 
+def serving(scenario: Scenario, targets: list[Target]) -> list[Target]:
+    """The servers `scenario` is measured on: the wire floor only in `FLOOR_SCENARIOS`."""
+    if scenario.name in FLOOR_SCENARIOS:
+        return targets
+    return [target for target in targets if target[0] != FLOOR]
+
+
 def runs_of(
     scenario: Scenario, scenarios: list[Scenario], targets: list[Target], pairs: int
 ) -> list[tuple[int, Scenario, Target]]:
@@ -591,8 +598,7 @@ def runs_of(
     seed; …): what drifts while the bench runs (the machine, the fake upstream they share)
     would otherwise always favour the same side."""
     ours = targets[-1]
-    if scenario.name not in FLOOR_SCENARIOS:
-        targets = [target for target in targets if target[0] != FLOOR]
+    targets = serving(scenario, targets)
     if scenario.mode == "resume":
         return [(1, scenario, ours)]
 
@@ -1185,7 +1191,7 @@ async def run(
         # Last: its thousand finished streams would otherwise inflate the others' memory.
         if with_starts:
             await configure_upstream(up_port, STARTS)
-            for target, pid, url in (t for t in targets if t[0] != FLOOR):
+            for target, pid, url in serving(STARTS, targets):
                 cost, outcomes = await measure_starts(target, pid, url, up_port)
                 if target == "ours":
                     cost.recorded = check_recorded(db_path, outcomes, STARTS)
